@@ -1,0 +1,382 @@
+/*
+ * shmlimit.h - the one public header of libshmlimit.
+ *
+ * libshmlimit lets many unrelated processes on one Linux host share the
+ * Claude API's limits without a server: per model-class pools of token
+ * buckets (requests, input tokens, output tokens per minute) and one monthly
+ * spend counter live in a POSIX shared-memory segment, and each process
+ * admits its requests against them with a handful of atomic operations.
+ *
+ * Conventions
+ *   - Every function that can fail returns a negative errno value (-EINVAL,
+ *     -ENOENT, ...) and 0 or a non-negative result on success.  The meaning
+ *     of each code in this library is listed once, in SHL_ERRNO_MAP below;
+ *     shl_strerror() gives the message.
+ *   - Functions that can fail for a reason worth a sentence (a config key,
+ *     a segment field) take an optional `shl_err *` and write that sentence
+ *     into it.  Pass NULL when you only want the code.
+ *   - Times are nanoseconds.  "now" is CLOCK_BOOTTIME (see shl_now()).
+ *   - A handle (shl_t) may be used by many threads at once.  A ticket is
+ *     owned by the thread that holds it.
+ *
+ * Concurrency contract
+ *   operation                          may run concurrently with
+ *   shl_try / shl_acquire              everything, in any process
+ *   shl_settle / shl_cancel            everything (each ticket once)
+ *   shl_hold / shl_clamp / shl_spend_exhaust   everything
+ *   shl_stats                          everything (read-only snapshot)
+ *   shl_apply / shl_reset              everything; appliers serialise among
+ *                                      themselves with flock() on the segment
+ *   shl_detach                         nothing on the same handle
+ */
+#ifndef SHMLIMIT_H
+#define SHMLIMIT_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SHL_API __attribute__((visibility("default")))
+#else
+#define SHL_API
+#endif
+
+#define SHL_VERSION_MAJOR 1
+#define SHL_VERSION_MINOR 0
+#define SHL_VERSION_STRING "1.0.0"
+
+/* Capacity of a segment (fixed by the layout version). */
+#define SHL_MAX_POOLS 64
+#define SHL_MAX_MODELS 256
+#define SHL_NAME_MAX 31    /* pool name, bytes, without the NUL */
+#define SHL_PATTERN_MAX 63 /* model id or prefix pattern, bytes, without the NUL */
+
+/*
+ * Error codes: the errno value each one uses, and its message.  One list;
+ * shl_strerror() and the docs are generated from it.
+ */
+#define SHL_ERRNO_MAP(X)                                                       \
+	X(ENOENT, "no such segment")                                           \
+	X(EEXIST, "segment already exists")                                    \
+	X(EACCES, "permission denied")                                         \
+	X(EPERM, "segment is owned by another user")                           \
+	X(EPROTO, "not a libshmlimit segment (bad magic)")                     \
+	X(EPROTONOSUPPORT, "incompatible segment layout version")              \
+	X(EBADMSG, "segment size does not match its layout")                   \
+	X(EUCLEAN, "segment is corrupt")                                       \
+	X(EINVAL, "invalid argument or configuration")                        \
+	X(ENOMEM, "out of memory")                                             \
+	X(ESRCH, "no pool is configured for this model")                       \
+	X(EAGAIN, "not admitted now; retry after the returned wait")           \
+	X(E2BIG, "request is larger than a bucket's capacity; it can never be admitted") \
+	X(EDQUOT, "monthly spend cap reached")                                 \
+	X(ETIMEDOUT, "deadline passed before the request could be admitted")   \
+	X(EALREADY, "ticket already settled or cancelled")                     \
+	X(ENAMETOOLONG, "segment name is too long or malformed")               \
+	X(EOVERFLOW, "value out of range")
+
+/* Message for a code returned by this library (negative or positive). */
+SHL_API const char *shl_strerror(int err);
+
+/* A sentence naming what was wrong, filled by functions that take it. */
+typedef struct shl_err {
+	char msg[256];
+} shl_err;
+
+/* ------------------------------------------------------------------ */
+/* Dimensions                                                          */
+/* ------------------------------------------------------------------ */
+
+enum shl_dim {
+	SHL_DIM_RPM = 0,  /* requests per minute */
+	SHL_DIM_ITPM = 1, /* input tokens per minute */
+	SHL_DIM_OTPM = 2, /* output tokens per minute */
+	SHL_DIM_SPEND = 3, /* the monthly spend cap (segment-wide) */
+	SHL_DIM_HOLD = 4, /* a server retry-after hold on the pool */
+	SHL_DIM_NONE = -1
+};
+#define SHL_NBUCKETS 3 /* RPM, ITPM, OTPM */
+
+/* "rpm", "itpm", "otpm", "spend", "hold" or "none". */
+SHL_API const char *shl_dim_name(int dim);
+
+/* ------------------------------------------------------------------ */
+/* Money                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Spend is counted in integer units of 1e-9 USD (nano-dollars).  A price of
+ * P USD per million tokens is P * 1000 units per token, so any price with at
+ * most three decimals is exact (the cheapest, 0.03 USD/MTok, is 30 units per
+ * token, 15 for Batch), and the month counter holds 144 million USD.
+ */
+#define SHL_UNITS_PER_USD 1000000000LL
+#define SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK 1000LL
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                        */
+/* ------------------------------------------------------------------ */
+
+/* An opaque, validated configuration (pools, models, spend cap). */
+typedef struct shl_config shl_config;
+
+/*
+ * Parse a JSON configuration.  On error returns -EINVAL and, with `err`,
+ * a message naming the key path, e.g. "pools[2].itpm: expected a positive
+ * integer".  The format is documented in README.md ("Configuration").
+ */
+SHL_API int shl_config_parse(const char *json, size_t len, shl_config **out,
+			     shl_err *err);
+
+/* A built-in tier preset, tier 1..4 (-EINVAL otherwise). */
+SHL_API int shl_config_preset(int tier, shl_config **out);
+
+/* The JSON text of a preset (static storage), or NULL. */
+SHL_API const char *shl_preset_json(int tier);
+
+/*
+ * Serialise a configuration as JSON that shl_config_parse accepts back
+ * unchanged.  Returns a malloc'd string (free() it) or NULL.
+ */
+SHL_API char *shl_config_to_json(const shl_config *cfg);
+
+SHL_API void shl_config_free(shl_config *cfg);
+
+/* ------------------------------------------------------------------ */
+/* Segments                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct shl shl_t;
+
+/*
+ * Segment names follow shm_open(3): an optional leading '/', then 1..200
+ * bytes of [A-Za-z0-9._-].  "myfleet" and "/myfleet" name the same segment.
+ */
+
+/* Flags for shl_create. */
+#define SHL_CREATE_GROUP 0x1   /* mode 0660 instead of 0600 */
+#define SHL_CREATE_REPLACE 0x2 /* unlink an existing segment of that name first */
+
+/* Flags for shl_attach. */
+#define SHL_ATTACH_RDONLY 0x1    /* map read-only (stats); admissions fail with -EACCES */
+#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid */
+
+/*
+ * Create a segment from `cfg` (O_EXCL; -EEXIST if it exists unless
+ * SHL_CREATE_REPLACE) and attach to it.  `out` may be NULL to create only.
+ */
+SHL_API int shl_create(const char *name, const shl_config *cfg, unsigned flags,
+		       shl_t **out, shl_err *err);
+
+/*
+ * Attach to an existing segment.  Validates magic, layout version, size,
+ * owner and the live configuration; each failure has its own code
+ * (-ENOENT, -EACCES, -EPERM, -EPROTO, -EPROTONOSUPPORT, -EBADMSG, -EUCLEAN).
+ */
+SHL_API int shl_attach(const char *name, unsigned flags, shl_t **out,
+		       shl_err *err);
+
+/* Unmap and free the handle.  Outstanding tickets stay valid data but must
+ * not be settled through this handle afterwards. */
+SHL_API void shl_detach(shl_t *h);
+
+/* Remove the segment name; attached processes keep their mapping. */
+SHL_API int shl_unlink(const char *name);
+
+/* The segment's name as given to shl_create / shl_attach. */
+SHL_API const char *shl_name(const shl_t *h);
+
+/*
+ * Replace the live configuration (a tier upgrade) without stopping anyone.
+ * Pools are matched by name: a pool that keeps its name keeps its bucket
+ * state (each bucket keeps its time-to-full, so its fill fraction carries
+ * over when limits scale) and its counters; a new pool starts full; a
+ * removed pool's admissions settle spend only.  Workers see the new limits
+ * at their next call.
+ */
+SHL_API int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err);
+
+/* A copy of the live configuration (free with shl_config_free). */
+SHL_API int shl_config_get(shl_t *h, shl_config **out);
+
+/* The live configuration generation (changes on every apply). */
+SHL_API uint64_t shl_generation(shl_t *h);
+
+/* What shl_reset does; combine. */
+#define SHL_RESET_BUCKETS 0x1 /* refill every bucket, clear holds */
+#define SHL_RESET_SPEND 0x2   /* zero this month's spend, clear exhaustion */
+#define SHL_RESET_COUNTERS 0x4 /* zero the stats counters */
+SHL_API int shl_reset(shl_t *h, unsigned what);
+
+/*
+ * Validate the whole segment (header, both configuration slots' active
+ * one, runtime words).  Returns 0 when sound, else -EUCLEAN (or the attach
+ * codes) with every problem found written to `report` one per line.
+ */
+SHL_API int shl_check(shl_t *h, char *report, size_t report_len);
+
+/* ------------------------------------------------------------------ */
+/* Admission                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Map a model id ("claude-sonnet-4-5-20250929") to its model entry: the
+ * exact id if configured, else the longest matching prefix pattern
+ * ("claude-sonnet-4-5*").  Returns the entry index (>= 0) or -ESRCH.
+ * Uses a process-local lock-free hash table; no scan of shared memory.
+ */
+SHL_API int shl_lookup(shl_t *h, const char *model_id);
+
+/* The pool index (0..SHL_MAX_POOLS-1) of a model entry, or a negative code. */
+SHL_API int shl_model_pool(shl_t *h, int model);
+
+/* The cost of a request, as known before it is sent. */
+typedef struct shl_cost {
+	uint64_t input_tokens;   /* estimated uncached input tokens */
+	uint64_t cache_write_5m; /* tokens expected to be written to the 5 min cache */
+	uint64_t cache_write_1h; /* tokens expected to be written to the 1 h cache */
+	uint64_t cache_read;     /* tokens expected to be read from cache */
+	uint64_t max_tokens;     /* the request's max_tokens */
+	int batch;               /* non-zero: Message Batches API pricing (x0.5) */
+} shl_cost;
+
+/* What the server reported it used (the response's usage object). */
+typedef struct shl_usage {
+	uint64_t input_tokens;
+	uint64_t output_tokens;
+	uint64_t cache_write_5m;
+	uint64_t cache_write_1h;
+	uint64_t cache_read;
+} shl_usage;
+
+/*
+ * An admission, to be settled or cancelled exactly once.  Plain data
+ * owned by the caller; fields are informative, do not modify them.
+ */
+typedef struct shl_ticket {
+	int32_t model;         /* model entry index */
+	int32_t pool;          /* pool index */
+	uint32_t state;        /* 1 = open, 2 = settled/cancelled */
+	uint32_t batch;
+	uint64_t rpm;          /* units held in each bucket */
+	uint64_t itpm;
+	uint64_t otpm;
+	int64_t spend;         /* spend units reserved (worst case) */
+	uint32_t month;        /* month index the spend was reserved in */
+	uint32_t pad;
+	uint64_t generation;   /* configuration generation at admission */
+	int64_t admitted_at;   /* shl_now() at admission */
+} shl_ticket;
+
+/* Why a request was not admitted, and when it could be. */
+typedef struct shl_refusal {
+	int dim;          /* enum shl_dim that refused */
+	int pool;         /* pool index */
+	int64_t wait_ns;  /* time until it could be admitted (0 if never) */
+	uint64_t need;    /* units the request needs in that dimension */
+	uint64_t capacity;/* that dimension's capacity (burst or cap) */
+} shl_refusal;
+
+/*
+ * Try to admit, never blocking: all of RPM, ITPM, OTPM and spend, or
+ * nothing.  Returns 0 and fills `t`; or -EAGAIN with `why` saying which
+ * dimension refused and the exact wait; or -E2BIG (larger than a bucket),
+ * -EDQUOT (spend cap reached for the month), -ESRCH, -EACCES (read-only).
+ * `why` may be NULL.
+ */
+SHL_API int shl_try(shl_t *h, int model, const shl_cost *cost, shl_ticket *t,
+		    shl_refusal *why);
+
+/*
+ * Admit, sleeping (not spinning) until the computed time when refused,
+ * for at most `timeout_ns` (0: do not wait; negative: no deadline).
+ * Returns -ETIMEDOUT at once when the computed wait is past the deadline.
+ */
+SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
+			int64_t timeout_ns, shl_ticket *t, shl_refusal *why);
+
+/*
+ * Settle an admission with what the server reported: charge or refund the
+ * difference in each bucket and in spend, and count the usage.
+ */
+SHL_API int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u);
+
+/* Refund everything of an admission whose request was never sent. */
+SHL_API int shl_cancel(shl_t *h, shl_ticket *t);
+
+/* The worst-case spend (units) a cost would reserve on a model entry. */
+SHL_API int shl_price(shl_t *h, int model, const shl_cost *cost,
+		      int64_t *units);
+
+/* The spend (units) of a usage on a model entry. */
+SHL_API int shl_price_usage(shl_t *h, int model, const shl_usage *u, int batch,
+			    int64_t *units);
+
+/* ------------------------------------------------------------------ */
+/* Feedback from the server                                             */
+/* ------------------------------------------------------------------ */
+
+/* Refuse the whole pool, host-wide, for `duration_ns` from now
+ * (a 429's retry-after).  Extends, never shortens, an existing hold. */
+SHL_API int shl_hold(shl_t *h, int pool, int64_t duration_ns);
+
+/* The server says `remaining` units of `dim` remain: lower the bucket to
+ * at most that (never raises it). */
+SHL_API int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining);
+
+/* The server refused for the spend cap: mark this month's spend exhausted
+ * until the month rolls over. */
+SHL_API int shl_spend_exhaust(shl_t *h);
+
+/* ------------------------------------------------------------------ */
+/* Statistics                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct shl_pool_stats {
+	char name[SHL_NAME_MAX + 1];
+	uint64_t limit[SHL_NBUCKETS];     /* per minute */
+	uint64_t burst[SHL_NBUCKETS];     /* capacity */
+	double available[SHL_NBUCKETS];   /* units available now (< 0: in debt) */
+	uint64_t used_last_minute[SHL_NBUCKETS]; /* settled use, last 60 s */
+	int64_t prices[5];                /* units/token: input, output, cw5m, cw1h, read */
+	int otpm_reserve;                 /* 1: reserve max_tokens, 0: actual only */
+	int cache_reads_count;            /* 1: cache reads count toward ITPM */
+	int64_t hold_ns;                  /* > 0: held back for this long */
+	uint64_t admitted, refused, waited, settled, cancelled, server_429;
+	uint64_t tokens_in, tokens_out, cache_read, cache_write;
+	int64_t spend;                    /* units settled on this pool, lifetime */
+} shl_pool_stats;
+
+typedef struct shl_stats {
+	uint64_t generation;
+	int64_t created_unix_ns;     /* segment creation, wall clock */
+	int64_t now_ns;              /* shl_now() of the snapshot */
+	int npools;
+	int nmodels;
+	int64_t spend_month;         /* units spent this month */
+	int64_t spend_cap;           /* units; < 0 when there is no cap */
+	int spend_exhausted;         /* server said the cap is reached */
+	int month_year, month;       /* the month counted (UTC), month 1..12 */
+	int64_t month_resets_unix;   /* next 00:00 UTC on the 1st, seconds */
+	shl_pool_stats pools[SHL_MAX_POOLS];
+} shl_stats;
+
+/* A consistent snapshot (no value torn between two updates). */
+SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* Clock                                                                */
+/* ------------------------------------------------------------------ */
+
+/* CLOCK_BOOTTIME in ns: system-wide, never goes backwards, counts suspend. */
+SHL_API int64_t shl_now(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMLIMIT_H */

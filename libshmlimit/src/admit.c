@@ -1,0 +1,404 @@
+/*
+ * admit.c - admission, settlement, and feedback from the server.
+ *
+ * An admission takes a request's cost out of its pool's three buckets and
+ * reserves its worst-case price in the monthly spend, all or nothing:
+ *
+ *   1. a read-only pass over the three bucket words computes the exact wait
+ *      of each; if any must wait, refuse at once with the longest wait (no
+ *      word is written, so a refused caller disturbs nobody);
+ *   2. take each bucket by CAS; if a racing process emptied one in between,
+ *      give back what was taken and refuse;
+ *   3. reserve the spend, checking the cap in the same CAS; if that fails,
+ *      give back all three.
+ *
+ * Each bucket, by itself, never admits more than burst + rate x T over any
+ * interval T; giving back only ever returns what this caller took.  So the
+ * all-or-nothing rule costs at most a spurious refusal under a race, never
+ * an over-admission.  A process killed between steps leaves units taken
+ * and not given back: they are consumed (they refill at the bucket's rate),
+ * which is the conservative direction; a process killed after admission and
+ * before settle leaves its worst-case spend reserved for the month.
+ *
+ * Settlement replaces the estimate with the server's usage: ITPM counts
+ * input + cache-creation tokens (+ cache reads in pools configured so),
+ * OTPM counts actual output (or, in "reserve" mode, refunds the unused part
+ * of max_tokens), and the spend is corrected to the real price.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define SHL_TOKENS_MAX 0xffffffffULL /* per field of a cost or usage */
+
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h | 1u; /* never 0 */
+}
+
+static inline uint64_t clampt(uint64_t v)
+{
+	return v > SHL_TOKENS_MAX ? SHL_TOKENS_MAX : v;
+}
+
+/* Units for a set of token counts at a model's prices; batch halves,
+ * rounding up.  Fields are <= 2^32 and prices <= 1e8, so no overflow. */
+static int64_t price_of(const int64_t price[SHL_NPRICES], uint64_t in, uint64_t out,
+			uint64_t cw5, uint64_t cw1, uint64_t rd, int batch)
+{
+	int64_t u = (int64_t)clampt(in) * price[SHL_P_INPUT] +
+		    (int64_t)clampt(out) * price[SHL_P_OUTPUT] +
+		    (int64_t)clampt(cw5) * price[SHL_P_CW5] +
+		    (int64_t)clampt(cw1) * price[SHL_P_CW1] + (int64_t)clampt(rd) * price[SHL_P_READ];
+	return batch ? (u + 1) / 2 : u;
+}
+
+int shl_price(shl_t *h, int model, const shl_cost *c, int64_t *units)
+{
+	struct shl_local *l = h ? shl__local(h) : NULL;
+	if (l == NULL || c == NULL || units == NULL)
+		return h && c && units ? -EUCLEAN : -EINVAL;
+	if (model < 0 || (unsigned)model >= l->slot.nmodels)
+		return -ESRCH;
+	*units = price_of(l->slot.models[model].price, c->input_tokens, c->max_tokens,
+			  c->cache_write_5m, c->cache_write_1h, c->cache_read, c->batch);
+	return 0;
+}
+
+int shl_price_usage(shl_t *h, int model, const shl_usage *u, int batch, int64_t *units)
+{
+	struct shl_local *l = h ? shl__local(h) : NULL;
+	if (l == NULL || u == NULL || units == NULL)
+		return h && u && units ? -EUCLEAN : -EINVAL;
+	if (model < 0 || (unsigned)model >= l->slot.nmodels)
+		return -ESRCH;
+	*units = price_of(l->slot.models[model].price, u->input_tokens, u->output_tokens,
+			  u->cache_write_5m, u->cache_write_1h, u->cache_read, batch);
+	return 0;
+}
+
+int shl_model_pool(shl_t *h, int model)
+{
+	struct shl_local *l = h ? shl__local(h) : NULL;
+	if (l == NULL)
+		return h ? -EUCLEAN : -EINVAL;
+	if (model < 0 || (unsigned)model >= l->slot.nmodels)
+		return -ESRCH;
+	return (int)l->slot.models[model].pool;
+}
+
+static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, int64_t wait,
+		  uint64_t need, uint64_t cap, int ret)
+{
+	/* relaxed: a statistic. */
+	atomic_fetch_add_explicit(&rt->refused, 1, memory_order_relaxed);
+	if (why) {
+		why->dim = dim;
+		why->pool = pool;
+		why->wait_ns = wait;
+		why->need = need;
+		why->capacity = cap;
+	}
+	return ret;
+}
+
+int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *why)
+{
+	if (shl_unlikely(h == NULL || c == NULL || t == NULL))
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (shl_unlikely(l == NULL))
+		return -EUCLEAN;
+	if (shl_unlikely(h->rdonly))
+		return -EACCES;
+	if (shl_unlikely(model < 0 || (unsigned)model >= l->slot.nmodels))
+		return -ESRCH;
+	if (shl_unlikely((c->input_tokens | c->cache_write_5m | c->cache_write_1h |
+			  c->cache_read | c->max_tokens) > SHL_TOKENS_MAX))
+		return -EOVERFLOW;
+	const struct shl_model_cfg *m = &l->slot.models[model];
+	const int p = (int)m->pool;
+	const struct shl_pool_local *pl = &l->pools[p];
+	struct shl_pool_rt *rt = &h->seg->pools[p];
+
+	uint64_t need[SHL_NBUCKETS];
+	need[SHL_DIM_RPM] = 1;
+	need[SHL_DIM_ITPM] = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
+			     ((pl->flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
+	need[SHL_DIM_OTPM] = (pl->flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		if (shl_unlikely(need[d] > pl->burst[d]))
+			return refuse(rt, why, d, p, 0, need[d], pl->burst[d], -E2BIG);
+
+	const int64_t now = shl__now();
+	const uint64_t n = (uint64_t)now;
+	/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+	int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+	if (shl_unlikely(hold > now))
+		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
+
+	/* 1. read-only pass: the exact wait of each dimension. */
+	int64_t wmax = 0;
+	int wdim = -1;
+	uint64_t cost_ns[SHL_NBUCKETS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
+		/* relaxed: a hint; the CAS in step 2 decides. */
+		uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+		uint64_t base = tat > n ? tat : n;
+		uint64_t ahead = base - n;
+		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
+		if (ahead > pl->tol[d] && (int64_t)(ahead - pl->tol[d]) > wmax) {
+			uint64_t w = ahead - pl->tol[d];
+			wmax = w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
+			wdim = d;
+		}
+	}
+	if (wdim >= 0)
+		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
+
+	/* 2. take each bucket; give back on a lost race. */
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (need[d] == 0)
+			continue; /* OTPM in "actual" mode: checked above, taken at settle */
+		int64_t w = shl__bucket_take(&rt->tat[d], now, cost_ns[d], pl->tol[d]);
+		if (shl_unlikely(w > 0)) {
+			for (int k = 0; k < d; k++)
+				shl__bucket_give(&rt->tat[k], cost_ns[k]);
+			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
+		}
+	}
+
+	/* 3. reserve the worst-case spend against the cap. */
+	int64_t units = price_of(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
+				 c->cache_write_1h, c->cache_read, c->batch);
+	uint32_t month = shl__month(h, now);
+	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap);
+	if (shl_unlikely(r != 0)) {
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			shl__bucket_give(&rt->tat[d], cost_ns[d]);
+		int64_t cur = shl__spend_read(&h->seg->spendl, month);
+		return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
+			      (uint64_t)l->spend_cap, r);
+	}
+
+	/* relaxed: a statistic. */
+	atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
+	t->model = model;
+	t->pool = p;
+	t->state = 1;
+	t->batch = c->batch != 0;
+	t->rpm = need[SHL_DIM_RPM];
+	t->itpm = need[SHL_DIM_ITPM];
+	t->otpm = need[SHL_DIM_OTPM];
+	t->spend = units;
+	t->month = month;
+	t->pad = name_hash(l->slot.pools[p].name);
+	t->generation = l->gen;
+	t->admitted_at = now;
+	return 0;
+}
+
+int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_ticket *t,
+		shl_refusal *why)
+{
+	shl_refusal local;
+	if (why == NULL)
+		why = &local;
+	int64_t start = shl__now();
+	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+	int slept = 0;
+	for (;;) {
+		int r = shl_try(h, model, c, t, why);
+		if (r != -EAGAIN) {
+			if (r == 0 && slept && t->pool >= 0)
+				/* relaxed: a statistic. */
+				atomic_fetch_add_explicit(&h->seg->pools[t->pool].waited, 1,
+							  memory_order_relaxed);
+			return r;
+		}
+		int64_t now = shl__now();
+		int64_t wake = why->wait_ns > INT64_MAX - now ? INT64_MAX : now + why->wait_ns;
+		if (wake > deadline)
+			return -ETIMEDOUT;
+		/* Sleep until the computed instant; no spinning. */
+		struct timespec ts = {.tv_sec = wake / 1000000000LL, .tv_nsec = wake % 1000000000LL};
+		if (shl__clock_boot == NULL)
+			while (clock_nanosleep(CLOCK_BOOTTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		slept = 1;
+	}
+}
+
+/* The pool of an open ticket if it is still the pool it was admitted to
+ * (an apply may have removed it), else NULL. */
+static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, const shl_ticket *t,
+				       const struct shl_pool_local **pl)
+{
+	if (t->pool < 0 || (unsigned)t->pool >= l->slot.npools)
+		return NULL;
+	const struct shl_pool_cfg *pc = &l->slot.pools[t->pool];
+	if (!(pc->flags & SHL_PF_USED) || name_hash(pc->name) != t->pad)
+		return NULL;
+	*pl = &l->pools[t->pool];
+	return &h->seg->pools[t->pool];
+}
+
+static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv)
+{
+	if (real > had)
+		shl__bucket_charge(tat, now, shl__mul_sat(real - had, iv));
+	else if (had > real)
+		shl__bucket_give(tat, shl__mul_sat(had - real, iv));
+}
+
+int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
+{
+	if (h == NULL || t == NULL || u == NULL)
+		return -EINVAL;
+	if (t->state != 1)
+		return -EALREADY;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	if (h->rdonly)
+		return -EACCES;
+	int64_t now = shl__now();
+	uint64_t in = clampt(u->input_tokens), out = clampt(u->output_tokens);
+	uint64_t cw5 = clampt(u->cache_write_5m), cw1 = clampt(u->cache_write_1h);
+	uint64_t rd = clampt(u->cache_read);
+	const struct shl_pool_local *pl = NULL;
+	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
+	const int64_t *price = NULL;
+	if (t->model >= 0 && (unsigned)t->model < l->slot.nmodels &&
+	    l->slot.models[t->model].pool == (uint32_t)t->pool)
+		price = l->slot.models[t->model].price;
+	else if (rt != NULL)
+		price = l->slot.pools[t->pool].price;
+	int64_t cost = price ? price_of(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
+	if (rt != NULL) {
+		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
+		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM]);
+		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM]);
+		/* relaxed: statistics. */
+		atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
+		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
+		shl__window_add(rt, now, add);
+	}
+	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, cost - t->spend);
+	atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
+	t->state = 2;
+	return 0;
+}
+
+int shl_cancel(shl_t *h, shl_ticket *t)
+{
+	if (h == NULL || t == NULL)
+		return -EINVAL;
+	if (t->state != 1)
+		return -EALREADY;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	if (h->rdonly)
+		return -EACCES;
+	const struct shl_pool_local *pl = NULL;
+	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
+	if (rt != NULL) {
+		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			shl__bucket_give(&rt->tat[d], shl__mul_sat(had[d], pl->interval[d]));
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
+	}
+	int64_t now = shl__now();
+	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, -t->spend);
+	t->state = 2;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Feedback from the server.                                           */
+/* ------------------------------------------------------------------ */
+
+static int pool_ok(shl_t *h, int pool, struct shl_local **lp)
+{
+	if (h == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	if (h->rdonly)
+		return -EACCES;
+	if (pool < 0 || (unsigned)pool >= l->slot.npools ||
+	    !(l->slot.pools[pool].flags & SHL_PF_USED))
+		return -ESRCH;
+	*lp = l;
+	return 0;
+}
+
+int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+{
+	struct shl_local *l;
+	int r = pool_ok(h, pool, &l);
+	if (r)
+		return r;
+	if (duration_ns <= 0)
+		return 0;
+	struct shl_pool_rt *rt = &h->seg->pools[pool];
+	int64_t now = shl__now();
+	int64_t until = duration_ns > INT64_MAX - now ? INT64_MAX : now + duration_ns;
+	/* relaxed: a deadline word read by admissions; it publishes nothing. */
+	int64_t old = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+	while (old < until &&
+	       !atomic_compare_exchange_weak_explicit(&rt->hold_until, &old, until,
+						      memory_order_relaxed, memory_order_relaxed))
+		;
+	atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
+	return 0;
+}
+
+int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+{
+	struct shl_local *l;
+	int r = pool_ok(h, pool, &l);
+	if (r)
+		return r;
+	if (dim < 0 || dim >= SHL_NBUCKETS)
+		return -EINVAL;
+	const struct shl_pool_local *pl = &l->pools[pool];
+	if (remaining >= pl->burst[dim])
+		return 0;
+	/* At most `remaining` units available: the bucket is full no earlier
+	 * than (burst - remaining) intervals from now. */
+	int64_t now = shl__now();
+	uint64_t floor = (uint64_t)now + (pl->burst[dim] - remaining) * pl->interval[dim];
+	struct shl_pool_rt *rt = &h->seg->pools[pool];
+	uint64_t before = atomic_load_explicit(&rt->tat[dim], memory_order_relaxed);
+	shl__bucket_raise(&rt->tat[dim], floor);
+	if (before < floor)
+		atomic_fetch_add_explicit(&rt->clamps, 1, memory_order_relaxed);
+	return 0;
+}
+
+int shl_spend_exhaust(shl_t *h)
+{
+	if (h == NULL)
+		return -EINVAL;
+	if (h->rdonly)
+		return -EACCES;
+	uint32_t m = shl__month(h, shl__now());
+	/* relaxed: advisory; read by shl__spend_reserve. */
+	atomic_store_explicit(&h->seg->spendl.exhausted, m + 1, memory_order_relaxed);
+	return 0;
+}

@@ -1,0 +1,587 @@
+/*
+ * config.c - the configuration: JSON in and out, presets, validation.
+ *
+ * A configuration is the same struct that lives in a segment's
+ * configuration slot, so what is parsed is exactly what is published and
+ * validated again when any process reads it back from shared memory (where
+ * another process could have scribbled on it).  Every error names the key
+ * path that is wrong and what was expected, e.g.
+ * "pools[2].itpm: expected a positive integer".
+ *
+ * The format, every key once:
+ *   spend_cap_usd      number >= 0, or null / absent for no cap
+ *   pools[]            1..64 objects:
+ *     name             1..31 of [A-Za-z0-9._-], unique
+ *     rpm, itpm, otpm  positive integers, per minute
+ *     burst            optional object {rpm, itpm, otpm}: bucket capacities;
+ *                      default rpm: one second's worth (at least 1),
+ *                      itpm/otpm: one minute's worth
+ *     otpm_mode        "actual" (default) or "reserve"
+ *     cache_reads_count  boolean, default false
+ *     prices           {input, output, cache_write_5m, cache_write_1h,
+ *                      cache_read}: USD per million tokens, >= 0, at most
+ *                      3 decimals
+ *   models[]           0..256 objects:
+ *     match            a model id, or a prefix ending in '*'; unique
+ *     pool             the name of a pool
+ *     prices           optional, overrides the pool's prices for this model
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+
+#define LIMIT_MAX 1000000000000ULL /* per minute, any dimension */
+#define PRICE_MAX_USD 100000.0     /* per million tokens */
+#define TOL_MAX (1ULL << 62)       /* burst * interval, ns */
+
+static const char *const price_keys[SHL_NPRICES] = {"input", "output", "cache_write_5m",
+						    "cache_write_1h", "cache_read"};
+static const char *const dim_keys[SHL_NBUCKETS] = {"rpm", "itpm", "otpm"};
+
+uint64_t shl__slot_checksum(const struct shl_cfg_slot *s)
+{
+	/* FNV-1a over the slot with the checksum field taken as zero. */
+	const unsigned char *p = (const unsigned char *)s;
+	size_t off = __builtin_offsetof(struct shl_cfg_slot, checksum);
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < sizeof(*s); i++) {
+		unsigned char c = (i >= off && i < off + 8) ? 0 : p[i];
+		h = (h ^ c) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static uint64_t interval_of(uint64_t limit)
+{
+	return (60000000000ULL + limit - 1) / limit; /* rounded up: never over-admit */
+}
+
+static uint64_t default_burst(int d, uint64_t limit)
+{
+	if (d == SHL_DIM_RPM)
+		return limit < 60 ? 1 : (limit + 59) / 60;
+	return limit;
+}
+
+static int name_ok(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+	if (n == 0 || n > max)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!(isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return 1;
+}
+
+static int match_ok(const char *s)
+{
+	size_t n = strnlen(s, SHL_PATTERN_MAX + 1);
+	if (n == 0 || n > SHL_PATTERN_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\')
+			return 0;
+		if (c == '*' && i != n - 1)
+			return 0;
+	}
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Validation of a slot (parsed, or read back from shared memory).      */
+/* ------------------------------------------------------------------ */
+
+int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
+{
+	if (s->npools == 0 || s->npools > SHL_MAX_POOLS) {
+		shl__err(e, "config.npools: %u, expected 1..%d", s->npools, SHL_MAX_POOLS);
+		return -EUCLEAN;
+	}
+	if (s->nmodels > SHL_MAX_MODELS) {
+		shl__err(e, "config.nmodels: %u, expected 0..%d", s->nmodels, SHL_MAX_MODELS);
+		return -EUCLEAN;
+	}
+	if (s->spend_cap < -1 || s->spend_cap > (int64_t)SHL_SPEND_MASK) {
+		shl__err(e, "config.spend_cap: %lld out of range", (long long)s->spend_cap);
+		return -EUCLEAN;
+	}
+	int used = 0;
+	for (unsigned i = 0; i < s->npools; i++) {
+		const struct shl_pool_cfg *p = &s->pools[i];
+		if (!(p->flags & SHL_PF_USED))
+			continue;
+		used++;
+		if (p->flags & ~(uint32_t)0x3f) {
+			shl__err(e, "config.pools[%u].flags: unknown bits 0x%x", i, p->flags);
+			return -EUCLEAN;
+		}
+		if (memchr(p->name, 0, sizeof(p->name)) == NULL || !name_ok(p->name, SHL_NAME_MAX)) {
+			shl__err(e, "config.pools[%u].name: not a valid pool name", i);
+			return -EUCLEAN;
+		}
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			if (p->limit[d] == 0 || p->limit[d] > LIMIT_MAX) {
+				shl__err(e, "config.pools[%u].%s: %llu out of range", i, dim_keys[d],
+					 (unsigned long long)p->limit[d]);
+				return -EUCLEAN;
+			}
+			if (p->burst[d] == 0 ||
+			    shl__mul_sat(p->burst[d], interval_of(p->limit[d])) > TOL_MAX) {
+				shl__err(e, "config.pools[%u].burst.%s: %llu out of range", i,
+					 dim_keys[d], (unsigned long long)p->burst[d]);
+				return -EUCLEAN;
+			}
+		}
+		for (int k = 0; k < SHL_NPRICES; k++)
+			if (p->price[k] < 0 || p->price[k] > (int64_t)(PRICE_MAX_USD * 1000)) {
+				shl__err(e, "config.pools[%u].prices.%s: out of range", i,
+					 price_keys[k]);
+				return -EUCLEAN;
+			}
+	}
+	if (used == 0) {
+		shl__err(e, "config.pools: no pool in use");
+		return -EUCLEAN;
+	}
+	for (unsigned i = 0; i < s->nmodels; i++) {
+		const struct shl_model_cfg *m = &s->models[i];
+		if (memchr(m->match, 0, sizeof(m->match)) == NULL || !match_ok(m->match)) {
+			shl__err(e, "config.models[%u].match: not a valid model pattern", i);
+			return -EUCLEAN;
+		}
+		if (m->flags & ~(uint32_t)(SHL_MF_PREFIX | SHL_MF_PRICES)) {
+			shl__err(e, "config.models[%u].flags: unknown bits 0x%x", i, m->flags);
+			return -EUCLEAN;
+		}
+		if (m->pool >= s->npools || !(s->pools[m->pool].flags & SHL_PF_USED)) {
+			shl__err(e, "config.models[%u].pool: %u is not a pool in use", i, m->pool);
+			return -EUCLEAN;
+		}
+		for (int k = 0; k < SHL_NPRICES; k++)
+			if (m->price[k] < 0 || m->price[k] > (int64_t)(PRICE_MAX_USD * 1000)) {
+				shl__err(e, "config.models[%u].prices.%s: out of range", i,
+					 price_keys[k]);
+				return -EUCLEAN;
+			}
+	}
+	return 0;
+}
+
+void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
+{
+	memcpy(&l->slot, s, sizeof(*s));
+	l->gen = s->gen;
+	l->spend_cap = s->spend_cap;
+	memset(l->pools, 0, sizeof(l->pools));
+	for (unsigned i = 0; i < s->npools; i++) {
+		const struct shl_pool_cfg *p = &s->pools[i];
+		struct shl_pool_local *pl = &l->pools[i];
+		pl->flags = p->flags;
+		if (!(p->flags & SHL_PF_USED))
+			continue;
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			pl->interval[d] = interval_of(p->limit[d]);
+			pl->burst[d] = p->burst[d];
+			pl->tol[d] = p->burst[d] * pl->interval[d];
+		}
+	}
+}
+
+/* Exact id first, then the longest matching prefix pattern. */
+int shl__model_match(const struct shl_cfg_slot *s, const char *id)
+{
+	size_t n = strlen(id);
+	int best = -ESRCH;
+	size_t best_len = 0;
+	unsigned nm = s->nmodels > SHL_MAX_MODELS ? SHL_MAX_MODELS : s->nmodels;
+	for (unsigned i = 0; i < nm; i++) {
+		const struct shl_model_cfg *m = &s->models[i];
+		size_t ml = strnlen(m->match, sizeof(m->match));
+		if (!(m->flags & SHL_MF_PREFIX)) {
+			if (ml == n && memcmp(m->match, id, n) == 0)
+				return (int)i;
+			continue;
+		}
+		size_t pl = ml ? ml - 1 : 0; /* without the '*' */
+		if (pl <= n && memcmp(m->match, id, pl) == 0 && (best < 0 || pl > best_len)) {
+			best = (int)i;
+			best_len = pl;
+		}
+	}
+	return best;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON parsing.                                                        */
+/* ------------------------------------------------------------------ */
+
+static int bad(shl_err *e, const char *path, const char *what)
+{
+	shl__err(e, "%s: %s", path, what);
+	return -EINVAL;
+}
+
+static int get_uint(const cJSON *o, const char *path, uint64_t max, uint64_t *out, shl_err *e)
+{
+	if (!cJSON_IsNumber(o))
+		return bad(e, path, "expected a positive integer");
+	double v = o->valuedouble;
+	if (!(v >= 1) || v != floor(v) || v > (double)max) {
+		char w[96];
+		snprintf(w, sizeof(w), "expected a positive integer up to %llu",
+			 (unsigned long long)max);
+		return bad(e, path, w);
+	}
+	*out = (uint64_t)v;
+	return 0;
+}
+
+/* USD amount to units, at most 3 decimals per million tokens. */
+static int get_price(const cJSON *o, const char *path, int64_t *out, shl_err *e)
+{
+	if (!cJSON_IsNumber(o))
+		return bad(e, path, "expected a number of USD per million tokens");
+	double v = o->valuedouble;
+	if (!(v >= 0) || v > PRICE_MAX_USD)
+		return bad(e, path, "expected a price from 0 to 100000 USD per million tokens");
+	double u = v * (double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK;
+	double r = nearbyint(u);
+	if (fabs(u - r) > 1e-6 * (r > 1 ? r : 1))
+		return bad(e, path, "expected at most 3 decimals (0.001 USD per million tokens)");
+	*out = (int64_t)r;
+	return 0;
+}
+
+static int check_keys(const cJSON *obj, const char *path, const char *const *keys, shl_err *e)
+{
+	for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+		int ok = 0;
+		for (const char *const *k = keys; *k != NULL; k++)
+			if (c->string != NULL && strcmp(c->string, *k) == 0)
+				ok = 1;
+		if (!ok) {
+			shl__err(e, "%s.%s: unknown key", path, c->string ? c->string : "?");
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int get_prices(const cJSON *o, const char *path, int64_t price[SHL_NPRICES], shl_err *e)
+{
+	static const char *const keys[] = {"input", "output", "cache_write_5m", "cache_write_1h",
+					   "cache_read", NULL};
+	char p[96];
+	if (!cJSON_IsObject(o))
+		return bad(e, path, "expected an object {input, output, cache_write_5m, "
+				    "cache_write_1h, cache_read}");
+	int r = check_keys(o, path, keys, e);
+	if (r)
+		return r;
+	for (int k = 0; k < SHL_NPRICES; k++) {
+		snprintf(p, sizeof(p), "%s.%s", path, price_keys[k]);
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, price_keys[k]);
+		if (v == NULL)
+			return bad(e, p, "missing (USD per million tokens)");
+		if ((r = get_price(v, p, &price[k], e)))
+			return r;
+	}
+	return 0;
+}
+
+static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
+{
+	static const char *const keys[] = {"name", "rpm", "itpm", "otpm", "burst", "otpm_mode",
+					   "cache_reads_count", "prices", NULL};
+	struct shl_pool_cfg *p = &s->pools[i];
+	char path[64], kp[96];
+	int r;
+	snprintf(path, sizeof(path), "pools[%d]", i);
+	if (!cJSON_IsObject(o))
+		return bad(e, path, "expected an object");
+	if ((r = check_keys(o, path, keys, e)))
+		return r;
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+	snprintf(kp, sizeof(kp), "%s.name", path);
+	if (!cJSON_IsString(name) || !name_ok(name->valuestring, SHL_NAME_MAX))
+		return bad(e, kp, "expected 1 to 31 characters of A-Z a-z 0-9 . _ -");
+	for (int j = 0; j < i; j++)
+		if (strcmp(s->pools[j].name, name->valuestring) == 0)
+			return bad(e, kp, "duplicate pool name");
+	snprintf(p->name, sizeof(p->name), "%s", name->valuestring);
+	p->flags = SHL_PF_USED;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		snprintf(kp, sizeof(kp), "%s.%s", path, dim_keys[d]);
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, dim_keys[d]);
+		if (v == NULL)
+			return bad(e, kp, "missing (a positive integer per minute)");
+		if ((r = get_uint(v, kp, LIMIT_MAX, &p->limit[d], e)))
+			return r;
+		p->burst[d] = default_burst(d, p->limit[d]);
+	}
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "burst");
+	if (b != NULL) {
+		snprintf(kp, sizeof(kp), "%s.burst", path);
+		if (!cJSON_IsObject(b))
+			return bad(e, kp, "expected an object {rpm, itpm, otpm}");
+		static const char *const bkeys[] = {"rpm", "itpm", "otpm", NULL};
+		if ((r = check_keys(b, kp, bkeys, e)))
+			return r;
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(b, dim_keys[d]);
+			if (v == NULL)
+				continue;
+			snprintf(kp, sizeof(kp), "%s.burst.%s", path, dim_keys[d]);
+			if ((r = get_uint(v, kp, LIMIT_MAX, &p->burst[d], e)))
+				return r;
+			if (shl__mul_sat(p->burst[d], interval_of(p->limit[d])) > TOL_MAX)
+				return bad(e, kp, "too large for its limit (over 146 years of refill)");
+			p->flags |= SHL_PF_BURST_SET << d;
+		}
+	}
+	const cJSON *mode = cJSON_GetObjectItemCaseSensitive(o, "otpm_mode");
+	if (mode != NULL) {
+		snprintf(kp, sizeof(kp), "%s.otpm_mode", path);
+		if (cJSON_IsString(mode) && strcmp(mode->valuestring, "reserve") == 0)
+			p->flags |= SHL_PF_OTPM_RESERVE;
+		else if (!(cJSON_IsString(mode) && strcmp(mode->valuestring, "actual") == 0))
+			return bad(e, kp, "expected \"actual\" or \"reserve\"");
+	}
+	const cJSON *cr = cJSON_GetObjectItemCaseSensitive(o, "cache_reads_count");
+	if (cr != NULL) {
+		snprintf(kp, sizeof(kp), "%s.cache_reads_count", path);
+		if (!cJSON_IsBool(cr))
+			return bad(e, kp, "expected true or false");
+		if (cJSON_IsTrue(cr))
+			p->flags |= SHL_PF_CACHE_READS;
+	}
+	snprintf(kp, sizeof(kp), "%s.prices", path);
+	const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prices");
+	if (pr == NULL)
+		return bad(e, kp, "missing (an object of USD per million tokens)");
+	return get_prices(pr, kp, p->price, e);
+}
+
+static int parse_model(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
+{
+	static const char *const keys[] = {"match", "pool", "prices", NULL};
+	struct shl_model_cfg *m = &s->models[i];
+	char path[64], kp[96];
+	int r;
+	snprintf(path, sizeof(path), "models[%d]", i);
+	if (!cJSON_IsObject(o))
+		return bad(e, path, "expected an object {match, pool}");
+	if ((r = check_keys(o, path, keys, e)))
+		return r;
+	const cJSON *mt = cJSON_GetObjectItemCaseSensitive(o, "match");
+	snprintf(kp, sizeof(kp), "%s.match", path);
+	if (!cJSON_IsString(mt) || !match_ok(mt->valuestring))
+		return bad(e, kp, "expected a model id or a prefix ending in '*' (1 to 63 "
+				  "printable characters, '*' only at the end)");
+	for (int j = 0; j < i; j++)
+		if (strcmp(s->models[j].match, mt->valuestring) == 0)
+			return bad(e, kp, "duplicate model pattern");
+	snprintf(m->match, sizeof(m->match), "%s", mt->valuestring);
+	size_t n = strlen(m->match);
+	if (m->match[n - 1] == '*')
+		m->flags |= SHL_MF_PREFIX;
+	const cJSON *pn = cJSON_GetObjectItemCaseSensitive(o, "pool");
+	snprintf(kp, sizeof(kp), "%s.pool", path);
+	if (!cJSON_IsString(pn))
+		return bad(e, kp, "expected the name of a pool");
+	int found = -1;
+	for (unsigned j = 0; j < s->npools; j++)
+		if (strcmp(s->pools[j].name, pn->valuestring) == 0)
+			found = (int)j;
+	if (found < 0)
+		return bad(e, kp, "no pool of that name");
+	m->pool = (uint32_t)found;
+	memcpy(m->price, s->pools[found].price, sizeof(m->price));
+	const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prices");
+	if (pr != NULL) {
+		snprintf(kp, sizeof(kp), "%s.prices", path);
+		if ((r = get_prices(pr, kp, m->price, e)))
+			return r;
+		m->flags |= SHL_MF_PRICES;
+	}
+	return 0;
+}
+
+static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
+{
+	static const char *const keys[] = {"spend_cap_usd", "pools", "models", NULL};
+	int r;
+	if (!cJSON_IsObject(root))
+		return bad(e, "(root)", "expected an object {spend_cap_usd, pools, models}");
+	for (const cJSON *c = root->child; c != NULL; c = c->next) {
+		int ok = 0;
+		for (const char *const *k = keys; *k; k++)
+			if (c->string && strcmp(c->string, *k) == 0)
+				ok = 1;
+		if (!ok) {
+			shl__err(e, "%s: unknown key", c->string ? c->string : "?");
+			return -EINVAL;
+		}
+	}
+	const cJSON *cap = cJSON_GetObjectItemCaseSensitive(root, "spend_cap_usd");
+	s->spend_cap = -1;
+	if (cap != NULL && !cJSON_IsNull(cap)) {
+		double max_usd = (double)SHL_SPEND_MASK / (double)SHL_UNITS_PER_USD;
+		if (!cJSON_IsNumber(cap) || !(cap->valuedouble >= 0) ||
+		    cap->valuedouble > max_usd - 1)
+			return bad(e, "spend_cap_usd",
+				   "expected a number of USD from 0 to 144000000, or null for no cap");
+		/* cents are exact in a double up to 2^53 / 100 */
+		s->spend_cap = (int64_t)nearbyint(cap->valuedouble * 100) * (SHL_UNITS_PER_USD / 100);
+	}
+	const cJSON *pools = cJSON_GetObjectItemCaseSensitive(root, "pools");
+	if (!cJSON_IsArray(pools))
+		return bad(e, "pools", "expected an array of 1 to 64 pools");
+	int np = cJSON_GetArraySize(pools);
+	if (np < 1 || np > SHL_MAX_POOLS)
+		return bad(e, "pools", "expected an array of 1 to 64 pools");
+	s->npools = (uint32_t)np;
+	int i = 0;
+	for (const cJSON *p = pools->child; p != NULL; p = p->next, i++)
+		if ((r = parse_pool(p, i, s, e)))
+			return r;
+	const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+	if (models == NULL)
+		return 0;
+	if (!cJSON_IsArray(models))
+		return bad(e, "models", "expected an array of 0 to 256 models");
+	int nm = cJSON_GetArraySize(models);
+	if (nm > SHL_MAX_MODELS)
+		return bad(e, "models", "expected an array of 0 to 256 models");
+	s->nmodels = (uint32_t)nm;
+	i = 0;
+	for (const cJSON *m = models->child; m != NULL; m = m->next, i++)
+		if ((r = parse_model(m, i, s, e)))
+			return r;
+	return 0;
+}
+
+int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *err)
+{
+	if (json == NULL || out == NULL)
+		return -EINVAL;
+	*out = NULL;
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+	if (root == NULL) {
+		size_t at = end != NULL && end >= json ? (size_t)(end - json) : 0;
+		size_t line = 1;
+		for (size_t i = 0; i < at && i < len; i++)
+			line += json[i] == '\n';
+		shl__err(err, "(root): not valid JSON (near byte %zu, line %zu)", at, line);
+		return -EINVAL;
+	}
+	shl_config *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		cJSON_Delete(root);
+		shl__err(err, "out of memory");
+		return -ENOMEM;
+	}
+	int r = parse_root(root, &c->slot, err);
+	cJSON_Delete(root);
+	if (r == 0)
+		r = shl__slot_validate(&c->slot, err);
+	if (r) {
+		free(c);
+		return r < 0 && r != -ENOMEM ? -EINVAL : r;
+	}
+	*out = c;
+	return 0;
+}
+
+const char *shl_preset_json(int tier)
+{
+	if (tier < 1 || tier > shl__npresets)
+		return NULL;
+	return shl__presets[tier - 1];
+}
+
+int shl_config_preset(int tier, shl_config **out)
+{
+	const char *j = shl_preset_json(tier);
+	if (j == NULL || out == NULL)
+		return -EINVAL;
+	return shl_config_parse(j, strlen(j), out, NULL);
+}
+
+void shl_config_free(shl_config *cfg)
+{
+	free(cfg);
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON output: what shl_config_parse accepts back unchanged.           */
+/* ------------------------------------------------------------------ */
+
+static cJSON *prices_json(const int64_t price[SHL_NPRICES])
+{
+	cJSON *o = cJSON_CreateObject();
+	for (int k = 0; o && k < SHL_NPRICES; k++)
+		cJSON_AddNumberToObject(o, price_keys[k],
+					(double)price[k] / (double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
+	return o;
+}
+
+char *shl_config_to_json(const shl_config *cfg)
+{
+	if (cfg == NULL)
+		return NULL;
+	const struct shl_cfg_slot *s = &cfg->slot;
+	cJSON *root = cJSON_CreateObject();
+	if (root == NULL)
+		return NULL;
+	if (s->spend_cap < 0)
+		cJSON_AddNullToObject(root, "spend_cap_usd");
+	else
+		cJSON_AddNumberToObject(root, "spend_cap_usd",
+					(double)s->spend_cap / (double)SHL_UNITS_PER_USD);
+	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
+	for (unsigned i = 0; pools && i < s->npools && i < SHL_MAX_POOLS; i++) {
+		const struct shl_pool_cfg *p = &s->pools[i];
+		if (!(p->flags & SHL_PF_USED))
+			continue;
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddItemToArray(pools, o);
+		cJSON_AddStringToObject(o, "name", p->name);
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			cJSON_AddNumberToObject(o, dim_keys[d], (double)p->limit[d]);
+		if (p->flags & (SHL_PF_BURST_SET * 7)) {
+			cJSON *b = cJSON_AddObjectToObject(o, "burst");
+			for (int d = 0; d < SHL_NBUCKETS; d++)
+				if (p->flags & (SHL_PF_BURST_SET << d))
+					cJSON_AddNumberToObject(b, dim_keys[d], (double)p->burst[d]);
+		}
+		cJSON_AddStringToObject(o, "otpm_mode",
+					(p->flags & SHL_PF_OTPM_RESERVE) ? "reserve" : "actual");
+		cJSON_AddBoolToObject(o, "cache_reads_count", (p->flags & SHL_PF_CACHE_READS) != 0);
+		cJSON_AddItemToObject(o, "prices", prices_json(p->price));
+	}
+	cJSON *models = cJSON_AddArrayToObject(root, "models");
+	for (unsigned i = 0; models && i < s->nmodels && i < SHL_MAX_MODELS; i++) {
+		const struct shl_model_cfg *m = &s->models[i];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddItemToArray(models, o);
+		cJSON_AddStringToObject(o, "match", m->match);
+		cJSON_AddStringToObject(o, "pool",
+					m->pool < SHL_MAX_POOLS ? s->pools[m->pool].name : "");
+		if (m->flags & SHL_MF_PRICES)
+			cJSON_AddItemToObject(o, "prices", prices_json(m->price));
+	}
+	char *txt = cJSON_Print(root);
+	cJSON_Delete(root);
+	return txt;
+}

@@ -1,0 +1,352 @@
+/*
+ * internal.h - the shared-memory layout and the library's internal API.
+ *
+ * Everything other processes can see is defined here, as fixed-width fields
+ * at fixed offsets, drawn as a byte table and pinned by _Static_asserts and
+ * by tests/unit/test_layout.c.  Nothing here is exported from the shared
+ * library; our own tools, tests and benchmarks link the static archive.
+ *
+ * Segment layout, version 1 (all integers little-endian, host order):
+ *
+ *   OFFSET   SIZE    DESCRIPTION
+ *   0x00000  64      header: written once by the creator, read-only after
+ *   0x00040  64      generation line: config generation (apply writes, all read)
+ *   0x00080  64      spend line: month-tagged spend word, exhaustion mark
+ *   0x000C0  64      reserved (zero)
+ *   0x00100  32768   pool runtime: 64 pools x 512 bytes (8 cache lines each)
+ *   0x08100  41024   configuration slot 0
+ *   0x12140  41024   configuration slot 1
+ *   0x1C180  -       end; the object is SHL_SEG_SIZE bytes (page-rounded)
+ *
+ * Header (0x00000):
+ *   +0   u64  magic          SHL_MAGIC ("SHMLIMT1" as bytes)
+ *   +8   u32  version        SHL_LAYOUT_VERSION
+ *   +12  u32  header_size    sizeof(struct shl_hdr) == 64
+ *   +16  u64  total_size     SHL_SEG_SIZE
+ *   +24  i64  created_unix_ns  wall clock at creation
+ *   +32  u32  owner_uid      creator's euid
+ *   +36  u32  max_pools      64
+ *   +40  u32  max_models     256
+ *   +44  u32  flags          SHL_CREATE_* used at creation
+ *   +48  i64  created_boot_ns  shl_now() at creation
+ *   +56  u64  reserved
+ *
+ * Generation line (0x00040):
+ *   +0   u64  gen            configuration generation; the live slot is
+ *                            gen & 1.  Written (release) by apply after the
+ *                            slot is complete; read (acquire) on every call.
+ *   +8   u64  applies        number of applies (stats)
+ *   +16  i64  applied_unix_ns  wall clock of the last apply
+ *
+ * Spend line (0x00080):
+ *   +0   u64  spend          (month mod 128) << 57 | units spent this month
+ *   +8   u32  exhausted      month index + 1 the server said the cap was hit, 0 none
+ *   +16  i64  lifetime       units charged since creation (never rolls)
+ *
+ * Pool runtime (0x00100 + 512 * p), one cache line per writer group:
+ *   line 0 (hot: every admission of this pool)
+ *     +0   u64 tat[3]        GCRA theoretical arrival time, ns, per RPM/ITPM/OTPM
+ *     +24  i64 hold_until    no admission before this shl_now() (retry-after)
+ *     +32  u64 admitted
+ *     +40  u64 refused
+ *     +48  u64 waited
+ *     +56  u64 clamps        times the server's remaining lowered a bucket
+ *   line 1 (settle)
+ *     +64  u64 tokens_in, +72 tokens_out, +80 cache_read, +88 cache_write,
+ *     +96  i64 spend, +104 u64 settled, +112 u64 cancelled, +120 u64 server_429
+ *   lines 2..7: last-minute window, 12 slots x 32 bytes, one slot per 5 s:
+ *     +0 u64 rpm, +8 u64 in, +16 u64 out, each (epoch mod 65536) << 48 | count
+ *
+ * Configuration slot (41024 bytes):
+ *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
+ *                      (units, -1 none), u64 gen (the generation it serves),
+ *                      u64 checksum of the slot (FNV-1a over the slot with
+ *                      this field zero), pad
+ *   +64     64 x 128   pools   (struct shl_pool_cfg)
+ *   +8256   256 x 128  models  (struct shl_model_cfg)
+ *
+ * Pool config (128 bytes):
+ *   +0 char name[32], +32 u64 limit[3], +56 u64 burst[3], +80 i64 price[5],
+ *   +120 u32 flags (SHL_PF_*), +124 u32 reserved
+ * Model config (128 bytes):
+ *   +0 char match[64], +64 u32 pool, +68 u32 flags (SHL_MF_*), +72 i64 price[5],
+ *   +112 16 bytes reserved
+ */
+#ifndef SHL_INTERNAL_H
+#define SHL_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmlimit.h"
+
+/* A lock-based 64-bit atomic would silently not work across processes. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+_Static_assert(sizeof(void *) == 8, "libshmlimit needs a 64-bit platform");
+
+#define SHL_MAGIC 0x31544d494c4d4853ULL /* "SHMLIMT1" */
+#define SHL_LAYOUT_VERSION 1u
+#define SHL_CACHELINE 64
+#define SHL_WINDOW_SLOTS 12
+#define SHL_WINDOW_SLOT_NS 5000000000LL
+#define SHL_NPRICES 5 /* input, output, cache write 5m, cache write 1h, cache read */
+
+enum { SHL_P_INPUT, SHL_P_OUTPUT, SHL_P_CW5, SHL_P_CW1, SHL_P_READ };
+
+/* Pool flags. */
+#define SHL_PF_USED 0x1
+#define SHL_PF_OTPM_RESERVE 0x2
+#define SHL_PF_CACHE_READS 0x4
+#define SHL_PF_BURST_SET 0x8 /* burst came from the config, not the default */
+/* Model flags. */
+#define SHL_MF_PREFIX 0x1 /* match is a prefix (written with a trailing '*') */
+#define SHL_MF_PRICES 0x2 /* prices are the model's own, not the pool's */
+
+/* Spend word: month tag in the top 7 bits, units in the low 57. */
+#define SHL_SPEND_BITS 57
+#define SHL_SPEND_MASK ((1ULL << SHL_SPEND_BITS) - 1)
+#define SHL_WIN_BITS 48
+#define SHL_WIN_MASK ((1ULL << SHL_WIN_BITS) - 1)
+
+struct shl_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t header_size;
+	uint64_t total_size;
+	int64_t created_unix_ns;
+	uint32_t owner_uid;
+	uint32_t max_pools;
+	uint32_t max_models;
+	uint32_t flags;
+	int64_t created_boot_ns;
+	uint64_t reserved;
+};
+
+struct shl_gen_line {
+	_Atomic uint64_t gen;
+	_Atomic uint64_t applies;
+	_Atomic int64_t applied_unix_ns;
+	uint64_t pad[5];
+};
+
+struct shl_spend_line {
+	_Atomic uint64_t spend;
+	_Atomic uint32_t exhausted;
+	uint32_t pad0;
+	_Atomic int64_t lifetime;
+	uint64_t pad[5];
+};
+
+struct shl_win_slot {
+	_Atomic uint64_t v[SHL_NBUCKETS];
+	uint64_t pad;
+};
+
+struct shl_pool_rt {
+	/* line 0: written by every admission of this pool */
+	_Atomic uint64_t tat[SHL_NBUCKETS];
+	_Atomic int64_t hold_until;
+	_Atomic uint64_t admitted;
+	_Atomic uint64_t refused;
+	_Atomic uint64_t waited;
+	_Atomic uint64_t clamps;
+	/* line 1: written by settle and cancel */
+	_Atomic uint64_t tokens_in;
+	_Atomic uint64_t tokens_out;
+	_Atomic uint64_t cache_read;
+	_Atomic uint64_t cache_write;
+	_Atomic int64_t spend;
+	_Atomic uint64_t settled;
+	_Atomic uint64_t cancelled;
+	_Atomic uint64_t server_429;
+	/* lines 2..7 */
+	struct shl_win_slot win[SHL_WINDOW_SLOTS];
+};
+
+struct shl_pool_cfg {
+	char name[32];
+	uint64_t limit[SHL_NBUCKETS];
+	uint64_t burst[SHL_NBUCKETS];
+	int64_t price[SHL_NPRICES];
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+struct shl_model_cfg {
+	char match[64];
+	uint32_t pool;
+	uint32_t flags;
+	int64_t price[SHL_NPRICES];
+	uint8_t reserved[16];
+};
+
+struct shl_cfg_slot {
+	uint32_t npools;
+	uint32_t nmodels;
+	int64_t spend_cap;
+	uint64_t gen;
+	uint64_t checksum;
+	uint8_t pad[32];
+	struct shl_pool_cfg pools[SHL_MAX_POOLS];
+	struct shl_model_cfg models[SHL_MAX_MODELS];
+};
+
+struct shl_seg {
+	struct shl_hdr hdr;
+	struct shl_gen_line genl;
+	struct shl_spend_line spendl;
+	uint8_t reserved[64];
+	struct shl_pool_rt pools[SHL_MAX_POOLS];
+	struct shl_cfg_slot cfg[2];
+};
+
+#define SHL_SEG_BYTES sizeof(struct shl_seg)
+#define SHL_SEG_SIZE ((SHL_SEG_BYTES + 4095) & ~(size_t)4095)
+
+_Static_assert(sizeof(struct shl_hdr) == 64, "header is one line");
+_Static_assert(sizeof(struct shl_gen_line) == 64, "gen line");
+_Static_assert(sizeof(struct shl_spend_line) == 64, "spend line");
+_Static_assert(sizeof(struct shl_pool_rt) == 512, "pool runtime is 8 lines");
+_Static_assert(sizeof(struct shl_pool_cfg) == 128, "pool config");
+_Static_assert(sizeof(struct shl_model_cfg) == 128, "model config");
+_Static_assert(sizeof(struct shl_cfg_slot) == 41024, "config slot");
+_Static_assert(__builtin_offsetof(struct shl_seg, genl) == 0x40, "gen line offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, spendl) == 0x80, "spend line offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, pools) == 0x100, "pools offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, cfg) == 0x8100, "cfg offset");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");
+
+/* ------------------------------------------------------------------ */
+/* The process-local configuration: a validated copy of the live slot,  */
+/* with the derived numbers the hot path needs.                         */
+/* ------------------------------------------------------------------ */
+
+struct shl_pool_local {
+	uint64_t interval[SHL_NBUCKETS]; /* ns per unit, rounded up */
+	uint64_t tol[SHL_NBUCKETS];      /* burst * interval, ns */
+	uint64_t burst[SHL_NBUCKETS];
+	uint32_t flags;
+};
+
+/* A parsed configuration (also the public opaque shl_config). */
+struct shl_config {
+	struct shl_cfg_slot slot;
+};
+
+struct shl_local {
+	uint64_t gen;
+	int64_t spend_cap; /* units, INT64_MAX when none */
+	struct shl_cfg_slot slot;
+	struct shl_pool_local pools[SHL_MAX_POOLS];
+};
+
+/* ------------------------------------------------------------------ */
+/* Module entry points (hidden).                                       */
+/* ------------------------------------------------------------------ */
+
+#define SHL_HIDDEN __attribute__((visibility("hidden")))
+#define shl_likely(x) __builtin_expect(!!(x), 1)
+#define shl_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* errors.c */
+SHL_HIDDEN void shl__err(shl_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* clock.c: the clock, with a test hook. */
+typedef int64_t (*shl_clock_fn)(void);
+SHL_HIDDEN extern shl_clock_fn shl__clock_boot;  /* NULL: the real clock */
+SHL_HIDDEN extern shl_clock_fn shl__clock_unix;  /* NULL: the real clock (ns) */
+SHL_HIDDEN int64_t shl__unix_ns(void);
+static inline int64_t shl__now(void);
+/* Month index (months since 1970-01) of a wall-clock time, and the start of
+ * the next month (unix seconds). */
+SHL_HIDDEN uint32_t shl__month_of(int64_t unix_ns, int64_t *next_month_unix_s);
+
+/* config.c */
+SHL_HIDDEN int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e);
+SHL_HIDDEN void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s);
+SHL_HIDDEN uint64_t shl__slot_checksum(const struct shl_cfg_slot *s);
+SHL_HIDDEN int shl__model_match(const struct shl_cfg_slot *s, const char *id);
+extern const char *const shl__presets[];
+extern const int shl__npresets;
+
+/* bucket.c: GCRA arithmetic on one word, shared with the benchmarks. */
+SHL_HIDDEN int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now,
+				    uint64_t cost_ns, uint64_t tol);
+SHL_HIDDEN void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns);
+SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
+SHL_HIDDEN void shl__bucket_raise(_Atomic uint64_t *tat, uint64_t floor);
+SHL_HIDDEN uint64_t shl__mul_sat(uint64_t a, uint64_t b);
+
+/* spend.c */
+SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,
+				  int64_t units, int64_t cap);
+SHL_HIDDEN void shl__spend_adjust(struct shl_spend_line *sp, uint32_t month,
+				  uint32_t admitted_month, int64_t delta);
+SHL_HIDDEN int64_t shl__spend_read(const struct shl_spend_line *sp, uint32_t month);
+
+/* segment.c: the handle */
+struct shl {
+	struct shl_seg *seg;
+	int fd;
+	int rdonly;
+	char name[256];
+	/* process-local config cache, replaced when the generation changes */
+	_Atomic(struct shl_local *) local;
+	void *lookup; /* lookup.c's table */
+	/* month cache: valid while shl_now() < month_end_boot */
+	_Atomic int64_t month_end_boot;
+	_Atomic uint32_t month;
+};
+
+SHL_HIDDEN struct shl_local *shl__local_refresh(struct shl *h);
+SHL_HIDDEN uint32_t shl__month_slow(struct shl *h, int64_t now);
+SHL_HIDDEN int shl__lookup_init(struct shl *h);
+SHL_HIDDEN void shl__lookup_free(struct shl *h);
+SHL_HIDDEN int shl__lookup_reset(struct shl *h);
+SHL_HIDDEN void shl__window_add(struct shl_pool_rt *rt, int64_t now,
+				const uint64_t add[SHL_NBUCKETS]);
+SHL_HIDDEN void shl__window_sum(const struct shl_pool_rt *rt, int64_t now,
+				uint64_t out[SHL_NBUCKETS]);
+
+/* ------------------------------------------------------------------ */
+/* Inline hot-path helpers.                                            */
+/* ------------------------------------------------------------------ */
+
+#include <time.h>
+
+static inline int64_t shl__now(void)
+{
+	if (shl_unlikely(shl__clock_boot != NULL))
+		return shl__clock_boot();
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The month index for `now`, from the handle's cache (one compare). */
+static inline uint32_t shl__month(struct shl *h, int64_t now)
+{
+	/* acquire: pairs with the release store in shl__month_slow, so the
+	 * month read below is the one published with this end. */
+	if (shl_likely(now < atomic_load_explicit(&h->month_end_boot, memory_order_acquire)))
+		return atomic_load_explicit(&h->month, memory_order_relaxed);
+	return shl__month_slow(h, now);
+}
+
+/* The live local config: one acquire load of the shared generation. */
+static inline struct shl_local *shl__local(struct shl *h)
+{
+	struct shl_local *l = atomic_load_explicit(&h->local, memory_order_acquire);
+	/* acquire: pairs with the release store of gen in shl_apply, so a new
+	 * generation seen here means its slot is complete. */
+	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_acquire);
+	if (shl_likely(l != NULL && l->gen == g))
+		return l;
+	return shl__local_refresh(h);
+}
+
+#endif /* SHL_INTERNAL_H */

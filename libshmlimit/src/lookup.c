@@ -1,0 +1,192 @@
+/*
+ * lookup.c - model id -> model entry, without touching shared memory.
+ *
+ * Resolving "claude-sonnet-4-5-20250929" means an exact-id search and a
+ * longest-prefix search over up to 256 patterns.  Doing that with strcmp in
+ * the shared table on every request would cost far more than the admission
+ * itself, so each process keeps a lock-free hash table (liburcu's cds_lfht,
+ * in its "bulletproof" flavour so that any thread of any host program can
+ * read it without registering) from the ids it has seen to their entry.
+ *
+ * The table belongs to one configuration generation.  When the generation
+ * changes, the next miss builds a new table, publishes it with
+ * rcu_assign_pointer, waits for readers of the old one (synchronize_rcu)
+ * and frees it.  Readers never block; builders serialise on a mutex.
+ *
+ * At most SHL_LOOKUP_MAX ids are cached per generation; beyond that, a
+ * lookup falls back to the scan (of the process-local copy) rather than let
+ * a program that invents model ids grow the table without bound.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <urcu-bp.h>
+#include <urcu/rculfhash.h>
+
+#include "internal.h"
+
+#define SHL_LOOKUP_MAX 4096
+
+struct lk_node {
+	struct cds_lfht_node node;
+	int model;
+	size_t len;
+	char id[];
+};
+
+struct lk_table {
+	struct cds_lfht *ht;
+	uint64_t gen;
+	int count;
+};
+
+struct lk {
+	struct lk_table *cur; /* RCU-protected */
+	pthread_mutex_t mu;
+};
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void atfork_register(void)
+{
+	/* urcu-bp's registry lock must not be held across fork(). */
+	pthread_atfork(urcu_bp_before_fork, urcu_bp_after_fork_parent, urcu_bp_after_fork_child);
+}
+
+static uint64_t hash_id(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+struct key {
+	const char *id;
+	size_t len;
+};
+
+static int match_node(struct cds_lfht_node *node, const void *key)
+{
+	const struct lk_node *n = caa_container_of(node, struct lk_node, node);
+	const struct key *k = key;
+	return n->len == k->len && memcmp(n->id, k->id, k->len) == 0;
+}
+
+static struct lk_table *table_new(uint64_t gen)
+{
+	struct lk_table *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	/* Fixed size, no auto-resize: no worker thread, nothing to fork. */
+	t->ht = cds_lfht_new(1024, 1024, 1024, 0, NULL);
+	if (t->ht == NULL) {
+		free(t);
+		return NULL;
+	}
+	t->gen = gen;
+	return t;
+}
+
+/* Only once no reader can hold `t` (after synchronize_rcu, or at detach). */
+static void table_free(struct lk_table *t)
+{
+	if (t == NULL)
+		return;
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *node;
+	rcu_read_lock();
+	cds_lfht_for_each(t->ht, &it, node) {
+		if (cds_lfht_del(t->ht, node) == 0)
+			free(caa_container_of(node, struct lk_node, node));
+	}
+	rcu_read_unlock();
+	cds_lfht_destroy(t->ht, NULL);
+	free(t);
+}
+
+int shl__lookup_init(struct shl *h)
+{
+	pthread_once(&atfork_once, atfork_register);
+	struct lk *lk = calloc(1, sizeof(*lk));
+	if (lk == NULL)
+		return -ENOMEM;
+	pthread_mutex_init(&lk->mu, NULL);
+	h->lookup = lk;
+	return 0;
+}
+
+void shl__lookup_free(struct shl *h)
+{
+	struct lk *lk = h->lookup;
+	if (lk == NULL)
+		return;
+	table_free(lk->cur);
+	pthread_mutex_destroy(&lk->mu);
+	free(lk);
+	h->lookup = NULL;
+}
+
+int shl_lookup(shl_t *h, const char *model_id)
+{
+	if (h == NULL || model_id == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	struct lk *lk = h->lookup;
+	struct key k = {model_id, strlen(model_id)};
+	if (k.len > SHL_PATTERN_MAX)
+		return shl__model_match(&l->slot, model_id); /* not cached */
+	uint64_t hv = hash_id(k.id, k.len);
+	struct cds_lfht_iter it;
+
+	rcu_read_lock();
+	struct lk_table *t = rcu_dereference(lk->cur);
+	if (t != NULL && t->gen == l->gen) {
+		cds_lfht_lookup(t->ht, hv, match_node, &k, &it);
+		struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+		if (node != NULL) {
+			int m = caa_container_of(node, struct lk_node, node)->model;
+			rcu_read_unlock();
+			return m;
+		}
+	}
+	rcu_read_unlock();
+
+	/* Miss: resolve from the local copy, then remember the answer. */
+	int m = shl__model_match(&l->slot, model_id);
+	pthread_mutex_lock(&lk->mu);
+	t = lk->cur;
+	if (t == NULL || t->gen != l->gen) {
+		struct lk_table *nt = table_new(l->gen);
+		if (nt == NULL) {
+			pthread_mutex_unlock(&lk->mu);
+			return m;
+		}
+		rcu_assign_pointer(lk->cur, nt);
+		synchronize_rcu(); /* no reader is left in the old table */
+		table_free(t);
+		t = nt;
+	}
+	if (t->count < SHL_LOOKUP_MAX) {
+		struct lk_node *n = malloc(sizeof(*n) + k.len + 1);
+		if (n != NULL) {
+			cds_lfht_node_init(&n->node);
+			n->model = m;
+			n->len = k.len;
+			memcpy(n->id, k.id, k.len + 1);
+			rcu_read_lock();
+			struct cds_lfht_node *got = cds_lfht_add_unique(t->ht, hv, match_node, &k,
+									&n->node);
+			rcu_read_unlock();
+			if (got != &n->node)
+				free(n);
+			else
+				t->count++;
+		}
+	}
+	pthread_mutex_unlock(&lk->mu);
+	return m;
+}

@@ -1,0 +1,691 @@
+/*
+ * segment.c - creating, attaching, reconfiguring and checking a segment.
+ *
+ * A segment is a POSIX shared-memory object of a fixed size and layout
+ * (internal.h).  The creator builds it completely, with the magic written
+ * last, and removes it again on any failure, so no half-made segment is
+ * left behind.  Attaching trusts nothing: magic, version, sizes and owner
+ * are checked before mapping, and the live configuration is copied out and
+ * validated field by field before any of it is used; after that the hot
+ * path reads only the words it updates with atomics.
+ *
+ * Configuration updates (shl_apply) use two slots.  The applier writes the
+ * slot that is NOT live, then publishes it by bumping the generation with a
+ * release store; readers copy the live slot and re-read the generation to
+ * make sure no second apply started writing into the slot they copied.  An
+ * applier killed half-way leaves the live slot untouched.  Appliers
+ * serialise among themselves with flock() on the object, which the kernel
+ * releases if they die.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Retired process-local configs: freed at detach (another thread may still
+ * be reading one; applies are rare, so they are few). */
+struct retired {
+	struct retired *next;
+	struct shl_local *l;
+};
+
+struct shl_priv {
+	struct shl pub;
+	pthread_mutex_t mu; /* serialises refresh and lookup rebuilds */
+	struct retired *retired;
+};
+
+static int shm_path(const char *name, char *out, size_t outlen, shl_err *e)
+{
+	if (name == NULL) {
+		shl__err(e, "segment name: missing");
+		return -ENAMETOOLONG;
+	}
+	const char *n = name[0] == '/' ? name + 1 : name;
+	size_t len = strlen(n);
+	if (len == 0 || len > 200) {
+		shl__err(e, "segment name '%s': expected 1 to 200 characters", name);
+		return -ENAMETOOLONG;
+	}
+	for (size_t i = 0; i < len; i++) {
+		char c = n[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-')) {
+			shl__err(e, "segment name '%s': only A-Z a-z 0-9 . _ - are allowed", name);
+			return -ENAMETOOLONG;
+		}
+	}
+	if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0) {
+		shl__err(e, "segment name '%s' is not allowed", name);
+		return -ENAMETOOLONG;
+	}
+	snprintf(out, outlen, "/%s", n);
+	return 0;
+}
+
+/* Word-wise relaxed copies, so a copy racing an apply is a defined
+ * (if possibly inconsistent, and then discarded) read, not a data race. */
+static void copy_in(void *dst, const void *src, size_t n)
+{
+	uint64_t *d = dst;
+	const uint64_t *s = src;
+	for (size_t i = 0; i < n / 8; i++)
+		d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
+}
+
+static void copy_out(void *dst, const void *src, size_t n)
+{
+	uint64_t *d = dst;
+	const uint64_t *s = src;
+	for (size_t i = 0; i < n / 8; i++)
+		__atomic_store_n(&d[i], s[i], __ATOMIC_RELAXED);
+}
+
+struct shl_local *shl__local_refresh(struct shl *h)
+{
+	struct shl_priv *hp = (struct shl_priv *)h;
+	struct shl_local *cur = atomic_load_explicit(&h->local, memory_order_acquire);
+	struct shl_local *l = malloc(sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	pthread_mutex_lock(&hp->mu);
+	for (int tries = 0; tries < 1000; tries++) {
+		/* acquire: pairs with the release store in shl_apply / create;
+		 * the slot it names is complete. */
+		uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_acquire);
+		cur = atomic_load_explicit(&h->local, memory_order_relaxed);
+		if (cur != NULL && cur->gen == g) {
+			pthread_mutex_unlock(&hp->mu);
+			free(l);
+			return cur;
+		}
+		copy_in(&l->slot, &h->seg->cfg[g & 1], sizeof(l->slot));
+		/* acquire fence: the copy above is ordered before the re-read of
+		 * the generation below (a seqlock read). */
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed) != g)
+			continue; /* an apply published meanwhile: copy again */
+		if (l->slot.gen != g || shl__slot_checksum(&l->slot) != l->slot.checksum ||
+		    shl__slot_validate(&l->slot, NULL) != 0)
+			break;
+		shl__local_build(l, &l->slot);
+		if (cur != NULL) {
+			struct retired *r = malloc(sizeof(*r));
+			if (r == NULL)
+				break;
+			r->l = cur;
+			r->next = hp->retired;
+			hp->retired = r;
+		}
+		/* release: pairs with the acquire load in shl__local(); the
+		 * fully built copy is visible to any thread that sees it. */
+		atomic_store_explicit(&h->local, l, memory_order_release);
+		pthread_mutex_unlock(&hp->mu);
+		return l;
+	}
+	pthread_mutex_unlock(&hp->mu);
+	free(l);
+	return NULL;
+}
+
+static void slot_publish(struct shl_seg *seg, struct shl_cfg_slot *s, uint64_t gen)
+{
+	s->gen = gen;
+	s->checksum = 0;
+	s->checksum = shl__slot_checksum(s);
+	copy_out(&seg->cfg[gen & 1], s, sizeof(*s));
+	/* release: pairs with the acquire loads of gen in shl__local() and
+	 * shl__local_refresh(): the slot written above is complete for anyone
+	 * who sees the new generation. */
+	atomic_store_explicit(&seg->genl.gen, gen, memory_order_release);
+}
+
+static struct shl_priv *handle_new(struct shl_seg *seg, int fd, int rdonly, const char *path)
+{
+	struct shl_priv *hp = calloc(1, sizeof(*hp));
+	if (hp == NULL)
+		return NULL;
+	hp->pub.seg = seg;
+	hp->pub.fd = fd;
+	hp->pub.rdonly = rdonly;
+	snprintf(hp->pub.name, sizeof(hp->pub.name), "%s", path);
+	pthread_mutex_init(&hp->mu, NULL);
+	return hp;
+}
+
+static void handle_free(struct shl_priv *hp)
+{
+	struct shl *h = &hp->pub;
+	shl__lookup_free(h);
+	free(atomic_load_explicit(&h->local, memory_order_relaxed));
+	while (hp->retired) {
+		struct retired *r = hp->retired;
+		hp->retired = r->next;
+		free(r->l);
+		free(r);
+	}
+	pthread_mutex_destroy(&hp->mu);
+	free(hp);
+}
+
+/* Finish a handle: first config copy and the lookup table. */
+static int handle_open(struct shl_priv *hp, shl_err *e)
+{
+	if (shl__local_refresh(&hp->pub) == NULL) {
+		shl_err tmp;
+		uint64_t g = atomic_load_explicit(&hp->pub.seg->genl.gen, memory_order_acquire);
+		struct shl_cfg_slot *s = malloc(sizeof(*s));
+		if (s == NULL)
+			return -ENOMEM;
+		copy_in(s, &hp->pub.seg->cfg[g & 1], sizeof(*s));
+		if (s->gen != g)
+			snprintf(tmp.msg, sizeof(tmp.msg),
+				 "config slot %llu: serves generation %llu, header says %llu",
+				 (unsigned long long)(g & 1), (unsigned long long)s->gen,
+				 (unsigned long long)g);
+		else if (shl__slot_checksum(s) != s->checksum)
+			snprintf(tmp.msg, sizeof(tmp.msg), "config slot %llu: checksum mismatch",
+				 (unsigned long long)(g & 1));
+		else if (shl__slot_validate(s, &tmp) == 0)
+			snprintf(tmp.msg, sizeof(tmp.msg), "configuration unreadable");
+		free(s);
+		shl__err(e, "segment '%s' is corrupt: %s", hp->pub.name, tmp.msg);
+		return -EUCLEAN;
+	}
+	int r = shl__lookup_init(&hp->pub);
+	if (r) {
+		shl__err(e, "out of memory");
+		return r;
+	}
+	return 0;
+}
+
+int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **out,
+	       shl_err *err)
+{
+	char path[256];
+	int r = shm_path(name, path, sizeof(path), err);
+	if (r)
+		return r;
+	if (cfg == NULL) {
+		shl__err(err, "no configuration given");
+		return -EINVAL;
+	}
+	if (out)
+		*out = NULL;
+	if (flags & SHL_CREATE_REPLACE)
+		shm_unlink(path);
+	mode_t mode = (flags & SHL_CREATE_GROUP) ? 0660 : 0600;
+	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd < 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': %s", path,
+			 r == -EEXIST ? "already exists (remove it, or replace it)" : strerror(-r));
+		return r;
+	}
+	struct shl_seg *seg = MAP_FAILED;
+	if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)SHL_SEG_SIZE) != 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': sizing: %s", path, strerror(-r));
+		goto fail;
+	}
+	seg = mmap(NULL, SHL_SEG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (seg == MAP_FAILED) {
+		r = -errno;
+		shl__err(err, "segment '%s': mmap: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* ftruncate gave zeros: every bucket is full, every counter zero. */
+	seg->hdr.version = SHL_LAYOUT_VERSION;
+	seg->hdr.header_size = sizeof(struct shl_hdr);
+	seg->hdr.total_size = SHL_SEG_SIZE;
+	seg->hdr.created_unix_ns = shl__unix_ns();
+	seg->hdr.owner_uid = (uint32_t)geteuid();
+	seg->hdr.max_pools = SHL_MAX_POOLS;
+	seg->hdr.max_models = SHL_MAX_MODELS;
+	seg->hdr.flags = flags;
+	seg->hdr.created_boot_ns = shl__now();
+	uint32_t month = shl__month_of(seg->hdr.created_unix_ns, NULL);
+	atomic_store_explicit(&seg->spendl.spend, (uint64_t)(month & 127u) << SHL_SPEND_BITS,
+			      memory_order_relaxed);
+	struct shl_cfg_slot *s = malloc(sizeof(*s));
+	if (s == NULL) {
+		r = -ENOMEM;
+		shl__err(err, "out of memory");
+		goto fail;
+	}
+	memcpy(s, &cfg->slot, sizeof(*s));
+	slot_publish(seg, s, 2);
+	free(s);
+	/* release: the magic goes last; an attacher that sees it sees a
+	 * complete segment (pairs with the acquire read in validate_header). */
+	__atomic_store_n(&seg->hdr.magic, SHL_MAGIC, __ATOMIC_RELEASE);
+	if (out == NULL) {
+		munmap(seg, SHL_SEG_SIZE);
+		close(fd);
+		return 0;
+	}
+	struct shl_priv *hp = handle_new(seg, fd, 0, path);
+	if (hp == NULL) {
+		r = -ENOMEM;
+		shl__err(err, "out of memory");
+		goto fail;
+	}
+	if ((r = handle_open(hp, err)) != 0) {
+		handle_free(hp);
+		goto fail;
+	}
+	*out = &hp->pub;
+	return 0;
+fail:
+	if (seg != MAP_FAILED)
+		munmap(seg, SHL_SEG_SIZE);
+	close(fd);
+	shm_unlink(path);
+	return r;
+}
+
+static int validate_header(const struct shl_hdr *hd, off_t size, const char *path, shl_err *e)
+{
+	if (__atomic_load_n(&hd->magic, __ATOMIC_ACQUIRE) != SHL_MAGIC) {
+		shl__err(e, "segment '%s': header.magic is 0x%016llx, not a libshmlimit segment",
+			 path, (unsigned long long)hd->magic);
+		return -EPROTO;
+	}
+	if (hd->version != SHL_LAYOUT_VERSION) {
+		shl__err(e, "segment '%s': header.version is %u, this library reads version %u",
+			 path, hd->version, SHL_LAYOUT_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (hd->header_size != sizeof(struct shl_hdr) || hd->total_size != SHL_SEG_SIZE ||
+	    (uint64_t)size != SHL_SEG_SIZE) {
+		shl__err(e,
+			 "segment '%s': size is %lld bytes, header.total_size %llu, "
+			 "header.header_size %u; layout %u needs %zu and %zu",
+			 path, (long long)size, (unsigned long long)hd->total_size,
+			 hd->header_size, SHL_LAYOUT_VERSION, (size_t)SHL_SEG_SIZE,
+			 sizeof(struct shl_hdr));
+		return -EBADMSG;
+	}
+	if (hd->max_pools != SHL_MAX_POOLS || hd->max_models != SHL_MAX_MODELS) {
+		shl__err(e, "segment '%s': header.max_pools %u / max_models %u, expected %d / %d",
+			 path, hd->max_pools, hd->max_models, SHL_MAX_POOLS, SHL_MAX_MODELS);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
+{
+	char path[256];
+	int r = shm_path(name, path, sizeof(path), err);
+	if (r)
+		return r;
+	if (out == NULL)
+		return -EINVAL;
+	*out = NULL;
+	int rd = (flags & SHL_ATTACH_RDONLY) != 0;
+	int fd = shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT)
+			shl__err(err, "segment '%s' does not exist (create it with shmlimit-ctl create)",
+				 path);
+		else if (r == -EACCES)
+			shl__err(err, "segment '%s': permission denied for %s access", path,
+				 rd ? "read" : "read-write");
+		else
+			shl__err(err, "segment '%s': %s", path, strerror(-r));
+		return r;
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': %s", path, strerror(-r));
+		goto fail;
+	}
+	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER)) {
+		r = -EPERM;
+		shl__err(err, "segment '%s' is owned by uid %u, not by you (uid %u)", path,
+			 (unsigned)st.st_uid, (unsigned)geteuid());
+		goto fail;
+	}
+	struct shl_hdr hd;
+	memset(&hd, 0, sizeof(hd));
+	if (st.st_size < (off_t)sizeof(hd) || pread(fd, &hd, sizeof(hd), 0) != (ssize_t)sizeof(hd)) {
+		r = -EBADMSG;
+		shl__err(err, "segment '%s' is %lld bytes, smaller than a header (%zu)", path,
+			 (long long)st.st_size, sizeof(hd));
+		goto fail;
+	}
+	if ((r = validate_header(&hd, st.st_size, path, err)) != 0)
+		goto fail;
+	struct shl_seg *seg = mmap(NULL, SHL_SEG_SIZE, PROT_READ | (rd ? 0 : PROT_WRITE),
+				   MAP_SHARED, fd, 0);
+	if (seg == MAP_FAILED) {
+		r = -errno;
+		shl__err(err, "segment '%s': mmap: %s", path, strerror(-r));
+		goto fail;
+	}
+	struct shl_priv *hp = handle_new(seg, fd, rd, path);
+	if (hp == NULL) {
+		munmap(seg, SHL_SEG_SIZE);
+		r = -ENOMEM;
+		shl__err(err, "out of memory");
+		goto fail;
+	}
+	if ((r = handle_open(hp, err)) != 0) {
+		munmap(seg, SHL_SEG_SIZE);
+		handle_free(hp);
+		goto fail;
+	}
+	*out = &hp->pub;
+	return 0;
+fail:
+	close(fd);
+	return r;
+}
+
+void shl_detach(shl_t *h)
+{
+	if (h == NULL)
+		return;
+	munmap(h->seg, SHL_SEG_SIZE);
+	close(h->fd);
+	handle_free((struct shl_priv *)h);
+}
+
+int shl_unlink(const char *name)
+{
+	char path[256];
+	int r = shm_path(name, path, sizeof(path), NULL);
+	if (r)
+		return r;
+	return shm_unlink(path) == 0 ? 0 : -errno;
+}
+
+const char *shl_name(const shl_t *h)
+{
+	return h ? h->name : NULL;
+}
+
+uint64_t shl_generation(shl_t *h)
+{
+	/* acquire: pairs with the release store in slot_publish. */
+	return atomic_load_explicit(&h->seg->genl.gen, memory_order_acquire);
+}
+
+int shl_config_get(shl_t *h, shl_config **out)
+{
+	if (h == NULL || out == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	shl_config *c = malloc(sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	memcpy(&c->slot, &l->slot, sizeof(c->slot));
+	*out = c;
+	return 0;
+}
+
+/* Carry a bucket over to a new interval: keep its deficit in units. */
+static void bucket_rescale(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, uint64_t new_iv)
+{
+	uint64_t n = (uint64_t)now;
+	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
+	for (int i = 0; i < 1000; i++) {
+		if (old <= n)
+			return; /* full: stays full */
+		unsigned __int128 deficit = (unsigned __int128)(old - n) * new_iv / old_iv;
+		uint64_t next = deficit > (UINT64_MAX - n) ? UINT64_MAX : n + (uint64_t)deficit;
+		/* relaxed: bucket words are independent counters (bucket.c). */
+		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
+							  memory_order_relaxed))
+			return;
+	}
+}
+
+static void pool_rt_zero(struct shl_pool_rt *rt)
+{
+	uint64_t *w = (uint64_t *)rt;
+	for (size_t i = 0; i < sizeof(*rt) / 8; i++)
+		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
+}
+
+int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
+{
+	if (h == NULL || cfg == NULL)
+		return -EINVAL;
+	if (h->rdonly) {
+		shl__err(err, "segment '%s' is attached read-only", h->name);
+		return -EACCES;
+	}
+	int r = shl__slot_validate(&cfg->slot, err);
+	if (r)
+		return -EINVAL;
+	if (flock(h->fd, LOCK_EX) != 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': flock: %s", h->name, strerror(-r));
+		return r;
+	}
+	struct shl_local *l = shl__local(h);
+	struct shl_cfg_slot *s = calloc(1, sizeof(*s));
+	if (l == NULL || s == NULL) {
+		free(s);
+		flock(h->fd, LOCK_UN);
+		shl__err(err, l == NULL ? "live configuration is corrupt" : "out of memory");
+		return l == NULL ? -EUCLEAN : -ENOMEM;
+	}
+	const struct shl_cfg_slot *in = &cfg->slot, *old = &l->slot;
+	/* Keep each pool that keeps its name at its index; place new pools in
+	 * indexes no live pool uses. */
+	int map[SHL_MAX_POOLS];
+	int taken[SHL_MAX_POOLS] = {0};
+	for (unsigned i = 0; i < in->npools; i++) {
+		map[i] = -1;
+		if (!(in->pools[i].flags & SHL_PF_USED))
+			continue;
+		for (unsigned j = 0; j < old->npools; j++)
+			if ((old->pools[j].flags & SHL_PF_USED) &&
+			    strcmp(old->pools[j].name, in->pools[i].name) == 0)
+				map[i] = (int)j;
+		if (map[i] >= 0)
+			taken[map[i]] = 1;
+	}
+	for (unsigned i = 0; i < in->npools; i++) {
+		if (map[i] >= 0 || !(in->pools[i].flags & SHL_PF_USED))
+			continue;
+		int f = -1;
+		for (int j = 0; j < SHL_MAX_POOLS && f < 0; j++)
+			if (!taken[j] && !(j < (int)old->npools && (old->pools[j].flags & SHL_PF_USED)))
+				f = j;
+		for (int j = 0; j < SHL_MAX_POOLS && f < 0; j++)
+			if (!taken[j])
+				f = j; /* reuse a removed pool's index */
+		if (f < 0) {
+			free(s);
+			flock(h->fd, LOCK_UN);
+			shl__err(err, "pools: no free pool index");
+			return -EINVAL;
+		}
+		map[i] = f;
+		taken[f] = 1;
+	}
+	unsigned np = 0;
+	for (unsigned i = 0; i < in->npools; i++) {
+		if (map[i] < 0)
+			continue;
+		s->pools[map[i]] = in->pools[i];
+		if ((unsigned)map[i] + 1 > np)
+			np = (unsigned)map[i] + 1;
+	}
+	s->npools = np;
+	s->nmodels = in->nmodels;
+	s->spend_cap = in->spend_cap;
+	for (unsigned i = 0; i < in->nmodels; i++) {
+		s->models[i] = in->models[i];
+		s->models[i].pool = (uint32_t)map[in->models[i].pool];
+	}
+	/* Runtime state: new pools start full and at zero; kept pools carry
+	 * their deficit over in units. */
+	int64_t now = shl__now();
+	struct shl_local nl;
+	shl__local_build(&nl, s);
+	for (unsigned j = 0; j < np; j++) {
+		if (!(s->pools[j].flags & SHL_PF_USED))
+			continue;
+		struct shl_pool_rt *rt = &h->seg->pools[j];
+		int kept = j < old->npools && (old->pools[j].flags & SHL_PF_USED) &&
+			   strcmp(old->pools[j].name, s->pools[j].name) == 0;
+		if (!kept) {
+			pool_rt_zero(rt);
+			continue;
+		}
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			bucket_rescale(&rt->tat[d], now, l->pools[j].interval[d],
+				       nl.pools[j].interval[d]);
+	}
+	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
+	slot_publish(h->seg, s, g + 1);
+	/* relaxed: statistics only. */
+	atomic_fetch_add_explicit(&h->seg->genl.applies, 1, memory_order_relaxed);
+	atomic_store_explicit(&h->seg->genl.applied_unix_ns, shl__unix_ns(), memory_order_relaxed);
+	free(s);
+	flock(h->fd, LOCK_UN);
+	return shl__local(h) ? 0 : -EUCLEAN;
+}
+
+int shl_reset(shl_t *h, unsigned what)
+{
+	if (h == NULL || (what & ~7u) || what == 0)
+		return -EINVAL;
+	if (h->rdonly)
+		return -EACCES;
+	struct shl_seg *seg = h->seg;
+	for (int p = 0; p < SHL_MAX_POOLS; p++) {
+		struct shl_pool_rt *rt = &seg->pools[p];
+		/* relaxed: each word is independent; a reset racing admissions
+		 * is an operator's explicit choice. */
+		if (what & SHL_RESET_BUCKETS) {
+			for (int d = 0; d < SHL_NBUCKETS; d++)
+				atomic_store_explicit(&rt->tat[d], 0, memory_order_relaxed);
+			atomic_store_explicit(&rt->hold_until, 0, memory_order_relaxed);
+		}
+		if (what & SHL_RESET_COUNTERS) {
+			_Atomic uint64_t *c[] = {&rt->admitted,   &rt->refused,     &rt->waited,
+						 &rt->clamps,     &rt->tokens_in,   &rt->tokens_out,
+						 &rt->cache_read, &rt->cache_write, &rt->settled,
+						 &rt->cancelled,  &rt->server_429};
+			for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
+				atomic_store_explicit(c[i], 0, memory_order_relaxed);
+			atomic_store_explicit(&rt->spend, 0, memory_order_relaxed);
+			for (int k = 0; k < SHL_WINDOW_SLOTS; k++)
+				for (int d = 0; d < SHL_NBUCKETS; d++)
+					atomic_store_explicit(&rt->win[k].v[d], 0,
+							      memory_order_relaxed);
+		}
+	}
+	if (what & SHL_RESET_SPEND) {
+		uint32_t m = shl__month(h, shl__now());
+		atomic_store_explicit(&seg->spendl.spend, (uint64_t)(m & 127u) << SHL_SPEND_BITS,
+				      memory_order_relaxed);
+		atomic_store_explicit(&seg->spendl.exhausted, 0, memory_order_relaxed);
+	}
+	return 0;
+}
+
+static void rep(char *report, size_t len, size_t *at, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void rep(char *report, size_t len, size_t *at, const char *fmt, ...)
+{
+	if (report == NULL || *at >= len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(report + *at, len - *at, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*at += (size_t)n < len - *at ? (size_t)n : len - *at;
+}
+
+int shl_check(shl_t *h, char *report, size_t len)
+{
+	if (h == NULL)
+		return -EINVAL;
+	size_t at = 0;
+	int bad = 0;
+	if (report && len)
+		report[0] = 0;
+	struct shl_seg *seg = h->seg;
+	struct stat st;
+	shl_err e;
+	if (fstat(h->fd, &st) == 0) {
+		int r = validate_header(&seg->hdr, st.st_size, h->name, &e);
+		if (r) {
+			rep(report, len, &at, "%s\n", e.msg);
+			return r;
+		}
+	}
+	uint64_t g = atomic_load_explicit(&seg->genl.gen, memory_order_acquire);
+	struct shl_cfg_slot *s = malloc(sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	copy_in(s, &seg->cfg[g & 1], sizeof(*s));
+	if (s->gen != g) {
+		rep(report, len, &at, "config slot %u: serves generation %llu, header.gen is %llu\n",
+		    (unsigned)(g & 1), (unsigned long long)s->gen, (unsigned long long)g);
+		bad = 1;
+	}
+	if (shl__slot_checksum(s) != s->checksum) {
+		rep(report, len, &at, "config slot %u: checksum mismatch (scribbled?)\n",
+		    (unsigned)(g & 1));
+		bad = 1;
+	}
+	if (shl__slot_validate(s, &e) != 0) {
+		rep(report, len, &at, "%s\n", e.msg);
+		bad = 1;
+	}
+	int64_t now = shl__now();
+	const int64_t year = 366LL * 86400 * 1000000000LL;
+	for (unsigned p = 0; p < SHL_MAX_POOLS; p++) {
+		struct shl_pool_rt *rt = &seg->pools[p];
+		int used = !bad && p < s->npools && (s->pools[p].flags & SHL_PF_USED);
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			uint64_t t = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+			if (t > (uint64_t)(now + year)) {
+				rep(report, len, &at, "pools[%u].tat[%s]: %llu ns is over a year ahead "
+				    "of now (%lld)\n", p, shl_dim_name(d), (unsigned long long)t,
+				    (long long)now);
+				bad = 1;
+			} else if (!used && t != 0 && p >= s->npools) {
+				rep(report, len, &at, "pools[%u].tat[%s]: non-zero in an unused pool\n",
+				    p, shl_dim_name(d));
+				bad = 1;
+			}
+		}
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (hold > now + 86400LL * 1000000000LL) {
+			rep(report, len, &at, "pools[%u].hold_until: over a day ahead of now\n", p);
+			bad = 1;
+		}
+	}
+	uint64_t w = atomic_load_explicit(&seg->spendl.spend, memory_order_relaxed);
+	uint32_t m = shl__month(h, now);
+	uint32_t tag = (uint32_t)(w >> SHL_SPEND_BITS);
+	if (tag != (m & 127u) && tag != ((m + 1) & 127u) && (w & SHL_SPEND_MASK) != 0)
+		rep(report, len, &at, "spend: counts month tag %u, this month's tag is %u "
+		    "(stale; it rolls over at the next charge)\n", tag, m & 127u);
+	free(s);
+	return bad ? -EUCLEAN : 0;
+}

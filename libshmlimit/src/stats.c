@@ -1,0 +1,79 @@
+/*
+ * stats.c - a snapshot of a segment for the stats tool and for programs.
+ *
+ * Every value is read with one atomic load of a whole 64-bit word, so no
+ * value is ever torn between two updates; the configuration part comes from
+ * the process-local copy of one generation, so limits, names and prices are
+ * all of the same generation.  Reading changes nothing: a read-only handle
+ * works.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+int shl_stats_get(shl_t *h, shl_stats *out)
+{
+	if (h == NULL || out == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	memset(out, 0, sizeof(*out));
+	const struct shl_seg *seg = h->seg;
+	int64_t now = shl__now();
+	int64_t unix_ns = shl__unix_ns(), next_s;
+	uint32_t month = shl__month_of(unix_ns, &next_s);
+	out->generation = l->gen;
+	out->created_unix_ns = seg->hdr.created_unix_ns;
+	out->now_ns = now;
+	out->nmodels = (int)l->slot.nmodels;
+	out->spend_month = shl__spend_read(&seg->spendl, month);
+	out->spend_cap = l->spend_cap;
+	/* relaxed: advisory mark, see spend.c. */
+	out->spend_exhausted = atomic_load_explicit(&((struct shl_seg *)seg)->spendl.exhausted,
+						    memory_order_relaxed) == month + 1;
+	out->month_year = (int)(1970 + month / 12);
+	out->month = (int)(month % 12) + 1;
+	out->month_resets_unix = next_s;
+	int k = 0;
+	for (unsigned p = 0; p < l->slot.npools; p++) {
+		const struct shl_pool_cfg *pc = &l->slot.pools[p];
+		if (!(pc->flags & SHL_PF_USED))
+			continue;
+		const struct shl_pool_local *pl = &l->pools[p];
+		struct shl_pool_rt *rt = (struct shl_pool_rt *)&seg->pools[p];
+		shl_pool_stats *o = &out->pools[k++];
+		memcpy(o->name, pc->name, sizeof(o->name));
+		o->name[SHL_NAME_MAX] = 0;
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			o->limit[d] = pc->limit[d];
+			o->burst[d] = pc->burst[d];
+			/* relaxed: whole words; see the module comment. */
+			uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+			double deficit = tat > (uint64_t)now ? (double)(tat - (uint64_t)now) : 0.0;
+			o->available[d] = (double)pl->burst[d] - deficit / (double)pl->interval[d];
+		}
+		shl__window_sum(rt, now, o->used_last_minute);
+		memcpy(o->prices, pc->price, sizeof(o->prices));
+		o->otpm_reserve = (pc->flags & SHL_PF_OTPM_RESERVE) != 0;
+		o->cache_reads_count = (pc->flags & SHL_PF_CACHE_READS) != 0;
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		o->hold_ns = hold > now ? hold - now : 0;
+#define LD(f) atomic_load_explicit(&rt->f, memory_order_relaxed)
+		o->admitted = LD(admitted);
+		o->refused = LD(refused);
+		o->waited = LD(waited);
+		o->settled = LD(settled);
+		o->cancelled = LD(cancelled);
+		o->server_429 = LD(server_429);
+		o->tokens_in = LD(tokens_in);
+		o->tokens_out = LD(tokens_out);
+		o->cache_read = LD(cache_read);
+		o->cache_write = LD(cache_write);
+		o->spend = LD(spend);
+#undef LD
+	}
+	out->npools = k;
+	return 0;
+}
