@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shmlimit.h"
+
 #define BENCH_MAX_PROCS 64
 #define BENCH_MAX_POOLS 16
 #define BENCH_NDIM 3 /* RPM, ITPM, OTPM */
@@ -54,7 +56,7 @@ struct bench_adm {
 	int pool;
 	int64_t now;     /* the clock value the admission was decided at */
 	int64_t reserved; /* spend units reserved */
-	uint64_t opaque[16]; /* mechanism-private (libshmlimit's ticket) */
+	shl_ticket ticket; /* libshmlimit's own record of the admission */
 };
 
 /* ------------------------------------------------------------------ */
@@ -89,6 +91,11 @@ extern const struct bench_mech_ops bench_mech_shl;
 extern const struct bench_mech_ops bench_mech_mutex;
 extern const struct bench_mech_ops bench_mech_flock;
 extern const struct bench_mech_ops bench_mech_redis;
+
+/* mech_shl.c: the scenario as a libshmlimit JSON configuration, and the
+ * segment in use (main() unlinks it on SIGINT/SIGTERM; "" when none). */
+int bench_shl_config_json(const struct bench_scenario *sc, char *buf, size_t cap);
+extern char bench_shl_segment[64];
 
 /* ------------------------------------------------------------------ */
 /* rule.c: the admission rule in plain arithmetic, for the lock-based   */
@@ -184,5 +191,8 @@ int resp_command(struct resp_conn *c, int argc, const char *const *argv,
  * its pid (> 0) and the port, or a negative errno with a message. */
 int redis_start(const char *binary, int *port, char *msg, size_t msglen);
 void redis_stop(int pid, int port);
+
+/* The port of the server main() started for the Redis baseline. */
+extern int bench_redis_port;
 
 #endif /* SHL_BENCH_H */

@@ -1,0 +1,393 @@
+/*
+ * limits.c - the server side of the rate limits: pools, model matching and
+ * token buckets, the way the Claude API describes its own enforcement.
+ *
+ * This is a second, independent implementation of the rules libshmlimit
+ * mirrors, kept simple on purpose (a mutex per pool, doubles, one clock) so
+ * that it is easy to believe.  It reads the libshmlimit configuration format
+ * with cJSON:
+ *
+ *   pools[]: name, rpm, itpm, otpm (per minute; 0 or absent: unlimited),
+ *            burst{rpm,itpm,otpm} (capacities; default rpm: one second's
+ *            worth rounded up, at least 1; itpm/otpm: one minute's worth),
+ *            otpm_mode "actual" (default) | "reserve", cache_reads_count.
+ *   models[]: match "exact-id" | "prefix*", pool.  An exact match wins,
+ *            else the longest prefix.
+ *   spend_cap_usd and prices are accepted and ignored: the mock's spend cap
+ *   is scripted (x-mock-fail: spend-cap), not computed.
+ *
+ * Buckets refill continuously at limit/60 per second up to their capacity.
+ * RPM is charged 1 per request and ITPM with the request's input at start;
+ * OTPM in "actual" mode is charged after generation with the real output,
+ * and a request is refused only while that bucket is in debt; in "reserve"
+ * mode max_tokens is taken at start and the unused part given back.
+ *
+ * Tolerance: a client that keeps exactly to the limits can still look a
+ * little early to the server (requests reach it with varying delay).  So a
+ * bucket admits a request if it is short by at most one request (RPM) or by
+ * at most 1% of its capacity, rounded up (ITPM/OTPM).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cJSON.h>
+
+#include "mock.h"
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                        */
+/* ------------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	struct sbuf b = {0};
+	char tmp[8192];
+	size_t n;
+	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0 && b.len < (1u << 24))
+		sbuf_add(&b, tmp, n);
+	int bad = ferror(f) || b.oom || b.p == NULL;
+	fclose(f);
+	if (bad) {
+		sbuf_free(&b);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* A non-negative number member; absent or null gives dflt.  -EINVAL if it
+ * is there but not a non-negative number. */
+static int get_num(const cJSON *obj, const char *key, double dflt, double *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+	if (v == NULL || cJSON_IsNull(v)) {
+		*out = dflt;
+		return 0;
+	}
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || isinf(v->valuedouble))
+		return -EINVAL;
+	*out = v->valuedouble;
+	return 0;
+}
+
+static int load_pool(const cJSON *jp, struct pool *p, char *err, size_t errlen)
+{
+	static const char *const dims[NDIM] = {"rpm", "itpm", "otpm"};
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(jp, "name");
+	if (!cJSON_IsString(name) || name->valuestring[0] == '\0' ||
+	    strlen(name->valuestring) >= sizeof(p->name)) {
+		snprintf(err, errlen, "a pool needs a \"name\" of 1..%zu characters",
+			 sizeof(p->name) - 1);
+		return -EINVAL;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", name->valuestring);
+	const cJSON *burst = cJSON_GetObjectItemCaseSensitive(jp, "burst");
+	if (burst != NULL && !cJSON_IsNull(burst) && !cJSON_IsObject(burst)) {
+		snprintf(err, errlen, "pool %s: \"burst\" must be an object", p->name);
+		return -EINVAL;
+	}
+	for (int d = 0; d < NDIM; d++) {
+		if (get_num(jp, dims[d], 0, &p->limit[d]) < 0) {
+			snprintf(err, errlen, "pool %s: \"%s\" must be a number >= 0",
+				 p->name, dims[d]);
+			return -EINVAL;
+		}
+		double dflt = p->limit[d];
+		if (d == DIM_RPM) {
+			dflt = ceil(p->limit[d] / 60.0);
+			if (dflt < 1)
+				dflt = 1;
+		}
+		if (cJSON_IsObject(burst) &&
+		    get_num(burst, dims[d], dflt, &p->burst[d]) < 0) {
+			snprintf(err, errlen, "pool %s: \"burst.%s\" must be a number >= 0",
+				 p->name, dims[d]);
+			return -EINVAL;
+		} else if (!cJSON_IsObject(burst)) {
+			p->burst[d] = dflt;
+		}
+		if (p->limit[d] > 0 && p->burst[d] < 1) {
+			snprintf(err, errlen, "pool %s: burst.%s must be at least 1",
+				 p->name, dims[d]);
+			return -EINVAL;
+		}
+		p->tol[d] = d == DIM_RPM ? 1.0 : ceil(p->burst[d] / 100.0);
+		p->level[d] = p->burst[d];
+	}
+	const cJSON *mode = cJSON_GetObjectItemCaseSensitive(jp, "otpm_mode");
+	if (mode != NULL && !cJSON_IsNull(mode)) {
+		if (cJSON_IsString(mode) && strcmp(mode->valuestring, "actual") == 0) {
+			p->otpm_reserve = 0;
+		} else if (cJSON_IsString(mode) &&
+			   strcmp(mode->valuestring, "reserve") == 0) {
+			p->otpm_reserve = 1;
+		} else {
+			snprintf(err, errlen,
+				 "pool %s: \"otpm_mode\" must be \"actual\" or \"reserve\"",
+				 p->name);
+			return -EINVAL;
+		}
+	}
+	const cJSON *crc = cJSON_GetObjectItemCaseSensitive(jp, "cache_reads_count");
+	if (crc != NULL && !cJSON_IsNull(crc)) {
+		if (!cJSON_IsBool(crc)) {
+			snprintf(err, errlen,
+				 "pool %s: \"cache_reads_count\" must be true or false",
+				 p->name);
+			return -EINVAL;
+		}
+		p->cache_reads_count = cJSON_IsTrue(crc);
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	p->last_ns = mono_ns();
+	return 0;
+}
+
+static int load_rule(const cJSON *jm, const struct limits *l,
+		     struct model_rule *r, char *err, size_t errlen)
+{
+	const cJSON *match = cJSON_GetObjectItemCaseSensitive(jm, "match");
+	const cJSON *pool = cJSON_GetObjectItemCaseSensitive(jm, "pool");
+	if (!cJSON_IsString(match) || match->valuestring[0] == '\0' ||
+	    !cJSON_IsString(pool)) {
+		snprintf(err, errlen, "a model entry needs \"match\" and \"pool\" strings");
+		return -EINVAL;
+	}
+	r->pool = -1;
+	for (int i = 0; i < l->npools; i++)
+		if (strcmp(l->pools[i].name, pool->valuestring) == 0)
+			r->pool = i;
+	if (r->pool < 0) {
+		snprintf(err, errlen, "model %s: no pool named \"%s\"",
+			 match->valuestring, pool->valuestring);
+		return -EINVAL;
+	}
+	size_t n = strlen(match->valuestring);
+	r->prefix = match->valuestring[n - 1] == '*';
+	if (r->prefix)
+		n--;
+	if (memchr(match->valuestring, '*', n) != NULL) {
+		snprintf(err, errlen, "model %s: '*' is allowed only at the end",
+			 match->valuestring);
+		return -EINVAL;
+	}
+	r->match = strndup(match->valuestring, n);
+	if (r->match == NULL)
+		return -ENOMEM;
+	r->len = n;
+	return 0;
+}
+
+int limits_load(const char *path, struct limits *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	size_t len = 0;
+	char *text = read_file(path, &len);
+	if (text == NULL) {
+		int e = errno ? errno : EIO;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	cJSON *root = cJSON_ParseWithLength(text, len);
+	free(text);
+	if (root == NULL) {
+		snprintf(err, errlen, "%s: not valid JSON", path);
+		return -EINVAL;
+	}
+	int rc = -EINVAL;
+	const cJSON *pools = cJSON_GetObjectItemCaseSensitive(root, "pools");
+	const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+	if (!cJSON_IsArray(pools) || cJSON_GetArraySize(pools) == 0) {
+		snprintf(err, errlen, "%s: \"pools\" must be a non-empty array", path);
+		goto out;
+	}
+	if (models != NULL && !cJSON_IsArray(models)) {
+		snprintf(err, errlen, "%s: \"models\" must be an array", path);
+		goto out;
+	}
+	int np = cJSON_GetArraySize(pools);
+	int nm = models ? cJSON_GetArraySize(models) : 0;
+	out->pools = calloc((size_t)np, sizeof(*out->pools));
+	out->rules = calloc((size_t)nm + 1, sizeof(*out->rules));
+	if (out->pools == NULL || out->rules == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	const cJSON *it;
+	cJSON_ArrayForEach(it, pools) {
+		rc = load_pool(it, &out->pools[out->npools], err, errlen);
+		if (rc < 0)
+			goto out;
+		for (int i = 0; i < out->npools; i++) {
+			if (strcmp(out->pools[i].name, out->pools[out->npools].name) == 0) {
+				snprintf(err, errlen, "pool %s defined twice",
+					 out->pools[i].name);
+				rc = -EINVAL;
+				goto out;
+			}
+		}
+		out->npools++;
+	}
+	if (models != NULL) {
+		cJSON_ArrayForEach(it, models) {
+			rc = load_rule(it, out, &out->rules[out->nrules], err, errlen);
+			if (rc < 0)
+				goto out;
+			out->nrules++;
+		}
+	}
+	rc = 0;
+out:
+	cJSON_Delete(root);
+	return rc;
+}
+
+int limits_find(const struct limits *l, const char *model)
+{
+	int best = -1;
+	size_t best_len = 0;
+	size_t mlen = strlen(model);
+	for (int i = 0; i < l->nrules; i++) {
+		const struct model_rule *r = &l->rules[i];
+		if (!r->prefix) {
+			if (r->len == mlen && memcmp(r->match, model, mlen) == 0)
+				return r->pool;
+			continue;
+		}
+		if (r->len <= mlen && memcmp(r->match, model, r->len) == 0 &&
+		    (best < 0 || r->len > best_len)) {
+			best = r->pool;
+			best_len = r->len;
+		}
+	}
+	return best >= 0 ? best : -ENOENT;
+}
+
+/* ------------------------------------------------------------------ */
+/* Buckets                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Bring the levels up to now.  Called with p->mu held. */
+static void refill(struct pool *p, int64_t now)
+{
+	double dt = (double)(now - p->last_ns) / 1e9;
+	if (dt <= 0)
+		return;
+	p->last_ns = now;
+	for (int d = 0; d < NDIM; d++) {
+		if (p->limit[d] <= 0)
+			continue;
+		p->level[d] += dt * p->limit[d] / 60.0;
+		if (p->level[d] > p->burst[d])
+			p->level[d] = p->burst[d];
+	}
+}
+
+int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
+	       int *dim)
+{
+	double need[NDIM] = {1, (double)n->itpm, (double)n->otpm_reserve};
+	double worst = 0;
+	int worst_dim = -1;
+	pthread_mutex_lock(&p->mu);
+	refill(p, mono_ns());
+	for (int d = 0; d < NDIM; d++) {
+		if (p->limit[d] <= 0)
+			continue;
+		double short_by = need[d] - p->tol[d] - p->level[d];
+		if (short_by > 0) {
+			double wait = short_by * 60.0 / p->limit[d];
+			if (worst_dim < 0 || wait > worst) {
+				worst = wait;
+				worst_dim = d;
+			}
+		}
+	}
+	if (worst_dim < 0)
+		for (int d = 0; d < NDIM; d++)
+			if (p->limit[d] > 0)
+				p->level[d] -= need[d];
+	pthread_mutex_unlock(&p->mu);
+	if (worst_dim < 0)
+		return 0;
+	double secs = ceil(worst);
+	*retry_after = secs < 1 ? 1 : (uint64_t)secs;
+	*dim = worst_dim;
+	return -EAGAIN;
+}
+
+void pool_settle(struct pool *p, uint64_t reserved, uint64_t out)
+{
+	if (p->limit[DIM_OTPM] <= 0)
+		return;
+	pthread_mutex_lock(&p->mu);
+	refill(p, mono_ns());
+	p->level[DIM_OTPM] += (double)reserved - (double)out;
+	if (p->level[DIM_OTPM] > p->burst[DIM_OTPM])
+		p->level[DIM_OTPM] = p->burst[DIM_OTPM];
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* RFC 3339 UTC time `secs` seconds from now (rounded up to a second). */
+static void reset_time(double secs, char *buf, size_t size)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (secs < 0)
+		secs = 0;
+	time_t t = ts.tv_sec + (time_t)ceil(secs + ts.tv_nsec / 1e9);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void pool_headers(struct pool *p, struct sbuf *h)
+{
+	static const char *const hname[NDIM] = {"requests", "input-tokens",
+						"output-tokens"};
+	double level[NDIM];
+	pthread_mutex_lock(&p->mu);
+	refill(p, mono_ns());
+	memcpy(level, p->level, sizeof(level));
+	pthread_mutex_unlock(&p->mu);
+
+	double remaining[NDIM], until_full[NDIM];
+	for (int d = 0; d < NDIM; d++) {
+		if (p->limit[d] <= 0)
+			continue;
+		double r = level[d] < 0 ? 0 : floor(level[d]);
+		if (d != DIM_RPM)  /* tokens: nearest thousand, like the real API */
+			r = floor(r / 1000.0 + 0.5) * 1000.0;
+		remaining[d] = r;
+		until_full[d] = (p->burst[d] - level[d]) * 60.0 / p->limit[d];
+		char when[40];
+		reset_time(until_full[d], when, sizeof(when));
+		sbuf_printf(h, "anthropic-ratelimit-%s-limit: %.0f\r\n"
+			    "anthropic-ratelimit-%s-remaining: %.0f\r\n"
+			    "anthropic-ratelimit-%s-reset: %s\r\n",
+			    hname[d], p->limit[d], hname[d], r, hname[d], when);
+	}
+	/* tokens-*: whichever of input / output is the more restrictive now. */
+	int t = -1;
+	if (p->limit[DIM_ITPM] > 0)
+		t = DIM_ITPM;
+	if (p->limit[DIM_OTPM] > 0 &&
+	    (t < 0 || remaining[DIM_OTPM] < remaining[DIM_ITPM]))
+		t = DIM_OTPM;
+	if (t >= 0) {
+		char when[40];
+		reset_time(until_full[t], when, sizeof(when));
+		sbuf_printf(h, "anthropic-ratelimit-tokens-limit: %.0f\r\n"
+			    "anthropic-ratelimit-tokens-remaining: %.0f\r\n"
+			    "anthropic-ratelimit-tokens-reset: %s\r\n",
+			    p->limit[t], remaining[t], when);
+	}
+}

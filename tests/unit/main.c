@@ -1,0 +1,62 @@
+/*
+ * main.c - runs every CUnit suite of the library; exits non-zero on failure.
+ */
+#include <CUnit/Basic.h>
+
+#include "testutil.h"
+
+int64_t tu_boot, tu_unix;
+int64_t tu_boot_fn(void) { return tu_boot; }
+int64_t tu_unix_fn(void) { return tu_unix; }
+
+void tu_fake_clock(int on)
+{
+	shl__clock_boot = on ? tu_boot_fn : NULL;
+	shl__clock_unix = on ? tu_unix_fn : NULL;
+}
+
+shl_config *tu_cfg(const char *json)
+{
+	shl_config *c = NULL;
+	shl_err e = {{0}};
+	int r = shl_config_parse(json, strlen(json), &c, &e);
+	if (r) {
+		fprintf(stderr, "tu_cfg: %s\n%s\n", e.msg, json);
+		abort();
+	}
+	return c;
+}
+
+shl_config *tu_pool_cfg(unsigned rpm, unsigned itpm, unsigned otpm, unsigned brpm, unsigned bitpm,
+			unsigned botpm, const char *extra, const char *cap)
+{
+	char j[2048];
+	snprintf(j, sizeof(j),
+		 "{\"spend_cap_usd\": %s, \"pools\": [{\"name\": \"p\", \"rpm\": %u, \"itpm\": %u, "
+		 "\"otpm\": %u, \"burst\": {\"rpm\": %u, \"itpm\": %u, \"otpm\": %u}%s%s, "
+		 "\"prices\": {\"input\": 3, \"output\": 15, \"cache_write_5m\": 3.75, "
+		 "\"cache_write_1h\": 6, \"cache_read\": 0.3}}], "
+		 "\"models\": [{\"match\": \"m*\", \"pool\": \"p\"}]}",
+		 cap ? cap : "null", rpm, itpm, otpm, brpm, bitpm, botpm, extra ? ", " : "",
+		 extra ? extra : "");
+	return tu_cfg(j);
+}
+
+int main(void)
+{
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 2;
+	suite_layout();
+	suite_config();
+	suite_bucket();
+	suite_spend();
+	suite_segment();
+	suite_admit();
+	suite_multiproc();
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+	unsigned run = CU_get_number_of_tests_run();
+	CU_cleanup_registry();
+	return (fails == 0 && run > 0) ? 0 : 1;
+}

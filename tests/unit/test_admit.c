@@ -1,0 +1,327 @@
+/*
+ * test_admit.c - admission, settle and cancel, spend, feedback, lookup;
+ * on a fake clock, so every figure is exact.
+ */
+#include "testutil.h"
+
+#define S 1000000000LL
+
+static char name[64];
+static shl_t *h;
+
+static void open_seg(shl_config *c)
+{
+	snprintf(name, sizeof(name), "%s", tu_name());
+	tu_boot = 5000 * S;
+	tu_unix = 1790000000LL * S; /* 2026-09-21, UTC */
+	tu_fake_clock(1);
+	shl_err e = {{0}};
+	int r = shl_create(name, c, 0, &h, &e);
+	CU_ASSERT_EQUAL_FATAL(r, 0);
+	shl_config_free(c);
+}
+
+static void close_seg(void)
+{
+	shl_detach(h);
+	shl_unlink(name);
+	h = NULL;
+	tu_fake_clock(0);
+}
+
+static void test_all_or_nothing(void)
+{
+	/* rpm 60 (burst 5), itpm 600 (burst 1000), otpm reserve, 6000 (burst 500) */
+	open_seg(tu_pool_cfg(60, 600, 6000, 5, 1000, 500, "\"otpm_mode\":\"reserve\"", NULL));
+	int m = shl_lookup(h, "model-x");
+	CU_ASSERT_EQUAL_FATAL(m, 0);
+	shl_ticket t;
+	shl_refusal why;
+	shl_cost c = {.input_tokens = 900, .max_tokens = 100};
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	CU_ASSERT_EQUAL(t.itpm, 900);
+	CU_ASSERT_EQUAL(t.otpm, 100);
+	/* ITPM has 100 left: a 200-token request is refused by ITPM with the
+	 * exact wait (100 tokens at 10/s = 10 s), and nothing else moves. */
+	c.input_tokens = 200;
+	uint64_t rpm_before = atomic_load(&h->seg->pools[0].tat[SHL_DIM_RPM]);
+	uint64_t otpm_before = atomic_load(&h->seg->pools[0].tat[SHL_DIM_OTPM]);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_ITPM);
+	CU_ASSERT_EQUAL(why.wait_ns, 10 * S);
+	CU_ASSERT_EQUAL(why.need, 200);
+	CU_ASSERT_EQUAL(why.capacity, 1000);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_RPM]), rpm_before);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_OTPM]), otpm_before);
+	/* 10 s later it fits exactly. */
+	tu_boot += 10 * S;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	/* Bigger than a bucket: its own error at once, never a wait. */
+	c.input_tokens = 1001;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -E2BIG);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_ITPM);
+	CU_ASSERT_EQUAL(why.capacity, 1000);
+	c.input_tokens = 1;
+	c.max_tokens = 501;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -E2BIG);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_OTPM);
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, -1, &t, &why), -E2BIG);
+	/* Counts that do not fit the 32-bit fields are refused, not wrapped. */
+	c.max_tokens = 1ULL << 33;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EOVERFLOW);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.pools[0].admitted, 2);
+	CU_ASSERT_EQUAL(st.pools[0].refused, 4);
+	close_seg();
+}
+
+static void test_rpm_burst(void)
+{
+	open_seg(tu_pool_cfg(120, 100000, 100000, 3, 100000, 100000, NULL, NULL));
+	int m = shl_lookup(h, "m");
+	shl_ticket t;
+	shl_refusal why;
+	shl_cost c = {.input_tokens = 1};
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+	CU_ASSERT_EQUAL(why.wait_ns, S / 2);
+	/* acquire with no time left fails at once without sleeping */
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, 0, &t, &why), -ETIMEDOUT);
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, S / 2 - 1, &t, &why), -ETIMEDOUT);
+	/* Over 10 s exactly 20 more are admitted, one per 0.5 s. */
+	int n = 0;
+	for (int step = 0; step < 1000; step++) {
+		tu_boot += S / 100;
+		while (shl_try(h, m, &c, &t, NULL) == 0)
+			n++;
+	}
+	CU_ASSERT_EQUAL(n, 20);
+	close_seg();
+}
+
+static void test_settle_and_cancel(void)
+{
+	open_seg(tu_pool_cfg(6000, 60000, 60000, 100, 10000, 10000, NULL, "1000"));
+	int m = shl_lookup(h, "m");
+	shl_ticket t;
+	shl_cost c = {.input_tokens = 1000, .cache_write_5m = 100, .cache_read = 500, .max_tokens = 400};
+	int64_t worst;
+	CU_ASSERT_EQUAL(shl_price(h, m, &c, &worst), 0);
+	/* 1000*3 + 100*3.75 + 500*0.3 + 400*15 USD/MTok, in nano-USD per token */
+	CU_ASSERT_EQUAL(worst, 1000 * 3000 + 100 * 3750 + 500 * 300 + 400 * 15000);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, NULL), 0);
+	CU_ASSERT_EQUAL(t.spend, worst);
+	CU_ASSERT_EQUAL(t.itpm, 1100); /* cache reads do not count here */
+	CU_ASSERT_EQUAL(t.otpm, 0);    /* "actual" mode: charged at settle */
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, worst);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 10000 - 1100, 1e-9);
+	/* Real usage: more input than estimated, less output. */
+	shl_usage u = {.input_tokens = 1200, .output_tokens = 50, .cache_write_5m = 100,
+		       .cache_write_1h = 10, .cache_read = 500};
+	int64_t real;
+	CU_ASSERT_EQUAL(shl_price_usage(h, m, &u, 0, &real), 0);
+	CU_ASSERT_EQUAL(real, 1200 * 3000 + 50 * 15000 + 100 * 3750 + 10 * 6000 + 500 * 300);
+	CU_ASSERT_EQUAL(shl_settle(h, &t, &u), 0);
+	CU_ASSERT_EQUAL(shl_settle(h, &t, &u), -EALREADY);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), -EALREADY);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, real);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 10000 - 1310, 1e-9);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_OTPM], 10000 - 50, 1e-9);
+	CU_ASSERT_EQUAL(st.pools[0].tokens_in, 1200);
+	CU_ASSERT_EQUAL(st.pools[0].tokens_out, 50);
+	CU_ASSERT_EQUAL(st.pools[0].cache_read, 500);
+	CU_ASSERT_EQUAL(st.pools[0].cache_write, 110);
+	CU_ASSERT_EQUAL(st.pools[0].spend, real);
+	CU_ASSERT_EQUAL(st.pools[0].used_last_minute[SHL_DIM_RPM], 1);
+	CU_ASSERT_EQUAL(st.pools[0].used_last_minute[SHL_DIM_ITPM], 1310);
+	CU_ASSERT_EQUAL(st.pools[0].used_last_minute[SHL_DIM_OTPM], 50);
+	/* Cancel gives back everything. */
+	shl_ticket t2;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t2, NULL), 0);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t2), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, real);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 10000 - 1310, 1e-9);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_RPM], 100 - 1, 1e-9);
+	CU_ASSERT_EQUAL(st.pools[0].cancelled, 1);
+	/* Batch halves every price, rounding up. */
+	int64_t b;
+	shl_cost cb = {.input_tokens = 1, .batch = 1};
+	CU_ASSERT_EQUAL(shl_price(h, m, &cb, &b), 0);
+	CU_ASSERT_EQUAL(b, 1500);
+	cb.input_tokens = 0;
+	cb.cache_read = 1;
+	CU_ASSERT_EQUAL(shl_price(h, m, &cb, &b), 0);
+	CU_ASSERT_EQUAL(b, 150);
+	close_seg();
+}
+
+static void test_cache_reads_and_reserve(void)
+{
+	open_seg(tu_pool_cfg(6000, 60000, 60000, 100, 10000, 10000,
+			     "\"cache_reads_count\":true,\"otpm_mode\":\"reserve\"", NULL));
+	int m = shl_lookup(h, "m");
+	shl_ticket t;
+	shl_cost c = {.input_tokens = 100, .cache_read = 900, .max_tokens = 1000};
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, NULL), 0);
+	CU_ASSERT_EQUAL(t.itpm, 1000);
+	CU_ASSERT_EQUAL(t.otpm, 1000);
+	shl_usage u = {.input_tokens = 100, .cache_read = 900, .output_tokens = 300};
+	CU_ASSERT_EQUAL(shl_settle(h, &t, &u), 0);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 9000, 1e-9);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_OTPM], 9700, 1e-9); /* 700 refunded */
+	close_seg();
+}
+
+static void test_spend_cap(void)
+{
+	/* cap 0.01 USD = 10,000,000 units; 1000 input tokens at $3/MTok = 3,000,000 */
+	open_seg(tu_pool_cfg(6000, 600000, 600000, 100, 100000, 100000, NULL, "0.01"));
+	int m = shl_lookup(h, "m");
+	shl_ticket t[4];
+	shl_refusal why;
+	shl_cost c = {.input_tokens = 1000};
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[i], &why), 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[3], &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	CU_ASSERT_EQUAL(why.capacity, 10000000);
+	/* refused spend gave the buckets back */
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_RPM], 97, 1e-9);
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, -1, &t[3], &why), -EDQUOT); /* never waits */
+	/* a cancel frees the reservation */
+	CU_ASSERT_EQUAL(shl_cancel(h, &t[0]), 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[0], &why), 0);
+	/* The month rolls over at 00:00 UTC on the 1st: 2026-10-01. */
+	tu_unix = 1790812800LL * S - 1; /* 2026-09-30T23:59:59.999999999Z */
+	atomic_store(&h->month_end_boot, 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[3], &why), -EDQUOT);
+	tu_unix += 1;
+	tu_boot += 1;
+	atomic_store(&h->month_end_boot, 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[3], &why), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, 3000000);
+	CU_ASSERT_EQUAL(st.month, 10);
+	CU_ASSERT_EQUAL(st.month_year, 2026);
+	CU_ASSERT_EQUAL(st.month_resets_unix, 1793491200LL); /* 2026-11-01 */
+	/* A September ticket settling in October: its refund is dropped. */
+	shl_usage u = {.input_tokens = 10};
+	CU_ASSERT_EQUAL(shl_settle(h, &t[1], &u), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, 3000000);
+	/* The server says the cap is reached: refused until next month. */
+	CU_ASSERT_EQUAL(shl_spend_exhaust(h), 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[3], &why), -EDQUOT);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_exhausted, 1);
+	tu_unix = 1793491200LL * S;
+	atomic_store(&h->month_end_boot, 0);
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t[3], &why), 0);
+	close_seg();
+}
+
+static void test_hold_and_clamp(void)
+{
+	open_seg(tu_pool_cfg(6000, 60000, 60000, 100, 6000, 6000, NULL, NULL));
+	int m = shl_lookup(h, "m");
+	shl_ticket t;
+	shl_refusal why;
+	shl_cost c = {.input_tokens = 10};
+	CU_ASSERT_EQUAL(shl_hold(h, 0, 3 * S), 0);
+	CU_ASSERT_EQUAL(shl_hold(h, 0, 1 * S), 0); /* never shortens */
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_HOLD);
+	CU_ASSERT_EQUAL(why.wait_ns, 3 * S);
+	CU_ASSERT_EQUAL(shl_hold(h, 7, S), -ESRCH);
+	tu_boot += 3 * S;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	/* The server says 1000 input tokens remain: we have at most that. */
+	CU_ASSERT_EQUAL(shl_clamp(h, 0, SHL_DIM_ITPM, 1000), 0);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 1000, 1e-9);
+	CU_ASSERT_EQUAL(st.pools[0].server_429, 2);
+	/* A clamp never raises what is available. */
+	CU_ASSERT_EQUAL(shl_clamp(h, 0, SHL_DIM_ITPM, 5000), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 1000, 1e-9);
+	CU_ASSERT_EQUAL(shl_clamp(h, 0, 3, 5), -EINVAL);
+	close_seg();
+}
+
+static void test_lookup(void)
+{
+	shl_config *c;
+	shl_config_preset(3, &c);
+	open_seg(c);
+	int a = shl_lookup(h, "claude-sonnet-4-5-20250929");
+	CU_ASSERT(a >= 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "claude-sonnet-4-5-20250929"), a); /* cached */
+	CU_ASSERT_EQUAL(shl_lookup(h, "gpt-5"), -ESRCH);
+	CU_ASSERT_EQUAL(shl_lookup(h, "gpt-5"), -ESRCH); /* negative answers cached too */
+	char longid[200];
+	memset(longid, 'x', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = 0;
+	memcpy(longid, "claude-haiku-4-5", 16);
+	CU_ASSERT(shl_lookup(h, longid) >= 0); /* too long to cache, still resolved */
+	CU_ASSERT_EQUAL(shl_lookup(h, NULL), -EINVAL);
+	/* Many distinct ids: the cache stops growing, answers stay right. */
+	for (int i = 0; i < 5000; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "claude-opus-4-%d", i);
+		int r = shl_lookup(h, id);
+		CU_ASSERT_EQUAL(shl_model_pool(h, r), 0);
+	}
+	/* After an apply that reorders models, answers follow the new table. */
+	shl_config *c2;
+	shl_config_preset(3, &c2);
+	struct shl_model_cfg tmp = c2->slot.models[0];
+	c2->slot.models[0] = c2->slot.models[4];
+	c2->slot.models[4] = tmp;
+	CU_ASSERT_EQUAL(shl_apply(h, c2, NULL), 0);
+	int b = shl_lookup(h, "claude-sonnet-4-5-20250929");
+	CU_ASSERT_EQUAL(b, 0);
+	CU_ASSERT_NOT_EQUAL(a, b);
+	shl_config_free(c2);
+	close_seg();
+}
+
+static void test_errors_and_names(void)
+{
+	CU_ASSERT_STRING_EQUAL(shl_strerror(-E2BIG),
+			       "request is larger than a bucket's capacity; it can never be admitted");
+	CU_ASSERT_STRING_EQUAL(shl_strerror(-EDQUOT), "monthly spend cap reached");
+	CU_ASSERT_STRING_EQUAL(shl_strerror(0), "success");
+	CU_ASSERT_PTR_NOT_NULL(shl_strerror(-EBADF));
+	CU_ASSERT_STRING_EQUAL(shl_dim_name(SHL_DIM_ITPM), "itpm");
+	CU_ASSERT_STRING_EQUAL(shl_dim_name(99), "none");
+	CU_ASSERT_STRING_EQUAL(shl_dim_name(-1), "none");
+	CU_ASSERT(shl_now() > 0);
+	shl_ticket t;
+	shl_cost c = {0};
+	CU_ASSERT_EQUAL(shl_try(NULL, 0, &c, &t, NULL), -EINVAL);
+}
+
+void suite_admit(void)
+{
+	CU_pSuite s = CU_add_suite("admit", NULL, NULL);
+	TU_ADD(s, test_all_or_nothing);
+	TU_ADD(s, test_rpm_burst);
+	TU_ADD(s, test_settle_and_cancel);
+	TU_ADD(s, test_cache_reads_and_reserve);
+	TU_ADD(s, test_spend_cap);
+	TU_ADD(s, test_hold_and_clamp);
+	TU_ADD(s, test_lookup);
+	TU_ADD(s, test_errors_and_names);
+}

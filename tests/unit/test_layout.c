@@ -1,0 +1,106 @@
+/*
+ * test_layout.c - pins every offset of the shared-memory layout.
+ *
+ * Any change here is a change of the segment format other processes read:
+ * it needs SHL_LAYOUT_VERSION bumped and the byte table in internal.h
+ * redrawn.  The expected numbers are the table's, written out by hand.
+ */
+#include <stddef.h>
+
+#include "testutil.h"
+
+#define AT(type, field, off) CU_ASSERT_EQUAL(offsetof(type, field), (size_t)(off))
+
+static void test_header(void)
+{
+	AT(struct shl_hdr, magic, 0);
+	AT(struct shl_hdr, version, 8);
+	AT(struct shl_hdr, header_size, 12);
+	AT(struct shl_hdr, total_size, 16);
+	AT(struct shl_hdr, created_unix_ns, 24);
+	AT(struct shl_hdr, owner_uid, 32);
+	AT(struct shl_hdr, max_pools, 36);
+	AT(struct shl_hdr, max_models, 40);
+	AT(struct shl_hdr, flags, 44);
+	AT(struct shl_hdr, created_boot_ns, 48);
+	AT(struct shl_hdr, reserved, 56);
+	CU_ASSERT_EQUAL(sizeof(struct shl_hdr), 64);
+	CU_ASSERT_EQUAL(SHL_MAGIC, 0x31544d494c4d4853ULL);
+	CU_ASSERT_EQUAL(memcmp(&(uint64_t){SHL_MAGIC}, "SHMLIMT1", 8), 0);
+	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 1);
+}
+
+static void test_lines(void)
+{
+	AT(struct shl_gen_line, gen, 0);
+	AT(struct shl_gen_line, applies, 8);
+	AT(struct shl_gen_line, applied_unix_ns, 16);
+	AT(struct shl_spend_line, spend, 0);
+	AT(struct shl_spend_line, exhausted, 8);
+	AT(struct shl_spend_line, lifetime, 16);
+	AT(struct shl_seg, hdr, 0x0);
+	AT(struct shl_seg, genl, 0x40);
+	AT(struct shl_seg, spendl, 0x80);
+	AT(struct shl_seg, pools, 0x100);
+	AT(struct shl_seg, cfg, 0x8100);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, cfg) + sizeof(struct shl_cfg_slot), 0x12140);
+	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x1C180);
+	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x1D000);
+	/* Every concurrently written line starts on a cache line. */
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, genl) % 64, 0);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, spendl) % 64, 0);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pools) % 64, 0);
+}
+
+static void test_pool_runtime(void)
+{
+	AT(struct shl_pool_rt, tat, 0);
+	AT(struct shl_pool_rt, hold_until, 24);
+	AT(struct shl_pool_rt, admitted, 32);
+	AT(struct shl_pool_rt, refused, 40);
+	AT(struct shl_pool_rt, waited, 48);
+	AT(struct shl_pool_rt, clamps, 56);
+	AT(struct shl_pool_rt, tokens_in, 64);
+	AT(struct shl_pool_rt, tokens_out, 72);
+	AT(struct shl_pool_rt, cache_read, 80);
+	AT(struct shl_pool_rt, cache_write, 88);
+	AT(struct shl_pool_rt, spend, 96);
+	AT(struct shl_pool_rt, settled, 104);
+	AT(struct shl_pool_rt, cancelled, 112);
+	AT(struct shl_pool_rt, server_429, 120);
+	AT(struct shl_pool_rt, win, 128);
+	CU_ASSERT_EQUAL(sizeof(struct shl_win_slot), 32);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pool_rt), 512);
+}
+
+static void test_config_slot(void)
+{
+	AT(struct shl_cfg_slot, npools, 0);
+	AT(struct shl_cfg_slot, nmodels, 4);
+	AT(struct shl_cfg_slot, spend_cap, 8);
+	AT(struct shl_cfg_slot, gen, 16);
+	AT(struct shl_cfg_slot, checksum, 24);
+	AT(struct shl_cfg_slot, pools, 64);
+	AT(struct shl_cfg_slot, models, 8256);
+	AT(struct shl_pool_cfg, name, 0);
+	AT(struct shl_pool_cfg, limit, 32);
+	AT(struct shl_pool_cfg, burst, 56);
+	AT(struct shl_pool_cfg, price, 80);
+	AT(struct shl_pool_cfg, flags, 120);
+	AT(struct shl_model_cfg, match, 0);
+	AT(struct shl_model_cfg, pool, 64);
+	AT(struct shl_model_cfg, flags, 68);
+	AT(struct shl_model_cfg, price, 72);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pool_cfg), 128);
+	CU_ASSERT_EQUAL(sizeof(struct shl_model_cfg), 128);
+	CU_ASSERT_EQUAL(sizeof(struct shl_cfg_slot), 41024);
+}
+
+void suite_layout(void)
+{
+	CU_pSuite s = CU_add_suite("layout", NULL, NULL);
+	TU_ADD(s, test_header);
+	TU_ADD(s, test_lines);
+	TU_ADD(s, test_pool_runtime);
+	TU_ADD(s, test_config_slot);
+}

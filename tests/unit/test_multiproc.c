@@ -1,0 +1,248 @@
+/*
+ * test_multiproc.c - many processes against one pool, checked against an
+ * independent record of what each admitted.
+ *
+ * Every child appends each admission (its shl_now() and its units) to a
+ * shared log that the library never sees.  The parent then checks the
+ * token-bucket bound over EVERY window between two admissions:
+ *
+ *     units admitted with timestamps in [a, b]  <=  burst + rate x (b - a)
+ *
+ * and that the segment's counters and spend equal the sum of the logs,
+ * exactly, after settles and cancels.
+ */
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+#define S 1000000000LL
+#define MAXREC 200000
+
+struct rec {
+	int64_t ts;
+	uint32_t itpm;
+	uint32_t pad;
+};
+
+struct shared_log {
+	_Atomic uint64_t n;
+	_Atomic int64_t spend; /* sum of what settles charged */
+	_Atomic uint64_t settled, cancelled, tokens_in;
+	struct rec r[MAXREC];
+};
+
+static struct shared_log *log_new(void)
+{
+	struct shared_log *l = mmap(NULL, sizeof(*l), PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(l != MAP_FAILED);
+	memset(l, 0, sizeof(*l));
+	return l;
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+	const struct rec *x = a, *y = b;
+	return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+/* Cheap deterministic per-child random numbers. */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void worker(const char *name, struct shared_log *lg, int id, int64_t until, int mode)
+{
+	shl_t *h = NULL;
+	if (shl_attach(name, 0, &h, NULL) != 0)
+		_exit(3);
+	int m = shl_lookup(h, "m-worker");
+	uint64_t seed = 0x9e3779b97f4a7c15ULL * (uint64_t)(id + 1);
+	while (shl_now() < until) {
+		shl_cost c = {.input_tokens = 1 + rnd(&seed) % 30, .max_tokens = 50};
+		shl_ticket t;
+		int r = shl_try(h, m, &c, &t, NULL);
+		if (r == -EAGAIN)
+			continue;
+		if (r != 0)
+			_exit(4);
+		uint64_t k = atomic_fetch_add(&lg->n, 1);
+		if (k < MAXREC)
+			lg->r[k] = (struct rec){t.admitted_at, (uint32_t)t.itpm, 0};
+		if (mode == 1 && rnd(&seed) % 4 == 0) {
+			/* conservation mode: some requests are never sent */
+			shl_cancel(h, &t);
+			atomic_fetch_add(&lg->cancelled, 1);
+			continue;
+		}
+		shl_usage u = {.input_tokens = c.input_tokens, .output_tokens = rnd(&seed) % 60};
+		if (mode == 1) /* real usage differs from the estimate both ways */
+			u.input_tokens = rnd(&seed) % 40;
+		int64_t cost;
+		shl_price_usage(h, m, &u, 0, &cost);
+		if (shl_settle(h, &t, &u) != 0)
+			_exit(5);
+		atomic_fetch_add(&lg->spend, cost);
+		atomic_fetch_add(&lg->settled, 1);
+		atomic_fetch_add(&lg->tokens_in, u.input_tokens);
+	}
+	shl_detach(h);
+	_exit(0);
+}
+
+static void run_fleet(const char *name, struct shared_log *lg, int P, int64_t dur, int mode)
+{
+	int64_t until = shl_now() + dur;
+	pid_t pids[64];
+	for (int i = 0; i < P; i++) {
+		pids[i] = fork();
+		CU_ASSERT_FATAL(pids[i] >= 0);
+		if (pids[i] == 0)
+			worker(name, lg, i, until, mode);
+	}
+	for (int i = 0; i < P; i++) {
+		int st = 0;
+		CU_ASSERT_EQUAL(waitpid(pids[i], &st, 0), pids[i]);
+		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+static void test_never_over_admits(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	const uint64_t rpm = 60000, itpm = 600000, brpm = 20, bitpm = 5000;
+	shl_config *c = tu_pool_cfg(rpm, itpm, 6000000, brpm, bitpm, 6000000, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	struct shared_log *lg = log_new();
+	run_fleet(name, lg, 8, 3 * S / 2, 0);
+	uint64_t n = atomic_load(&lg->n);
+	CU_ASSERT_FATAL(n > 0 && n < MAXREC);
+	qsort(lg->r, n, sizeof(lg->r[0]), cmp_rec);
+	uint64_t worst_rpm = 0, worst_itpm = 0;
+	int bad_rpm = 0, bad_itpm = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t units = 0;
+		for (uint64_t j = i; j < n; j++) {
+			units += lg->r[j].itpm;
+			unsigned __int128 dt = (unsigned __int128)(lg->r[j].ts - lg->r[i].ts);
+			/* count - burst <= dt * limit / 60e9, in integers */
+			unsigned __int128 allow_rpm = brpm + dt * rpm / 60000000000ULL;
+			unsigned __int128 allow_itpm = bitpm + dt * itpm / 60000000000ULL;
+			if (j - i + 1 > allow_rpm)
+				bad_rpm++;
+			if (units > allow_itpm)
+				bad_itpm++;
+			if (j - i + 1 > worst_rpm && dt == 0)
+				worst_rpm = j - i + 1;
+			if (dt == 0 && units > worst_itpm)
+				worst_itpm = units;
+		}
+	}
+	CU_ASSERT_EQUAL(bad_rpm, 0);
+	CU_ASSERT_EQUAL(bad_itpm, 0);
+	/* The segment's own counters agree with the independent log. */
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, SHL_ATTACH_RDONLY, &h, NULL), 0);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.pools[0].admitted, n);
+	CU_ASSERT_EQUAL(st.pools[0].settled, atomic_load(&lg->settled));
+	CU_ASSERT_EQUAL(st.pools[0].tokens_in, atomic_load(&lg->tokens_in));
+	CU_ASSERT_EQUAL(st.spend_month, atomic_load(&lg->spend));
+	shl_detach(h);
+	shl_unlink(name);
+	shl_config_free(c);
+	munmap(lg, sizeof(*lg));
+}
+
+static void test_spend_conserved(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	/* A fixed mid-month wall clock, so no rollover can happen mid-test. */
+	tu_unix = 1790000000LL * S;
+	shl__clock_unix = tu_unix_fn;
+	shl_config *c = tu_pool_cfg(600000, 6000000, 6000000, 200, 20000, 20000, NULL, "1000");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	struct shared_log *lg = log_new();
+	run_fleet(name, lg, 6, S, 1);
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	/* Every reservation was settled (to its real cost) or cancelled (to 0). */
+	CU_ASSERT(atomic_load(&lg->cancelled) > 0);
+	CU_ASSERT_EQUAL(st.pools[0].settled + st.pools[0].cancelled, atomic_load(&lg->n));
+	CU_ASSERT_EQUAL(st.spend_month, atomic_load(&lg->spend));
+	CU_ASSERT_EQUAL(st.pools[0].spend, atomic_load(&lg->spend));
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->spendl.lifetime), atomic_load(&lg->spend));
+	shl_detach(h);
+	shl__clock_unix = NULL;
+	shl_unlink(name);
+	shl_config_free(c);
+	munmap(lg, sizeof(*lg));
+}
+
+/* The cap holds under a race: many processes reserving at once never
+ * together pass it. */
+static void test_cap_under_contention(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	tu_unix = 1790000000LL * S;
+	shl__clock_unix = tu_unix_fn;
+	/* $0.05 cap; each request reserves 30 tokens x $3 + 50 x $15 per MTok */
+	shl_config *c = tu_pool_cfg(6000000, 60000000, 60000000, 100000, 1000000, 1000000, NULL,
+				    "0.05");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	pid_t pids[6];
+	for (int i = 0; i < 6; i++) {
+		if ((pids[i] = fork()) == 0) {
+			shl_t *hc = NULL;
+			if (shl_attach(name, 0, &hc, NULL) != 0)
+				_exit(3);
+			int m = shl_lookup(hc, "m");
+			shl_cost cc = {.input_tokens = 30, .max_tokens = 50};
+			shl_ticket t;
+			int ok = 0;
+			for (int k = 0; k < 20000; k++)
+				if (shl_try(hc, m, &cc, &t, NULL) == 0)
+					ok++;
+			_exit(ok > 255 ? 255 : ok);
+		}
+	}
+	int total = 0;
+	for (int i = 0; i < 6; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		total += WEXITSTATUS(st);
+	}
+	int64_t per = 30 * 3000 + 50 * 15000;
+	int64_t cap = 5 * SHL_UNITS_PER_USD / 100;
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(total, (int)(cap / per)); /* exactly as many as fit */
+	CU_ASSERT(st.spend_month <= cap);
+	CU_ASSERT_EQUAL(st.spend_month, total * per);
+	shl_detach(h);
+	shl__clock_unix = NULL;
+	shl_unlink(name);
+	shl_config_free(c);
+}
+
+void suite_multiproc(void)
+{
+	CU_pSuite s = CU_add_suite("multiproc", NULL, NULL);
+	TU_ADD(s, test_never_over_admits);
+	TU_ADD(s, test_spend_conserved);
+	TU_ADD(s, test_cap_under_contention);
+}
