@@ -11,3 +11,19 @@ check-unit: $(UNIT_BIN)
 	timeout 300 $(UNIT_BIN)
 
 CHECKS += check-unit
+
+# Sanitizers: the library and its suites rebuilt in their own build trees.
+#   check-asan: AddressSanitizer + UndefinedBehaviorSanitizer, whole suite
+#   check-tsan: ThreadSanitizer, the threaded suite
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+.PHONY: check-asan check-tsan
+check-asan:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  $(BUILD)/asan/test-unit
+	$(SAN_ENV) timeout 600 $(BUILD)/asan/test-unit
+check-tsan:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 SAN="-fsanitize=thread" \
+	  $(BUILD)/tsan/test-unit
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=threads timeout 600 $(BUILD)/tsan/test-unit
+CHECKS += check-asan check-tsan

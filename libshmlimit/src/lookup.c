@@ -9,9 +9,14 @@
  * read it without registering) from the ids it has seen to their entry.
  *
  * The table belongs to one configuration generation.  When the generation
- * changes, the next miss builds a new table, publishes it with
- * rcu_assign_pointer, waits for readers of the old one (synchronize_rcu)
- * and frees it.  Readers never block; builders serialise on a mutex.
+ * changes, the next miss builds a new table and publishes it with a release
+ * store; the old one is retired, not freed, because a reader may still be
+ * in it, and retired tables are freed at shl_detach.  Generations change
+ * only when an operator applies a configuration, so a process keeps a
+ * handful of them; in exchange no thread ever waits for a grace period
+ * (synchronize_rcu), which a library called from arbitrary host threads
+ * (and, through the preload shim, from inside libcurl callbacks) must not
+ * risk.  Readers never block; builders serialise on a mutex.
  *
  * At most SHL_LOOKUP_MAX ids are cached per generation; beyond that, a
  * lookup falls back to the scan (of the process-local copy) rather than let
@@ -29,6 +34,7 @@
 
 #define SHL_LOOKUP_MAX 4096
 
+
 struct lk_node {
 	struct cds_lfht_node node;
 	int model;
@@ -40,10 +46,12 @@ struct lk_table {
 	struct cds_lfht *ht;
 	uint64_t gen;
 	int count;
+	struct lk_table *next; /* retired list */
 };
 
 struct lk {
-	struct lk_table *cur; /* RCU-protected */
+	struct lk_table *cur; /* read under rcu_read_lock, published with release */
+	struct lk_table *retired; /* replaced tables, under mu; freed at detach */
 	pthread_mutex_t mu;
 };
 
@@ -71,7 +79,12 @@ static int match_node(struct cds_lfht_node *node, const void *key)
 {
 	const struct lk_node *n = caa_container_of(node, struct lk_node, node);
 	const struct key *k = key;
-	return n->len == k->len && memcmp(n->id, k->id, k->len) == 0;
+	/* acquire: pairs with the release store of len in shl_lookup; the id
+	 * and model written before it are visible.  (The table's own publication
+	 * orders them too; this makes the contract explicit, and visible to
+	 * ThreadSanitizer, which cannot see inside liburcu.) */
+	size_t len = __atomic_load_n(&n->len, __ATOMIC_ACQUIRE);
+	return len == k->len && memcmp(n->id, k->id, k->len) == 0;
 }
 
 static struct lk_table *table_new(uint64_t gen)
@@ -89,7 +102,7 @@ static struct lk_table *table_new(uint64_t gen)
 	return t;
 }
 
-/* Only once no reader can hold `t` (after synchronize_rcu, or at detach). */
+/* Only once no reader can hold `t`: at detach. */
 static void table_free(struct lk_table *t)
 {
 	if (t == NULL)
@@ -123,6 +136,11 @@ void shl__lookup_free(struct shl *h)
 	if (lk == NULL)
 		return;
 	table_free(lk->cur);
+	while (lk->retired) {
+		struct lk_table *t = lk->retired;
+		lk->retired = t->next;
+		table_free(t);
+	}
 	pthread_mutex_destroy(&lk->mu);
 	free(lk);
 	h->lookup = NULL;
@@ -143,7 +161,8 @@ int shl_lookup(shl_t *h, const char *model_id)
 	struct cds_lfht_iter it;
 
 	rcu_read_lock();
-	struct lk_table *t = rcu_dereference(lk->cur);
+	/* acquire: pairs with the release store that publishes a table. */
+	struct lk_table *t = __atomic_load_n(&lk->cur, __ATOMIC_ACQUIRE);
 	if (t != NULL && t->gen == l->gen) {
 		cds_lfht_lookup(t->ht, hv, match_node, &k, &it);
 		struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
@@ -158,16 +177,26 @@ int shl_lookup(shl_t *h, const char *model_id)
 	/* Miss: resolve from the local copy, then remember the answer. */
 	int m = shl__model_match(&l->slot, model_id);
 	pthread_mutex_lock(&lk->mu);
-	t = lk->cur;
+	t = __atomic_load_n(&lk->cur, __ATOMIC_RELAXED); /* under mu */
+	if (t != NULL && t->gen > l->gen) {
+		/* Our config copy is older than the table: another thread has
+		 * already seen the newer generation.  Do not go back. */
+		pthread_mutex_unlock(&lk->mu);
+		return m;
+	}
 	if (t == NULL || t->gen != l->gen) {
 		struct lk_table *nt = table_new(l->gen);
 		if (nt == NULL) {
 			pthread_mutex_unlock(&lk->mu);
 			return m;
 		}
-		rcu_assign_pointer(lk->cur, nt);
-		synchronize_rcu(); /* no reader is left in the old table */
-		table_free(t);
+		/* release: pairs with the acquire load above; the table is
+		 * complete for any reader that sees it. */
+		__atomic_store_n(&lk->cur, nt, __ATOMIC_RELEASE);
+		if (t != NULL) { /* readers may still be in it: retire, free at detach */
+			t->next = lk->retired;
+			lk->retired = t;
+		}
 		t = nt;
 	}
 	if (t->count < SHL_LOOKUP_MAX) {
@@ -175,8 +204,9 @@ int shl_lookup(shl_t *h, const char *model_id)
 		if (n != NULL) {
 			cds_lfht_node_init(&n->node);
 			n->model = m;
-			n->len = k.len;
 			memcpy(n->id, k.id, k.len + 1);
+			/* release: pairs with the acquire load in match_node(). */
+			__atomic_store_n(&n->len, k.len, __ATOMIC_RELEASE);
 			rcu_read_lock();
 			struct cds_lfht_node *got = cds_lfht_add_unique(t->ht, hv, match_node, &k,
 									&n->node);

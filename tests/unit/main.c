@@ -46,13 +46,18 @@ int main(void)
 {
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
-	suite_layout();
-	suite_config();
-	suite_bucket();
-	suite_spend();
-	suite_segment();
-	suite_admit();
-	suite_multiproc();
+	/* SHL_TEST_ONLY=name runs one suite (the sanitizer targets use it). */
+	const char *only = getenv("SHL_TEST_ONLY");
+	struct {
+		const char *name;
+		void (*fn)(void);
+	} suites[] = {{"layout", suite_layout},	  {"config", suite_config},
+		      {"bucket", suite_bucket},	  {"spend", suite_spend},
+		      {"segment", suite_segment}, {"admit", suite_admit},
+		      {"multiproc", suite_multiproc}, {"threads", suite_threads}};
+	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
+		if (only == NULL || strcmp(only, suites[i].name) == 0)
+			suites[i].fn();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	unsigned fails = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
