@@ -27,3 +27,18 @@ check-tsan:
 	  $(BUILD)/tsan/test-unit
 	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=threads timeout 600 $(BUILD)/tsan/test-unit
 CHECKS += check-asan check-tsan
+
+.PHONY: check-install
+check-install: $(LIB_A) $(LIB_SO) $(BUILD)/shmlimit.pc
+	timeout 120 tests/install-test.sh
+CHECKS += check-install
+
+# The kill -9 crash test: a quick run in `make check`, a long one in `make chaos`.
+$(BUILD)/shmlimit-crash: tests/crash/crash.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)
+.PHONY: check-crash chaos
+check-crash: $(BUILD)/shmlimit-crash
+	timeout 120 $(BUILD)/shmlimit-crash --workers 6 --kills 200 --seconds 20
+chaos: $(BUILD)/shmlimit-crash
+	timeout 900 $(BUILD)/shmlimit-crash --workers 16 --kills 4000 --seconds 600
+CHECKS += check-crash

@@ -271,6 +271,8 @@ typedef struct shl_ticket {
 	uint32_t pad;
 	uint64_t generation;   /* configuration generation at admission */
 	int64_t admitted_at;   /* shl_now() at admission */
+	uint64_t full_at[3];   /* each bucket's "full again" time right after the take;
+				  a refund never gives back more than is left of it */
 } shl_ticket;
 
 /* Why a request was not admitted, and when it could be. */

@@ -163,10 +163,12 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
 
 	/* 2. take each bucket; give back on a lost race. */
+	uint64_t full_at[SHL_NBUCKETS] = {0, 0, 0};
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		if (need[d] == 0)
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
-		int64_t w = shl__bucket_take(&rt->tat[d], now, cost_ns[d], pl->tol[d]);
+		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], pl->tol[d],
+						&full_at[d]);
 		if (shl_unlikely(w > 0)) {
 			for (int k = 0; k < d; k++)
 				shl__bucket_give(&rt->tat[k], cost_ns[k]);
@@ -201,6 +203,8 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 	t->pad = name_hash(l->slot.pools[p].name);
 	t->generation = l->gen;
 	t->admitted_at = now;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		t->full_at[d] = full_at[d];
 	return 0;
 }
 
@@ -249,12 +253,13 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
 	return &h->seg->pools[t->pool];
 }
 
-static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv)
+static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv,
+		   uint64_t full_at)
 {
 	if (real > had)
 		shl__bucket_charge(tat, now, shl__mul_sat(real - had, iv));
 	else if (had > real)
-		shl__bucket_give(tat, shl__mul_sat(had - real, iv));
+		shl__bucket_refund(tat, now, shl__mul_sat(had - real, iv), full_at);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -283,8 +288,10 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	int64_t cost = price ? price_of(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
-		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM]);
-		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM]);
+		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM],
+		       t->full_at[SHL_DIM_ITPM]);
+		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
+		       t->full_at[SHL_DIM_OTPM]);
 		/* relaxed: statistics. */
 		atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
 		atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
@@ -314,14 +321,15 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		return -EACCES;
 	const struct shl_pool_local *pl = NULL;
 	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
+	int64_t now = shl__now();
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS; d++)
-			shl__bucket_give(&rt->tat[d], shl__mul_sat(had[d], pl->interval[d]));
+			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
+					   t->full_at[d]);
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
 	}
-	int64_t now = shl__now();
 	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, -t->spend);
 	t->state = 2;
 	return 0;

@@ -50,8 +50,14 @@ static inline uint64_t add_sat(uint64_t a, uint64_t b)
 	return r;
 }
 
-int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns,
-			 uint64_t tol)
+int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, uint64_t tol)
+{
+	uint64_t after;
+	return shl__bucket_take_at(tat, now, cost_ns, tol, &after);
+}
+
+int64_t shl__bucket_take_at(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, uint64_t tol,
+			    uint64_t *after)
 {
 	uint64_t n = now < 0 ? 0 : (uint64_t)now;
 	/* relaxed: see the contract above; the CAS below re-validates. */
@@ -65,8 +71,10 @@ int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns,
 		}
 		/* relaxed/relaxed: the word publishes nothing but itself. */
 		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
-							  memory_order_relaxed))
+							  memory_order_relaxed)) {
+			*after = next;
 			return 0;
+		}
 	}
 	return 1; /* contended beyond reason: refuse, retry in 1 ns */
 }
@@ -83,6 +91,20 @@ void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns)
 							  memory_order_relaxed))
 			return;
 	}
+}
+
+/*
+ * Give back part of an earlier take, made when the bucket became full again
+ * at `full_at`.  A plain give would be wrong once the bucket has refilled
+ * past that take: max(tat, now) has already forgotten it, and subtracting
+ * it again would credit the bucket with units it never lent.  What is left
+ * of the take at `now` is at most full_at - now, so never give more.
+ */
+void shl__bucket_refund(_Atomic uint64_t *tat, int64_t now, uint64_t ns, uint64_t full_at)
+{
+	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	uint64_t left = full_at > n ? full_at - n : 0;
+	shl__bucket_give(tat, ns < left ? ns : left);
 }
 
 void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)

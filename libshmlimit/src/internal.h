@@ -276,6 +276,10 @@ extern const int shl__npresets;
 /* bucket.c: GCRA arithmetic on one word, shared with the benchmarks. */
 SHL_HIDDEN int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now,
 				    uint64_t cost_ns, uint64_t tol);
+SHL_HIDDEN int64_t shl__bucket_take_at(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns,
+				       uint64_t tol, uint64_t *after);
+SHL_HIDDEN void shl__bucket_refund(_Atomic uint64_t *tat, int64_t now, uint64_t ns,
+				   uint64_t full_at);
 SHL_HIDDEN void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns);
 SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
 SHL_HIDDEN void shl__bucket_raise(_Atomic uint64_t *tat, uint64_t floor);

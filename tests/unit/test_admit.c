@@ -162,6 +162,31 @@ static void test_settle_and_cancel(void)
 	close_seg();
 }
 
+/* A refund after the bucket has refilled past the take gives nothing back:
+ * the bucket already forgot it (found by the kill -9 crash test). */
+static void test_late_refund_not_credited(void)
+{
+	open_seg(tu_pool_cfg(60, 6000, 6000, 2, 1000, 1000, NULL, NULL));
+	int m = shl_lookup(h, "m");
+	shl_ticket x, y;
+	shl_cost c = {.input_tokens = 600};
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &x, NULL), 0); /* full at +6 s */
+	tu_boot += 7 * S;                                   /* refilled past x */
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &y, NULL), 0);  /* full at +6 s again */
+	CU_ASSERT_EQUAL(shl_cancel(h, &x), 0);            /* x is long gone */
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 400, 1e-9);
+	/* a refund while the take is partly still there gives back that part */
+	tu_boot += 3 * S; /* y: 300 of its 600 still owed */
+	shl_usage u = {.input_tokens = 0};
+	CU_ASSERT_EQUAL(shl_settle(h, &y, &u), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 1000, 1e-9);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_ITPM]), (uint64_t)tu_boot);
+	close_seg();
+}
+
 static void test_cache_reads_and_reserve(void)
 {
 	open_seg(tu_pool_cfg(6000, 60000, 60000, 100, 10000, 10000,
@@ -320,6 +345,7 @@ void suite_admit(void)
 	TU_ADD(s, test_rpm_burst);
 	TU_ADD(s, test_settle_and_cancel);
 	TU_ADD(s, test_cache_reads_and_reserve);
+	TU_ADD(s, test_late_refund_not_credited);
 	TU_ADD(s, test_spend_cap);
 	TU_ADD(s, test_hold_and_clamp);
 	TU_ADD(s, test_lookup);

@@ -1,0 +1,312 @@
+/*
+ * crash.c - kill -9 workers at random moments and check that nobody else
+ * is hurt.
+ *
+ * P worker processes (more than cores) admit and settle against two pools at
+ * saturation while the parent SIGKILLs a random worker every few ms and
+ * respawns it, `kills` times.  Each worker instance records, in memory the
+ * parent keeps (so it survives the kill):
+ *   - every admission it made (time, pool, units): the bound check;
+ *   - every spend-changing call as "pending" before and "done" after: the
+ *     spend check.  A call cut by the kill stays pending; whether it landed
+ *     is unknowable from outside, so it may or may not be in the segment.
+ * At the end:
+ *   1. no pool admitted, over any window between two logged admissions, more
+ *      than burst + rate x window (in RPM and ITPM);
+ *   2. segment spend = sum of done calls + some of the pending ones: it lies
+ *      between done + (pending refunds) and done + (pending charges);
+ *   3. shl_check() finds the segment sound;
+ *   4. nothing is wedged: a fresh process, after sleeping the wait it is
+ *      told, is admitted in every pool;
+ *   5. the run ended on its own (the caller runs it under timeout(1)).
+ *
+ * Usage: shmlimit-crash [--workers P] [--kills K] [--seconds S]
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmlimit.h"
+
+#define MAXINST 4096 /* worker instances (P + kills) */
+#define MAXADM 4096  /* admissions logged per instance */
+
+struct adm {
+	int64_t ts;
+	uint32_t pool, itpm;
+	_Atomic uint32_t cancelled; /* set BEFORE the cancel: a cut cancel only weakens the check */
+	uint32_t pad;
+};
+
+struct inst {
+	_Atomic int64_t done;     /* spend units of completed calls */
+	_Atomic int64_t pend_lo;  /* the cut call changed spend by 0 or this... */
+	_Atomic int64_t pend_hi;  /* ...or this (one of them, we cannot tell) */
+	_Atomic uint32_t nadm;
+	struct adm a[MAXADM];
+};
+
+struct shared {
+	_Atomic int stop;
+	struct inst in[MAXINST];
+};
+
+static struct shared *sh;
+static char segname[64];
+static const uint64_t RPM = 120000, ITPM = 1200000, BRPM = 20, BITPM = 4000;
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void pend(struct inst *w, int64_t lo, int64_t hi)
+{
+	atomic_store(&w->pend_lo, lo);
+	atomic_store(&w->pend_hi, hi);
+}
+
+static void worker(int id)
+{
+	struct inst *w = &sh->in[id];
+	shl_t *h;
+	if (shl_attach(segname, 0, &h, NULL) != 0)
+		_exit(3);
+	int models[2] = {shl_lookup(h, "a-model"), shl_lookup(h, "b-model")};
+	uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)id * 7919;
+	while (!atomic_load(&sh->stop)) {
+		int mi = (int)(rnd(&seed) & 1);
+		shl_cost c = {.input_tokens = 1 + rnd(&seed) % 40, .max_tokens = 1 + rnd(&seed) % 30};
+		int64_t res = 0;
+		shl_price(h, models[mi], &c, &res);
+		shl_ticket t;
+		pend(w, 0, res); /* an admission reserves res, a refusal nothing */
+		int r = shl_try(h, models[mi], &c, &t, NULL);
+		if (r != 0) {
+			pend(w, 0, 0);
+			continue;
+		}
+		atomic_fetch_add(&w->done, res);
+		pend(w, 0, 0);
+		uint32_t k = atomic_load(&w->nadm);
+		if (k < MAXADM) {
+			w->a[k].ts = t.admitted_at;
+			w->a[k].pool = (uint32_t)t.pool;
+			w->a[k].itpm = (uint32_t)t.itpm;
+			atomic_store(&w->a[k].cancelled, 0);
+			atomic_store(&w->nadm, k + 1);
+		}
+		if (rnd(&seed) % 5 == 0) {
+			/* a request never sent: its units come back, so it must not
+			 * count toward the bound (net admissions are bounded) */
+			if (k < MAXADM)
+				atomic_store(&w->a[k].cancelled, 1);
+			pend(w, 0, -res);
+			shl_cancel(h, &t);
+			atomic_fetch_add(&w->done, -res);
+			pend(w, 0, 0);
+			continue;
+		}
+		/* usage equal to the estimate in ITPM keeps the bound check exact */
+		shl_usage u = {.input_tokens = c.input_tokens, .output_tokens = rnd(&seed) % 30};
+		int64_t act = 0;
+		shl_price_usage(h, models[mi], &u, 0, &act);
+		pend(w, 0, act - res);
+		shl_settle(h, &t, &u);
+		atomic_fetch_add(&w->done, act - res);
+		pend(w, 0, 0);
+	}
+	shl_detach(h);
+	_exit(0);
+}
+
+static pid_t spawn(int id)
+{
+	pid_t p = fork();
+	if (p == 0)
+		worker(id);
+	return p;
+}
+
+static int cmp_adm(const void *x, const void *y)
+{
+	const struct adm *a = x, *b = y;
+	return (a->ts > b->ts) - (a->ts < b->ts);
+}
+
+static int passed, failed;
+static void check(int ok, const char *what);
+static void check(int ok, const char *what)
+{
+	printf("%s: %s\n", ok ? "ok  " : "FAIL", what);
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+int main(int argc, char **argv)
+{
+	int P = 6, K = 200, secs = 20;
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (strcmp(argv[i], "--workers") == 0)
+			P = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--kills") == 0)
+			K = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--seconds") == 0)
+			secs = atoi(argv[i + 1]);
+	}
+	if (P < 1 || P > 64 || K < 0 || P + K > MAXINST || secs < 1) {
+		fprintf(stderr, "usage: shmlimit-crash [--workers 1..64] [--kills N] [--seconds S]\n");
+		return 2;
+	}
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		return 2;
+	snprintf(segname, sizeof(segname), "shlcrash-%d", (int)getpid());
+	char cfgjson[1024];
+	const char *pr = "\"prices\":{\"input\":3,\"output\":15,\"cache_write_5m\":3.75,"
+			 "\"cache_write_1h\":6,\"cache_read\":0.3}";
+	snprintf(cfgjson, sizeof(cfgjson),
+		 "{\"spend_cap_usd\":null,\"pools\":["
+		 "{\"name\":\"a\",\"rpm\":%llu,\"itpm\":%llu,\"otpm\":1000000,\"burst\":{\"rpm\":%llu,"
+		 "\"itpm\":%llu},%s},"
+		 "{\"name\":\"b\",\"rpm\":%llu,\"itpm\":%llu,\"otpm\":1000000,\"burst\":{\"rpm\":%llu,"
+		 "\"itpm\":%llu},\"otpm_mode\":\"reserve\",%s}],"
+		 "\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"b*\",\"pool\":\"b\"}]}",
+		 (unsigned long long)RPM, (unsigned long long)ITPM, (unsigned long long)BRPM,
+		 (unsigned long long)BITPM, pr, (unsigned long long)RPM, (unsigned long long)ITPM,
+		 (unsigned long long)BRPM, (unsigned long long)BITPM, pr);
+	shl_config *cfg;
+	shl_err e;
+	if (shl_config_parse(cfgjson, strlen(cfgjson), &cfg, &e) != 0 ||
+	    shl_create(segname, cfg, SHL_CREATE_REPLACE, NULL, &e) != 0) {
+		fprintf(stderr, "crash: %s\n", e.msg);
+		return 2;
+	}
+	shl_config_free(cfg);
+
+	pid_t pids[64];
+	int slot[64], next = 0;
+	for (int i = 0; i < P; i++) {
+		slot[i] = next++;
+		pids[i] = spawn(slot[i]);
+	}
+	uint64_t seed = (uint64_t)getpid() * 2654435761u;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int kills = 0;
+	while (kills < K) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec >= secs)
+			break;
+		struct timespec d = {0, (long)(rnd(&seed) % 5000000)};
+		nanosleep(&d, NULL);
+		int v = (int)(rnd(&seed) % (uint64_t)P);
+		kill(pids[v], SIGKILL);
+		waitpid(pids[v], NULL, 0);
+		kills++;
+		slot[v] = next++;
+		pids[v] = spawn(slot[v]);
+	}
+	atomic_store(&sh->stop, 1);
+	int clean = 1;
+	for (int i = 0; i < P; i++) {
+		int st = 0;
+		waitpid(pids[i], &st, 0);
+		clean &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
+	printf("crash: %d workers, %d kills, %d worker instances\n", P, kills, next);
+	check(clean, "surviving workers exited cleanly when told");
+
+	/* 1. the bound, per pool, over every window between two admissions */
+	size_t total = 0;
+	for (int i = 0; i < next; i++)
+		total += atomic_load(&sh->in[i].nadm);
+	struct adm *all = malloc(total * sizeof(*all) + 1);
+	for (int pool = 0; pool < 2; pool++) {
+		size_t n = 0;
+		for (int i = 0; i < next; i++)
+			for (uint32_t k = 0; k < atomic_load(&sh->in[i].nadm); k++)
+				if (sh->in[i].a[k].pool == (uint32_t)pool &&
+				    !atomic_load(&sh->in[i].a[k].cancelled))
+					all[n++] = sh->in[i].a[k];
+		qsort(all, n, sizeof(*all), cmp_adm);
+		long bad = 0;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t units = 0;
+			for (size_t j = i; j < n; j++) {
+				units += all[j].itpm;
+				unsigned __int128 dt = (unsigned __int128)(all[j].ts - all[i].ts);
+				if (j - i + 1 > BRPM + dt * RPM / 60000000000ULL ||
+				    units > BITPM + dt * ITPM / 60000000000ULL)
+					bad++;
+				if (dt * RPM / 60000000000ULL > n) /* windows beyond n cannot fail */
+					break;
+			}
+		}
+		char what[128];
+		snprintf(what, sizeof(what),
+			 "pool %c: %zu logged admissions, none over burst + rate x window", 'a' + pool, n);
+		check(bad == 0 && n > 0, what);
+	}
+	free(all);
+
+	/* 2. spend: done calls, plus whichever cut calls landed */
+	int64_t done = 0, lo = 0, hi = 0;
+	int pendings = 0;
+	for (int i = 0; i < next; i++) {
+		done += atomic_load(&sh->in[i].done);
+		int64_t a = atomic_load(&sh->in[i].pend_lo), b = atomic_load(&sh->in[i].pend_hi);
+		if (a != b) {
+			pendings++;
+			lo += a < b ? a : b;
+			hi += a < b ? b : a;
+		}
+	}
+	shl_t *h;
+	if (shl_attach(segname, 0, &h, &e) != 0) {
+		check(0, e.msg);
+		return 1;
+	}
+	shl_stats st;
+	shl_stats_get(h, &st);
+	char what[256];
+	snprintf(what, sizeof(what),
+		 "spend %lld = done %lld + cut calls in [%lld, %lld] (%d calls cut mid-way)",
+		 (long long)st.spend_month, (long long)done, (long long)lo, (long long)hi, pendings);
+	check(st.spend_month >= done + lo && st.spend_month <= done + hi, what);
+
+	/* 3. the segment validates */
+	char rep[4096];
+	int cr = shl_check(h, rep, sizeof(rep));
+	snprintf(what, sizeof(what), "segment validates%s%.200s", cr ? ": " : "", cr ? rep : "");
+	check(cr == 0, what);
+
+	/* 4. nothing wedged: each pool admits after the wait it announces */
+	for (int mi = 0; mi < 2; mi++) {
+		int m = shl_lookup(h, mi ? "b-x" : "a-x");
+		shl_cost c = {.input_tokens = 10, .max_tokens = 10};
+		shl_ticket t;
+		shl_refusal why;
+		int r = shl_acquire(h, m, &c, 5LL * 1000000000LL, &t, &why);
+		snprintf(what, sizeof(what), "pool %c admits a fresh request after the kills (%s)",
+			 'a' + mi, r ? shl_strerror(r) : "ok");
+		check(r == 0, what);
+	}
+	shl_detach(h);
+	shl_unlink(segname);
+	printf("crash: %d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
