@@ -303,6 +303,29 @@ SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
 			int64_t timeout_ns, shl_ticket *t, shl_refusal *why);
 
 /*
+ * Routing across pools.  `models` is an ordered preference list of model
+ * entries (from shl_lookup).  The request is admitted on the first model
+ * whose pool can take it now while keeping at least `min_free` (0..1) of
+ * each of that pool's buckets free; if none can, the call sleeps until the
+ * earliest time one could (up to `timeout_ns`, as in shl_acquire) and tries
+ * the list again in order.  Models whose pool the request can never fit
+ * (-E2BIG) are skipped.  Each attempt is a full all-or-nothing admission,
+ * so routing never over-admits.  Ties go to the earlier preference; there
+ * is no fairness between callers beyond shl_acquire's.
+ *
+ * Returns the index in `models` of the chosen model (>= 0; the ticket names
+ * its model and pool), or -EAGAIN / -ETIMEDOUT (with `why` from the
+ * preference whose wait was shortest), -E2BIG (fits none), -EDQUOT, ...
+ */
+typedef struct shl_route_policy {
+	double min_free;    /* fraction of each bucket to leave free, 0..1 */
+	int64_t timeout_ns; /* 0: do not wait; < 0: no deadline */
+} shl_route_policy;
+
+SHL_API int shl_route(shl_t *h, const int *models, int n, const shl_cost *cost,
+		      const shl_route_policy *policy, shl_ticket *t, shl_refusal *why);
+
+/*
  * Settle an admission with what the server reported: charge or refund the
  * difference in each bucket and in spend, and count the usage.
  */

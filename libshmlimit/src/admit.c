@@ -107,7 +107,14 @@ static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, i
 	return ret;
 }
 
-int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *why)
+/*
+ * The admission.  `keep` (0..1) is the fraction of each bucket that must be
+ * left free (routing's min_free); shl_try passes the constant 0, which the
+ * compiler folds away.
+ */
+static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, const shl_cost *c,
+							  shl_ticket *t, shl_refusal *why,
+							  double keep)
 {
 	if (shl_unlikely(h == NULL || c == NULL || t == NULL))
 		return -EINVAL;
@@ -135,6 +142,18 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 		if (shl_unlikely(need[d] > pl->burst[d]))
 			return refuse(rt, why, d, p, 0, need[d], pl->burst[d], -E2BIG);
 
+	uint64_t tol[SHL_NBUCKETS] = {pl->tol[0], pl->tol[1], pl->tol[2]};
+	if (keep > 0) {
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			uint64_t k = (uint64_t)(keep * (double)pl->burst[d]);
+			if (k > pl->burst[d])
+				k = pl->burst[d];
+			tol[d] = (pl->burst[d] - k) * pl->interval[d];
+			if (need[d] > pl->burst[d] - k)
+				return refuse(rt, why, d, p, 0, need[d], pl->burst[d] - k, -E2BIG);
+		}
+	}
+
 	const int64_t now = shl__now();
 	const uint64_t n = (uint64_t)now;
 	/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
@@ -153,8 +172,8 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 		uint64_t base = tat > n ? tat : n;
 		uint64_t ahead = base - n;
 		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
-		if (ahead > pl->tol[d] && (int64_t)(ahead - pl->tol[d]) > wmax) {
-			uint64_t w = ahead - pl->tol[d];
+		if (ahead > tol[d] && (int64_t)(ahead - tol[d]) > wmax) {
+			uint64_t w = ahead - tol[d];
 			wmax = w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
 			wdim = d;
 		}
@@ -167,8 +186,7 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		if (need[d] == 0)
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
-		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], pl->tol[d],
-						&full_at[d]);
+		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d], &full_at[d]);
 		if (shl_unlikely(w > 0)) {
 			for (int k = 0; k < d; k++)
 				shl__bucket_give(&rt->tat[k], cost_ns[k]);
@@ -208,6 +226,72 @@ int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *
 	return 0;
 }
 
+int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *why)
+{
+	return try_impl(h, model, c, t, why, 0.0);
+}
+
+static void sleep_until(int64_t wake)
+{
+	struct timespec ts = {.tv_sec = wake / 1000000000LL, .tv_nsec = wake % 1000000000LL};
+	if (shl__clock_boot == NULL)
+		while (clock_nanosleep(CLOCK_BOOTTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+}
+
+int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
+	      const shl_route_policy *pol, shl_ticket *t, shl_refusal *why)
+{
+	if (h == NULL || models == NULL || n <= 0 || c == NULL || t == NULL)
+		return -EINVAL;
+	double keep = pol ? pol->min_free : 0.0;
+	int64_t timeout = pol ? pol->timeout_ns : 0;
+	if (!(keep >= 0.0 && keep <= 1.0))
+		return -EINVAL;
+	shl_refusal best, r1;
+	int64_t start = shl__now();
+	int64_t deadline = timeout < 0 ? INT64_MAX : start + timeout;
+	int slept = 0;
+	for (;;) {
+		int fits = 0, err = -E2BIG;
+		best.wait_ns = INT64_MAX;
+		for (int i = 0; i < n; i++) {
+			int r = try_impl(h, models[i], c, t, &r1, keep);
+			if (r == 0) {
+				if (slept)
+					/* relaxed: a statistic. */
+					atomic_fetch_add_explicit(&h->seg->pools[t->pool].waited, 1,
+								  memory_order_relaxed);
+				return i;
+			}
+			if (r == -E2BIG || r == -ESRCH) {
+				if (r == -ESRCH)
+					err = r;
+				if (!fits && why)
+					*why = r1;
+				continue;
+			}
+			if (r != -EAGAIN)
+				return r; /* -EDQUOT and hard errors: no pool can help */
+			fits = 1;
+			if (r1.wait_ns < best.wait_ns)
+				best = r1;
+		}
+		if (!fits)
+			return err;
+		if (why)
+			*why = best;
+		int64_t now = shl__now();
+		if (timeout == 0)
+			return -EAGAIN;
+		int64_t wake = best.wait_ns > INT64_MAX - now ? INT64_MAX : now + best.wait_ns;
+		if (wake > deadline)
+			return -ETIMEDOUT;
+		sleep_until(wake);
+		slept = 1;
+	}
+}
+
 int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_ticket *t,
 		shl_refusal *why)
 {
@@ -230,11 +314,7 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 		int64_t wake = why->wait_ns > INT64_MAX - now ? INT64_MAX : now + why->wait_ns;
 		if (wake > deadline)
 			return -ETIMEDOUT;
-		/* Sleep until the computed instant; no spinning. */
-		struct timespec ts = {.tv_sec = wake / 1000000000LL, .tv_nsec = wake % 1000000000LL};
-		if (shl__clock_boot == NULL)
-			while (clock_nanosleep(CLOCK_BOOTTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
-				;
+		sleep_until(wake); /* until the computed instant; no spinning */
 		slept = 1;
 	}
 }

@@ -322,6 +322,60 @@ static void test_lookup(void)
 	close_seg();
 }
 
+static void test_route(void)
+{
+	/* three pools: a (rpm burst 2), b (rpm burst 1), c (itpm burst 100) */
+	const char *pr = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	char j[2048];
+	snprintf(j, sizeof(j),
+		 "{\"pools\":[{\"name\":\"a\",\"rpm\":60,\"itpm\":60000,\"otpm\":6000,"
+		 "\"burst\":{\"rpm\":2},%s},{\"name\":\"b\",\"rpm\":30,\"itpm\":60000,"
+		 "\"otpm\":6000,\"burst\":{\"rpm\":1},%s},{\"name\":\"c\",\"rpm\":600,"
+		 "\"itpm\":600,\"otpm\":6000,\"burst\":{\"rpm\":10,\"itpm\":100},%s}],"
+		 "\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"b*\","
+		 "\"pool\":\"b\"},{\"match\":\"c*\",\"pool\":\"c\"}]}",
+		 pr, pr, pr);
+	open_seg(tu_cfg(j));
+	int ms[3] = {shl_lookup(h, "a1"), shl_lookup(h, "b1"), shl_lookup(h, "c1")};
+	shl_cost c = {.input_tokens = 50};
+	shl_ticket t;
+	shl_refusal why;
+	shl_route_policy pol = {.min_free = 0, .timeout_ns = 0};
+	/* falls through in order: a, a, b, c, c, then nothing */
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 0);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 0);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 1);
+	CU_ASSERT_EQUAL(t.pool, 1);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 2);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 2);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), -EAGAIN);
+	/* the reported wait is the shortest: pool a, 1 s for one request;
+	 * c needs 5 s for 50 tokens, b 2 s */
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+	CU_ASSERT_EQUAL(why.wait_ns, S);
+	tu_boot += S;
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), 0);
+	/* min_free: with half of each bucket to keep, c (100-token burst) can
+	 * take at most 50 tokens of a 100 bucket; 60 never fits there */
+	tu_boot += 100 * S;
+	pol.min_free = 0.5;
+	shl_cost big = {.input_tokens = 60};
+	int only_c[1] = {ms[2]};
+	CU_ASSERT_EQUAL(shl_route(h, only_c, 1, &big, &pol, &t, &why), -E2BIG);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &big, &pol, &t, &why), 0);
+	/* a has rpm burst 2: keeping 1 free leaves 1 to take */
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &big, &pol, &t, &why), 1);
+	/* bad arguments */
+	pol.min_free = 1.5;
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), -EINVAL);
+	CU_ASSERT_EQUAL(shl_route(h, ms, 0, &c, NULL, &t, &why), -EINVAL);
+	int unknown[2] = {-ESRCH, ms[0]};
+	CU_ASSERT_EQUAL(shl_route(h, unknown, 2, &c, NULL, &t, &why), 1);
+	close_seg();
+}
+
 static void test_errors_and_names(void)
 {
 	CU_ASSERT_STRING_EQUAL(shl_strerror(-E2BIG),
@@ -349,5 +403,6 @@ void suite_admit(void)
 	TU_ADD(s, test_spend_cap);
 	TU_ADD(s, test_hold_and_clamp);
 	TU_ADD(s, test_lookup);
+	TU_ADD(s, test_route);
 	TU_ADD(s, test_errors_and_names);
 }

@@ -239,10 +239,82 @@ static void test_cap_under_contention(void)
 	shl_config_free(c);
 }
 
+/* Routing under contention: 6 processes route across pools a then b; each
+ * pool separately must stay within its bound, and b is used at all only
+ * because a fills up. */
+static int window_violations(struct rec *r, uint64_t n, uint64_t burst, uint64_t limit)
+{
+	qsort(r, n, sizeof(r[0]), cmp_rec);
+	int bad = 0;
+	for (uint64_t i = 0; i < n; i++)
+		for (uint64_t j = i; j < n; j++) {
+			unsigned __int128 dt = (unsigned __int128)(r[j].ts - r[i].ts);
+			if (j - i + 1 > burst + dt * limit / 60000000000ULL)
+				bad++;
+		}
+	return bad;
+}
+
+static void test_route_under_contention(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	const char *pr = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	char j[1024];
+	snprintf(j, sizeof(j),
+		 "{\"pools\":[{\"name\":\"a\",\"rpm\":30000,\"itpm\":6000000,\"otpm\":6000000,"
+		 "\"burst\":{\"rpm\":10},%s},{\"name\":\"b\",\"rpm\":12000,\"itpm\":6000000,"
+		 "\"otpm\":6000000,\"burst\":{\"rpm\":5},%s}],\"models\":[{\"match\":\"a*\","
+		 "\"pool\":\"a\"},{\"match\":\"b*\",\"pool\":\"b\"}]}", pr, pr);
+	shl_config *c = tu_cfg(j);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	struct shared_log *la = log_new(), *lb = log_new();
+	int64_t until = shl_now() + S;
+	pid_t pids[6];
+	for (int i = 0; i < 6; i++) {
+		if ((pids[i] = fork()) == 0) {
+			shl_t *hc;
+			if (shl_attach(name, 0, &hc, NULL) != 0)
+				_exit(3);
+			int ms[2] = {shl_lookup(hc, "a-1"), shl_lookup(hc, "b-1")};
+			shl_cost cc = {.input_tokens = 1};
+			shl_route_policy pol = {0, 0};
+			while (shl_now() < until) {
+				shl_ticket t;
+				int r = shl_route(hc, ms, 2, &cc, &pol, &t, NULL);
+				if (r < 0)
+					continue;
+				struct shared_log *lg = r == 0 ? la : lb;
+				uint64_t k = atomic_fetch_add(&lg->n, 1);
+				if (k < MAXREC)
+					lg->r[k] = (struct rec){t.admitted_at, 1, 0};
+				if (t.pool != r)
+					_exit(6);
+			}
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < 6; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	uint64_t na = atomic_load(&la->n), nb = atomic_load(&lb->n);
+	CU_ASSERT(na > 10 && nb > 0); /* a saturates, so b is used */
+	CU_ASSERT_EQUAL(window_violations(la->r, na, 10, 30000), 0);
+	CU_ASSERT_EQUAL(window_violations(lb->r, nb, 5, 12000), 0);
+	shl_unlink(name);
+	shl_config_free(c);
+	munmap(la, sizeof(*la));
+	munmap(lb, sizeof(*lb));
+}
+
 void suite_multiproc(void)
 {
 	CU_pSuite s = CU_add_suite("multiproc", NULL, NULL);
 	TU_ADD(s, test_never_over_admits);
 	TU_ADD(s, test_spend_conserved);
 	TU_ADD(s, test_cap_under_contention);
+	TU_ADD(s, test_route_under_contention);
 }
