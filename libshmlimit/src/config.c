@@ -485,7 +485,7 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 		shl__err(err, "(root): not valid JSON (near byte %zu, line %zu)", at, line);
 		return -EINVAL;
 	}
-	shl_config *c = calloc(1, sizeof(*c));
+	shl_config *c = shl__calloc(1, sizeof(*c));
 	if (c == NULL) {
 		cJSON_Delete(root);
 		shl__err(err, "out of memory");

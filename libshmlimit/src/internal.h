@@ -255,6 +255,16 @@ struct shl_local {
 SHL_HIDDEN void shl__err(shl_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* fault.c: countdown fault injection (tests set the countdown). */
+SHL_HIDDEN extern _Atomic long shl__fault_countdown;
+SHL_HIDDEN int shl__fault(void);
+SHL_HIDDEN void *shl__malloc(size_t n);
+SHL_HIDDEN void *shl__calloc(size_t k, size_t n);
+SHL_HIDDEN int shl__shm_open(const char *path, int flags, mode_t mode);
+SHL_HIDDEN int shl__fchmod(int fd, mode_t mode);
+SHL_HIDDEN int shl__ftruncate(int fd, off_t len);
+SHL_HIDDEN void *shl__mmap(size_t len, int prot, int fd);
+
 /* clock.c: the clock, with a test hook. */
 typedef int64_t (*shl_clock_fn)(void);
 SHL_HIDDEN extern shl_clock_fn shl__clock_boot;  /* NULL: the real clock */

@@ -89,11 +89,11 @@ static int match_node(struct cds_lfht_node *node, const void *key)
 
 static struct lk_table *table_new(uint64_t gen)
 {
-	struct lk_table *t = calloc(1, sizeof(*t));
+	struct lk_table *t = shl__calloc(1, sizeof(*t));
 	if (t == NULL)
 		return NULL;
 	/* Fixed size, no auto-resize: no worker thread, nothing to fork. */
-	t->ht = cds_lfht_new(1024, 1024, 1024, 0, NULL);
+	t->ht = shl__fault() ? NULL : cds_lfht_new(1024, 1024, 1024, 0, NULL);
 	if (t->ht == NULL) {
 		free(t);
 		return NULL;
@@ -122,7 +122,7 @@ static void table_free(struct lk_table *t)
 int shl__lookup_init(struct shl *h)
 {
 	pthread_once(&atfork_once, atfork_register);
-	struct lk *lk = calloc(1, sizeof(*lk));
+	struct lk *lk = shl__calloc(1, sizeof(*lk));
 	if (lk == NULL)
 		return -ENOMEM;
 	pthread_mutex_init(&lk->mu, NULL);
@@ -200,7 +200,7 @@ int shl_lookup(shl_t *h, const char *model_id)
 		t = nt;
 	}
 	if (t->count < SHL_LOOKUP_MAX) {
-		struct lk_node *n = malloc(sizeof(*n) + k.len + 1);
+		struct lk_node *n = shl__malloc(sizeof(*n) + k.len + 1);
 		if (n != NULL) {
 			cds_lfht_node_init(&n->node);
 			n->model = m;

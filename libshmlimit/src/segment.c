@@ -90,22 +90,33 @@ static void copy_out(void *dst, const void *src, size_t n)
 		__atomic_store_n(&d[i], s[i], __ATOMIC_RELAXED);
 }
 
+/*
+ * Copy the live configuration out of the segment, validate it and publish
+ * the copy for this process.  NULL with errno ENOMEM (no memory) or EUCLEAN
+ * (the live slot does not validate, or never holds still).
+ */
 struct shl_local *shl__local_refresh(struct shl *h)
 {
 	struct shl_priv *hp = (struct shl_priv *)h;
-	struct shl_local *cur = atomic_load_explicit(&h->local, memory_order_acquire);
-	struct shl_local *l = malloc(sizeof(*l));
-	if (l == NULL)
+	struct shl_local *cur;
+	struct shl_local *l = shl__malloc(sizeof(*l));
+	struct retired *r = shl__malloc(sizeof(*r));
+	if (l == NULL || r == NULL) {
+		free(l);
+		free(r);
+		errno = ENOMEM;
 		return NULL;
+	}
 	pthread_mutex_lock(&hp->mu);
 	for (int tries = 0; tries < 1000; tries++) {
-		/* acquire: pairs with the release store in shl_apply / create;
-		 * the slot it names is complete. */
+		/* acquire: pairs with the release store in slot_publish; the
+		 * slot it names is complete. */
 		uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_acquire);
 		cur = atomic_load_explicit(&h->local, memory_order_relaxed);
 		if (cur != NULL && cur->gen == g) {
 			pthread_mutex_unlock(&hp->mu);
 			free(l);
+			free(r);
 			return cur;
 		}
 		copy_in(&l->slot, &h->seg->cfg[g & 1], sizeof(l->slot));
@@ -119,21 +130,22 @@ struct shl_local *shl__local_refresh(struct shl *h)
 			break;
 		shl__local_build(l, &l->slot);
 		if (cur != NULL) {
-			struct retired *r = malloc(sizeof(*r));
-			if (r == NULL)
-				break;
 			r->l = cur;
 			r->next = hp->retired;
 			hp->retired = r;
+			r = NULL;
 		}
 		/* release: pairs with the acquire load in shl__local(); the
 		 * fully built copy is visible to any thread that sees it. */
 		atomic_store_explicit(&h->local, l, memory_order_release);
 		pthread_mutex_unlock(&hp->mu);
+		free(r);
 		return l;
 	}
 	pthread_mutex_unlock(&hp->mu);
 	free(l);
+	free(r);
+	errno = EUCLEAN;
 	return NULL;
 }
 
@@ -151,7 +163,7 @@ static void slot_publish(struct shl_seg *seg, struct shl_cfg_slot *s, uint64_t g
 
 static struct shl_priv *handle_new(struct shl_seg *seg, int fd, int rdonly, const char *path)
 {
-	struct shl_priv *hp = calloc(1, sizeof(*hp));
+	struct shl_priv *hp = shl__calloc(1, sizeof(*hp));
 	if (hp == NULL)
 		return NULL;
 	hp->pub.seg = seg;
@@ -181,11 +193,17 @@ static void handle_free(struct shl_priv *hp)
 static int handle_open(struct shl_priv *hp, shl_err *e)
 {
 	if (shl__local_refresh(&hp->pub) == NULL) {
+		if (errno == ENOMEM) {
+			shl__err(e, "out of memory");
+			return -ENOMEM;
+		}
 		shl_err tmp;
 		uint64_t g = atomic_load_explicit(&hp->pub.seg->genl.gen, memory_order_acquire);
-		struct shl_cfg_slot *s = malloc(sizeof(*s));
-		if (s == NULL)
+		struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
+		if (s == NULL) {
+			shl__err(e, "out of memory");
 			return -ENOMEM;
+		}
 		copy_in(s, &hp->pub.seg->cfg[g & 1], sizeof(*s));
 		if (s->gen != g)
 			snprintf(tmp.msg, sizeof(tmp.msg),
@@ -225,7 +243,7 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	if (flags & SHL_CREATE_REPLACE)
 		shm_unlink(path);
 	mode_t mode = (flags & SHL_CREATE_GROUP) ? 0660 : 0600;
-	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	int fd = shl__shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0) {
 		r = -errno;
 		shl__err(err, "segment '%s': %s", path,
@@ -233,12 +251,12 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 		return r;
 	}
 	struct shl_seg *seg = MAP_FAILED;
-	if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)SHL_SEG_SIZE) != 0) {
+	if (shl__fchmod(fd, mode) != 0 || shl__ftruncate(fd, (off_t)SHL_SEG_SIZE) != 0) {
 		r = -errno;
 		shl__err(err, "segment '%s': sizing: %s", path, strerror(-r));
 		goto fail;
 	}
-	seg = mmap(NULL, SHL_SEG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	seg = shl__mmap(SHL_SEG_SIZE, PROT_READ | PROT_WRITE, fd);
 	if (seg == MAP_FAILED) {
 		r = -errno;
 		shl__err(err, "segment '%s': mmap: %s", path, strerror(-r));
@@ -257,7 +275,7 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	uint32_t month = shl__month_of(seg->hdr.created_unix_ns, NULL);
 	atomic_store_explicit(&seg->spendl.spend, (uint64_t)(month & 127u) << SHL_SPEND_BITS,
 			      memory_order_relaxed);
-	struct shl_cfg_slot *s = malloc(sizeof(*s));
+	struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
 	if (s == NULL) {
 		r = -ENOMEM;
 		shl__err(err, "out of memory");
@@ -334,7 +352,7 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		return -EINVAL;
 	*out = NULL;
 	int rd = (flags & SHL_ATTACH_RDONLY) != 0;
-	int fd = shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+	int fd = shl__shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
 	if (fd < 0) {
 		r = -errno;
 		if (r == -ENOENT)
@@ -369,8 +387,7 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 	}
 	if ((r = validate_header(&hd, st.st_size, path, err)) != 0)
 		goto fail;
-	struct shl_seg *seg = mmap(NULL, SHL_SEG_SIZE, PROT_READ | (rd ? 0 : PROT_WRITE),
-				   MAP_SHARED, fd, 0);
+	struct shl_seg *seg = shl__mmap(SHL_SEG_SIZE, PROT_READ | (rd ? 0 : PROT_WRITE), fd);
 	if (seg == MAP_FAILED) {
 		r = -errno;
 		shl__err(err, "segment '%s': mmap: %s", path, strerror(-r));
@@ -431,7 +448,7 @@ int shl_config_get(shl_t *h, shl_config **out)
 	struct shl_local *l = shl__local(h);
 	if (l == NULL)
 		return -EUCLEAN;
-	shl_config *c = malloc(sizeof(*c));
+	shl_config *c = shl__malloc(sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
 	memcpy(&c->slot, &l->slot, sizeof(c->slot));
@@ -480,7 +497,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		return r;
 	}
 	struct shl_local *l = shl__local(h);
-	struct shl_cfg_slot *s = calloc(1, sizeof(*s));
+	struct shl_cfg_slot *s = shl__calloc(1, sizeof(*s));
 	if (l == NULL || s == NULL) {
 		free(s);
 		flock(h->fd, LOCK_UN);
@@ -563,7 +580,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	atomic_store_explicit(&h->seg->genl.applied_unix_ns, shl__unix_ns(), memory_order_relaxed);
 	free(s);
 	flock(h->fd, LOCK_UN);
-	return shl__local(h) ? 0 : -EUCLEAN;
+	return 0; /* published; every handle (this one too) picks it up at its next call */
 }
 
 int shl_reset(shl_t *h, unsigned what)
@@ -638,7 +655,7 @@ int shl_check(shl_t *h, char *report, size_t len)
 		}
 	}
 	uint64_t g = atomic_load_explicit(&seg->genl.gen, memory_order_acquire);
-	struct shl_cfg_slot *s = malloc(sizeof(*s));
+	struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
 	copy_in(s, &seg->cfg[g & 1], sizeof(*s));

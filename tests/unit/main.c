@@ -54,7 +54,8 @@ int main(void)
 	} suites[] = {{"layout", suite_layout},	  {"config", suite_config},
 		      {"bucket", suite_bucket},	  {"spend", suite_spend},
 		      {"segment", suite_segment}, {"admit", suite_admit},
-		      {"multiproc", suite_multiproc}, {"threads", suite_threads}};
+		      {"multiproc", suite_multiproc}, {"threads", suite_threads},
+		      {"fault", suite_fault}};
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		if (only == NULL || strcmp(only, suites[i].name) == 0)
 			suites[i].fn();

@@ -43,6 +43,7 @@ TU_SUITE(suite_segment);
 TU_SUITE(suite_admit);
 TU_SUITE(suite_multiproc);
 TU_SUITE(suite_threads);
+TU_SUITE(suite_fault);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
