@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,12 @@ static void atfork_register(void)
 	pthread_atfork(urcu_bp_before_fork, urcu_bp_after_fork_parent, urcu_bp_after_fork_child);
 }
 
+/* caa_container_of, without the cast that -Wcast-align rejects. */
+static inline struct lk_node *to_node(struct cds_lfht_node *n)
+{
+	return (struct lk_node *)(void *)((char *)n - offsetof(struct lk_node, node));
+}
+
 static uint64_t hash_id(const char *s, size_t n)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
@@ -77,7 +84,7 @@ struct key {
 
 static int match_node(struct cds_lfht_node *node, const void *key)
 {
-	const struct lk_node *n = caa_container_of(node, struct lk_node, node);
+	const struct lk_node *n = to_node(node);
 	const struct key *k = key;
 	/* acquire: pairs with the release store of len in shl_lookup; the id
 	 * and model written before it are visible.  (The table's own publication
@@ -112,7 +119,7 @@ static void table_free(struct lk_table *t)
 	rcu_read_lock();
 	cds_lfht_for_each(t->ht, &it, node) {
 		if (cds_lfht_del(t->ht, node) == 0)
-			free(caa_container_of(node, struct lk_node, node));
+			free(to_node(node));
 	}
 	rcu_read_unlock();
 	cds_lfht_destroy(t->ht, NULL);
@@ -167,7 +174,7 @@ int shl_lookup(shl_t *h, const char *model_id)
 		cds_lfht_lookup(t->ht, hv, match_node, &k, &it);
 		struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
 		if (node != NULL) {
-			int m = caa_container_of(node, struct lk_node, node)->model;
+			int m = to_node(node)->model;
 			rcu_read_unlock();
 			return m;
 		}
