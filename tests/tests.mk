@@ -20,8 +20,10 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_er
 check-asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  $(BUILD)/asan/test-unit
+	  $(BUILD)/asan/test-unit $(BUILD)/asan/shmlimit-scribble $(BUILD)/asan/shmlimit-crash
 	$(SAN_ENV) timeout 600 $(BUILD)/asan/test-unit
+	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-scribble --workers 3 --seconds 4
+	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-crash --workers 4 --kills 60 --seconds 10
 check-tsan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 SAN="-fsanitize=thread" \
 	  $(BUILD)/tsan/test-unit
@@ -42,3 +44,12 @@ check-crash: $(BUILD)/shmlimit-crash
 chaos: $(BUILD)/shmlimit-crash
 	timeout 900 $(BUILD)/shmlimit-crash --workers 16 --kills 4000 --seconds 600
 CHECKS += check-crash
+
+# A hostile writer scribbling over a live segment (with the stats tool too).
+$(BUILD)/shmlimit-scribble: tests/crash/scribble.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)
+.PHONY: check-scribble
+check-scribble: $(BUILD)/shmlimit-scribble
+	timeout 120 $(BUILD)/shmlimit-scribble --workers 4 --seconds 6 \
+	  $(if $(wildcard $(BUILD)/shmlimit-stat),--stat $(BUILD)/shmlimit-stat)
+CHECKS += check-scribble
