@@ -34,7 +34,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <cJSON.h>
+#include <cjson/cJSON.h>
 
 #include "mock.h"
 
@@ -359,7 +359,7 @@ void pool_headers(struct pool *p, struct sbuf *h)
 	memcpy(level, p->level, sizeof(level));
 	pthread_mutex_unlock(&p->mu);
 
-	double remaining[NDIM], until_full[NDIM];
+	double remaining[NDIM] = {0}, until_full[NDIM] = {0};
 	for (int d = 0; d < NDIM; d++) {
 		if (p->limit[d] <= 0)
 			continue;

@@ -221,6 +221,7 @@ int api_handle(int fd, struct http_req *r);
 void api_reject(int fd, int status);
 
 /* Ask the server to stop accepting and exit (async-signal-safe). */
-void server_request_stop(void);
+enum stop_reason { STOP_SIGNAL = 1, STOP_SHUTDOWN, STOP_MAX_REQUESTS };
+void server_request_stop(int reason);
 
 #endif

@@ -1,0 +1,380 @@
+#!/bin/bash
+# test-mock.sh - black-box tests of shmlimit-mock through the real curl CLI.
+#
+# Usage: mock/test-mock.sh [path/to/shmlimit-mock]
+#
+# Every server is started here on 127.0.0.1 with --port 0, bounded by
+# --max-seconds, and stopped here (trap on exit).  No sleeping to pass: the
+# only waits are for the port file to appear and for a process to exit, both
+# bounded.  Needs bash, curl, grep, sed, awk (no jq).
+# Checks are written as `check DESC eval '...'` (expanded when run), and
+# start_mock sets NAME_pid / NAME_url through eval:
+# shellcheck disable=SC2016,SC2034,SC2154
+set -u
+
+MOCK=${1:-build/shmlimit-mock}
+T=$(mktemp -d "${TMPDIR:-/tmp}/shl-mock-test.XXXXXX") || exit 1
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	for p in $PIDS; do wait "$p" 2>/dev/null; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   - $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
+# check DESCRIPTION COMMAND...: pass iff the command succeeds.
+check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+eq() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
+has() { grep -q -- "$1" "$2" || { echo "       '$1' not in $2: $(head -c 300 "$2")" >&2; return 1; }; }
+hasnt() { ! grep -q -- "$1" "$2"; }
+
+# start_mock NAME ARGS...: start a server, set NAME_pid and NAME_url.
+start_mock() {
+	local name=$1; shift
+	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 90 "$@" \
+		2>"$T/$name.err" &
+	local pid=$!
+	PIDS="$PIDS $pid"
+	local i=0
+	while [ ! -s "$T/$name.port" ] && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
+		sleep 0.05; i=$((i + 1))
+	done
+	if [ ! -s "$T/$name.port" ]; then
+		echo "FATAL: $name did not start: $(cat "$T/$name.err")"; exit 1
+	fi
+	eval "${name}_pid=$pid"
+	eval "${name}_url=http://127.0.0.1:$(cat "$T/$name.port")"
+}
+
+# wait_exit PID SECONDS: wait (bounded) for a server to end; sets RC to its
+# exit status, or to "still-running".  (Not in $(...): a subshell cannot
+# wait for its parent's children.)
+wait_exit() {
+	local i=0
+	while kill -0 "$1" 2>/dev/null && [ $i -lt $(($2 * 20)) ]; do
+		sleep 0.05; i=$((i + 1))
+	done
+	if kill -0 "$1" 2>/dev/null; then RC=still-running; return; fi
+	wait "$1"; RC=$?
+}
+
+# post URL ARGS...: POST, body in $T/body, headers in $T/hdr; prints status.
+post() {
+	local url=$1; shift
+	curl -s -o "$T/body" -D "$T/hdr" -w '%{http_code}' -H 'content-type: application/json' \
+		"$url" "$@"
+}
+hdr() { grep -i "^$1:" "$T/hdr" | head -n 1 | sed 's/^[^:]*: *//' | tr -d '\r'; }
+# json_num KEY FILE: the first number value of "KEY" in a compact JSON file.
+json_num() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
+last_num() { grep -o "\"$1\":[0-9]*" "$2" | tail -n 1 | cut -d: -f2; }
+toks() { local s="" i; for ((i = 0; i < $1; i++)); do s="$s${s:+ }tok"; done; printf '%s' "$s"; }
+ceil4() { echo $(( ($1 + 3) / 4 )); }
+
+MSG='"messages":[{"role":"user","content":"Hello world, how are you?"}]'  # 25 chars
+body() { printf '{"model":"%s","max_tokens":%s,%s%s}' "$1" "$2" "$MSG" "${3:-}"; }
+
+echo "# shmlimit-mock tests ($MOCK)"
+
+# ------------------------------------------------------------------
+# Options
+# ------------------------------------------------------------------
+"$MOCK" --port nope >/dev/null 2>&1; check "bad --port value exits 2" eq $? 2
+"$MOCK" --fail-every 3:teapot >/dev/null 2>&1; check "bad --fail-every kind exits 2" eq $? 2
+echo '{"pools":[{"name":"p","rpm":-1}]}' > "$T/badcfg.json"
+"$MOCK" --config "$T/badcfg.json" >/dev/null 2>"$T/badcfg.err"
+check "invalid --config exits 2" eq $? 2
+check "invalid --config names the field" has 'rpm' "$T/badcfg.err"
+"$MOCK" --help | grep -q -- --max-requests; check "--help lists the options" eq $? 0
+# Every option and every x-mock-* header is documented in mock/README.md.
+DIR=$(cd "$(dirname "$0")" && pwd)
+undoc=""
+for o in $("$MOCK" --help | grep -o -- '--[a-z-]*' | sort -u) \
+	$(grep -o '"x-mock-[a-z-]*"' "$DIR/api.c" | tr -d '"' | sort -u); do
+	grep -q -- "\`$o" "$DIR/README.md" || undoc="$undoc $o"
+done
+check "every option and header documented in README.md" eq "$undoc" ""
+
+# ------------------------------------------------------------------
+# Plain server: JSON, SSE, usage, cache, faults
+# ------------------------------------------------------------------
+start_mock plain
+U=$plain_url/v1/messages
+
+st=$(post "$U" -d "$(body claude-sonnet-4-5 100)")
+check "JSON: status 200" eq "$st" 200
+check "JSON: content-type" eq "$(hdr content-type)" "application/json"
+check "JSON: request-id header" eval '[[ "$(hdr request-id)" == req_* ]]'
+check "JSON: id msg_..." has '"id":"msg_' "$T/body"
+check "JSON: type message, role assistant" has '"type":"message","role":"assistant"' "$T/body"
+check "JSON: model echoed" has '"model":"claude-sonnet-4-5"' "$T/body"
+check "JSON: input_tokens = ceil(25/4)" eq "$(json_num input_tokens "$T/body")" 7
+check "JSON: default 20 output tokens" eq "$(json_num output_tokens "$T/body")" 20
+check "JSON: text is 20 words" has "\"text\":\"$(toks 20)\"" "$T/body"
+check "JSON: stop_reason end_turn" has '"stop_reason":"end_turn"' "$T/body"
+check "JSON: cache fields" has '"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0}' "$T/body"
+check "JSON: service_tier" has '"service_tier":"standard"' "$T/body"
+check "no --config: no rate-limit headers" eval '! grep -qi "^anthropic-ratelimit" "$T/hdr"'
+cp "$T/body" "$T/first.json"
+post "$U" -d "$(body claude-sonnet-4-5 100)" >/dev/null
+check "same request, same body (byte-identical)" cmp -s "$T/body" "$T/first.json"
+
+post "$U" -H 'x-mock-output-tokens: 5' -d "$(body m 100)" >/dev/null
+check "x-mock-output-tokens: 5" eq "$(json_num output_tokens "$T/body")" 5
+post "$U" -H 'x-mock-output-tokens: 50' -d "$(body m 3)" >/dev/null
+check "output capped by max_tokens" eq "$(json_num output_tokens "$T/body")" 3
+check "capped: stop_reason max_tokens" has '"stop_reason":"max_tokens"' "$T/body"
+post "$U" -H 'x-mock-usage: 11,4,3,2,1' -d "$(body m 100)" >/dev/null
+check "x-mock-usage forces usage" has '"usage":{"input_tokens":11,"cache_creation_input_tokens":5,"cache_read_input_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":2},"output_tokens":4' "$T/body"
+st=$(post "$U" -H 'x-mock-usage: 1,2,3' -d "$(body m 100)")
+check "malformed x-mock-usage: 400" eq "$st" 400
+
+# system string + each tool's JSON (printed compact, as cJSON does) count too.
+TOOL='{"name":"get","description":"d","input_schema":{"type":"object"}}'
+post "$U" -d "$(body m 100 ",\"system\":\"Be brief.\",\"tools\":[$TOOL,$TOOL]")" >/dev/null
+check "system + tools counted: ceil((25+9+2*${#TOOL})/4)" \
+	eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((25 + 9 + 2 * ${#TOOL})))"
+post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"h\u00e9llo w\u00f6rld"}]}' >/dev/null
+check "characters are code points (11, not 13 bytes)" eq "$(json_num input_tokens "$T/body")" 3
+post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}}]}]}' >/dev/null
+check "an image counts 1600 tokens" eq "$(json_num input_tokens "$T/body")" 1600
+post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"get","input":{"q":"x"}}]}]}' >/dev/null
+check "tool_use: name + input JSON" eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((3 + 9)))"
+
+# Prompt cache: first sight writes (1h here), the same text again reads.
+SYS=$(printf 'cached system prompt %s' "$$-$RANDOM")
+CB=",\"system\":[{\"type\":\"text\",\"text\":\"$SYS\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}]"
+post "$U" -d "$(body m 100 "$CB")" >/dev/null
+check "cache: first sight is a 1h write" has "\"cache_creation_input_tokens\":$(ceil4 ${#SYS}),\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":$(ceil4 ${#SYS})}" "$T/body"
+check "cache: uncached input is the rest" eq "$(json_num input_tokens "$T/body")" \
+	$(($(ceil4 $((${#SYS} + 25))) - $(ceil4 ${#SYS})))
+post "$U" -d "$(body m 100 "$CB")" >/dev/null
+check "cache: second sight is a read" has "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":$(ceil4 ${#SYS})" "$T/body"
+# A longer prefix: the cached part is read, the rest up to the new breakpoint written.
+MORE='"messages":[{"role":"user","content":[{"type":"text","text":"more text here","cache_control":{"type":"ephemeral"}}]}]'
+post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB,$MORE}" >/dev/null
+check "cache: prefix read + 5m write of the rest" has "\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"cache_read_input_tokens\":$(ceil4 ${#SYS}),\"cache_creation\":{\"ephemeral_5m_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"ephemeral_1h_input_tokens\":0}" "$T/body"
+CB5=",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"$SYS-5m\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]"
+post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB5}" >/dev/null
+check "cache: block in messages, 5m write" has "\"ephemeral_5m_input_tokens\":$(ceil4 $((${#SYS} + 3)))" "$T/body"
+
+st=$(post "$U/count_tokens" -d "{\"model\":\"m\",$MSG}")
+check "count_tokens: 200" eq "$st" 200
+check "count_tokens: body" eq "$(cat "$T/body")" '{"input_tokens":7}'
+
+# Errors of the request itself.
+st=$(post "$U" -d '{"model":"m",'); check "malformed JSON: 400" eq "$st" 400
+check "malformed JSON: invalid_request_error" has '"type":"invalid_request_error"' "$T/body"
+st=$(post "$U" -d "{\"model\":\"m\",$MSG}"); check "missing max_tokens: 400" eq "$st" 400
+st=$(post "$plain_url/v1/nothing" -d '{}'); check "unknown path: 404" eq "$st" 404
+st=$(post "$U" -H 'x-mock-fail: teapot' -d "$(body m 10)"); check "unknown x-mock-fail: 400" eq "$st" 400
+
+# SSE
+curl -s -N -D "$T/hdr" -o "$T/sse" -H 'x-mock-output-tokens: 9' "$U" \
+	-d "$(body claude-haiku-4-5 100 ',"stream":true')"
+check "SSE: content-type" eq "$(hdr content-type)" "text/event-stream"
+grep '^event:' "$T/sse" | sed 's/^event: //' > "$T/events"
+check "SSE: starts with message_start" eq "$(head -n 1 "$T/events")" message_start
+check "SSE: ends with message_stop" eq "$(tail -n 1 "$T/events")" message_stop
+check "SSE: event order" eq "$(uniq "$T/events" | tr '\n' ' ')" \
+	"message_start content_block_start ping content_block_delta message_delta ping content_block_delta content_block_stop message_delta message_stop "
+check "SSE: at least two message_delta" eval '[ "$(grep -c "^message_delta" "$T/events")" -ge 2 ]'
+check "SSE: message_start usage" has '"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1' "$T/sse"
+check "SSE: final cumulative output_tokens" eq "$(last_num output_tokens "$T/sse")" 9
+inter=$(grep '"type":"message_delta"' "$T/sse" | head -n 1 | grep -o '"output_tokens":[0-9]*' | cut -d: -f2)
+check "SSE: intermediate output_tokens between 1 and 8" eval '[ "$inter" -ge 1 ] && [ "$inter" -lt 9 ]'
+check "SSE: deltas concatenate to the text" eq \
+	"$(grep -o '"text_delta","text":"[^"]*"' "$T/sse" | sed 's/.*"text":"//; s/"$//' | tr -d '\n')" "$(toks 9)"
+check "SSE: every data line is one line of JSON" eval '! grep -v -e "^event: " -e "^data: {.*}$" -e "^$" "$T/sse" | grep -q .'
+
+# Scripted faults
+st=$(post "$U" -H 'x-mock-fail: 429' -d "$(body m 10)")
+check "fault 429: status" eq "$st" 429
+check "fault 429: default retry-after 2" eq "$(hdr retry-after)" 2
+check "fault 429: rate_limit_error" has '"type":"rate_limit_error"' "$T/body"
+check "fault 429: request_id in body" has '"request_id":"req_' "$T/body"
+post "$U" -H 'x-mock-fail: 429' -H 'x-mock-retry-after: 7' -d "$(body m 10)" >/dev/null
+check "fault 429: x-mock-retry-after 7" eq "$(hdr retry-after)" 7
+st=$(post "$U" -H 'x-mock-fail: spend-cap' -d "$(body m 10)")
+check "fault spend-cap: 429" eq "$st" 429
+check "fault spend-cap: error_code" has '"details":{"error_code":"enforced_spend_limit_reached"}' "$T/body"
+check "fault spend-cap: no retry-after" eq "$(hdr retry-after)" ""
+st=$(post "$U" -H 'x-mock-fail: 529' -d "$(body m 10)")
+check "fault 529: status" eq "$st" 529
+check "fault 529: overloaded_error" has '"type":"overloaded_error"' "$T/body"
+st=$(post "$U" -H 'x-mock-fail: 500' -d "$(body m 10)")
+check "fault 500: status" eq "$st" 500
+check "fault 500: api_error" has '"type":"api_error"' "$T/body"
+st=$(post "$U" -N -H 'x-mock-fail: 529-midstream' -d "$(body m 10 ',"stream":true')")
+check "fault 529-midstream: status 200" eq "$st" 200
+grep '^event:' "$T/body" | sed 's/^event: //' > "$T/events"
+check "fault 529-midstream: message_start then error" eq "$(tr '\n' ' ' < "$T/events")" "message_start error "
+check "fault 529-midstream: overloaded_error" has '"type":"overloaded_error"' "$T/body"
+post "$U" -H 'x-mock-fail: truncate' -d "$(body m 10)" >/dev/null; rc=$?
+check "fault truncate: curl reports a partial transfer (18)" eq "$rc" 18
+len=$(hdr content-length)
+check "fault truncate: about half the body" eval '[ "$(wc -c < "$T/body")" -eq $((len / 2)) ]'
+post "$U" -N -H 'x-mock-fail: truncate' -d "$(body m 10 ',"stream":true')" >/dev/null; rc=$?
+check "fault truncate (SSE): curl fails" eval '[ "$rc" -ne 0 ]'
+check "fault truncate (SSE): no message_stop" hasnt message_stop "$T/body"
+
+# HTTP plumbing
+curl -sv -o /dev/null -o /dev/null "$U" "$U" -d "$(body m 10)" 2>"$T/ka"
+check "keep-alive: curl reuses the connection" grep -qi 're-using existing connection' "$T/ka"
+head -c 1500000 /dev/zero | tr '\0' 'a' > "$T/big.txt"
+printf '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"%s"}]}' \
+	"$(cat "$T/big.txt")" > "$T/big.json"
+curl -sv -o "$T/body" -w '%{http_code}' "$U" --data-binary @"$T/big.json" 2>"$T/big.err" > "$T/big.st"
+check "1.5 MB body: curl sent Expect: 100-continue" grep -qi '^> Expect: 100-continue' "$T/big.err"
+check "1.5 MB body: 200" eq "$(cat "$T/big.st")" 200
+check "1.5 MB body: input_tokens" eq "$(json_num input_tokens "$T/body")" 375000
+st=$(post "$U" -H 'Transfer-Encoding: chunked' --data-binary @"$T/big.json")
+check "chunked request body: 200" eq "$st" 200
+check "chunked request body: input_tokens" eq "$(json_num input_tokens "$T/body")" 375000
+head -c $((9 * 1024 * 1024)) /dev/zero | tr '\0' 'a' > "$T/huge.json"
+st=$(post "$U" --data-binary @"$T/huge.json")
+check "9 MiB body: 413" eq "$st" 413
+st=$(curl -s -o "$T/body" -w '%{http_code}' -X 'BAD METHOD' "$U" 2>/dev/null)
+check "malformed request line: 400" eq "$st" 400
+
+# Many at once: curl --parallel, 40 transfers, 20 at a time.
+args=()
+for i in $(seq 1 40); do args+=(-o "$T/par.$i" "$U"); done
+curl -s --no-progress-meter --parallel --parallel-max 20 \
+	-H 'content-type: application/json' -d "$(body par 10)" "${args[@]}" 2>/dev/null
+n=$(cat "$T"/par.* | grep -o '"output_tokens":10' | wc -l)
+check "parallel: 40 of 40 answered" eq "$n" 40
+
+curl -s -o "$T/stats" "$plain_url/mock/stats"
+check "stats: by_model counts the parallel requests" has '"par":{"requests":40,"ok":40,' "$T/stats"
+check "stats: scripted_429 = 3" eq "$(json_num scripted_429 "$T/stats")" 3
+check "stats: by_status 529" has '"529":1' "$T/stats"
+check "stats: rate_limited 0 without limits" eq "$(json_num rate_limited "$T/stats")" 0
+# usage totals are the sum of the successes: check output_tokens of "par"
+check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":280,"output_tokens":400,' "$T/stats"
+
+st=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$plain_url/mock/shutdown")
+check "shutdown: 200" eq "$st" 200
+wait_exit "$plain_pid" 15; check "shutdown: exits 0" eq "$RC" 0
+
+# ------------------------------------------------------------------
+# Server-side limits from --config
+# ------------------------------------------------------------------
+cat > "$T/cfg.json" <<'EOF'
+{"spend_cap_usd": 10,
+ "pools": [
+  {"name": "slow", "rpm": 6, "itpm": 600000, "otpm": 600000},
+  {"name": "itok", "rpm": 6000, "itpm": 600, "otpm": 600000, "burst": {"itpm": 100}},
+  {"name": "otok", "rpm": 6000, "itpm": 600000, "otpm": 60, "burst": {"otpm": 10}},
+  {"name": "wide", "rpm": 6000},
+  {"name": "res", "rpm": 6000, "itpm": 600000, "otpm": 60, "otpm_mode": "reserve",
+   "burst": {"otpm": 100}},
+  {"name": "crc", "rpm": 6000, "itpm": 600, "otpm": 600000, "cache_reads_count": true,
+   "burst": {"itpm": 100}}
+ ],
+ "models": [
+  {"match": "slow-*", "pool": "slow"},
+  {"match": "lp*", "pool": "slow"},
+  {"match": "lp-long*", "pool": "itok"},
+  {"match": "exact", "pool": "itok"},
+  {"match": "exact*", "pool": "wide"},
+  {"match": "itok", "pool": "itok"},
+  {"match": "otok", "pool": "otok"},
+  {"match": "res", "pool": "res"},
+  {"match": "crc", "pool": "crc"}
+ ]}
+EOF
+start_mock lim --config "$T/cfg.json" --latency-ms 1 --stream-chunk-delay-ms 1
+U=$lim_url/v1/messages
+
+st=$(post "$U" -d "$(body nomatch 10)")
+check "config: unknown model 404" eq "$st" 404
+check "config: not_found_error" has '"type":"not_found_error"' "$T/body"
+
+post "$U" -H 'x-mock-usage: 1,1,0,0,0' -d "$(body lp-long-x 10)" >/dev/null
+check "longest prefix wins" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" 600
+post "$U" -H 'x-mock-usage: 1,1,0,0,0' -d "$(body exact 10)" >/dev/null
+check "exact match beats prefix" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" 600
+post "$U" -H 'x-mock-usage: 1,1,0,0,0' -d "$(body exact-not 10)" >/dev/null
+check "prefix when not exact" eq "$(hdr anthropic-ratelimit-requests-limit)" 6000
+check "unlimited dimensions: no header" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" ""
+st=$(post "$U" -N -d "$(body exact-sse 10 ',"stream":true')")
+check "SSE with limits (and delays): 200, headers, complete" eval \
+	'[ "$st" = 200 ] && [ "$(hdr anthropic-ratelimit-requests-limit)" = 6000 ] && grep -q message_stop "$T/body"'
+
+# RPM 6: capacity 1, tolerance 1 -> two requests pass, the third is refused.
+s1=$(post "$U" -d "$(body slow-a 10)")
+check "headers: requests-limit" eq "$(hdr anthropic-ratelimit-requests-limit)" 6
+check "headers: requests-remaining" eq "$(hdr anthropic-ratelimit-requests-remaining)" 0
+check "headers: input-tokens-limit" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" 600000
+check "headers: output-tokens-remaining rounded to 1000" eval '[[ "$(hdr anthropic-ratelimit-output-tokens-remaining)" == *000 ]]'
+check "headers: tokens-limit" eq "$(hdr anthropic-ratelimit-tokens-limit)" 600000
+check "headers: reset is RFC 3339 UTC" eval '[[ "$(hdr anthropic-ratelimit-requests-reset)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]]'
+s2=$(post "$U" -d "$(body slow-b 10)")
+s3=$(post "$U" -d "$(body slow-a 10)")
+check "rpm: burst + tolerance admitted" eq "$s1 $s2" "200 200"
+check "rpm: next one refused with 429" eq "$s3" 429
+check "rpm: rate_limit_error" has '"type":"rate_limit_error"' "$T/body"
+ra=$(hdr retry-after)
+check "rpm: retry-after in 1..10 s" eval '[ "${ra:-0}" -ge 1 ] && [ "$ra" -le 10 ]'
+check "rpm: 429 carries rate-limit headers" eq "$(hdr anthropic-ratelimit-requests-limit)" 6
+
+# ITPM 600, capacity 100 (+1 tolerance), input known at start.
+st=$(post "$U" -H 'x-mock-usage: 150,1,0,0,0' -d "$(body itok 10)")
+check "itpm: larger than the bucket: 429" eq "$st" 429
+st=$(post "$U" -H 'x-mock-usage: 60,1,20,10,500' -d "$(body itok 10)")
+check "itpm: 90 of 100 (cache reads free): 200" eq "$st" 200
+st=$(post "$U" -H 'x-mock-usage: 60,1,0,0,0' -d "$(body itok 10)")
+check "itpm: 60 more: 429" eq "$st" 429
+ra=$(hdr retry-after)
+check "itpm: retry-after at most (60-1-8)/10 s" eval '[ "${ra:-0}" -ge 1 ] && [ "$ra" -le 6 ]'
+st=$(post "$U" -H 'x-mock-usage: 60,1,0,0,50' -d "$(body crc 10)")
+check "cache_reads_count: reads count (110 > 101): 429" eq "$st" 429
+
+# OTPM actual: charged after generation; refused only while in debt.
+st=$(post "$U" -H 'x-mock-usage: 1,50,0,0,0' -d "$(body otok 100)")
+check "otpm: 50 > capacity 10 still admitted (not in debt yet)" eq "$st" 200
+st=$(post "$U" -H 'x-mock-usage: 1,1,0,0,0' -d "$(body otok 100)")
+check "otpm: in debt: 429" eq "$st" 429
+ra=$(hdr retry-after)
+check "otpm: retry-after ~39 s" eval '[ "${ra:-0}" -ge 30 ] && [ "$ra" -le 39 ]'
+
+# OTPM reserve: max_tokens taken at start, the unused part given back.
+st=$(post "$U" -d "$(body res 200)")
+check "reserve: max_tokens 200 > capacity: 429" eq "$st" 429
+st=$(post "$U" -H 'x-mock-output-tokens: 10' -d "$(body res 50)")
+check "reserve: max_tokens 50: 200" eq "$st" 200
+st=$(post "$U" -H 'x-mock-output-tokens: 10' -d "$(body res 85)")
+check "reserve: unused reservation returned (85 <= 90)" eq "$st" 200
+st=$(post "$U" -H 'x-mock-output-tokens: 10' -d "$(body res 95)")
+check "reserve: then 95 > 80: 429" eq "$st" 429
+
+curl -s -o "$T/stats" "$lim_url/mock/stats"
+check "stats: rate_limited counts own 429s" eq "$(json_num rate_limited "$T/stats")" 7
+check "stats: by_pool" has '"slow":{"requests":3,"ok":2,"rate_limited":1,' "$T/stats"
+check "stats: 404 counted" has '"404":1' "$T/stats"
+
+kill -TERM "$lim_pid"
+wait_exit "$lim_pid" 15; check "SIGTERM: exits 0" eq "$RC" 0
+
+# ------------------------------------------------------------------
+# --max-requests and --fail-every
+# ------------------------------------------------------------------
+start_mock few --max-requests 4 --fail-every 2:529
+codes=""
+for i in 1 2 3 4; do
+	codes="$codes $(post "$few_url/v1/messages" -d "$(body m 10)")"
+done
+check "--fail-every 2:529: every 2nd request" eq "$codes" " 200 529 200 529"
+wait_exit "$few_pid" 15; check "--max-requests 4: exits 0 by itself" eq "$RC" 0
+check "--max-requests: says why" has 'exiting: --max-requests' "$T/few.err"
+
+start_mock brief --max-seconds 1
+wait_exit "$brief_pid" 15; check "--max-seconds 1: exits 0 by itself" eq "$RC" 0
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
