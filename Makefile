@@ -38,9 +38,13 @@ LIB_SO := $(BUILD)/libshmlimit.so
 LIB_SO_V := $(LIB_SO).$(SHL_SOVERSION)
 PRESETS := $(sort $(wildcard libshmlimit/presets/tier*.json))
 
-# Components register their outputs and checks here.
+# Components register their outputs and checks here, and what `make
+# install` copies: INSTALL_BINS (to bin/), INSTALL_LIBS (lib/), INSTALL_MANS (share/man/man1/).
 ALL_TARGETS := $(LIB_A) $(LIB_SO) $(BUILD)/shmlimit.pc
 CHECKS :=
+INSTALL_BINS :=
+INSTALL_LIBS :=
+INSTALL_MANS :=
 
 .PHONY: all deps check install uninstall clean demo bench bench-quick
 all: deps-build
@@ -98,7 +102,9 @@ install: build-all
 	install -m 755 $(LIB_SO_V) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libshmlimit.so.$(SHL_SOVERSION) $(DESTDIR)$(PREFIX)/lib/libshmlimit.so
 	install -m 644 $(BUILD)/shmlimit.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	$(INSTALL_EXTRA)
+	$(if $(strip $(INSTALL_BINS)),install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(INSTALL_BINS) $(DESTDIR)$(PREFIX)/bin/)
+	$(if $(strip $(INSTALL_LIBS)),install -m 755 $(INSTALL_LIBS) $(DESTDIR)$(PREFIX)/lib/)
+	$(if $(strip $(INSTALL_MANS)),install -d $(DESTDIR)$(PREFIX)/share/man/man1 && install -m 644 $(INSTALL_MANS) $(DESTDIR)$(PREFIX)/share/man/man1/)
 
 clean:
 	rm -rf $(BUILD)

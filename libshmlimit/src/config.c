@@ -261,9 +261,17 @@ static int get_price(const cJSON *o, const char *path, int64_t *out, shl_err *e)
 	return 0;
 }
 
+/* Unknown keys and repeated keys are errors: cJSON keeps both copies of a
+ * repeated key and returns the first, which would silently ignore the
+ * second ({"rpm": 50, "rpm": 0}). */
 static int check_keys(const cJSON *obj, const char *path, const char *const *keys, shl_err *e)
 {
 	for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+		for (const cJSON *d = obj->child; d != c; d = d->next)
+			if (c->string && d->string && strcmp(c->string, d->string) == 0) {
+				shl__err(e, "%s.%s: key given twice", path, c->string);
+				return -EINVAL;
+			}
 		int ok = 0;
 		for (const char *const *k = keys; *k != NULL; k++)
 			if (c->string != NULL && strcmp(c->string, *k) == 0)
@@ -422,16 +430,8 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
 	int r;
 	if (!cJSON_IsObject(root))
 		return bad(e, "(root)", "expected an object {spend_cap_usd, pools, models}");
-	for (const cJSON *c = root->child; c != NULL; c = c->next) {
-		int ok = 0;
-		for (const char *const *k = keys; *k; k++)
-			if (c->string && strcmp(c->string, *k) == 0)
-				ok = 1;
-		if (!ok) {
-			shl__err(e, "%s: unknown key", c->string ? c->string : "?");
-			return -EINVAL;
-		}
-	}
+	if ((r = check_keys(root, "(root)", keys, e)))
+		return r;
 	const cJSON *cap = cJSON_GetObjectItemCaseSensitive(root, "spend_cap_usd");
 	s->spend_cap = -1;
 	if (cap != NULL && !cJSON_IsNull(cap)) {

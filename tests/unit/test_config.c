@@ -126,7 +126,10 @@ static void test_bad_configs(void)
 	expect_bad("", "(root): not valid JSON");
 	expect_bad("{\"pools\": [", "(root): not valid JSON");
 	expect_bad("[]", "(root): expected an object");
-	expect_bad("{\"poolz\": []}", "poolz: unknown key");
+	expect_bad("{\"poolz\": []}", "(root).poolz: unknown key");
+	expect_bad("{\"pools\": [], \"pools\": []}", "(root).pools: key given twice");
+	expect_bad("{\"pools\":[{\"name\":\"a\",\"rpm\":50,\"rpm\":0,\"itpm\":1,\"otpm\":1}]}",
+		   "pools[0].rpm: key given twice");
 	expect_bad("{}", "pools: expected an array");
 	expect_bad("{\"pools\": []}", "pools: expected an array of 1 to 64");
 	expect_bad("{\"pools\": [5]}", "pools[0]: expected an object");
