@@ -69,8 +69,8 @@ struct redis_local {
 	struct resp_conn conn;
 	char pool_key[BENCH_MAX_POOLS][16];
 	/* constant arguments, formatted once */
-	char cost[BENCH_NDIM][24], tol[BENCH_NDIM][24], units[24], cap[24];
-	char di[24], dout[24], dspend[24], uin[24], uout[24], actual[24];
+	char cost[BENCH_NDIM][32], tol[BENCH_NDIM][32], units[32], cap[32];
+	char di[32], dout[32], dspend[32], uin[32], uout[32], actual[32];
 };
 
 static int load_script(struct resp_conn *c, const char *body, char *sha, size_t cap,
@@ -83,7 +83,7 @@ static int load_script(struct resp_conn *c, const char *body, char *sha, size_t 
 		snprintf(msg, msglen, "SCRIPT LOAD: %s", rc ? strerror(-rc) : r.str);
 		return rc ? rc : -EPROTO;
 	}
-	snprintf(sha, cap, "%s", r.str);
+	snprintf(sha, cap, "%.60s", r.str);
 	return 0;
 }
 
@@ -162,7 +162,7 @@ static int redis_admit(struct bench_mech *m, int pool, struct bench_adm *a)
 	struct redis_state *st = m->state;
 	struct redis_local *l = m->local;
 	int64_t now = bench_boot_ns();
-	char nowstr[24];
+	char nowstr[32];
 	FMT(nowstr, now - m->epoch);
 	const char *argv[] = {"EVALSHA", st->sha_admit, "2", l->pool_key[pool], "spend", nowstr,
 			      l->cost[0], l->cost[1], l->cost[2], l->tol[0], l->tol[1], l->tol[2],
@@ -185,7 +185,7 @@ static int redis_settle(struct bench_mech *m, struct bench_adm *a)
 {
 	struct redis_state *st = m->state;
 	struct redis_local *l = m->local;
-	char nowstr[24];
+	char nowstr[32];
 	FMT(nowstr, bench_boot_ns() - m->epoch);
 	const char *argv[] = {"EVALSHA", st->sha_settle, "2", l->pool_key[a->pool], "spend",
 			      nowstr, l->di, l->dout, l->dspend, l->uin, l->uout, l->actual};

@@ -100,7 +100,7 @@ static int shl_setup_mech(struct bench_mech *m)
 	}
 	shl_config_free(cfg);
 	if (rc != 0) {
-		snprintf(m->errmsg, sizeof(m->errmsg), "%s: %s", shl_strerror(rc), err.msg);
+		snprintf(m->errmsg, sizeof(m->errmsg), "%.60s: %.180s", shl_strerror(rc), err.msg);
 		bench_shl_segment[0] = '\0';
 		free(st);
 		return rc;
@@ -119,7 +119,7 @@ static int shl_attach_mech(struct bench_mech *m, int id)
 	shl_err err = {{0}};
 	int rc = shl_attach(st->name, 0, &l->h, &err);
 	if (rc != 0) {
-		snprintf(m->errmsg, sizeof(m->errmsg), "shl_attach: %s: %s", shl_strerror(rc),
+		snprintf(m->errmsg, sizeof(m->errmsg), "shl_attach: %.60s: %.170s", shl_strerror(rc),
 			 err.msg);
 		free(l);
 		return rc;

@@ -124,7 +124,7 @@ static int read_reply(struct resp_conn *c, struct resp_reply *r, int depth)
 	switch (line[0]) {
 	case '+':
 	case '-':
-		snprintf(r->str, sizeof(r->str), "%s", line + 1);
+		snprintf(r->str, sizeof(r->str), "%.120s", line + 1);
 		return 0;
 	case ':':
 		if (parse_int(line + 1, &v) != 0)
@@ -143,7 +143,7 @@ static int read_reply(struct resp_conn *c, struct resp_reply *r, int depth)
 		rc = read_line(c, data, sizeof(data));
 		if (rc != 0)
 			return rc;
-		snprintf(r->str, sizeof(r->str), "%s", data);
+		snprintf(r->str, sizeof(r->str), "%.120s", data);
 		return 0;
 	}
 	case '*':

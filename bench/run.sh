@@ -1,0 +1,25 @@
+#!/bin/sh
+# run.sh - what `make bench` (full) and `make bench-quick` (quick) run:
+# the comparison binary, the plot, then the preload's cost.
+#
+# Usage: bench/run.sh full|quick [OUTDIR]     (from the top of the tree)
+# Results: OUTDIR (default build/bench): results.md, results.csv,
+# contention-*.dat, plot.gp, contention.png.
+set -eu
+mode=${1:-quick}
+out=${2:-build/bench}
+case $mode in
+quick) flag=--quick ;;
+full) flag= ;;
+*) echo "usage: bench/run.sh full|quick [OUTDIR]" >&2; exit 2 ;;
+esac
+mkdir -p "$out"
+# shellcheck disable=SC2086
+build/shmlimit-bench $flag --out "$out"
+if command -v gnuplot >/dev/null 2>&1; then
+	gnuplot "$out/plot.gp" && echo "plot: $out/contention.png"
+else
+	echo "plot skipped: gnuplot is not installed (scripts/deps.sh bench installs gnuplot-nox)"
+fi
+bench/preload-cost.sh "$mode" "$out"
+echo "report: $out/results.md"
