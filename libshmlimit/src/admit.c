@@ -33,21 +33,23 @@
 
 #define SHL_TOKENS_MAX 0xffffffffULL /* per field of a cost or usage */
 
-static uint32_t name_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h | 1u; /* never 0 */
-}
-
 static inline uint64_t clampt(uint64_t v)
 {
 	return v > SHL_TOKENS_MAX ? SHL_TOKENS_MAX : v;
 }
 
-/* Units for a set of token counts at a model's prices; batch halves,
- * rounding up.  Fields are <= 2^32 and prices <= 1e8, so no overflow. */
+/* Units for token counts already known to be <= 2^32 (prices <= 1e8, so
+ * no overflow); batch halves, rounding up. */
+static inline int64_t price_raw(const int64_t price[SHL_NPRICES], uint64_t in, uint64_t out,
+				uint64_t cw5, uint64_t cw1, uint64_t rd, int batch)
+{
+	int64_t u = (int64_t)in * price[SHL_P_INPUT] + (int64_t)out * price[SHL_P_OUTPUT] +
+		    (int64_t)cw5 * price[SHL_P_CW5] + (int64_t)cw1 * price[SHL_P_CW1] +
+		    (int64_t)rd * price[SHL_P_READ];
+	return batch ? (u + 1) / 2 : u;
+}
+
+/* The same for counts of any size (clamped to 2^32 each). */
 static int64_t price_of(const int64_t price[SHL_NPRICES], uint64_t in, uint64_t out,
 			uint64_t cw5, uint64_t cw1, uint64_t rd, int batch)
 {
@@ -195,8 +197,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	}
 
 	/* 3. reserve the worst-case spend against the cap. */
-	int64_t units = price_of(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
-				 c->cache_write_1h, c->cache_read, c->batch);
+	int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
+				  c->cache_write_1h, c->cache_read, c->batch); /* checked above */
 	uint32_t month = shl__month(h, now);
 	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap);
 	if (shl_unlikely(r != 0)) {
@@ -218,7 +220,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	t->otpm = need[SHL_DIM_OTPM];
 	t->spend = units;
 	t->month = month;
-	t->pad = name_hash(l->slot.pools[p].name);
+	t->pad = pl->name_hash;
 	t->generation = l->gen;
 	t->admitted_at = now;
 	for (int d = 0; d < SHL_NBUCKETS; d++)
@@ -327,7 +329,7 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
 	if (t->pool < 0 || (unsigned)t->pool >= l->slot.npools)
 		return NULL;
 	const struct shl_pool_cfg *pc = &l->slot.pools[t->pool];
-	if (!(pc->flags & SHL_PF_USED) || name_hash(pc->name) != t->pad)
+	if (!(pc->flags & SHL_PF_USED) || l->pools[t->pool].name_hash != t->pad)
 		return NULL;
 	*pl = &l->pools[t->pool];
 	return &h->seg->pools[t->pool];
@@ -372,18 +374,26 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 		       t->full_at[SHL_DIM_ITPM]);
 		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
 		       t->full_at[SHL_DIM_OTPM]);
-		/* relaxed: statistics. */
-		atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
+		/* relaxed: statistics.  Zero adds are skipped: each RMW costs
+		 * a locked instruction on a line every settle writes. */
+		if (in)
+			atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
+		if (out)
+			atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
+		if (rd)
+			atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
+		if (cw5 + cw1)
+			atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1, memory_order_relaxed);
+		if (cost)
+			atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
 		atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		shl__window_add(rt, now, add);
 	}
 	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, cost - t->spend);
-	atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
+	if (cost)
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
 	t->state = 2;
 	return 0;
 }

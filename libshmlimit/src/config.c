@@ -176,6 +176,14 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 	return 0;
 }
 
+uint32_t shl__name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h | 1u; /* never 0 */
+}
+
 void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 {
 	memcpy(&l->slot, s, sizeof(*s));
@@ -188,6 +196,7 @@ void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 		pl->flags = p->flags;
 		if (!(p->flags & SHL_PF_USED))
 			continue;
+		pl->name_hash = shl__name_hash(p->name);
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			pl->interval[d] = interval_of(p->limit[d]);
 			pl->burst[d] = p->burst[d];

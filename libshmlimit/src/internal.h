@@ -229,6 +229,7 @@ struct shl_pool_local {
 	uint64_t tol[SHL_NBUCKETS];      /* burst * interval, ns */
 	uint64_t burst[SHL_NBUCKETS];
 	uint32_t flags;
+	uint32_t name_hash; /* identifies the pool in tickets across applies */
 };
 
 /* A parsed configuration (also the public opaque shl_config). */
@@ -280,6 +281,7 @@ SHL_HIDDEN int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e);
 SHL_HIDDEN void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s);
 SHL_HIDDEN uint64_t shl__slot_checksum(const struct shl_cfg_slot *s);
 SHL_HIDDEN int shl__model_match(const struct shl_cfg_slot *s, const char *id);
+SHL_HIDDEN uint32_t shl__name_hash(const char *s);
 extern const char *const shl__presets[];
 extern const int shl__npresets;
 
