@@ -1,0 +1,10 @@
+# demo.mk - `make demo`: a fleet of curl workers under the preload shim,
+# against the mock API, with the stats tool's live view (see demo/README.md).
+# It installs what is missing (scripts/deps.sh build test) and builds the
+# library, the shim, the mock and, when they exist, the tools first.
+
+DEMO_TOOLS = $(if $(wildcard tools/*.mk),$(BUILD)/shmlimit-ctl $(BUILD)/shmlimit-stat)
+
+demo: $(BUILD)/.deps-test
+	@$(MAKE) --no-print-directory $(LIB_A) $(PRELOAD_SO) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(DEMO_TOOLS)
+	demo/run.sh $(BUILD)

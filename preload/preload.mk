@@ -1,0 +1,39 @@
+# preload.mk - libshmlimit-preload.so, the LD_PRELOAD shim for libcurl
+# programs, and its tests (see preload/README.md).
+#
+# The shim contains libshmlimit statically (hidden: --exclude-libs and the
+# version script) and reaches libcurl only through dlsym(RTLD_NEXT), so it
+# does not link libcurl; liburcu and cJSON are shared-library dependencies.
+
+PRELOAD_SRC := $(wildcard preload/*.c)
+PRELOAD_OBJ := $(patsubst preload/%.c,$(BUILD)/preload/%.o,$(PRELOAD_SRC))
+PRELOAD_SO := $(BUILD)/libshmlimit-preload.so
+PRELOAD_WORKER := $(BUILD)/shmlimit-preload-worker
+PRELOAD_SEG := $(BUILD)/shmlimit-preload-seg
+CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+
+ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG)
+CHECKS += check-preload
+
+$(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -c $< -o $@
+
+$(PRELOAD_SO): $(PRELOAD_OBJ) $(LIB_A) preload/preload.map
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) -Wl,--version-script=preload/preload.map \
+	  -Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-z,nodelete \
+	  $(ALL_LDFLAGS) $(LIB_A) $(DEP_LIBS) -ldl -lpthread
+
+# The multi-threaded libcurl worker used by the tests and usable on its own.
+$(PRELOAD_WORKER): preload/tests/worker.c | $(BUILD)/.deps-build
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(CURL_LIBS) -lpthread
+
+.PHONY: check-preload
+check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test
+	timeout 120 preload/tests/run.sh $(BUILD)
+
+# A segment helper for the tests (create / stats / rm), library only.
+$(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)

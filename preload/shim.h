@@ -1,0 +1,87 @@
+/*
+ * shim.h - declarations shared by the files of the LD_PRELOAD shim.
+ *
+ * The shim is three modules: hooks.c (the interposed libcurl entry points,
+ * per-handle state, admission and settlement), request.c (what a request
+ * body will cost) and response.c (what the server said it used).  Nothing
+ * here is exported from libshmlimit-preload.so: the build hides every symbol
+ * but the hooks (preload/preload.map).
+ */
+#ifndef SHM_PRELOAD_SHIM_H
+#define SHM_PRELOAD_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmlimit.h"
+
+/* What kind of Messages API request a URL path names. */
+enum shim_kind {
+	SHIM_KIND_NONE = 0,   /* not governed: passes through */
+	SHIM_KIND_MESSAGES,   /* POST /v1/messages */
+	SHIM_KIND_COUNT,      /* POST /v1/messages/count_tokens */
+	SHIM_KIND_BATCH       /* POST /v1/messages/batches */
+};
+
+/* A request body, as far as admission needs it. */
+struct shim_req {
+	char model[SHL_PATTERN_MAX + 1];
+	int stream;
+	shl_cost cost; /* input estimate, cache-write candidates, max_tokens, batch */
+};
+
+/*
+ * Parse a request body of `kind` (JSON, not necessarily NUL-terminated).
+ * Returns 0 and fills `out`; -EINVAL when the body is not JSON or lacks a
+ * model (or, for a batch, has no request with one).  The estimate is
+ * documented in preload/README.md ("What a request is charged").
+ */
+int shim_req_parse(const char *body, size_t len, enum shim_kind kind,
+		   struct shim_req *out);
+
+/* Characters (UTF-8 code points) of a string; the unit of the estimate. */
+uint64_t shim_chars(const char *s);
+
+/* Response state, fed by the header and write callbacks. */
+struct shim_resp {
+	long status;             /* last HTTP status line seen, 0 before */
+	int sse;                 /* content-type: text/event-stream */
+	int64_t retry_after_ms;  /* -1 when absent */
+	int64_t remaining[SHL_NBUCKETS]; /* anthropic-ratelimit-*-remaining, -1 absent */
+	uint64_t body_bytes;     /* body bytes delivered to the application */
+
+	/* JSON body (kept up to SHIM_BODY_MAX) or the SSE line being assembled */
+	char *buf;
+	size_t len, cap;
+	int overflow;            /* body larger than SHIM_BODY_MAX: not parsed */
+	/* SSE: the data of the event being assembled */
+	char *ev;
+	size_t ev_len, ev_cap;
+
+	shl_usage usage;
+	int usage_seen;          /* a usage object was read */
+	int stream_error;        /* an SSE `error` event arrived */
+	int spend_cap;           /* 429 error.details.error_code = enforced_spend_limit_reached */
+	int parse_failed;        /* body was not what a Messages response looks like */
+	int done;                /* shim_resp_finish has run */
+	/* CURLOPT_HEADER: header lines also arrive in the body; skip them */
+	int header_in_body;
+	int hstate;              /* 0 before body, 1 in headers, 2 in body */
+	size_t hline;            /* length of the header line so far */
+};
+
+#define SHIM_BODY_MAX (8u << 20)
+
+void shim_resp_init(struct shim_resp *r);
+void shim_resp_free(struct shim_resp *r);
+/* One header line as libcurl delivers it (status line, header, or blank). */
+void shim_resp_header(struct shim_resp *r, const char *line, size_t len);
+/* A chunk of body bytes, exactly as the application accepted them. */
+void shim_resp_body(struct shim_resp *r, const char *p, size_t len);
+/* End of the transfer: parse a JSON body. */
+void shim_resp_finish(struct shim_resp *r);
+/* Read a usage object into `u` (fields present overwrite, absent keep). */
+struct cJSON;
+void shim_usage_from_json(const struct cJSON *usage, shl_usage *u);
+
+#endif

@@ -1,0 +1,261 @@
+#!/bin/bash
+# run.sh - tests of libshmlimit-preload.so with the real curl CLI and a small
+# multi-threaded libcurl worker, against shmlimit-mock on 127.0.0.1.
+#
+# Usage: preload/tests/run.sh [BUILD_DIR]
+#
+# Every mock server is started here with --port 0, bounded by --max-seconds
+# and --max-requests, and stopped here (trap on exit); every segment has the
+# pid in its name and is removed on exit.  No test sleeps to pass: the only
+# waits are for a port file to appear, bounded.
+# shellcheck disable=SC2016,SC2154
+set -u
+
+B=${1:-build}
+SO=$B/libshmlimit-preload.so
+SEGTOOL=$B/shmlimit-preload-seg
+WORKER=$B/shmlimit-preload-worker
+MOCK=$B/shmlimit-mock
+HERE=$(cd "$(dirname "$0")" && pwd)
+CFG=$HERE/fleet.json
+T=$(mktemp -d "${TMPDIR:-/tmp}/shl-preload-test.XXXXXX") || exit 1
+PIDS="" SEGS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	for p in $PIDS; do wait "$p" 2>/dev/null; done
+	for s in $SEGS; do "$SEGTOOL" rm "$s" 2>/dev/null; done
+	[ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+unset SHMLIMIT_SEGMENT SHMLIMIT_HOSTS SHMLIMIT_WAIT_MS
+
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   - $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
+check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+eq() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
+ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got '$1'" >&2; return 1; }; }
+le() { [ "$1" -le "$2" ] || { echo "       expected <= $2, got '$1'" >&2; return 1; }; }
+has() { grep -q -- "$1" "$2" || { echo "       '$1' not in $2: $(head -c 300 "$2")" >&2; return 1; }; }
+lines() { wc -l < "$1" | tr -d ' '; }
+
+# start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
+start_mock() {
+	local name=$1; shift
+	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 100 --max-requests 2000 "$@" \
+		2>"$T/$name.err" &
+	local pid=$! i=0
+	PIDS="$PIDS $pid"
+	while [ ! -s "$T/$name.port" ] && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
+		sleep 0.05; i=$((i + 1))
+	done
+	[ -s "$T/$name.port" ] || { echo "FATAL: mock $name did not start: $(cat "$T/$name.err")"; exit 1; }
+	eval "${name}_pid=$pid; ${name}_port=$(cat "$T/$name.port")"
+	eval "${name}_url=http://127.0.0.1:\$${name}_port"
+}
+# new_seg NAME [CONFIG]: a fresh segment; its name in $NAME.
+nseg=0
+new_seg() {
+	nseg=$((nseg + 1))
+	local s="shl-preload-test-$$-$nseg"
+	"$SEGTOOL" create "$s" "${2:-$CFG}" || { echo "FATAL: cannot create segment"; exit 1; }
+	SEGS="$SEGS $s"
+	eval "$1=$s"
+}
+seg() { "$SEGTOOL" stats "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
+# mock_num URL KEY: a number from /mock/stats (first occurrence of "KEY":N).
+mock_num() {
+	curl -s "$1/mock/stats" | grep -o "\"$2\":[0-9]*" | head -n 1 | cut -d: -f2
+}
+# shim SEG PORT CMD...: run CMD under the shim, governing 127.0.0.1:PORT.
+shim() {
+	local s=$1 p=$2; shift 2
+	SHMLIMIT_SEGMENT=$s SHMLIMIT_HOSTS=127.0.0.1:$p LD_PRELOAD=$SO "$@"
+}
+body() { # body MODEL MAX_TOKENS STREAM TEXT
+	printf '{"model":"%s","max_tokens":%s,"stream":%s,"messages":[{"role":"user","content":"%s"}]}' \
+		"$1" "$2" "$3" "$4"
+}
+
+echo "# exports"
+nm -D --defined-only "$SO" | awk '{print $3}' | sort > "$T/exports"
+printf '%s\n' curl_easy_cleanup curl_easy_duphandle curl_easy_perform curl_easy_reset \
+	curl_easy_setopt curl_multi_add_handle curl_multi_info_read curl_multi_remove_handle > "$T/want"
+check "the shim exports exactly its eight hooks" cmp -s "$T/exports" "$T/want"
+
+start_mock m --config "$CFG"
+new_seg S1
+
+echo "# curl CLI: JSON and SSE, byte-identical, counters match the server"
+J=$(body claude-sonnet-4-5 200 false "Hello, how are you today? A plain JSON request.")
+E=$(body claude-sonnet-4-5 200 true "Hello again; this time as a stream of events, please.")
+C='{"model":"claude-sonnet-4-5","max_tokens":300,"system":[{"type":"text","text":"You are a careful assistant with a long system prompt to cache.","cache_control":{"type":"ephemeral","ttl":"1h"}}],"messages":[{"role":"user","content":[{"type":"text","text":"cached question","cache_control":{"type":"ephemeral"}},{"type":"text","text":"and a fresh one"}]}]}'
+curl -s "$m_url/v1/messages" -d "$J" > "$T/j.plain"
+shim "$S1" "$m_port" curl -s "$m_url/v1/messages" -d "$J" > "$T/j.shim" 2>"$T/j.err"
+check "JSON response byte-identical with and without the shim" cmp -s "$T/j.plain" "$T/j.shim"
+check "JSON: nothing on stderr" eq "$(lines "$T/j.err")" 0
+curl -s "$m_url/v1/messages" -d "$E" > "$T/e.plain"
+shim "$S1" "$m_port" curl -s "$m_url/v1/messages" -d "$E" > "$T/e.shim"
+check "SSE response byte-identical with and without the shim" cmp -s "$T/e.plain" "$T/e.shim"
+check "SSE response is a stream" has "message_stop" "$T/e.shim"
+# --data-binary @file, a 1 h + 5 min cache write, a forced usage, and an SSE
+# stream sent in many small chunks (mock --stream-chunk-delay-ms below).
+printf '%s' "$C" > "$T/c.json"
+shim "$S1" "$m_port" curl -s -o "$T/c.out" "$m_url/v1/messages" --data-binary @"$T/c.json"
+shim "$S1" "$m_port" curl -s -o "$T/f.out" "$m_url/v1/messages" -H 'x-mock-usage: 120,33,40,50,60' -d "$E"
+check "counters: 4 admitted, 4 settled" eq "$(seg "$S1" sonnet.admitted)/$(seg "$S1" sonnet.settled)" "4/4"
+# The server counted 6 requests (2 without the shim); subtract those two.
+curl -s "$m_url/mock/stats" > "$T/stats1"
+srv_in=$(mock_num "$m_url" input_tokens) srv_out=$(mock_num "$m_url" output_tokens)
+srv_cw=$(mock_num "$m_url" cache_creation_input_tokens) srv_cr=$(mock_num "$m_url" cache_read_input_tokens)
+pj_in=$(grep -o '"input_tokens":[0-9]*' "$T/j.plain" | head -n1 | cut -d: -f2)
+pj_out=$(grep -o '"output_tokens":[0-9]*' "$T/j.plain" | tail -n1 | cut -d: -f2)
+pe_in=$(grep -o '"input_tokens":[0-9]*' "$T/e.plain" | tail -n1 | cut -d: -f2)
+pe_out=$(grep -o '"output_tokens":[0-9]*' "$T/e.plain" | tail -n1 | cut -d: -f2)
+check "segment input tokens = server's" eq "$(seg "$S1" sonnet.tokens_in)" $((srv_in - pj_in - pe_in))
+check "segment output tokens = server's" eq "$(seg "$S1" sonnet.tokens_out)" $((srv_out - pj_out - pe_out))
+check "segment cache writes = server's" eq "$(seg "$S1" sonnet.cache_write)" "$srv_cw"
+check "segment cache reads = server's" eq "$(seg "$S1" sonnet.cache_read)" "$srv_cr"
+check "cache writes were seen at all" ge "$srv_cw" 50
+
+echo "# curl --parallel (multi interface) is governed"
+new_seg S2
+args=()
+for i in 1 2 3 4 5 6; do
+	args+=(-o "$T/par$i.out" --url "$m_url/v1/messages" -d "$(body claude-haiku-4-5 50 $([ $((i % 2)) = 0 ] && echo true || echo false) "parallel $i")")
+done
+r0=$(mock_num "$m_url" rate_limited)
+shim "$S2" "$m_port" curl -s --no-progress-meter --parallel --parallel-max 6 "${args[@]}"
+check "--parallel: curl exit 0" eq $? 0
+check "--parallel: 6 admitted and settled" eq "$(seg "$S2" haiku.admitted)/$(seg "$S2" haiku.settled)" "6/6"
+check "--parallel: admissions waited for the RPM bucket (burst 2)" ge "$(seg "$S2" haiku.waited)" 3
+check "--parallel: the server refused none" eq "$(mock_num "$m_url" rate_limited)" "$r0"
+check "--parallel: every output is a message" eq "$(grep -l msg_mock "$T"/par*.out | wc -l | tr -d ' ')" 6
+
+echo "# multi-threaded libcurl worker (POSTFIELDS, COPYPOSTFIELDS, read callback, dup, reset)"
+new_seg S3
+start_mock w --config "$CFG"
+shim "$S3" "$w_port" "$WORKER" --url "$w_url/v1/messages" --threads 6 --requests 5 --model claude-sonnet-4-5 > "$T/w.out" 2>"$T/w.err"
+check "worker: all 30 requests succeeded" has "30 ok, 0 failed" "$T/w.out"
+check "worker: 30 admitted and settled" eq "$(seg "$S3" sonnet.admitted)/$(seg "$S3" sonnet.settled)" "30/30"
+check "worker: the server refused none" eq "$(mock_num "$w_url" rate_limited)" 0
+check "worker: segment input tokens = server's" eq "$(seg "$S3" sonnet.tokens_in)" "$(mock_num "$w_url" input_tokens)"
+check "worker: segment output tokens = server's" eq "$(seg "$S3" sonnet.tokens_out)" "$(mock_num "$w_url" output_tokens)"
+check "worker: no stderr from the shim" eq "$(grep -c shmlimit "$T/w.err")" 0
+new_seg S3b
+start_mock wf --config "$CFG" # fresh server buckets for a fresh segment
+shim "$S3b" "$wf_port" "$WORKER" --url "$wf_url/v1/messages" --threads 4 --requests 4 --fork 3 --model claude-sonnet-4-5 > "$T/wf.out" 2>"$T/wf.err"
+check "fork: children forked while threads run all succeed" has "16 ok, 0 failed$" "$T/wf.out"
+check "fork: 28 admitted and settled in all" eq "$(seg "$S3b" sonnet.admitted)/$(seg "$S3b" sonnet.settled)" "28/28"
+check "fork: the server refused none" eq "$(mock_num "$wf_url" rate_limited)" 0
+
+echo "# a fleet of processes: zero 429s, admitted rate at the limit"
+new_seg S4
+start_mock f --config "$CFG"
+NW=6 PER=5
+start=$(date +%s%N)
+fleet=""
+for w in $(seq 1 $NW); do
+	( for i in $(seq 1 $PER); do
+		shim "$S4" "$f_port" curl -s -o /dev/null \
+			-w '%{http_code} %header{anthropic-ratelimit-requests-remaining}\n' "$f_url/v1/messages" \
+			-d "$(body claude-haiku-4-5 40 $([ $((i % 2)) = 0 ] && echo true || echo false) "worker $w request $i")"
+	  done ) > "$T/fleet.$w" &
+	fleet="$fleet $!"
+done
+# shellcheck disable=SC2086
+wait $fleet
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+total=$((NW * PER))
+check "fleet: every request got a 200" eq "$(cat "$T"/fleet.* | grep -c '^200 ')" "$total"
+check "fleet: the server refused none (zero 429s)" eq "$(mock_num "$f_url" rate_limited)" 0
+check "fleet: admitted = sent" eq "$(seg "$S4" haiku.admitted)" "$total"
+# 240 RPM = 4/s, burst 2: 30 requests cannot take less than (30-2)/4 = 7 s
+# if the limit held (a bound only a broken limiter can fail).
+check "fleet: never faster than the limit ($elapsed_ms ms >= 7000)" ge "$elapsed_ms" 6990
+# "Close to the limit", without timing: the server's own RPM bucket was kept
+# empty, i.e. requests were admitted as fast as it refills.  Every response
+# after the burst must show 0 or 1 requests remaining (1: the mock's
+# tolerance of one request).
+check "fleet: admitted at the limit (server bucket kept empty)" eq \
+	"$(cat "$T"/fleet.* | awk '$2 > 1' | wc -l | tr -d ' ')" 0
+
+echo "# a 429 with retry-after holds every process back"
+new_seg S5
+H=$(body claude-haiku-4-5 40 false "hold me")
+shim "$S5" "$m_port" curl -s -o "$T/h429.out" -H 'x-mock-fail: 429' -H 'x-mock-retry-after: 30' "$m_url/v1/messages" -d "$H"
+check "429 reached the application unchanged" has "rate_limit_error" "$T/h429.out"
+check "429 counted" eq "$(seg "$S5" haiku.server_429)" 1
+n0=$(mock_num "$m_url" requests)
+SHMLIMIT_WAIT_MS=200 shim "$S5" "$m_port" curl -s -o /dev/null "$m_url/v1/messages" -d "$H" 2>"$T/h2.err"
+check "another process is refused while held (curl exit 42)" eq $? 42
+check "the refusal names the pool and the hold" has "pool haiku: hold limit" "$T/h2.err"
+check "the refusal is one line" eq "$(grep -c shmlimit "$T/h2.err")" 1
+check "the held request was never sent" eq "$(mock_num "$m_url" requests)" "$n0"
+SHMLIMIT_WAIT_MS=200 shim "$S5" "$m_port" curl -s -o /dev/null "$m_url/v1/messages" -d "$(body claude-sonnet-4-5 40 false other-pool)"
+check "other pools are not held" eq $? 0
+
+echo "# the spend-cap 429"
+new_seg S6
+shim "$S6" "$m_port" curl -s -o /dev/null -H 'x-mock-fail: spend-cap' "$m_url/v1/messages" -d "$H"
+check "spend marked exhausted" eq "$(seg "$S6" spend_exhausted)" 1
+n0=$(mock_num "$m_url" requests)
+shim "$S6" "$m_port" curl -s -o /dev/null "$m_url/v1/messages" -d "$(body claude-sonnet-4-5 40 false x)" 2>"$T/sc.err"
+check "next request fails at once (curl exit 42)" eq $? 42
+check "the refusal names the spend cap" has "spend limit" "$T/sc.err"
+check "and was never sent" eq "$(mock_num "$m_url" requests)" "$n0"
+
+echo "# never admissible: larger than a bucket"
+new_seg S7
+BIG=$(head -c 12000 /dev/zero | tr '\0' 'a')
+shim "$S7" "$m_port" curl -s -o /dev/null "$m_url/v1/messages" -d "$(body claude-sonnet-4-5 40 false "$BIG")" 2>"$T/big.err"
+check "E2BIG: curl exit 42" eq $? 42
+check "E2BIG: the line names pool and limit" has "pool sonnet: itpm limit" "$T/big.err"
+
+echo "# faults: 529 mid-stream and a truncated reply settle what was seen"
+new_seg S8
+shim "$S8" "$m_port" curl -s -o /dev/null -H 'x-mock-fail: 529-midstream' "$m_url/v1/messages" -d "$(body claude-haiku-4-5 40 true mid)"
+shim "$S8" "$m_port" curl -s -o /dev/null -H 'x-mock-fail: truncate' "$m_url/v1/messages" -d "$(body claude-haiku-4-5 40 false trunc)"
+check "faults: both settled, none cancelled" eq "$(seg "$S8" haiku.settled)/$(seg "$S8" haiku.cancelled)" "2/0"
+check "faults: input of both charged" ge "$(seg "$S8" haiku.tokens_in)" 2
+
+echo "# other hosts and paths pass through untouched"
+new_seg S9
+SHMLIMIT_SEGMENT=$S9 LD_PRELOAD=$SO curl -s "$m_url/v1/messages" -d "$J" > "$T/o1"
+check "a host not in the list: identical output" cmp -s "$T/o1" "$T/j.plain"
+shim "$S9" "$m_port" curl -s "$m_url/v1/complete" -d "$J" > "$T/o2"
+curl -s "$m_url/v1/complete" -d "$J" > "$T/o2.plain"
+# (error bodies carry a fresh request id: compare without it)
+noid() { sed 's/"request_id":"[^"]*"//' "$1"; }
+check "another path: identical output" eq "$(noid "$T/o2")" "$(noid "$T/o2.plain")"
+shim "$S9" "$m_port" curl -s "$m_url/mock/health" > "$T/o3"
+check "a GET: answered" has '"ok":true' "$T/o3"
+shim "$S9" "$m_port" curl -s -o /dev/null "$m_url/v1/messages/count_tokens" -d "$J"
+check "none of them admitted" eq "$(seg "$S9" all.admitted)" 0
+
+echo "# count_tokens and batches, when the configuration names them"
+new_seg S10 "$HERE/counting.json"
+shim "$S10" "$m_port" curl -s -o "$T/ct.out" "$m_url/v1/messages/count_tokens" -d "$J"
+check "count_tokens: answered" has "input_tokens" "$T/ct.out"
+check "count_tokens: admitted on its own pool, settled, no tokens" eq \
+	"$(seg "$S10" counting.admitted)/$(seg "$S10" counting.settled)/$(seg "$S10" counting.tokens_in)/$(seg "$S10" sonnet.admitted)" "1/1/0/0"
+BATCH='{"requests":[{"custom_id":"a","params":'"$J"'},{"custom_id":"b","params":'"$J"'}]}'
+shim "$S10" "$m_port" curl -s -o /dev/null "$m_url/v1/messages/batches" -d "$BATCH"
+check "batch: admitted on the batch pool (the mock answers 404: settled, nothing billed)" eq \
+	"$(seg "$S10" batch.admitted)/$(seg "$S10" batch.settled)/$(seg "$S10" batch.spend)" "1/1/0"
+
+echo "# no segment: passthrough, one stderr line"
+SHMLIMIT_SEGMENT=shl-preload-test-$$-none SHMLIMIT_HOSTS=127.0.0.1:$m_port LD_PRELOAD=$SO \
+	curl -s "$m_url/v1/messages" -d "$J" > "$T/n1" 2>"$T/n1.err"
+check "no segment: identical output" cmp -s "$T/n1" "$T/j.plain"
+check "no segment: one stderr line" eq "$(grep -c 'pass through' "$T/n1.err")" 1
+SHMLIMIT_HOSTS=127.0.0.1:$m_port LD_PRELOAD=$SO curl -s "$m_url/v1/messages" -d "$J" > "$T/n2" 2>/dev/null
+check "SHMLIMIT_SEGMENT unset: identical output" cmp -s "$T/n2" "$T/j.plain"
+shim "$S9" "$m_port" curl -s "$m_url/v1/messages" -d 'not json' > "$T/n3" 2>"$T/n3.err"
+curl -s "$m_url/v1/messages" -d 'not json' > "$T/n3.plain"
+check "unparseable body: identical output" eq "$(noid "$T/n3")" "$(noid "$T/n3.plain")"
+check "unparseable body: one stderr line" eq "$(grep -c 'pass through' "$T/n3.err")" 1
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,510 @@
+/*
+ * stat.c - shmlimit-stat: show a live segment's pools, spend and counters.
+ *
+ * In the spirit of varnishstat: it reads counters straight from shared
+ * memory, attaches read-only (a user with only read permission can run it)
+ * and never changes the segment.  Every number comes from one
+ * shl_stats_get() snapshot, which the library guarantees is not torn
+ * between two updates; each output mode (table, JSON, Prometheus) renders
+ * that same snapshot.  The live view (-w) redraws in place on a terminal
+ * and prints plain repeated snapshots otherwise.
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "shmlimit.h"
+
+#define PROG "shmlimit-stat"
+/* Every short option; tools/check-flag-docs.sh reads this line. */
+#define STAT_SHORTOPTS "w:n:jphV"
+
+static const struct option stat_opts[] = {
+	{"watch", required_argument, NULL, 'w'},
+	{"count", required_argument, NULL, 'n'},
+	{"json", no_argument, NULL, 'j'},
+	{"prometheus", no_argument, NULL, 'p'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+enum mode { MODE_TABLE, MODE_JSON, MODE_PROM };
+
+static const char *const dim_label[SHL_NBUCKETS] = {"requests", "input", "output"};
+static const char *const price_key[5] = {"input", "output", "cache_write_5m", "cache_write_1h",
+					 "cache_read"};
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: " PROG " [OPTIONS] [NAME]\n"
+		"Show a libshmlimit segment's pools, spend and counters (read-only).\n"
+		"NAME defaults to $SHMLIMIT_SEGMENT.\n"
+		"\n"
+		"  -w, --watch SECONDS  redraw every SECONDS until interrupted (live view)\n"
+		"  -n, --count N        with --watch: stop after N snapshots\n"
+		"  -j, --json           one JSON document\n"
+		"  -p, --prometheus     Prometheus text exposition format\n"
+		"  -h, --help           this help\n"
+		"  -V, --version        print the version\n"
+		"\n"
+		"Exit status: 0 ok, 2 usage, 3 no such segment, 4 permission denied,\n"
+		"5 incompatible segment, 6 corrupt segment, 1 other errors.\n");
+}
+
+static double pct(uint64_t used, uint64_t limit)
+{
+	return limit ? 100.0 * (double)used / (double)limit : 0.0;
+}
+
+/* UTC time as "2026-12-01 00:00:00 UTC", or RFC 3339 with iso. */
+static void fmt_utc(char *buf, size_t len, int64_t unix_s, int iso)
+{
+	time_t t = (time_t)unix_s;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) == NULL ||
+	    (iso ? strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm)
+		 : strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm)) == 0)
+		snprintf(buf, len, "%lld", (long long)unix_s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Table                                                               */
+/* ------------------------------------------------------------------ */
+
+static void render_table(FILE *f, const char *name, const shl_stats *s)
+{
+	char created[64], resets[64];
+	fmt_utc(created, sizeof(created), s->created_unix_ns / 1000000000LL, 0);
+	fmt_utc(resets, sizeof(resets), s->month_resets_unix, 0);
+	fprintf(f, "segment %s  generation %llu  created %s  pools %d  models %d\n", name,
+		(unsigned long long)s->generation, created, s->npools, s->nmodels);
+	fprintf(f, "%-12s %-9s %12s %12s %14s %12s %7s\n", "POOL", "DIM", "LIMIT/MIN", "BURST",
+		"AVAILABLE", "USED/1MIN", "USE%");
+	for (int p = 0; p < s->npools; p++) {
+		const shl_pool_stats *ps = &s->pools[p];
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			fprintf(f, "%-12s %-9s %12llu %12llu %14.1f %12llu %6.1f%%\n",
+				d == 0 ? ps->name : "", dim_label[d],
+				(unsigned long long)ps->limit[d], (unsigned long long)ps->burst[d],
+				ps->available[d], (unsigned long long)ps->used_last_minute[d],
+				pct(ps->used_last_minute[d], ps->limit[d]));
+		fprintf(f, "%-12s admitted %llu  refused %llu  waited %llu  settled %llu  "
+			   "cancelled %llu  server-429 %llu\n",
+			"", (unsigned long long)ps->admitted, (unsigned long long)ps->refused,
+			(unsigned long long)ps->waited, (unsigned long long)ps->settled,
+			(unsigned long long)ps->cancelled, (unsigned long long)ps->server_429);
+		fprintf(f, "%-12s tokens in %llu  out %llu  cache read %llu  cache write %llu  "
+			   "spend $%.6f\n",
+			"", (unsigned long long)ps->tokens_in, (unsigned long long)ps->tokens_out,
+			(unsigned long long)ps->cache_read, (unsigned long long)ps->cache_write,
+			tool_usd(ps->spend));
+		if (ps->hold_ns > 0)
+			fprintf(f, "%-12s HELD by a server retry-after for %.1f s more\n", "",
+				(double)ps->hold_ns / 1e9);
+	}
+	fprintf(f, "spend %04d-%02d: $%.6f", s->month_year, s->month, tool_usd(s->spend_month));
+	if (s->spend_cap >= 0)
+		fprintf(f, " of $%.2f cap (%.1f%%)", tool_usd(s->spend_cap),
+			s->spend_cap ? 100.0 * (double)s->spend_month / (double)s->spend_cap : 100.0);
+	else
+		fprintf(f, " (no cap)");
+	fprintf(f, ", resets %s%s\n", resets,
+		s->spend_exhausted ? "  EXHAUSTED (server reported the cap reached)" : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON                                                                */
+/* ------------------------------------------------------------------ */
+
+static cJSON *dims_obj(const uint64_t v[SHL_NBUCKETS])
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "rpm", (double)v[0]);
+	cJSON_AddNumberToObject(o, "itpm", (double)v[1]);
+	cJSON_AddNumberToObject(o, "otpm", (double)v[2]);
+	return o;
+}
+
+static char *render_json(const char *name, const shl_stats *s)
+{
+	char buf[64];
+	cJSON *root = cJSON_CreateObject();
+	if (root == NULL)
+		return NULL;
+	cJSON_AddStringToObject(root, "segment", name);
+	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
+	cJSON_AddNumberToObject(root, "created_unix", (double)(s->created_unix_ns / 1000000000LL));
+	cJSON_AddNumberToObject(root, "npools", s->npools);
+	cJSON_AddNumberToObject(root, "nmodels", s->nmodels);
+
+	cJSON *sp = cJSON_AddObjectToObject(root, "spend");
+	snprintf(buf, sizeof(buf), "%04d-%02d", s->month_year, s->month);
+	cJSON_AddStringToObject(sp, "month", buf);
+	cJSON_AddNumberToObject(sp, "spent_usd", tool_usd(s->spend_month));
+	if (s->spend_cap >= 0)
+		cJSON_AddNumberToObject(sp, "cap_usd", tool_usd(s->spend_cap));
+	else
+		cJSON_AddNullToObject(sp, "cap_usd");
+	cJSON_AddBoolToObject(sp, "exhausted", s->spend_exhausted != 0);
+	cJSON_AddNumberToObject(sp, "resets_unix", (double)s->month_resets_unix);
+	fmt_utc(buf, sizeof(buf), s->month_resets_unix, 1);
+	cJSON_AddStringToObject(sp, "resets_utc", buf);
+
+	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
+	for (int p = 0; p < s->npools; p++) {
+		const shl_pool_stats *ps = &s->pools[p];
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddItemToArray(pools, o);
+		cJSON_AddStringToObject(o, "name", ps->name);
+		cJSON_AddItemToObject(o, "limit", dims_obj(ps->limit));
+		cJSON_AddItemToObject(o, "burst", dims_obj(ps->burst));
+		cJSON *av = cJSON_AddObjectToObject(o, "available");
+		cJSON *pc = cJSON_CreateObject();
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			const char *k = d == 0 ? "rpm" : d == 1 ? "itpm" : "otpm";
+			cJSON_AddNumberToObject(av, k, ps->available[d]);
+			cJSON_AddNumberToObject(pc, k, pct(ps->used_last_minute[d], ps->limit[d]));
+		}
+		cJSON_AddItemToObject(o, "used_last_minute", dims_obj(ps->used_last_minute));
+		cJSON_AddItemToObject(o, "used_pct", pc);
+		cJSON_AddStringToObject(o, "otpm_mode", ps->otpm_reserve ? "reserve" : "actual");
+		cJSON_AddBoolToObject(o, "cache_reads_count", ps->cache_reads_count != 0);
+		cJSON_AddNumberToObject(o, "hold_seconds",
+					ps->hold_ns > 0 ? (double)ps->hold_ns / 1e9 : 0.0);
+		cJSON *c = cJSON_AddObjectToObject(o, "counters");
+		cJSON_AddNumberToObject(c, "admitted", (double)ps->admitted);
+		cJSON_AddNumberToObject(c, "refused", (double)ps->refused);
+		cJSON_AddNumberToObject(c, "waited", (double)ps->waited);
+		cJSON_AddNumberToObject(c, "settled", (double)ps->settled);
+		cJSON_AddNumberToObject(c, "cancelled", (double)ps->cancelled);
+		cJSON_AddNumberToObject(c, "server_429", (double)ps->server_429);
+		cJSON *t = cJSON_AddObjectToObject(o, "tokens");
+		cJSON_AddNumberToObject(t, "input", (double)ps->tokens_in);
+		cJSON_AddNumberToObject(t, "output", (double)ps->tokens_out);
+		cJSON_AddNumberToObject(t, "cache_read", (double)ps->cache_read);
+		cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write);
+		cJSON_AddNumberToObject(o, "spend_usd", tool_usd(ps->spend));
+		cJSON *pr = cJSON_AddObjectToObject(o, "prices");
+		for (int i = 0; i < 5; i++) /* units/token -> USD per million tokens */
+			cJSON_AddNumberToObject(pr, price_key[i],
+						(double)ps->prices[i] /
+							(double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
+	}
+	char *out = cJSON_Print(root);
+	cJSON_Delete(root);
+	return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* Prometheus                                                          */
+/* ------------------------------------------------------------------ */
+
+/* Label values: escape backslash, double quote and newline. */
+static void prom_escape(char *dst, size_t len, const char *src)
+{
+	size_t j = 0;
+	for (; *src && j + 3 < len; src++) {
+		if (*src == '\\' || *src == '"') {
+			dst[j++] = '\\';
+			dst[j++] = *src;
+		} else if (*src == '\n') {
+			dst[j++] = '\\';
+			dst[j++] = 'n';
+		} else {
+			dst[j++] = *src;
+		}
+	}
+	dst[j] = '\0';
+}
+
+static void prom_head(FILE *f, const char *metric, const char *type, const char *help)
+{
+	fprintf(f, "# HELP shmlimit_%s %s\n# TYPE shmlimit_%s %s\n", metric, help, metric, type);
+}
+
+/* One pool metric across all pools: `get` returns the value of pool p. */
+typedef double (*pool_get)(const shl_pool_stats *ps, int i);
+
+static void prom_pool(FILE *f, const char *seg, const shl_stats *s, const char *metric,
+		      const char *type, const char *help, const char *label,
+		      const char *const *label_vals, int nvals, pool_get get)
+{
+	char pool[2 * SHL_NAME_MAX + 4];
+	prom_head(f, metric, type, help);
+	for (int p = 0; p < s->npools; p++) {
+		prom_escape(pool, sizeof(pool), s->pools[p].name);
+		for (int i = 0; i < nvals; i++) {
+			fprintf(f, "shmlimit_%s{segment=\"%s\",pool=\"%s\"", metric, seg, pool);
+			if (label)
+				fprintf(f, ",%s=\"%s\"", label, label_vals[i]);
+			fprintf(f, "} %.17g\n", get(&s->pools[p], i));
+		}
+	}
+}
+
+static const char *const prom_dims[SHL_NBUCKETS] = {"requests", "input_tokens", "output_tokens"};
+static const char *const prom_tokens[4] = {"input", "output", "cache_read", "cache_write"};
+static const char *const prom_results[6] = {"admitted", "refused", "waited",
+					    "settled",  "cancelled", "server_429"};
+
+static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
+static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
+static double g_avail(const shl_pool_stats *ps, int i) { return ps->available[i]; }
+static double g_used(const shl_pool_stats *ps, int i) { return (double)ps->used_last_minute[i]; }
+static double g_hold(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return ps->hold_ns > 0 ? (double)ps->hold_ns / 1e9 : 0.0;
+}
+static double g_spend(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return tool_usd(ps->spend);
+}
+static double g_tokens(const shl_pool_stats *ps, int i)
+{
+	const uint64_t v[4] = {ps->tokens_in, ps->tokens_out, ps->cache_read, ps->cache_write};
+	return (double)v[i];
+}
+static double g_requests(const shl_pool_stats *ps, int i)
+{
+	const uint64_t v[6] = {ps->admitted, ps->refused, ps->waited,
+			       ps->settled,  ps->cancelled, ps->server_429};
+	return (double)v[i];
+}
+
+static void render_prom(FILE *f, const char *name, const shl_stats *s)
+{
+	char seg[512];
+	prom_escape(seg, sizeof(seg), name);
+	prom_head(f, "config_generation", "gauge",
+		  "Configuration generation of the segment (changes on every apply).");
+	fprintf(f, "shmlimit_config_generation{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->generation);
+	prom_head(f, "created_timestamp_seconds", "gauge", "When the segment was created.");
+	fprintf(f, "shmlimit_created_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
+		(long long)(s->created_unix_ns / 1000000000LL));
+	prom_pool(f, seg, s, "pool_limit_per_second", "gauge",
+		  "Configured refill rate of the bucket (the per-minute limit / 60).", "dimension",
+		  prom_dims, SHL_NBUCKETS, g_limit);
+	prom_pool(f, seg, s, "pool_burst", "gauge", "Bucket capacity in units.", "dimension",
+		  prom_dims, SHL_NBUCKETS, g_burst);
+	prom_pool(f, seg, s, "pool_available", "gauge",
+		  "Units available in the bucket now (negative: in debt).", "dimension", prom_dims,
+		  SHL_NBUCKETS, g_avail);
+	prom_pool(f, seg, s, "pool_used_last_minute", "gauge",
+		  "Units settled in the last 60 seconds.", "dimension", prom_dims, SHL_NBUCKETS,
+		  g_used);
+	prom_pool(f, seg, s, "pool_hold_seconds", "gauge",
+		  "Seconds the pool stays held back by a server retry-after (0: none).", NULL, NULL,
+		  1, g_hold);
+	prom_pool(f, seg, s, "pool_requests_total", "counter",
+		  "Admission events by result since creation or the last counter reset.", "result",
+		  prom_results, 6, g_requests);
+	prom_pool(f, seg, s, "pool_tokens_total", "counter",
+		  "Tokens settled by kind since creation or the last counter reset.", "kind",
+		  prom_tokens, 4, g_tokens);
+	prom_pool(f, seg, s, "pool_spend_dollars_total", "counter",
+		  "USD settled on the pool since creation.", NULL, NULL, 1, g_spend);
+	prom_head(f, "spend_month_dollars", "gauge", "USD spent this calendar month (UTC).");
+	fprintf(f, "shmlimit_spend_month_dollars{segment=\"%s\"} %.17g\n", seg,
+		tool_usd(s->spend_month));
+	if (s->spend_cap >= 0) {
+		prom_head(f, "spend_cap_dollars", "gauge", "Monthly spend cap in USD.");
+		fprintf(f, "shmlimit_spend_cap_dollars{segment=\"%s\"} %.17g\n", seg,
+			tool_usd(s->spend_cap));
+	}
+	prom_head(f, "spend_exhausted", "gauge",
+		  "1 when the server reported the monthly spend cap reached.");
+	fprintf(f, "shmlimit_spend_exhausted{segment=\"%s\"} %d\n", seg, s->spend_exhausted ? 1 : 0);
+	prom_head(f, "spend_reset_timestamp_seconds", "gauge",
+		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
+	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
+		(long long)s->month_resets_unix);
+}
+
+/* ------------------------------------------------------------------ */
+/* Main                                                                */
+/* ------------------------------------------------------------------ */
+
+/* Render one snapshot in `mode` into a malloc'd string. */
+static char *render(enum mode mode, const char *name, const shl_stats *s)
+{
+	if (mode == MODE_JSON) {
+		char *j = render_json(name, s);
+		if (j == NULL)
+			return NULL;
+		size_t n = strlen(j);
+		char *out = malloc(n + 2);
+		if (out) {
+			memcpy(out, j, n);
+			out[n] = '\n';
+			out[n + 1] = '\0';
+		}
+		free(j);
+		return out;
+	}
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	if (m == NULL)
+		return NULL;
+	if (mode == MODE_PROM)
+		render_prom(m, name, s);
+	else
+		render_table(m, name, s);
+	if (fclose(m) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* Write a snapshot to a terminal, replacing the previous one in place. */
+static void draw_tty(const char *text, int64_t interval_ns)
+{
+	fputs("\033[H", stdout); /* cursor home */
+	for (const char *p = text; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		fwrite(p, 1, n, stdout);
+		fputs("\033[K\n", stdout); /* clear the rest of the line */
+		p += n + (nl ? 1 : 0);
+	}
+	printf("(every %.1f s; Ctrl-C to quit)\033[K\n\033[J", (double)interval_ns / 1e9);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	enum mode mode = MODE_TABLE;
+	int64_t interval = 0;
+	uint64_t count = 0;
+	int c, watch = 0;
+	while ((c = getopt_long(argc, argv, STAT_SHORTOPTS, stat_opts, NULL)) != -1) {
+		switch (c) {
+		case 'w':
+			if (tool_parse_seconds(optarg, &interval) != 0 || interval < 100000000LL) {
+				fprintf(stderr, PROG ": --watch: '%s' is not a number of seconds >= 0.1\n",
+					optarg);
+				return TX_USAGE;
+			}
+			watch = 1;
+			break;
+		case 'n':
+			if (tool_parse_u64(optarg, UINT32_MAX, &count) != 0 || count == 0) {
+				fprintf(stderr, PROG ": --count: '%s' is not a positive integer\n", optarg);
+				return TX_USAGE;
+			}
+			break;
+		case 'j':
+			mode = MODE_JSON;
+			break;
+		case 'p':
+			mode = MODE_PROM;
+			break;
+		case 'h':
+			usage(stdout);
+			return TX_OK;
+		case 'V':
+			printf(PROG " " SHL_VERSION_STRING "\n");
+			return TX_OK;
+		default:
+			usage(stderr);
+			return TX_USAGE;
+		}
+	}
+	const char *name = NULL;
+	if (optind < argc)
+		name = argv[optind++];
+	else
+		name = getenv("SHMLIMIT_SEGMENT");
+	if (optind < argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+		return TX_USAGE;
+	}
+	if (name == NULL || *name == '\0') {
+		fprintf(stderr, PROG ": no segment named (give NAME or set SHMLIMIT_SEGMENT)\n");
+		return TX_USAGE;
+	}
+	if (count && !watch) {
+		fprintf(stderr, PROG ": --count needs --watch\n");
+		return TX_USAGE;
+	}
+
+	shl_t *h = NULL;
+	shl_err err;
+	memset(&err, 0, sizeof(err));
+	int r = shl_attach(name, SHL_ATTACH_RDONLY | SHL_ATTACH_ANY_OWNER, &h, &err);
+	if (r < 0) {
+		fprintf(stderr, PROG ": %s\n", err.msg[0] ? err.msg : shl_strerror(r));
+		return tool_exit_code(r);
+	}
+
+	int tty = watch && isatty(STDOUT_FILENO);
+	if (watch) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_signal; /* no SA_RESTART: interrupt the sleep */
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		if (tty)
+			fputs("\033[?1049h\033[?25l", stdout); /* alternate screen, hide cursor */
+	}
+	int rc = TX_OK;
+	for (uint64_t n = 0; !stop_flag; n++) {
+		shl_stats s;
+		r = shl_stats_get(h, &s);
+		if (r < 0) {
+			if (tty)
+				fputs("\033[?25h\033[?1049l", stdout);
+			fprintf(stderr, PROG ": %s: %s\n", name, shl_strerror(r));
+			rc = tool_exit_code(r);
+			break;
+		}
+		char *text = render(mode, name, &s);
+		if (text == NULL) {
+			fprintf(stderr, PROG ": out of memory\n");
+			rc = TX_FAIL;
+			break;
+		}
+		if (tty) {
+			draw_tty(text, interval);
+		} else {
+			if (watch && n > 0 && mode == MODE_TABLE)
+				putchar('\n');
+			fputs(text, stdout);
+			fflush(stdout);
+		}
+		free(text);
+		if (ferror(stdout)) {
+			rc = TX_FAIL;
+			break;
+		}
+		if (!watch || (count && n + 1 >= count))
+			break;
+		struct timespec ts = {(time_t)(interval / 1000000000LL),
+				      (long)(interval % 1000000000LL)};
+		nanosleep(&ts, NULL); /* EINTR on a signal ends the loop */
+	}
+	if (tty && rc == TX_OK)
+		fputs("\033[?25h\033[?1049l", stdout);
+	shl_detach(h);
+	return rc;
+}
