@@ -48,6 +48,8 @@ else
 	"$SEGTOOL" create "$SEG" "$CFG" || exit 1
 fi
 
+t_create=$(date +%s%N) # buckets start full: from here on, at most burst + rate x T
+
 # 2. The mock API, enforcing the same limits with its own buckets.
 "$MOCK" --port 0 --port-file "$T/port" --config "$CFG" --max-seconds $((SECS + 60)) \
 	--max-requests 100000 --stream-chunk-delay-ms 20 2>"$T/mock.err" &
@@ -166,6 +168,27 @@ awk -v ms="$win_ms" '
 			  rate(v[p ".tokens_out"] - a[p ".tokens_out"], v[p ".limit_otpm"])
 		}
 	}' "$T/s1" "$T/s2"
+T_ms=$(((w2 - t_create) / 1000000))
+echo "held at the limits: use over the whole run (${T_ms} ms from the segment's creation, buckets full"
+echo "at the start) against the most the limits allow in that time, burst + rate x T (input tokens as"
+echo "settled; output tokens are charged at settle, so in-flight requests can add to them):"
+awk -v ms="$T_ms" '
+	function cell(used, burst, limit,   allow) {
+		allow = burst + limit * ms / 60000.0
+		return sprintf("%7d / %7.0f %4.0f%%", used, allow, allow ? 100 * used / allow : 0)
+	}
+	{ v[$1] = $2 }
+	END {
+		printf "%-7s %-21s  %-21s  %-21s\n", "pool", "requests", "input tokens", "output tokens"
+		split("opus sonnet haiku", P, " ")
+		for (i = 1; i <= 3; i++) {
+			p = P[i]
+			printf "%-7s %s  %s  %s\n", p,
+			  cell(v[p ".admitted"], v[p ".burst_rpm"], v[p ".limit_rpm"]),
+			  cell(v[p ".tokens_in"] + v[p ".cache_write"], v[p ".burst_itpm"], v[p ".limit_itpm"]),
+			  cell(v[p ".tokens_out"], v[p ".burst_otpm"], v[p ".limit_otpm"])
+		}
+	}' "$T/s2"
 "$SEGTOOL" stats "$SEG" | awk '
 	{ v[$1] = $2 }
 	END {

@@ -105,6 +105,8 @@ int main(int argc, char **argv)
 			printf("%s.hold_ns %" PRId64 "\n", p->name, p->hold_ns);
 			printf("%s.limit_rpm %" PRIu64 "\n%s.limit_itpm %" PRIu64 "\n%s.limit_otpm %" PRIu64
 			       "\n", p->name, p->limit[0], p->name, p->limit[1], p->name, p->limit[2]);
+			printf("%s.burst_rpm %" PRIu64 "\n%s.burst_itpm %" PRIu64 "\n%s.burst_otpm %" PRIu64
+			       "\n", p->name, p->burst[0], p->name, p->burst[1], p->name, p->burst[2]);
 			printf("%s.spend %" PRId64 "\n", p->name, p->spend);
 			printf("%s.waited %" PRIu64 "\n", p->name, p->waited);
 		}
