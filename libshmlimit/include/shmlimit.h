@@ -129,6 +129,8 @@ typedef struct shl_config shl_config;
  * Parse a JSON configuration.  On error returns -EINVAL and, with `err`,
  * a message naming the key path, e.g. "pools[2].itpm: expected a positive
  * integer".  The format is documented in README.md ("Configuration").
+ * `len` covers one JSON document: only white space may follow it (or a
+ * NUL, which ends the text).
  */
 SHL_API int shl_config_parse(const char *json, size_t len, shl_config **out,
 			     shl_err *err);
@@ -194,10 +196,23 @@ SHL_API const char *shl_name(const shl_t *h);
 /*
  * Replace the live configuration (a tier upgrade) without stopping anyone.
  * Pools are matched by name: a pool that keeps its name keeps its bucket
- * state (each bucket keeps its time-to-full, so its fill fraction carries
- * over when limits scale) and its counters; a new pool starts full; a
- * removed pool's admissions settle spend only.  Workers see the new limits
- * at their next call.
+ * state (each bucket keeps its deficit in units: a bucket 300 tokens short
+ * stays 300 tokens short under the new limits, and refills at the new rate)
+ * and its counters; a new pool starts full; a removed pool's runtime state
+ * is cleared and its admissions settle spend only.  Tickets admitted before
+ * the apply still settle and cancel, but give nothing back to the buckets
+ * (their "full again" times are on the old scale); charges and spend
+ * refunds apply as usual.  Workers see the new limits at their next call.
+ *
+ * Model entries are matched by `match`: an entry that stays keeps its index,
+ * so an index cached from shl_lookup keeps naming the same model across
+ * applies that reorder, add or change entries.  New entries take the
+ * indices of removed ones first.  Indices are dense, so an apply that
+ * removes more entries than it adds moves the kept entries numbered at or
+ * above the new count down into the gaps (their old index answers -ESRCH);
+ * and a removed entry's index may name a new entry.  A program that caches
+ * indices across such applies looks its ids up again when shl_generation()
+ * changes.
  */
 SHL_API int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err);
 
@@ -207,7 +222,22 @@ SHL_API int shl_config_get(shl_t *h, shl_config **out);
 /* The live configuration generation (changes on every apply). */
 SHL_API uint64_t shl_generation(shl_t *h);
 
-/* What shl_reset does; combine. */
+/*
+ * What shl_reset does; combine.
+ *
+ * Tickets open across a reset must not give back what the reset already
+ * gave: a reset of the buckets or the spend republishes the live
+ * configuration, unchanged, as a new generation (shl_generation() moves on,
+ * like an apply; appliers and resetters serialise on the segment's flock).
+ * A ticket admitted before it then refunds nothing to the buckets when
+ * settled or cancelled (as after an apply), and, after a spend reset, no
+ * spend either: the new generation is recorded as the spend epoch, and a
+ * refund of a ticket older than the epoch is dropped, because the reset
+ * already erased its reservation.  Charges above a ticket's estimate still
+ * count.  A worker racing the reset may lose a refund; it never gains one.
+ * Returns -EUCLEAN (nothing reset) when a bucket or spend reset finds the
+ * live configuration unreadable.
+ */
 #define SHL_RESET_BUCKETS 0x1 /* refill every bucket, clear holds */
 #define SHL_RESET_SPEND 0x2   /* zero this month's spend, clear exhaustion */
 #define SHL_RESET_COUNTERS 0x4 /* zero the stats counters */
@@ -229,6 +259,8 @@ SHL_API int shl_check(shl_t *h, char *report, size_t report_len);
  * exact id if configured, else the longest matching prefix pattern
  * ("claude-sonnet-4-5*").  Returns the entry index (>= 0) or -ESRCH.
  * Uses a process-local lock-free hash table; no scan of shared memory.
+ * The index may be cached: it stays valid across applies while its entry
+ * stays configured (see shl_apply for the one exception).
  */
 SHL_API int shl_lookup(shl_t *h, const char *model_id);
 
@@ -267,12 +299,16 @@ typedef struct shl_ticket {
 	uint64_t itpm;
 	uint64_t otpm;
 	int64_t spend;         /* spend units reserved (worst case) */
-	uint32_t month;        /* month index the spend was reserved in */
-	uint32_t pad;
+	uint32_t month;        /* month index the spend was counted in */
+	uint32_t pad;          /* the pool-name check hash: settle and cancel touch
+				  the pool's buckets only if the pool at t->pool
+				  still has this name (an apply may have removed
+				  or replaced it) */
 	uint64_t generation;   /* configuration generation at admission */
 	int64_t admitted_at;   /* shl_now() at admission */
 	uint64_t full_at[3];   /* each bucket's "full again" time right after the take;
-				  a refund never gives back more than is left of it */
+				  a refund never gives back more than is left of it,
+				  and nothing once the generation has changed */
 } shl_ticket;
 
 /* Why a request was not admitted, and when it could be. */
@@ -296,7 +332,8 @@ SHL_API int shl_try(shl_t *h, int model, const shl_cost *cost, shl_ticket *t,
 
 /*
  * Admit, sleeping (not spinning) until the computed time when refused,
- * for at most `timeout_ns` (0: do not wait; negative: no deadline).
+ * for at most `timeout_ns` (0: do not wait; negative, or too large for the
+ * clock to reach, e.g. INT64_MAX: no deadline).
  * Returns -ETIMEDOUT at once when the computed wait is past the deadline.
  */
 SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
@@ -306,16 +343,20 @@ SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
  * Routing across pools.  `models` is an ordered preference list of model
  * entries (from shl_lookup).  The request is admitted on the first model
  * whose pool can take it now while keeping at least `min_free` (0..1) of
- * each of that pool's buckets free; if none can, the call sleeps until the
- * earliest time one could (up to `timeout_ns`, as in shl_acquire) and tries
- * the list again in order.  Models whose pool the request can never fit
- * (-E2BIG) are skipped.  Each attempt is a full all-or-nothing admission,
- * so routing never over-admits.  Ties go to the earlier preference; there
- * is no fairness between callers beyond shl_acquire's.
+ * each of that pool's buckets free (min_free x burst, rounded up); if none
+ * can, the call sleeps until the earliest time one could (up to
+ * `timeout_ns`, as in shl_acquire) and tries the list again in order.
+ * Models whose pool the request can never fit (-E2BIG) are skipped, and so
+ * are entries that name no model entry (-ESRCH, e.g. a failed shl_lookup
+ * passed through).  Each attempt is a full all-or-nothing admission, so
+ * routing never over-admits.  Ties go to the earlier preference; there is
+ * no fairness between callers beyond shl_acquire's.
  *
  * Returns the index in `models` of the chosen model (>= 0; the ticket names
  * its model and pool), or -EAGAIN / -ETIMEDOUT (with `why` from the
- * preference whose wait was shortest), -E2BIG (fits none), -EDQUOT, ...
+ * preference whose wait was shortest), -E2BIG (the request fits none of the
+ * models named; `why` from one of them), -ESRCH (no entry names a model;
+ * `why` untouched), -EDQUOT, ...
  */
 typedef struct shl_route_policy {
 	double min_free;    /* fraction of each bucket to leave free, 0..1 */

@@ -13,7 +13,11 @@
  *      give back all three.
  *
  * Each bucket, by itself, never admits more than burst + rate x T over any
- * interval T; giving back only ever returns what this caller took.  So the
+ * interval T; giving back only ever returns what is left of this caller's
+ * take.  A rollback follows the same refund rule as a cancel, at a fresh
+ * clock reading: a caller descheduled between its take and the rollback
+ * may find the bucket refilled past its take and taken again by others,
+ * and giving back its whole take then would erase theirs.  So the
  * all-or-nothing rule costs at most a spurious refusal under a race, never
  * an over-admission.  A process killed between steps leaves units taken
  * and not given back: they are consumed (they refill at the bucket's rate),
@@ -24,6 +28,15 @@
  * input + cache-creation tokens (+ cache reads in pools configured so),
  * OTPM counts actual output (or, in "reserve" mode, refunds the unused part
  * of max_tokens), and the spend is corrected to the real price.
+ *
+ * Refunds give back only what is provably still this ticket's:
+ *   - to a bucket, at most what is left of the take (full_at - now), and
+ *     nothing at all for a ticket of an earlier configuration generation:
+ *     an apply rescales the bucket (its full_at is on the old scale) and a
+ *     reset republishes the configuration after refilling every bucket;
+ *   - to the spend, nothing for a ticket admitted before the last spend
+ *     reset (slot.spend_epoch), whose reservation the reset already erased.
+ * Charges (usage above the estimate) always apply.
  */
 #include <errno.h>
 #include <string.h>
@@ -94,6 +107,28 @@ int shl_model_pool(shl_t *h, int model)
 	return (int)l->slot.models[model].pool;
 }
 
+/* start + timeout as a deadline, saturating (negative timeout: none). */
+static inline int64_t deadline_of(int64_t start, int64_t timeout)
+{
+	if (timeout < 0 || start < 0 || timeout > INT64_MAX - start)
+		return INT64_MAX;
+	return start + timeout;
+}
+
+/*
+ * Give back the takes of a failed admission (buckets 0..upto-1), by the
+ * refund rule at a fresh clock reading: what is left of each take, never
+ * more.  Off the hot path: only a lost race or a spend refusal gets here.
+ */
+static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int upto,
+						     const uint64_t cost_ns[SHL_NBUCKETS],
+						     const uint64_t full_at[SHL_NBUCKETS])
+{
+	int64_t now = shl__now();
+	for (int k = 0; k < upto; k++)
+		shl__bucket_refund(&rt->tat[k], now, cost_ns[k], full_at[k]);
+}
+
 static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, int64_t wait,
 		  uint64_t need, uint64_t cap, int ret)
 {
@@ -147,7 +182,13 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	uint64_t tol[SHL_NBUCKETS] = {pl->tol[0], pl->tol[1], pl->tol[2]};
 	if (keep > 0) {
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			uint64_t k = (uint64_t)(keep * (double)pl->burst[d]);
+			/* Units kept free: keep x burst rounded UP (keeping less
+			 * than asked would not be min_free), forgiving the float
+			 * noise of products like 0.7 x 10. */
+			double x = keep * (double)pl->burst[d];
+			uint64_t k = x >= (double)pl->burst[d] ? pl->burst[d] : (uint64_t)x;
+			if ((double)k < x - 1e-9 * x)
+				k++;
 			if (k > pl->burst[d])
 				k = pl->burst[d];
 			tol[d] = (pl->burst[d] - k) * pl->interval[d];
@@ -174,7 +215,9 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 		uint64_t base = tat > n ? tat : n;
 		uint64_t ahead = base - n;
 		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
-		if (ahead > tol[d] && (int64_t)(ahead - tol[d]) > wmax) {
+		/* Unsigned: a bucket 2^63 ns or more in debt (one huge settle
+		 * saturates the word) must refuse, also for a zero cost. */
+		if (ahead > tol[d] && ahead - tol[d] > (uint64_t)wmax) {
 			uint64_t w = ahead - tol[d];
 			wmax = w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
 			wdim = d;
@@ -190,8 +233,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
 		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d], &full_at[d]);
 		if (shl_unlikely(w > 0)) {
-			for (int k = 0; k < d; k++)
-				shl__bucket_give(&rt->tat[k], cost_ns[k]);
+			rollback(rt, d, cost_ns, full_at);
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
 		}
 	}
@@ -199,11 +241,10 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* 3. reserve the worst-case spend against the cap. */
 	int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
 				  c->cache_write_1h, c->cache_read, c->batch); /* checked above */
-	uint32_t month = shl__month(h, now);
-	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap);
+	uint32_t month = shl__month(h, now), charged = month;
+	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap, &charged);
 	if (shl_unlikely(r != 0)) {
-		for (int d = 0; d < SHL_NBUCKETS; d++)
-			shl__bucket_give(&rt->tat[d], cost_ns[d]);
+		rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
 		int64_t cur = shl__spend_read(&h->seg->spendl, month);
 		return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
 			      (uint64_t)l->spend_cap, r);
@@ -219,7 +260,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	t->itpm = need[SHL_DIM_ITPM];
 	t->otpm = need[SHL_DIM_OTPM];
 	t->spend = units;
-	t->month = month;
+	t->month = charged; /* where a refund must go */
 	t->pad = pl->name_hash;
 	t->generation = l->gen;
 	t->admitted_at = now;
@@ -251,11 +292,10 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 	if (!(keep >= 0.0 && keep <= 1.0))
 		return -EINVAL;
 	shl_refusal best, r1;
-	int64_t start = shl__now();
-	int64_t deadline = timeout < 0 ? INT64_MAX : start + timeout;
+	int64_t deadline = deadline_of(shl__now(), timeout);
 	int slept = 0;
 	for (;;) {
-		int fits = 0, err = -E2BIG;
+		int fits = 0, never = 0;
 		best.wait_ns = INT64_MAX;
 		for (int i = 0; i < n; i++) {
 			int r = try_impl(h, models[i], c, t, &r1, keep);
@@ -266,9 +306,10 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 								  memory_order_relaxed);
 				return i;
 			}
-			if (r == -E2BIG || r == -ESRCH) {
-				if (r == -ESRCH)
-					err = r;
+			if (r == -ESRCH)
+				continue; /* names no model entry (r1 was not written) */
+			if (r == -E2BIG) {
+				never = 1;
 				if (!fits && why)
 					*why = r1;
 				continue;
@@ -280,7 +321,7 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 				best = r1;
 		}
 		if (!fits)
-			return err;
+			return never ? -E2BIG : -ESRCH;
 		if (why)
 			*why = best;
 		int64_t now = shl__now();
@@ -300,8 +341,7 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 	shl_refusal local;
 	if (why == NULL)
 		why = &local;
-	int64_t start = shl__now();
-	int64_t deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+	int64_t deadline = deadline_of(shl__now(), timeout_ns);
 	int slept = 0;
 	for (;;) {
 		int r = shl_try(h, model, c, t, why);
@@ -333,6 +373,20 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
 		return NULL;
 	*pl = &l->pools[t->pool];
 	return &h->seg->pools[t->pool];
+}
+
+/* The full_at a refund of this ticket may use: its own, if the ticket is
+ * of the live generation; else 0, which refunds nothing (see the top). */
+static inline uint64_t ticket_full_at(const struct shl_local *l, const shl_ticket *t, int d)
+{
+	return t->generation == l->gen ? t->full_at[d] : 0;
+}
+
+/* The spend correction of a ticket: a refund (delta < 0) only if its
+ * reservation was made after the last spend reset. */
+static inline int64_t spend_delta(const struct shl_local *l, const shl_ticket *t, int64_t delta)
+{
+	return delta < 0 && t->generation < l->slot.spend_epoch ? 0 : delta;
 }
 
 static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv,
@@ -371,9 +425,9 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM],
-		       t->full_at[SHL_DIM_ITPM]);
+		       ticket_full_at(l, t, SHL_DIM_ITPM));
 		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
-		       t->full_at[SHL_DIM_OTPM]);
+		       ticket_full_at(l, t, SHL_DIM_OTPM));
 		/* relaxed: statistics.  Zero adds are skipped: each RMW costs
 		 * a locked instruction on a line every settle writes. */
 		if (in)
@@ -390,7 +444,8 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		shl__window_add(rt, now, add);
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, cost - t->spend);
+	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
+			  spend_delta(l, t, cost - t->spend));
 	if (cost)
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
@@ -416,11 +471,12 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
-					   t->full_at[d]);
+					   ticket_full_at(l, t, d));
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month, -t->spend);
+	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
+			  spend_delta(l, t, -t->spend));
 	t->state = 2;
 	return 0;
 }

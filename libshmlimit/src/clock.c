@@ -11,9 +11,10 @@
  *
  * The spend cap follows the UTC calendar, so months come from the wall clock
  * (CLOCK_REALTIME).  The hot path does not read it: each handle caches the
- * current month and the CLOCK_BOOTTIME instant at which it ends, re-derived
- * at least every 10 s so that a wall-clock step (NTP, an operator) is picked
- * up within 10 s.
+ * current month and the CLOCK_BOOTTIME instant at which it ends, packed in
+ * one 64-bit word (so concurrent refreshes can never leave one's month with
+ * the other's end), re-derived at least every 10 s so that a wall-clock step
+ * (NTP, an operator) is picked up within 10 s.
  *
  * Tests replace both clocks through the two hooks below.
  */
@@ -66,9 +67,14 @@ uint32_t shl__month_slow(struct shl *h, int64_t now)
 	int64_t left = next_s * 1000000000LL - unix_ns;
 	if (left > SHL_MONTH_RECHECK_NS || left < 0)
 		left = SHL_MONTH_RECHECK_NS;
-	atomic_store_explicit(&h->month, m, memory_order_relaxed);
-	/* release: pairs with the acquire load in shl__month(); a reader that
-	 * sees this end also sees the month stored above. */
-	atomic_store_explicit(&h->month_end_boot, now + left, memory_order_release);
+	m &= (uint32_t)SHL_MONTH_MASK; /* what the cache can hold, so both paths agree */
+	/* The end is rounded down (the cache may expire up to 65 us early,
+	 * never late); a negative or tiny one caches nothing. */
+	int64_t end = now > INT64_MAX - left ? INT64_MAX : now + left;
+	uint64_t w = end > 0 ? (((uint64_t)end & ~SHL_MONTH_MASK) | m) : 0;
+	/* relaxed: one word holds the month and its end, so a reader sees a
+	 * pair written together, never one refresh's month with another's
+	 * end; nothing else is published through it. */
+	atomic_store_explicit(&h->month_end_boot, w, memory_order_relaxed);
 	return m;
 }

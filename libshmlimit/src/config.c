@@ -9,13 +9,13 @@
  * "pools[2].itpm: expected a positive integer".
  *
  * The format, every key once:
- *   spend_cap_usd      number >= 0, or null / absent for no cap
+ *   spend_cap_usd      number >= 0 in whole cents, or null / absent for no cap
  *   pools[]            1..64 objects:
  *     name             1..31 of [A-Za-z0-9._-], unique
  *     rpm, itpm, otpm  positive integers, per minute
  *     burst            optional object {rpm, itpm, otpm}: bucket capacities;
- *                      default rpm: one second's worth (at least 1),
- *                      itpm/otpm: one minute's worth
+ *                      default rpm: one second's worth rounded down (at
+ *                      least 1), itpm/otpm: one minute's worth
  *     otpm_mode        "actual" (default) or "reserve"
  *     cache_reads_count  boolean, default false
  *     prices           {input, output, cache_write_5m, cache_write_1h,
@@ -25,9 +25,11 @@
  *     match            a model id, or a prefix ending in '*'; unique
  *     pool             the name of a pool
  *     prices           optional, overrides the pool's prices for this model
+ * Nothing but white space may follow the document.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,10 +65,13 @@ static uint64_t interval_of(uint64_t limit)
 	return (60000000000ULL + limit - 1) / limit; /* rounded up: never over-admit */
 }
 
+/* RPM: one second's worth, rounded down, at least 1.  Down, not up: the
+ * server enforces RPM over short windows too (60 RPM as one request per
+ * second), so 119 RPM must not start with a burst of 2 in one second. */
 static uint64_t default_burst(int d, uint64_t limit)
 {
 	if (d == SHL_DIM_RPM)
-		return limit < 60 ? 1 : (limit + 59) / 60;
+		return limit < 60 ? 1 : limit / 60;
 	return limit;
 }
 
@@ -254,6 +259,21 @@ static int get_uint(const cJSON *o, const char *path, uint64_t max, uint64_t *ou
 	return 0;
 }
 
+/*
+ * Is `u` (an amount already scaled to its smallest step) a whole number of
+ * steps, up to the error of the decimal-to-double conversion?  The
+ * tolerance is absolute (1e-6 of a step; relative only where a double's
+ * own spacing is coarser), so that a digit past the allowed decimals is
+ * refused at any magnitude: 1000.0004 USD/MTok is 1000000.4 units, not
+ * 1000000.
+ */
+static int whole_steps(double u, double *r)
+{
+	*r = nearbyint(u);
+	double tol = 8 * DBL_EPSILON * fabs(*r);
+	return fabs(u - *r) <= (tol > 1e-6 ? tol : 1e-6);
+}
+
 /* USD amount to units, at most 3 decimals per million tokens. */
 static int get_price(const cJSON *o, const char *path, int64_t *out, shl_err *e)
 {
@@ -262,9 +282,8 @@ static int get_price(const cJSON *o, const char *path, int64_t *out, shl_err *e)
 	double v = o->valuedouble;
 	if (!(v >= 0) || v > PRICE_MAX_USD)
 		return bad(e, path, "expected a price from 0 to 100000 USD per million tokens");
-	double u = v * (double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK;
-	double r = nearbyint(u);
-	if (fabs(u - r) > 1e-6 * (r > 1 ? r : 1))
+	double r;
+	if (!whole_steps(v * (double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK, &r))
 		return bad(e, path, "expected at most 3 decimals (0.001 USD per million tokens)");
 	*out = (int64_t)r;
 	return 0;
@@ -449,8 +468,13 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
 		    cap->valuedouble > max_usd - 1)
 			return bad(e, "spend_cap_usd",
 				   "expected a number of USD from 0 to 144000000, or null for no cap");
-		/* cents are exact in a double up to 2^53 / 100 */
-		s->spend_cap = (int64_t)nearbyint(cap->valuedouble * 100) * (SHL_UNITS_PER_USD / 100);
+		/* Cents are exact in a double up to 2^53 / 100.  A finer amount
+		 * is refused rather than rounded: rounding up would raise the
+		 * cap past what was written, rounding down silently lower it. */
+		double cents;
+		if (!whole_steps(cap->valuedouble * 100, &cents))
+			return bad(e, "spend_cap_usd", "expected whole cents (at most 2 decimals)");
+		s->spend_cap = (int64_t)cents * (SHL_UNITS_PER_USD / 100);
 	}
 	const cJSON *pools = cJSON_GetObjectItemCaseSensitive(root, "pools");
 	if (!cJSON_IsArray(pools))
@@ -492,6 +516,23 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 		for (size_t i = 0; i < at && i < len; i++)
 			line += json[i] == '\n';
 		shl__err(err, "(root): not valid JSON (near byte %zu, line %zu)", at, line);
+		return -EINVAL;
+	}
+	/* One document: only white space may follow it (cJSON stops after the
+	 * first value and would silently ignore a second one), up to the end
+	 * or to a NUL that ends a C string counted into `len`. */
+	size_t at = end != NULL && end >= json && (size_t)(end - json) <= len ? (size_t)(end - json)
+									       : len;
+	while (at < len && (json[at] == ' ' || json[at] == '\t' || json[at] == '\n' ||
+			    json[at] == '\r'))
+		at++;
+	if (at < len && json[at] != '\0') {
+		size_t line = 1;
+		for (size_t i = 0; i < at; i++)
+			line += json[i] == '\n';
+		cJSON_Delete(root);
+		shl__err(err, "(root): unexpected text after the JSON document (at byte %zu, line %zu)",
+			 at, line);
 		return -EINVAL;
 	}
 	shl_config *c = shl__calloc(1, sizeof(*c));

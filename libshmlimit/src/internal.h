@@ -61,7 +61,13 @@
  *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
  *                      (units, -1 none), u64 gen (the generation it serves),
  *                      u64 checksum of the slot (FNV-1a over the slot with
- *                      this field zero), pad
+ *                      this field zero), u64 spend_epoch at +32 (the
+ *                      generation published by the last shl_reset of the
+ *                      spend, 0 if none: tickets of an earlier generation
+ *                      get no spend refund), pad
+ *                      (spend_epoch was zero padding in the first release of
+ *                      this layout: a reader that predates it ignores it and
+ *                      misreads nothing, so the version stays 1)
  *   +64     64 x 128   pools   (struct shl_pool_cfg)
  *   +8256   256 x 128  models  (struct shl_model_cfg)
  *
@@ -188,7 +194,8 @@ struct shl_cfg_slot {
 	int64_t spend_cap;
 	uint64_t gen;
 	uint64_t checksum;
-	uint8_t pad[32];
+	uint64_t spend_epoch; /* generation of the last spend reset, 0 none */
+	uint8_t pad[24];
 	struct shl_pool_cfg pools[SHL_MAX_POOLS];
 	struct shl_model_cfg models[SHL_MAX_MODELS];
 };
@@ -299,7 +306,7 @@ SHL_HIDDEN uint64_t shl__mul_sat(uint64_t a, uint64_t b);
 
 /* spend.c */
 SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,
-				  int64_t units, int64_t cap);
+				  int64_t units, int64_t cap, uint32_t *charged);
 SHL_HIDDEN void shl__spend_adjust(struct shl_spend_line *sp, uint32_t month,
 				  uint32_t admitted_month, int64_t delta);
 SHL_HIDDEN int64_t shl__spend_read(const struct shl_spend_line *sp, uint32_t month);
@@ -313,10 +320,16 @@ struct shl {
 	/* process-local config cache, replaced when the generation changes */
 	_Atomic(struct shl_local *) local;
 	void *lookup; /* lookup.c's table */
-	/* month cache: valid while shl_now() < month_end_boot */
-	_Atomic int64_t month_end_boot;
-	_Atomic uint32_t month;
+	/* Month cache, one word so that the month and the instant it ends are
+	 * always read together (two fields could be read torn between two
+	 * concurrent refreshes): the CLOCK_BOOTTIME instant at which the
+	 * cached month stops being valid, rounded down to a multiple of
+	 * 2^16 ns, with the month index in the low 16 bits (enough until the
+	 * year 7431).  0: nothing cached. */
+	_Atomic uint64_t month_end_boot;
 };
+#define SHL_MONTH_BITS 16
+#define SHL_MONTH_MASK ((1ULL << SHL_MONTH_BITS) - 1)
 
 SHL_HIDDEN struct shl_local *shl__local_refresh(struct shl *h);
 SHL_HIDDEN uint32_t shl__month_slow(struct shl *h, int64_t now);
@@ -343,13 +356,15 @@ static inline int64_t shl__now(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* The month index for `now`, from the handle's cache (one compare). */
+/* The month index for `now`, from the handle's cache (one load, one compare). */
 static inline uint32_t shl__month(struct shl *h, int64_t now)
 {
-	/* acquire: pairs with the release store in shl__month_slow, so the
-	 * month read below is the one published with this end. */
-	if (shl_likely(now < atomic_load_explicit(&h->month_end_boot, memory_order_acquire)))
-		return atomic_load_explicit(&h->month, memory_order_relaxed);
+	/* relaxed: the month and its end travel in this one word, which
+	 * publishes nothing else; it pairs with the relaxed store in
+	 * shl__month_slow only through the word's own atomicity. */
+	uint64_t w = atomic_load_explicit(&h->month_end_boot, memory_order_relaxed);
+	if (shl_likely(now < (int64_t)(w & ~SHL_MONTH_MASK)))
+		return (uint32_t)(w & SHL_MONTH_MASK);
 	return shl__month_slow(h, now);
 }
 

@@ -282,6 +282,7 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 		goto fail;
 	}
 	memcpy(s, &cfg->slot, sizeof(*s));
+	s->spend_epoch = 0; /* a config copied out of another segment brings none */
 	slot_publish(seg, s, 2);
 	free(s);
 	/* release: the magic goes last; an attacher that sees it sees a
@@ -480,6 +481,43 @@ static void pool_rt_zero(struct shl_pool_rt *rt)
 		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
 }
 
+/*
+ * Place the new model entries so that cached indices stay valid: an entry
+ * whose match is already configured keeps its index; new entries fill the
+ * indices of removed ones, lowest first, then extend the table.  Indices
+ * are dense (every index below nmodels is an entry), so when an apply
+ * removes more entries than it adds, the kept entries above the new count
+ * have to move down into the gaps: only those change index, and their old
+ * index then answers -ESRCH.  pos[i] receives the index of in->models[i].
+ */
+static void place_models(const struct shl_cfg_slot *old, const struct shl_cfg_slot *in,
+			 int pos[SHL_MAX_MODELS])
+{
+	unsigned nm = in->nmodels, on = old->nmodels > SHL_MAX_MODELS ? SHL_MAX_MODELS : old->nmodels;
+	unsigned char used[SHL_MAX_MODELS] = {0};
+	for (unsigned i = 0; i < nm; i++) {
+		pos[i] = -1;
+		for (unsigned j = 0; j < on && j < nm; j++)
+			if (!used[j] && strncmp(old->models[j].match, in->models[i].match,
+						sizeof(old->models[j].match)) == 0) {
+				pos[i] = (int)j;
+				used[j] = 1;
+				break;
+			}
+	}
+	/* New entries, and kept ones displaced from at or above nm, take the
+	 * free indices below nm, lowest first, in input order. */
+	unsigned next = 0;
+	for (unsigned i = 0; i < nm; i++) {
+		if (pos[i] >= 0)
+			continue;
+		while (used[next])
+			next++;
+		pos[i] = (int)next;
+		used[next] = 1;
+	}
+}
+
 int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 {
 	if (h == NULL || cfg == NULL)
@@ -550,9 +588,12 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	s->npools = np;
 	s->nmodels = in->nmodels;
 	s->spend_cap = in->spend_cap;
+	s->spend_epoch = old->spend_epoch; /* tickets before the last spend reset stay so */
+	int pos[SHL_MAX_MODELS];
+	place_models(old, in, pos);
 	for (unsigned i = 0; i < in->nmodels; i++) {
-		s->models[i] = in->models[i];
-		s->models[i].pool = (uint32_t)map[in->models[i].pool];
+		s->models[pos[i]] = in->models[i];
+		s->models[pos[i]].pool = (uint32_t)map[in->models[i].pool];
 	}
 	/* Runtime state: new pools start full and at zero; kept pools carry
 	 * their deficit over in units. */
@@ -575,6 +616,16 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	}
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
 	slot_publish(h->seg, s, g + 1);
+	/* Removed pools: their runtime words go back to zero, as an unused
+	 * pool's are (shl_check expects it, and an index reused later starts
+	 * clean anyway).  After the publication, so that only a worker racing
+	 * it can still write there; its ticket settles spend only. */
+	for (unsigned j = 0; j < SHL_MAX_POOLS; j++) {
+		int was = j < old->npools && (old->pools[j].flags & SHL_PF_USED);
+		int is = j < np && (s->pools[j].flags & SHL_PF_USED);
+		if (was && !is)
+			pool_rt_zero(&h->seg->pools[j]);
+	}
 	/* relaxed: statistics only. */
 	atomic_fetch_add_explicit(&h->seg->genl.applies, 1, memory_order_relaxed);
 	atomic_store_explicit(&h->seg->genl.applied_unix_ns, shl__unix_ns(), memory_order_relaxed);
@@ -583,6 +634,18 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	return 0; /* published; every handle (this one too) picks it up at its next call */
 }
 
+/*
+ * A reset of the buckets or the spend also republishes the live
+ * configuration, unchanged, as a new generation, after the words are reset:
+ * tickets admitted before it are then of an older generation, and their
+ * refunds give nothing back to the buckets (admit.c); a spend reset also
+ * records that generation as the slot's spend_epoch, and refunds of tickets
+ * older than it are dropped (the reset already erased their reservation).
+ * The release store of the generation orders the reset words before it: a
+ * worker that admits under the new generation takes from the reset state.
+ * A worker racing the reset under the old generation may take after it and
+ * lose its refund: that only ever under-admits.
+ */
 int shl_reset(shl_t *h, unsigned what)
 {
 	if (h == NULL || (what & ~7u) || what == 0)
@@ -590,6 +653,21 @@ int shl_reset(shl_t *h, unsigned what)
 	if (h->rdonly)
 		return -EACCES;
 	struct shl_seg *seg = h->seg;
+	const int republish = (what & (SHL_RESET_BUCKETS | SHL_RESET_SPEND)) != 0;
+	struct shl_cfg_slot *s = NULL;
+	struct shl_local *l = NULL;
+	if (republish) {
+		if (flock(h->fd, LOCK_EX) != 0)
+			return -errno;
+		l = shl__local(h);
+		s = shl__malloc(sizeof(*s));
+		if (l == NULL || s == NULL) {
+			free(s);
+			flock(h->fd, LOCK_UN);
+			return l == NULL ? -EUCLEAN : -ENOMEM;
+		}
+		memcpy(s, &l->slot, sizeof(*s));
+	}
 	for (int p = 0; p < SHL_MAX_POOLS; p++) {
 		struct shl_pool_rt *rt = &seg->pools[p];
 		/* relaxed: each word is independent; a reset racing admissions
@@ -618,6 +696,15 @@ int shl_reset(shl_t *h, unsigned what)
 		atomic_store_explicit(&seg->spendl.spend, (uint64_t)(m & 127u) << SHL_SPEND_BITS,
 				      memory_order_relaxed);
 		atomic_store_explicit(&seg->spendl.exhausted, 0, memory_order_relaxed);
+	}
+	if (republish) {
+		/* relaxed: under the flock, no other publisher. */
+		uint64_t g = atomic_load_explicit(&seg->genl.gen, memory_order_relaxed);
+		if (what & SHL_RESET_SPEND)
+			s->spend_epoch = g + 1;
+		slot_publish(seg, s, g + 1);
+		free(s);
+		flock(h->fd, LOCK_UN);
 	}
 	return 0;
 }

@@ -12,7 +12,8 @@
  *     because every charge of the new month lands in a word already tagged
  *     with it, or is the one that tags it;
  *   - a charge from a process whose clock still says the old month, landing
- *     after the rollover, is counted in the new month (never lost);
+ *     after the rollover, is counted in the new month (never lost), and the
+ *     reservation reports that month so that its refund finds it;
  *   - a refund (settle below the reservation, cancel) whose month has already
  *     rolled over is dropped: it belonged to a month that is closed.
  *
@@ -44,7 +45,16 @@ static inline int rel(uint64_t w, uint32_t m)
 	return d == 0 ? SAME : (d == SHL_MONTH_TAG_MASK ? NEWER : OLDER);
 }
 
-int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units, int64_t cap)
+/*
+ * Reserve `units` in `month` (the caller's view), checking the cap.  On
+ * success `*charged` (if not NULL) is the month the units were actually
+ * counted in: `month`, or the month after it when the word had already been
+ * rolled over by a process whose clock is a moment ahead.  A later refund
+ * must name that month, or it would be taken for a refund to a closed month
+ * and dropped.
+ */
+int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units, int64_t cap,
+		       uint32_t *charged)
 {
 	/* relaxed: the exhaustion mark is advisory server feedback; it pairs
 	 * with nothing. */
@@ -54,7 +64,8 @@ int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units,
 	uint64_t old = atomic_load_explicit(&sp->spend, memory_order_relaxed);
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
 		uint64_t tag, cur;
-		if (rel(old, month) == OLDER) {
+		int r = rel(old, month);
+		if (r == OLDER) {
 			tag = (uint64_t)(month & SHL_MONTH_TAG_MASK) << SHL_SPEND_BITS;
 			cur = 0;
 		} else {
@@ -68,8 +79,11 @@ int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units,
 			return -EDQUOT;
 		/* relaxed/relaxed: see the contract above. */
 		if (atomic_compare_exchange_weak_explicit(&sp->spend, &old, tag | next,
-							  memory_order_relaxed, memory_order_relaxed))
+							  memory_order_relaxed, memory_order_relaxed)) {
+			if (charged)
+				*charged = r == NEWER ? month + 1 : month;
 			return 0;
+		}
 	}
 	return -EAGAIN;
 }

@@ -308,16 +308,19 @@ static void test_lookup(void)
 		int r = shl_lookup(h, id);
 		CU_ASSERT_EQUAL(shl_model_pool(h, r), 0);
 	}
-	/* After an apply that reorders models, answers follow the new table. */
+	/* An apply that reorders the models keeps every kept entry at its
+	 * index: a cached index still names the same model (and pool). */
+	int pool_a = shl_model_pool(h, a);
 	shl_config *c2;
 	shl_config_preset(3, &c2);
 	struct shl_model_cfg tmp = c2->slot.models[0];
 	c2->slot.models[0] = c2->slot.models[4];
 	c2->slot.models[4] = tmp;
+	CU_ASSERT_NOT_EQUAL(shl__model_match(&c2->slot, "claude-sonnet-4-5-20250929"), a);
 	CU_ASSERT_EQUAL(shl_apply(h, c2, NULL), 0);
 	int b = shl_lookup(h, "claude-sonnet-4-5-20250929");
-	CU_ASSERT_EQUAL(b, 0);
-	CU_ASSERT_NOT_EQUAL(a, b);
+	CU_ASSERT_EQUAL(b, a);
+	CU_ASSERT_EQUAL(shl_model_pool(h, a), pool_a);
 	shl_config_free(c2);
 	close_seg();
 }
@@ -365,8 +368,18 @@ static void test_route(void)
 	int only_c[1] = {ms[2]};
 	CU_ASSERT_EQUAL(shl_route(h, only_c, 1, &big, &pol, &t, &why), -E2BIG);
 	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &big, &pol, &t, &why), 0);
-	/* a has rpm burst 2: keeping 1 free leaves 1 to take */
-	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &big, &pol, &t, &why), 1);
+	/* a has rpm burst 2: keeping 1 free leaves 1 to take, now taken; b has
+	 * rpm burst 1, and half of it kept free rounds UP to 1, so b never
+	 * fits (truncated, min_free would keep nothing of it free) */
+	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &big, &pol, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+	int only_b[1] = {ms[1]};
+	CU_ASSERT_EQUAL(shl_route(h, only_b, 1, &c, &pol, &t, &why), -E2BIG);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	/* entries that name no model are skipped; none left: -ESRCH */
+	int none[2] = {-ESRCH, 999};
+	CU_ASSERT_EQUAL(shl_route(h, none, 2, &c, &pol, &t, &why), -ESRCH);
 	/* bad arguments */
 	pol.min_free = 1.5;
 	CU_ASSERT_EQUAL(shl_route(h, ms, 3, &c, &pol, &t, &why), -EINVAL);

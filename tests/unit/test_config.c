@@ -42,12 +42,13 @@ static void test_presets(void)
 	CU_ASSERT_EQUAL(c->slot.spend_cap, 100 * SHL_UNITS_PER_USD);
 	CU_ASSERT_STRING_EQUAL(c->slot.pools[2].name, "haiku");
 	CU_ASSERT_EQUAL(c->slot.pools[2].limit[SHL_DIM_ITPM], 50000);
-	/* Default bursts: rpm one second's worth (at least 1), tokens a minute. */
+	/* Default bursts: rpm one second's worth rounded down (at least 1),
+	 * tokens a minute. */
 	CU_ASSERT_EQUAL(c->slot.pools[2].burst[SHL_DIM_RPM], 1);
 	CU_ASSERT_EQUAL(c->slot.pools[2].burst[SHL_DIM_ITPM], 50000);
 	shl_config_free(c);
 	CU_ASSERT_EQUAL(shl_config_preset(4, &c), 0);
-	CU_ASSERT_EQUAL(c->slot.pools[0].burst[SHL_DIM_RPM], 67); /* ceil(4000 / 60) */
+	CU_ASSERT_EQUAL(c->slot.pools[0].burst[SHL_DIM_RPM], 66); /* floor(4000 / 60) */
 	shl_config_free(c);
 }
 
@@ -166,6 +167,10 @@ static void test_bad_configs(void)
 	expect_bad("{\"spend_cap_usd\":-1,\"pools\":[]}", "spend_cap_usd: expected a number");
 	expect_bad("{\"spend_cap_usd\":\"100\",\"pools\":[]}", "spend_cap_usd: expected a number");
 	expect_bad("{\"spend_cap_usd\":1e12,\"pools\":[]}", "spend_cap_usd: expected a number");
+	expect_bad("{\"spend_cap_usd\":0.006,\"pools\":[]}", "spend_cap_usd: expected whole cents");
+	expect_bad("{\"spend_cap_usd\":100.0061,\"pools\":[]}", "spend_cap_usd: expected whole cents");
+	expect_bad(POOL("") " x", "(root): unexpected text after the JSON document (at byte");
+	expect_bad(POOL("") "\n{}", "(root): unexpected text after the JSON document");
 	/* two pools of one name */
 	char j[1024];
 	snprintf(j, sizeof(j), "{\"pools\":[%s,%s]}",
@@ -205,6 +210,47 @@ static void test_bad_configs(void)
 	CU_ASSERT_PTR_NULL(shl_config_to_json(NULL));
 }
 
+static void test_exact_amounts(void)
+{
+	/* Cents and 3-decimal prices whose doubles are a hair off are exact. */
+	shl_config *c = tu_pool_cfg(60, 600, 600, 1, 600, 600, NULL, "0.29");
+	CU_ASSERT_EQUAL(c->slot.spend_cap, 29 * SHL_UNITS_PER_USD / 100);
+	shl_config_free(c);
+	c = tu_pool_cfg(60, 600, 600, 1, 600, 600, NULL, "143999999.99");
+	CU_ASSERT_EQUAL(c->slot.spend_cap, 14399999999LL * (SHL_UNITS_PER_USD / 100));
+	shl_config_free(c);
+	c = tu_cfg("{\"pools\":[{\"name\":\"a\",\"rpm\":1,\"itpm\":1,\"otpm\":1,\"prices\":{"
+		   "\"input\":99999.999,\"output\":0.007,\"cache_write_5m\":1.1,"
+		   "\"cache_write_1h\":2.675,\"cache_read\":0.001}}]}");
+	CU_ASSERT_EQUAL(c->slot.pools[0].price[SHL_P_INPUT], 99999999);
+	CU_ASSERT_EQUAL(c->slot.pools[0].price[SHL_P_OUTPUT], 7);
+	CU_ASSERT_EQUAL(c->slot.pools[0].price[SHL_P_CW5], 1100);
+	CU_ASSERT_EQUAL(c->slot.pools[0].price[SHL_P_CW1], 2675);
+	CU_ASSERT_EQUAL(c->slot.pools[0].price[SHL_P_READ], 1);
+	shl_config_free(c);
+	/* White space after the document is fine, and so is a NUL ending it. */
+	const char *j = POOL("") " \n\t";
+	c = NULL;
+	CU_ASSERT_EQUAL(shl_config_parse(j, strlen(j), &c, NULL), 0);
+	shl_config_free(c);
+	c = NULL;
+	CU_ASSERT_EQUAL(shl_config_parse(j, strlen(j) + 1, &c, NULL), 0);
+	shl_config_free(c);
+	/* Default RPM burst: one second's worth rounded down, at least 1. */
+	const int rpm[] = {1, 59, 60, 119, 120, 4000};
+	const uint64_t burst[] = {1, 1, 1, 1, 2, 66};
+	for (int i = 0; i < 6; i++) {
+		char b[512];
+		snprintf(b, sizeof(b), "{\"pools\":[{\"name\":\"a\",\"rpm\":%d,\"itpm\":7,"
+			 "\"otpm\":7,\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}}]}", rpm[i]);
+		c = tu_cfg(b);
+		CU_ASSERT_EQUAL(c->slot.pools[0].burst[SHL_DIM_RPM], burst[i]);
+		CU_ASSERT_EQUAL(c->slot.pools[0].burst[SHL_DIM_ITPM], 7);
+		shl_config_free(c);
+	}
+}
+
 static void test_limits_and_bursts(void)
 {
 	/* burst * interval must fit: 1 per minute with a burst of 1e12 is 60e21 ns */
@@ -225,4 +271,5 @@ void suite_config(void)
 	TU_ADD(s, test_model_match);
 	TU_ADD(s, test_bad_configs);
 	TU_ADD(s, test_limits_and_bursts);
+	TU_ADD(s, test_exact_amounts);
 }

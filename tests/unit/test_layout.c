@@ -80,6 +80,7 @@ static void test_config_slot(void)
 	AT(struct shl_cfg_slot, spend_cap, 8);
 	AT(struct shl_cfg_slot, gen, 16);
 	AT(struct shl_cfg_slot, checksum, 24);
+	AT(struct shl_cfg_slot, spend_epoch, 32); /* was zero padding; see internal.h */
 	AT(struct shl_cfg_slot, pools, 64);
 	AT(struct shl_cfg_slot, models, 8256);
 	AT(struct shl_pool_cfg, name, 0);

@@ -325,6 +325,109 @@ static void test_reset_and_check(void)
 	shl_config_free(c);
 }
 
+#define PR1 "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,\"cache_write_1h\":1," \
+	    "\"cache_read\":1}"
+#define TWO_POOLS                                                                          \
+	"\"pools\":[{\"name\":\"a\",\"rpm\":60,\"itpm\":600,\"otpm\":600," PR1 "},"           \
+	"{\"name\":\"b\",\"rpm\":60,\"itpm\":600,\"otpm\":600," PR1 "}]"
+
+/* Model entries keep their index across applies while they stay; new ones
+ * fill the places of removed ones; with fewer entries, only those above the
+ * new count move (and their old index answers -ESRCH). */
+static void test_apply_model_indices(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *c1 = tu_cfg("{" TWO_POOLS ",\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},"
+				"{\"match\":\"b*\",\"pool\":\"b\"},{\"match\":\"c*\",\"pool\":\"a\"},"
+				"{\"match\":\"d*\",\"pool\":\"b\"}]}");
+	shl_t *h = mk(name, c1);
+	CU_ASSERT_EQUAL(shl_lookup(h, "a1"), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "d1"), 3);
+	/* reorder, add e, move c to pool b: indices stay, e comes last */
+	shl_config *c2 = tu_cfg("{" TWO_POOLS ",\"models\":[{\"match\":\"e*\",\"pool\":\"a\"},"
+				"{\"match\":\"d*\",\"pool\":\"b\"},{\"match\":\"c*\",\"pool\":\"b\"},"
+				"{\"match\":\"b*\",\"pool\":\"b\"},{\"match\":\"a*\",\"pool\":\"a\"}]}");
+	CU_ASSERT_EQUAL_FATAL(shl_apply(h, c2, NULL), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "a1"), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "b1"), 1);
+	CU_ASSERT_EQUAL(shl_lookup(h, "c1"), 2);
+	CU_ASSERT_EQUAL(shl_model_pool(h, 2), 1);
+	CU_ASSERT_EQUAL(shl_lookup(h, "d1"), 3);
+	CU_ASSERT_EQUAL(shl_lookup(h, "e1"), 4);
+	/* remove b and c, add x: four entries now; a and d stay, x takes b's
+	 * place, and e (at 4, not below the new count) moves into c's */
+	shl_config *c3 = tu_cfg("{" TWO_POOLS ",\"models\":[{\"match\":\"x*\",\"pool\":\"a\"},"
+				"{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"d*\",\"pool\":\"b\"},"
+				"{\"match\":\"e*\",\"pool\":\"a\"}]}");
+	CU_ASSERT_EQUAL_FATAL(shl_apply(h, c3, NULL), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "a1"), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "x1"), 1);
+	CU_ASSERT_EQUAL(shl_lookup(h, "e1"), 2);
+	CU_ASSERT_EQUAL(shl_lookup(h, "d1"), 3);
+	CU_ASSERT_EQUAL(shl_lookup(h, "b1"), -ESRCH);
+	shl_cost cost = {.input_tokens = 1};
+	shl_ticket t;
+	CU_ASSERT_EQUAL(shl_try(h, 4, &cost, &t, NULL), -ESRCH); /* e's old index */
+	/* the live config reads back and applies again unchanged */
+	shl_config *got = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_config_get(h, &got), 0);
+	CU_ASSERT_EQUAL(shl_apply(h, got, NULL), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "e1"), 2);
+	shl_config_free(got);
+	shl_detach(h);
+	shl_unlink(name);
+	shl_config_free(c1);
+	shl_config_free(c2);
+	shl_config_free(c3);
+}
+
+/* A reset republishes the configuration; the spend epoch survives applies
+ * and separates tickets from before and after a spend reset. */
+static void test_reset_epochs(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *c = tu_pool_cfg(6000, 60000, 60000, 100, 10000, 10000, NULL, NULL);
+	shl_t *h = mk(name, c);
+	int m = shl_lookup(h, "m");
+	shl_cost cost = {.input_tokens = 1000};
+	shl_ticket old, fresh;
+	shl_stats st;
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &cost, &old, NULL), 0);
+	uint64_t g = shl_generation(h);
+	CU_ASSERT_EQUAL(shl_reset(h, SHL_RESET_COUNTERS), 0);
+	CU_ASSERT_EQUAL(shl_generation(h), g); /* counters alone: nothing to fence */
+	CU_ASSERT_EQUAL(shl_reset(h, SHL_RESET_SPEND), 0);
+	CU_ASSERT_EQUAL(shl_generation(h), g + 1);
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &cost, &fresh, NULL), 0);
+	/* an apply in between keeps the epoch */
+	CU_ASSERT_EQUAL(shl_apply(h, c, NULL), 0);
+	CU_ASSERT_EQUAL(shl_generation(h), g + 2);
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, fresh.spend);
+	CU_ASSERT_EQUAL(shl_cancel(h, &old), 0); /* erased by the reset: no refund */
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, fresh.spend);
+	CU_ASSERT_EQUAL(shl_cancel(h, &fresh), 0); /* after it: refunded, apply or not */
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.spend_month, 0);
+	/* a ticket of an earlier generation refunds nothing to the buckets */
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &cost, &fresh, NULL), 0);
+	CU_ASSERT_EQUAL(shl_reset(h, SHL_RESET_BUCKETS), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &cost, &old, NULL), 0);
+	shl_usage u = {.input_tokens = 0};
+	CU_ASSERT_EQUAL(shl_settle(h, &fresh, &u), 0);
+	shl_stats_get(h, &st);
+	CU_ASSERT(st.pools[0].available[SHL_DIM_ITPM] <= 10000 - 1000 + 1);
+	CU_ASSERT_EQUAL(st.spend_month, old.spend); /* the spend refund still applied */
+	char rep[1024];
+	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), 0);
+	shl_detach(h);
+	shl_unlink(name);
+	shl_config_free(c);
+}
+
 void suite_segment(void)
 {
 	CU_pSuite s = CU_add_suite("segment", NULL, NULL);
@@ -334,4 +437,6 @@ void suite_segment(void)
 	TU_ADD(s, test_readonly);
 	TU_ADD(s, test_apply);
 	TU_ADD(s, test_reset_and_check);
+	TU_ADD(s, test_apply_model_indices);
+	TU_ADD(s, test_reset_epochs);
 }

@@ -17,14 +17,14 @@ static void reset(uint32_t month)
 static void test_cap(void)
 {
 	reset(600);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 70, 100), 0);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 30, 100), 0); /* exactly the cap */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 1, 100), -EDQUOT);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 70, 100, NULL), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 30, 100, NULL), 0); /* exactly the cap */
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 1, 100, NULL), -EDQUOT);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 600), 100);
 	shl__spend_adjust(&sp, 600, 600, -40); /* settle below the reservation */
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 600), 60);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 40, 100), 0);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 0, -1), 0); /* no cap */
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 40, 100, NULL), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 0, -1, NULL), 0); /* no cap */
 	/* A refund larger than the month's total floors at 0. */
 	shl__spend_adjust(&sp, 600, 600, -1000);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 600), 0);
@@ -34,11 +34,11 @@ static void test_units_bounds(void)
 {
 	reset(1);
 	/* 100 million USD fits in a month; the word's maximum is exact. */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, 100000000LL * SHL_UNITS_PER_USD, -1), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, 100000000LL * SHL_UNITS_PER_USD, -1, NULL), 0);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 1), 100000000LL * SHL_UNITS_PER_USD);
 	reset(1);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, (int64_t)SHL_SPEND_MASK, -1), 0);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, 1, -1), -EOVERFLOW);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, (int64_t)SHL_SPEND_MASK, -1, NULL), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 1, 1, -1, NULL), -EOVERFLOW);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 1), (int64_t)SHL_SPEND_MASK);
 	/* A charge past the top saturates, never wraps into the tag. */
 	shl__spend_adjust(&sp, 1, 1, 5);
@@ -49,12 +49,20 @@ static void test_units_bounds(void)
 static void test_rollover(void)
 {
 	reset(600);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 90, 100), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 90, 100, NULL), 0);
 	/* New month: the first charge rolls the word over and counts alone. */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 601, 10, 100), 0);
+	uint32_t charged = 0;
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 601, 10, 100, &charged), 0);
+	CU_ASSERT_EQUAL(charged, 601);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 601), 10);
-	/* A late charge from a process still in the old month is not lost. */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 5, 100), 0);
+	/* A late charge from a process still in the old month is not lost, and
+	 * says it was counted in the new month, so its refund goes there. */
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 5, 100, &charged), 0);
+	CU_ASSERT_EQUAL(charged, 601);
+	CU_ASSERT_EQUAL(shl__spend_read(&sp, 601), 15);
+	shl__spend_adjust(&sp, 600, charged, -5);
+	CU_ASSERT_EQUAL(shl__spend_read(&sp, 601), 10);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 600, 5, 100, &charged), 0);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 601), 15);
 	/* Refunds of the closed month are dropped; extra charges are kept. */
 	shl__spend_adjust(&sp, 601, 600, -50);
@@ -65,9 +73,9 @@ static void test_rollover(void)
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 602), 0);
 	/* A year idle, and 126 months idle, still roll over (only exactly 127 months
 	 * idle, the tag period minus one, would read as "next month"). */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 613, 1, 100), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 613, 1, 100, NULL), 0);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 613), 1);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 613 + 126, 3, 100), 0);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 613 + 126, 3, 100, NULL), 0);
 	CU_ASSERT_EQUAL(shl__spend_read(&sp, 613 + 126), 3);
 }
 
@@ -75,8 +83,8 @@ static void test_exhausted(void)
 {
 	reset(42);
 	atomic_store(&sp.exhausted, 43); /* month 42 + 1 */
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 42, 1, -1), -EDQUOT);
-	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 43, 1, -1), 0); /* next month: open again */
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 42, 1, -1, NULL), -EDQUOT);
+	CU_ASSERT_EQUAL(shl__spend_reserve(&sp, 43, 1, -1, NULL), 0); /* next month: open again */
 }
 
 /* Two processes race the rollover at the boundary: the new month's total
@@ -94,9 +102,9 @@ static void test_rollover_race(void)
 			/* Each process charges 1 unit N times in month 10, then
 			 * N times in month 11 (units 2 each). */
 			for (int i = 0; i < N; i++)
-				shl__spend_reserve(shared, 10, 1, -1);
+				shl__spend_reserve(shared, 10, 1, -1, NULL);
 			for (int i = 0; i < N; i++)
-				shl__spend_reserve(shared, 11, 2, -1);
+				shl__spend_reserve(shared, 11, 2, -1, NULL);
 			_exit(0);
 		}
 	}
