@@ -27,7 +27,8 @@
  *     through.
  *
  * What it deliberately does not do
- *   - It never changes a byte the application sends or receives, and never
+ *   - It never changes a byte the application sends or receives (unless
+ *     SHMLIMIT_ROUTE asks for routing: route.c), and never
  *     makes a request fail for an internal reason: without a segment, with
  *     an incompatible one, with a body or response it cannot read, the
  *     request runs exactly as without the shim (one stderr line per cause).
@@ -238,6 +239,7 @@ static void do_init(void)
 	}
 	g_ht = ht;
 	g_shl = h;
+	shim_route_init(h, (void (*)(void))real.easy_setopt);
 }
 
 static void shim_init(void)
@@ -264,6 +266,7 @@ struct hs {
 	char *postcopy;       /* COPYPOSTFIELDS: our own copy */
 	size_t postcopy_len;
 	int64_t postsize;     /* -1: strlen */
+	int64_t app_postsize; /* the last CURLOPT_POSTFIELDSIZE(_LARGE) set, -1 none */
 	curl_read_callback app_read;
 	void *app_rdata;
 	int app_rdata_set;
@@ -293,6 +296,7 @@ struct hs {
 	char *rbuf;           /* read-ahead body */
 	size_t rlen, rpos;
 	int rdone;            /* read-ahead reached the end of the body */
+	struct shim_route route; /* SHMLIMIT_ROUTE (route.c) */
 };
 
 static unsigned long hash_ptr(const void *p)
@@ -336,6 +340,7 @@ static struct hs *hs_get(CURL *c)
 	}
 	s->key = c;
 	s->postsize = -1;
+	s->app_postsize = -1;
 	cds_lfht_node_init(&s->node);
 	rcu_read_lock();
 	struct cds_lfht_node *got = cds_lfht_add_unique(g_ht, hash_ptr(c), match_key, c, &s->node);
@@ -354,12 +359,14 @@ static void hs_forget_options(struct hs *s)
 	free(s->postcopy);
 	free(s->rbuf);
 	shim_resp_free(&s->resp);
+	shim_route_free(&s->route);
 	CURL *key = s->key;
 	struct cds_lfht_node node = s->node;
 	memset(s, 0, sizeof(*s));
 	s->node = node;
 	s->key = key;
 	s->postsize = -1;
+	s->app_postsize = -1;
 }
 
 static void hs_delete(struct hs *s)
@@ -424,6 +431,7 @@ static int record(struct hs *s, CURLoption opt, long lv, void *pv, void (*fv)(vo
 	case CURLOPT_POSTFIELDSIZE_LARGE:
 		s->postsize = opt == CURLOPT_POSTFIELDSIZE ? (lv < 0 ? -1 : (int64_t)lv)
 							   : (ov < 0 ? -1 : (int64_t)ov);
+		s->app_postsize = s->postsize;
 		if (s->postcopy != NULL && s->postsize > (int64_t)s->postcopy_len) {
 			/* libcurl drops a COPYPOSTFIELDS copy shorter than the new size */
 			free(s->postcopy);
@@ -729,6 +737,8 @@ static void unhook(struct hs *s)
 		real.easy_setopt(s->key, CURLOPT_PREREQFUNCTION, s->app_prereq);
 		real.easy_setopt(s->key, CURLOPT_PREREQDATA, s->app_prereq_data);
 	}
+	shim_route_restore(&s->route, s->key, s->postfields, s->postcopy, s->postcopy_len,
+			   s->app_postsize);
 	shim_resp_free(&s->resp);
 }
 
@@ -824,6 +834,8 @@ static int prepare(struct hs *s)
 	}
 	s->model = m;
 	s->admit_failed = 0;
+	shim_route_plan(&s->route, g_shl, s->kind, m, s->req.model, s->postfields ? body : NULL,
+			blen);
 	shim_resp_init(&s->resp);
 	s->resp.header_in_body = s->header_in_body;
 	return 1;
@@ -855,7 +867,8 @@ static int admit(struct hs *s)
 	shl_refusal why;
 	memset(&why, 0, sizeof(why));
 	why.dim = SHL_DIM_NONE;
-	int r = shl_acquire(g_shl, s->model, &s->req.cost, g_wait_ns, &s->ticket, &why);
+	int r = shim_route_admit(&s->route, s->key, g_shl, s->model, &s->req.cost, g_wait_ns,
+				 &s->ticket, &why);
 	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT) {
 		refuse_line(s, r, &why);
 		return -1;
@@ -1062,6 +1075,7 @@ HOOK CURLMcode curl_multi_add_handle(CURLM *multi, CURL *curl)
 		if (real.easy_setopt(curl, CURLOPT_PREREQFUNCTION, prereq_admit) == CURLE_OK &&
 		    real.easy_setopt(curl, CURLOPT_PREREQDATA, s) == CURLE_OK) {
 			s->prereqd = 1;
+			shim_route_reserve(&s->route, curl);
 		} else {
 			warn_once(C_NOPREREQ, "this libcurl has no CURLOPT_PREREQFUNCTION (7.80.0); "
 						 "multi transfers pass through ungoverned");
@@ -1150,6 +1164,7 @@ HOOK CURL *curl_easy_duphandle(CURL *curl)
 	d->customrequest = dup_str(s->customrequest);
 	d->method = s->method;
 	d->postsize = s->postsize;
+	d->app_postsize = s->app_postsize;
 	if (s->postcopy != NULL) {
 		/* libcurl copied its COPYPOSTFIELDS buffer; so do we. */
 		d->postcopy = malloc(s->postcopy_len + 1);
@@ -1179,6 +1194,7 @@ HOOK CURL *curl_easy_duphandle(CURL *curl)
 	d->hooked = s->hooked;
 	d->replaying = s->replaying;
 	d->prereqd = s->prereqd;
+	d->route.installed = s->route.installed; /* the copy points at our body: undo */
 	unhook(d);
 	return n;
 }

@@ -84,4 +84,43 @@ void shim_resp_finish(struct shim_resp *r);
 struct cJSON;
 void shim_usage_from_json(const struct cJSON *usage, shl_usage *u);
 
+/*
+ * Routing across pools (route.c), opt-in with SHMLIMIT_ROUTE: a request
+ * whose pool cannot take it is admitted on a later model of the preference
+ * list and its body's "model" rewritten in a copy the shim owns.  Per
+ * handle, used by the thread that uses the handle.
+ */
+struct shim_route {
+	int active;         /* this transfer may be routed */
+	int from;           /* the request's position in the list */
+	const char *src;    /* the body as the application set it (not owned) */
+	size_t src_len;
+	size_t val_off;     /* the "model" value, quotes included, in src and body */
+	size_t val_len;
+	char *body;         /* the shim's copy, or NULL */
+	size_t body_len;
+	size_t slot_len;    /* bytes at val_off in body for the value and its padding */
+	int padded;         /* body has room for any later model (multi interface) */
+	int installed;      /* libcurl's CURLOPT_POSTFIELDS is body */
+};
+
+/* Read SHMLIMIT_ROUTE once; `setopt` is libcurl's real curl_easy_setopt.
+ * Returns the number of models in the list (0: routing off). */
+int shim_route_init(shl_t *h, void (*setopt)(void));
+/* A governed request is about to start: may it be routed? */
+void shim_route_plan(struct shim_route *rt, shl_t *h, int kind, int model,
+		     const char *model_id, const char *body, size_t len);
+/* Multi interface, before libcurl takes the body's length: install a copy
+ * with room for any model the request may be routed to. */
+int shim_route_reserve(struct shim_route *rt, void *curl);
+/* shl_acquire, or, for a routable request, shl_route down the list and the
+ * body rewritten when another model is chosen. */
+int shim_route_admit(struct shim_route *rt, void *curl, shl_t *h, int model,
+		     const shl_cost *cost, int64_t timeout_ns, shl_ticket *t,
+		     shl_refusal *why);
+/* The transfer is over: give libcurl the application's body back. */
+void shim_route_restore(struct shim_route *rt, void *curl, const char *postfields,
+			const char *postcopy, size_t postcopy_len, int64_t app_postsize);
+void shim_route_free(struct shim_route *rt);
+
 #endif

@@ -10,6 +10,7 @@
  * Errors print one line naming what was wrong, and each library error
  * class has its own exit status (tools/common.h).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #define APPLY_SHORTOPTS "t:h"
 #define RESET_SHORTOPTS "bscah"
 #define TRY_SHORTOPTS "i:o:m:Bw:h"
+#define ROUTE_SHORTOPTS "i:o:m:Bw:h"
 #define SETTLE_SHORTOPTS "i:o:h"
 #define PLAIN_SHORTOPTS "h"
 
@@ -34,6 +36,7 @@ enum {
 	OPT_CW5M = 256,
 	OPT_CW1H,
 	OPT_CREAD,
+	OPT_MINFREE,
 };
 
 static const struct option create_opts[] = {
@@ -66,6 +69,19 @@ static const struct option try_opts[] = {
 	{"cache-read", required_argument, NULL, OPT_CREAD},
 	{"batch", no_argument, NULL, 'B'},
 	{"wait", required_argument, NULL, 'w'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+static const struct option route_opts[] = {
+	{"input", required_argument, NULL, 'i'},
+	{"output", required_argument, NULL, 'o'},
+	{"max-tokens", required_argument, NULL, 'm'},
+	{"cache-write-5m", required_argument, NULL, OPT_CW5M},
+	{"cache-write-1h", required_argument, NULL, OPT_CW1H},
+	{"cache-read", required_argument, NULL, OPT_CREAD},
+	{"batch", no_argument, NULL, 'B'},
+	{"wait", required_argument, NULL, 'w'},
+	{"min-free", required_argument, NULL, OPT_MINFREE},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -502,6 +518,86 @@ static int cmd_check(int argc, char **argv)
 	return TX_OK;
 }
 
+/*
+ * The cost and wait options that try and route share.  Returns -1 when `c`
+ * is not one of them, 0 when it was read, or an exit code for a bad value.
+ */
+static int cost_opt(int c, shl_cost *cost, int64_t *wait_ns)
+{
+	int bad = 0;
+	switch (c) {
+	case 'i':
+		bad = count_arg("input", optarg, &cost->input_tokens);
+		break;
+	case 'o':
+		bad = count_arg("output", optarg, &cost->max_tokens);
+		break;
+	case 'm':
+		bad = count_arg("max-tokens", optarg, &cost->max_tokens);
+		break;
+	case OPT_CW5M:
+		bad = count_arg("cache-write-5m", optarg, &cost->cache_write_5m);
+		break;
+	case OPT_CW1H:
+		bad = count_arg("cache-write-1h", optarg, &cost->cache_write_1h);
+		break;
+	case OPT_CREAD:
+		bad = count_arg("cache-read", optarg, &cost->cache_read);
+		break;
+	case 'B':
+		cost->batch = 1;
+		break;
+	case 'w':
+		if (tool_parse_seconds(optarg, wait_ns) != 0)
+			return usage_error("--wait: not a number of seconds:", optarg);
+		break;
+	default:
+		return -1;
+	}
+	if (bad) {
+		fprintf(stderr, "Try '" PROG " %s --help'.\n", current->name);
+		return TX_USAGE;
+	}
+	return 0;
+}
+
+/* The name of pool `p` from a snapshot, or "?". */
+static const char *pool_name(const shl_stats *s, int p)
+{
+	return s && p >= 0 && p < s->npools ? s->pools[p].name : "?";
+}
+
+/*
+ * One decision line, shared by try and route: r is the library's result,
+ * model_id the model it names (the chosen one when admitted).  Returns the
+ * exit code.
+ */
+static int print_decision(const char *name, int r, const char *model_id, const char *pool,
+			  const shl_ticket *t, const shl_refusal *why, int64_t waited)
+{
+	if (r == 0) {
+		char tk[512];
+		ticket_format(t, tk, sizeof(tk));
+		printf("admitted model=%s pool=%s waited=%.3f ticket=%s\n", model_id, pool,
+		       (double)(waited > 0 ? waited : 0) / 1e9, tk);
+		return TX_OK;
+	}
+	if (r == -EAGAIN || r == -ETIMEDOUT) {
+		printf("refused model=%s pool=%s dimension=%s wait=%.3f need=%llu capacity=%llu\n",
+		       model_id, pool, shl_dim_name(why->dim), (double)why->wait_ns / 1e9,
+		       (unsigned long long)why->need, (unsigned long long)why->capacity);
+		return TX_REFUSED;
+	}
+	if (r == -E2BIG || r == -EDQUOT) {
+		printf("never model=%s pool=%s dimension=%s need=%llu capacity=%llu reason=\"%s\"\n",
+		       model_id, pool, r == -EDQUOT ? "spend" : shl_dim_name(why->dim),
+		       (unsigned long long)why->need, (unsigned long long)why->capacity,
+		       shl_strerror(r));
+		return TX_NEVER;
+	}
+	return lib_error(name, r, NULL);
+}
+
 static int cmd_try(int argc, char **argv)
 {
 	shl_cost cost;
@@ -509,40 +605,11 @@ static int cmd_try(int argc, char **argv)
 	int64_t wait_ns = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, TRY_SHORTOPTS, try_opts, NULL)) != -1) {
-		int bad = 0;
-		switch (c) {
-		case 'i':
-			bad = count_arg("input", optarg, &cost.input_tokens);
-			break;
-		case 'o':
-			bad = count_arg("output", optarg, &cost.max_tokens);
-			break;
-		case 'm':
-			bad = count_arg("max-tokens", optarg, &cost.max_tokens);
-			break;
-		case OPT_CW5M:
-			bad = count_arg("cache-write-5m", optarg, &cost.cache_write_5m);
-			break;
-		case OPT_CW1H:
-			bad = count_arg("cache-write-1h", optarg, &cost.cache_write_1h);
-			break;
-		case OPT_CREAD:
-			bad = count_arg("cache-read", optarg, &cost.cache_read);
-			break;
-		case 'B':
-			cost.batch = 1;
-			break;
-		case 'w':
-			if (tool_parse_seconds(optarg, &wait_ns) != 0)
-				return usage_error("--wait: not a number of seconds:", optarg);
-			break;
-		default:
+		int r = cost_opt(c, &cost, &wait_ns);
+		if (r < 0)
 			return common_opt(c);
-		}
-		if (bad) {
-			fprintf(stderr, "Try '" PROG " try --help'.\n");
-			return TX_USAGE;
-		}
+		if (r > 0)
+			return r;
 	}
 	int r = want_args(argc, argv, 2, "segment NAME and MODEL");
 	if (r)
@@ -565,33 +632,178 @@ static int cmd_try(int argc, char **argv)
 			: shl_try(h, model, &cost, &t, &why);
 	int64_t waited = shl_now() - t0;
 	shl_stats *s = malloc(sizeof(*s));
-	const char *pool = "?";
 	int pidx = r == 0 ? t.pool : (r == -EAGAIN || r == -ETIMEDOUT || r == -E2BIG) ? why.pool : -1;
 	if (pidx < 0)
 		pidx = shl_model_pool(h, model);
-	if (s && shl_stats_get(h, s) == 0 && pidx >= 0 && pidx < s->npools)
-		pool = s->pools[pidx].name;
-	int rc;
-	if (r == 0) {
-		char tk[512];
-		ticket_format(&t, tk, sizeof(tk));
-		printf("admitted model=%s pool=%s waited=%.3f ticket=%s\n", model_id, pool,
-		       (double)(waited > 0 && wait_ns > 0 ? waited : 0) / 1e9, tk);
-		rc = TX_OK;
-	} else if (r == -EAGAIN || r == -ETIMEDOUT) {
-		printf("refused model=%s pool=%s dimension=%s wait=%.3f need=%llu capacity=%llu\n",
-		       model_id, pool, shl_dim_name(why.dim), (double)why.wait_ns / 1e9,
-		       (unsigned long long)why.need, (unsigned long long)why.capacity);
-		rc = TX_REFUSED;
-	} else if (r == -E2BIG || r == -EDQUOT) {
-		printf("never model=%s pool=%s dimension=%s need=%llu capacity=%llu reason=\"%s\"\n",
-		       model_id, pool, r == -EDQUOT ? "spend" : shl_dim_name(why.dim),
-		       (unsigned long long)why.need, (unsigned long long)why.capacity,
-		       shl_strerror(r));
-		rc = TX_NEVER;
-	} else {
-		rc = lib_error(name, r, NULL);
+	if (s && shl_stats_get(h, s) != 0) {
+		free(s);
+		s = NULL;
 	}
+	int rc = print_decision(name, r, model_id, pool_name(s, pidx), &t, &why,
+				wait_ns > 0 ? waited : 0);
+	free(s);
+	shl_detach(h);
+	return rc;
+}
+
+/* A fraction 0..1 (decimals), for --min-free. */
+static int parse_fraction(const char *s, double *out)
+{
+	if (s == NULL || ((*s < '0' || *s > '9') && *s != '.'))
+		return -1;
+	char *end = NULL;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+#define ROUTE_MAX 64 /* models in one preference list */
+
+static int cmd_route(int argc, char **argv)
+{
+	shl_cost cost;
+	memset(&cost, 0, sizeof(cost));
+	int64_t wait_ns = 0;
+	double min_free = 0.0;
+	int c;
+	while ((c = getopt_long(argc, argv, ROUTE_SHORTOPTS, route_opts, NULL)) != -1) {
+		if (c == OPT_MINFREE) {
+			if (parse_fraction(optarg, &min_free) != 0)
+				return usage_error("--min-free: not a fraction from 0 to 1:", optarg);
+			continue;
+		}
+		int r = cost_opt(c, &cost, &wait_ns);
+		if (r < 0)
+			return common_opt(c);
+		if (r > 0)
+			return r;
+	}
+	int r = want_args(argc, argv, 2, "segment NAME and MODEL[,MODEL...]");
+	if (r)
+		return r;
+	const char *name = argv[optind];
+	/* Split the preference list; ids point into `list`. */
+	char list[ROUTE_MAX * (SHL_PATTERN_MAX + 2)];
+	if (snprintf(list, sizeof(list), "%s", argv[optind + 1]) >= (int)sizeof(list))
+		return usage_error("model list too long:", argv[optind + 1]);
+	const char *ids[ROUTE_MAX];
+	int n = 0;
+	for (char *p = list;;) {
+		char *comma = strchr(p, ',');
+		if (comma)
+			*comma = '\0';
+		if (*p == '\0')
+			return usage_error("empty model name in the list", argv[optind + 1]);
+		if (n == ROUTE_MAX)
+			return usage_error("more than 64 models in the list", NULL);
+		ids[n++] = p;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	shl_t *h = NULL;
+	if ((r = attach(name, 0, &h)) != 0)
+		return r;
+	int models[ROUTE_MAX];
+	for (int i = 0; i < n; i++) {
+		models[i] = shl_lookup(h, ids[i]);
+		if (models[i] < 0) {
+			fprintf(stderr, PROG " route: model '%s': %s\n", ids[i],
+				shl_strerror(models[i]));
+			shl_detach(h);
+			return tool_exit_code(models[i]);
+		}
+	}
+	shl_ticket t;
+	shl_refusal why;
+	memset(&why, 0, sizeof(why));
+	why.pool = -1;
+	why.dim = SHL_DIM_NONE;
+	shl_route_policy pol = {.min_free = min_free, .timeout_ns = wait_ns};
+	int64_t t0 = shl_now();
+	r = shl_route(h, models, n, &cost, &pol, &t, &why);
+	int64_t waited = shl_now() - t0;
+	/* The model the line names: the chosen one, else the first whose pool refused. */
+	int which = r >= 0 ? r : 0;
+	int pidx = r >= 0 ? t.pool : why.pool;
+	if (r < 0 && pidx >= 0)
+		for (int i = n - 1; i >= 0; i--)
+			if (shl_model_pool(h, models[i]) == pidx)
+				which = i;
+	if (pidx < 0)
+		pidx = shl_model_pool(h, models[which]);
+	shl_stats *s = malloc(sizeof(*s));
+	if (s && shl_stats_get(h, s) != 0) {
+		free(s);
+		s = NULL;
+	}
+	int64_t units = 0;
+	if (r == -EDQUOT && why.dim == SHL_DIM_NONE && s && s->spend_cap >= 0 &&
+	    shl_price(h, models[which], &cost, &units) == 0) {
+		/* shl_route says only -EDQUOT: the numbers try prints, for the
+		 * list's first model. */
+		why.need = (uint64_t)units + (uint64_t)s->spend_month;
+		why.capacity = (uint64_t)s->spend_cap;
+	}
+	int rc = print_decision(name, r >= 0 ? 0 : r, ids[which], pool_name(s, pidx), &t, &why,
+				wait_ns > 0 ? waited : 0);
+	free(s);
+	shl_detach(h);
+	return rc;
+}
+
+#define HOLD_MAX_SECONDS 86400 /* shl_check calls a longer hold corrupt */
+
+static int cmd_hold(int argc, char **argv)
+{
+	int c;
+	while ((c = getopt_long(argc, argv, PLAIN_SHORTOPTS, plain_opts, NULL)) != -1)
+		return common_opt(c);
+	int r = want_args(argc, argv, 3, "segment NAME, POOL and SECONDS");
+	if (r)
+		return r;
+	const char *name = argv[optind], *pool = argv[optind + 1];
+	int64_t ns = 0;
+	if (tool_parse_seconds(argv[optind + 2], &ns) != 0 || ns <= 0 ||
+	    ns > HOLD_MAX_SECONDS * 1000000000LL)
+		return usage_error("SECONDS: expected a number of seconds above 0, at most 86400, got",
+				   argv[optind + 2]);
+	shl_t *h = NULL;
+	if ((r = attach(name, 0, &h)) != 0)
+		return r;
+	shl_stats *s = malloc(sizeof(*s));
+	if (s == NULL) {
+		shl_detach(h);
+		fprintf(stderr, PROG " hold: out of memory\n");
+		return TX_FAIL;
+	}
+	int rc = TX_OK, p = -1;
+	if ((r = shl_stats_get(h, s)) < 0) {
+		rc = lib_error(name, r, NULL);
+		goto out;
+	}
+	for (int i = 0; i < s->npools && p < 0; i++)
+		if (strcmp(s->pools[i].name, pool) == 0)
+			p = i;
+	if (p < 0) {
+		fprintf(stderr, PROG " hold: segment '%s' has no pool '%s' (pools:", name, pool);
+		for (int i = 0; i < s->npools; i++)
+			fprintf(stderr, " %s", s->pools[i].name);
+		fprintf(stderr, ")\n");
+		rc = TX_USAGE;
+		goto out;
+	}
+	if ((r = shl_hold(h, p, ns)) < 0) {
+		rc = lib_error(name, r, NULL);
+		goto out;
+	}
+	/* A hold extends, never shortens: print what is in force now. */
+	if (shl_stats_get(h, s) == 0)
+		printf("held pool=%s seconds=%.3f\n", pool, (double)s->pools[p].hold_ns / 1e9);
+out:
 	free(s);
 	shl_detach(h);
 	return rc;
@@ -710,15 +922,35 @@ static const struct subcmd subcmds[] = {
 	 "  -B, --batch          Message Batches pricing (half price)\n"
 	 "  -w, --wait SECONDS   wait up to SECONDS for admission instead of refusing\n",
 	 cmd_try},
+	{"route", "route NAME MODEL[,MODEL...] [--input N] [--output N] [--cache-write-5m N]\n"
+		  "       [--cache-write-1h N] [--cache-read N] [--batch] [--min-free F]\n"
+		  "       [--wait SECONDS]",
+	 "Admit one request on the first MODEL of the preference list whose pool can\n"
+	 "take it now (shl_route); when none can, wait (with --wait) until the first\n"
+	 "that can.  Prints the decision as try does, naming the chosen model:\n"
+	 "  admitted model=M pool=P waited=S ticket=T     (exit 0)\n"
+	 "  refused model=M pool=P dimension=D wait=S ... (exit 9; the shortest wait)\n"
+	 "  never model=M pool=P dimension=D ...          (exit 10; fits no pool, or spend)\n"
+	 "A model the configuration does not know: exit 11, naming it.\n"
+	 "The cost options and --wait are try's (see 'try --help').\n"
+	 "      --min-free F     leave at least the fraction F (0..1) of each bucket\n"
+	 "                       of a pool free; a pool that cannot is passed over\n",
+	 cmd_route},
+	{"hold", "hold NAME POOL SECONDS",
+	 "Hold POOL back for SECONDS (decimals allowed, up to 86400), as a server\n"
+	 "429's retry-after does: every admission on it is refused (dimension=hold)\n"
+	 "until then.  Extends, never shortens, a hold; 'reset --buckets' clears it.\n"
+	 "The library counts each hold as a server 429 in the statistics.\n",
+	 cmd_hold},
 	{"settle", "settle NAME TICKET [--input N] [--output N] [--cache-write-5m N]\n"
 		   "       [--cache-write-1h N] [--cache-read N]",
-	 "Settle an admission made by try with the usage the server reported.\n"
+	 "Settle an admission made by try or route with the usage the server reported.\n"
 	 "  -i, --input N        input tokens used\n"
 	 "  -o, --output N       output tokens generated\n"
 	 "      --cache-write-5m N, --cache-write-1h N, --cache-read N   cache usage\n",
 	 cmd_settle},
 	{"cancel", "cancel NAME TICKET",
-	 "Refund an admission made by try whose request was never sent.\n", cmd_cancel},
+	 "Refund an admission made by try or route whose request was never sent.\n", cmd_cancel},
 };
 #define NSUB (sizeof(subcmds) / sizeof(subcmds[0]))
 
@@ -732,7 +964,7 @@ static void main_usage(FILE *f)
 	fprintf(f, "\nEvery command takes --help.\n"
 		   "Exit status: 0 ok, 1 other error, 2 usage, 3 no such segment,\n"
 		   "4 permission denied, 5 incompatible segment, 6 corrupt segment,\n"
-		   "7 invalid configuration, 8 segment exists, 9 refused now,\n"
+		   "7 invalid configuration, 8 segment exists, 9 refused now (try, route),\n"
 		   "10 never admissible or spend cap, 11 unknown model, 12 ticket already used.\n");
 }
 

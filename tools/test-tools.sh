@@ -76,7 +76,7 @@ expect 2 "create with neither --tier nor --config" "$CTL" create $P-bad
 expect 2 "create --tier 9" "$CTL" create $P-bad --tier 9
 expect 2 "unknown command" "$CTL" frobnicate $N
 expect 2 "reset without saying what" "$CTL" reset $N
-for sub in create apply show reset rm check try settle cancel; do
+for sub in create apply show reset rm check try route hold settle cancel; do
 	"$CTL" $sub --help >"$TMP/out" 2>&1; rc=$?
 	if [ $rc -eq 0 ] && grep -q "^Usage: shmlimit-ctl $sub" "$TMP/out"; then ok "ctl $sub --help"; else bad "ctl $sub --help (exit $rc)"; fi
 done
@@ -132,6 +132,10 @@ grep -q "^admitted .*waited=[0-9.]* ticket=t1:" "$TMP/out" && ok "try --wait pri
 "$CTL" rm $P-wait >/dev/null
 expect 10 "a request larger than the itpm burst can never be admitted" "$CTL" try $N claude-sonnet-4-5 --input 100000
 grep -q "^never .*dimension=itpm" "$TMP/out" && ok "never names itpm" || bad "never output: $(cat "$TMP/out")"
+expect 10 "try: a request whose worst case passes the spend cap" "$CTL" try $N claude-sonnet-4-5 --output 700000
+grep -q "^never model=claude-sonnet-4-5 pool=sonnet dimension=spend need=[0-9]* capacity=10000000000 " "$TMP/out" && ok "never names spend and the cap" || bad "spend output: $(cat "$TMP/out")"
+expect 10 "route: the same request over the spend cap" "$CTL" route $N claude-sonnet-4-5,claude-sonnet-4-5-x --output 700000
+grep -q "^never model=claude-sonnet-4-5 pool=sonnet dimension=spend need=1050[0-9]\{7\} capacity=10000000000 " "$TMP/out" && ok "route's never names spend, the need and the cap" || bad "route spend output: $(cat "$TMP/out")"
 expect 11 "unknown model" "$CTL" try $N gpt-4 --input 1
 grep -q "gpt-4" "$TMP/err" && ok "unknown model message names the model" || bad "msg: $(cat "$TMP/err")"
 expect 2 "malformed ticket" "$CTL" settle $N "t1:1:2:3" --input 1
@@ -302,6 +306,232 @@ open(sys.argv[2], "wb").write(bytes(b))
 PY
 	expect 5 "stat: other layout version is incompatible" "$STAT" $P-ver
 }
+
+# ---------------------------------------------------------------- route: a preference list
+# Four pools refilling one request a minute (nothing refills during the
+# test, so every count below is exact): pa and pb hold 1 request, pc 4, pd 2;
+# pb's input bucket holds 5000 tokens.
+PR='"prices": {"input": 1, "output": 5, "cache_write_5m": 1.25, "cache_write_1h": 2, "cache_read": 0.1}'
+cat >"$TMP/route.json" <<J
+{"spend_cap_usd": null, "pools": [
+ {"name": "pa", "rpm": 1, "itpm": 600000, "otpm": 600000, "burst": {"rpm": 1}, $PR},
+ {"name": "pb", "rpm": 1, "itpm": 600000, "otpm": 600000, "burst": {"rpm": 1, "itpm": 5000}, $PR},
+ {"name": "pc", "rpm": 1, "itpm": 600000, "otpm": 600000, "burst": {"rpm": 4}, $PR},
+ {"name": "pd", "rpm": 1, "itpm": 600000, "otpm": 600000, "burst": {"rpm": 2}, $PR}],
+ "models": [{"match": "model-a", "pool": "pa"}, {"match": "model-b", "pool": "pb"},
+            {"match": "model-c*", "pool": "pc"}, {"match": "model-d", "pool": "pd"}]}
+J
+N=$P-route
+"$CTL" create $N --config "$TMP/route.json" >/dev/null
+# admitted POOL: the pool's admitted counter from stat --json.
+admitted() { "$STAT" --json $N >"$TMP/ra.json" && jget "$TMP/ra.json" "[p for p in d['pools'] if p['name'] == '$1'][0]['counters']['admitted']"; }
+# chosen: the model= word of the last decision line.
+chosen() { sed -n 's/^[a-z]* model=\([^ ]*\) pool=\([^ ]*\) .*/\1@\2/p' "$TMP/out"; }
+expect 0 "route: all pools free" "$CTL" route $N model-a,model-b,model-c --input 10 --output 5
+check "route picks the first model when its pool is free ($(chosen))" [ "$(chosen)" = model-a@pa ]
+grep -q "^admitted model=model-a pool=pa waited=0.000 ticket=t1:" "$TMP/out" && ok "route prints try's admitted line" || bad "route output: $(cat "$TMP/out")"
+RT_A=$(sed -n 's/.* ticket=\([^ ]*\).*/\1/p' "$TMP/out")
+expect 0 "route: the first pool is full" "$CTL" route $N model-a,model-b,model-c --input 10 --output 5
+check "route falls through to the second model ($(chosen))" [ "$(chosen)" = model-b@pb ]
+RT_B=$(sed -n 's/.* ticket=\([^ ]*\).*/\1/p' "$TMP/out")
+expect 0 "route: the first two pools are full" "$CTL" route $N model-a,model-b,model-c --input 10
+check "route falls through to the third model ($(chosen))" [ "$(chosen)" = model-c@pc ]
+expect 0 "route: a dated id matched by a prefix entry" "$CTL" route $N model-c-20250101,model-a --input 10
+check "the list's order decides: model-c (a dated id of a prefix entry) before model-a ($(chosen))" [ "$(chosen)" = model-c-20250101@pc ]
+"$CTL" route $N model-c >/dev/null && "$CTL" route $N model-c >/dev/null
+check "pc admitted exactly its burst of 4" [ "$(admitted pc)" = 4 ]
+expect 9 "route: every pool of the list is full" "$CTL" route $N model-a,model-b,model-c --input 10
+grep -q "^refused model=model-[abc] pool=p[abc] dimension=rpm wait=[0-9.]* need=1 capacity=[14]$" "$TMP/out" && ok "the refusal names a model, its pool, rpm and the wait" || bad "refusal: $(cat "$TMP/out")"
+check "the refused route admitted nothing (pa 1, pb 1, pc 4)" [ "$(admitted pa)$(admitted pb)$(admitted pc)" = 114 ]
+# The printed tickets settle (and cancel) with ctl, on the pool chosen.
+expect 0 "settle the ticket of a routed admission" "$CTL" settle $N "$RT_B" --input 9 --output 4
+expect 0 "cancel the ticket of a route admission" "$CTL" cancel $N "ticket=$RT_A"
+"$STAT" --json $N >"$TMP/r.json"
+check "the settlement went to the chosen pool pb (settled 1, tokens 9 in, 4 out)" \
+	[ "$(jget "$TMP/r.json" "[(p['counters']['settled'], p['tokens']['input'], p['tokens']['output']) for p in d['pools'] if p['name'] == 'pb'][0]")" = "(1, 9, 4)" ]
+check "nothing was settled on pa or pc; pa's ticket was cancelled" \
+	[ "$(jget "$TMP/r.json" "[(p['counters']['settled'], p['counters']['cancelled']) for p in d['pools']]")" = "[(0, 1), (1, 0), (0, 0), (0, 0)]" ]
+expect 12 "a route ticket is settled once" "$CTL" settle $N "$(echo "$RT_B" | awk -F: 'BEGIN{OFS=":"} {$4=2; print}')"
+"$CTL" reset $N --buckets >/dev/null
+expect 11 "route: an unknown model in the list" "$CTL" route $N model-a,nosuch,model-b --input 1
+grep -q "'nosuch'" "$TMP/err" && ok "the message names the unknown model" || bad "msg: $(cat "$TMP/err")"
+check "nothing was admitted for a list with an unknown model" [ "$(admitted pa)" = 1 ]
+expect 0 "route: a request too large for pb's input bucket" "$CTL" route $N model-b,model-a --input 8000
+check "a pool the request can never fit is passed over ($(chosen))" [ "$(chosen)" = model-a@pa ]
+expect 10 "route: a request too large for every pool of the list" "$CTL" route $N model-b --input 8000
+grep -q "^never model=model-b pool=pb dimension=itpm need=8000 capacity=5000 " "$TMP/out" && ok "never names the pool and itpm" || bad "never: $(cat "$TMP/out")"
+# --min-free 0.5: pc (4 requests) admits 2 and keeps 2 free, pd (2) admits
+# 1 and keeps 1; then both refuse, though pc still has room that a plain
+# route then takes.
+"$CTL" reset $N --buckets >/dev/null
+R=
+for i in 1 2 3; do "$CTL" route $N model-c,model-d --min-free 0.5 >"$TMP/out" 2>&1; R="$R $(chosen)"; done
+check "--min-free 0.5 keeps half of pc free:$R" [ "$R" = " model-c@pc model-c@pc model-d@pd" ]
+expect 9 "--min-free 0.5: both pools down to the half they keep" "$CTL" route $N model-c,model-d --min-free 0.5
+expect 0 "route without --min-free takes what --min-free kept" "$CTL" route $N model-c,model-d
+check "... on pc ($(chosen))" [ "$(chosen)" = model-c@pc ]
+expect 10 "--min-free 1 leaves no pool usable" "$CTL" route $N model-c,model-d --min-free 1
+expect 2 "route --min-free 1.5" "$CTL" route $N model-a --min-free 1.5
+expect 2 "route --min-free abc" "$CTL" route $N model-a --min-free abc
+expect 2 "route with an empty model in the list" "$CTL" route $N model-a,,model-b
+expect 2 "route without a model list" "$CTL" route $N
+expect 2 "route: bad --input" "$CTL" route $N model-a --input x
+expect 3 "route: no such segment" "$CTL" route $P-nosuch model-a
+
+# ---------------------------------------------------------------- route from concurrent shell loops
+# Two pools of 300 requests a minute (5 a second), burst 2; 6 loops of 8
+# `route --wait` each keep both saturated.  Per pool, what was admitted over
+# the whole run can be at most burst + rate x elapsed, elapsed measured on
+# the library's clock (CLOCK_BOOTTIME) from before the first process started
+# to after the last one ended (so the bound errs on the generous side).
+cat >"$TMP/mp.json" <<J
+{"spend_cap_usd": null, "pools": [
+ {"name": "qa", "rpm": 300, "itpm": 6000000, "otpm": 6000000, "burst": {"rpm": 2}, $PR},
+ {"name": "qb", "rpm": 300, "itpm": 6000000, "otpm": 6000000, "burst": {"rpm": 2}, $PR}],
+ "models": [{"match": "m-a", "pool": "qa"}, {"match": "m-b", "pool": "qb"}]}
+J
+N=$P-mp
+"$CTL" create $N --config "$TMP/mp.json" >/dev/null
+boot() { python3 -c 'import time; print(repr(time.clock_gettime(time.CLOCK_BOOTTIME)))'; }
+T0=$(boot)
+LOOPS=
+for l in 1 2 3 4 5 6; do
+	( for i in 1 2 3 4 5 6 7 8; do "$CTL" route $N m-a,m-b --input 1 --wait 20; done >"$TMP/mp.$l" 2>&1 ) &
+	LOOPS="$LOOPS $!"
+done
+for l in $LOOPS; do wait $l; done
+T1=$(boot)
+"$STAT" --json $N >"$TMP/mp.json.out"
+if python3 - "$TMP/mp.json.out" "$T0" "$T1" "$TMP"/mp.[0-9] <<'PY'
+import json, sys, re
+d = json.load(open(sys.argv[1])); t0 = float(sys.argv[2]); t1 = float(sys.argv[3])
+lines = [l for f in sys.argv[4:] for l in open(f)]
+assert len(lines) == 48, "%d decision lines, expected 48" % len(lines)
+for l in lines:
+    assert re.match(r"(admitted model=m-[ab] pool=q[ab] waited=[0-9.]+ ticket=t1:|refused )", l), "line: " + l
+mine = {"qa": 0, "qb": 0}
+for l in lines:
+    m = re.match(r"admitted model=m-([ab]) pool=(q[ab]) ", l)
+    if m:
+        assert m.group(2) == "q" + m.group(1), "model and pool disagree: " + l
+        mine[m.group(2)] += 1
+elapsed = t1 - t0
+pools = {p["name"]: p for p in d["pools"]}
+for name in ("qa", "qb"):
+    adm = pools[name]["counters"]["admitted"]
+    bound = 2 + 5.0 * elapsed
+    print("     | %s: admitted %d, bound %.1f over %.3f s, refused %d" % (name, adm, bound, elapsed, pools[name]["counters"]["refused"]))
+    assert adm == mine[name], "%s: the segment counts %d admissions, the loops printed %d" % (name, adm, mine[name])
+    assert adm <= bound, "%s: admitted %d > burst + rate x elapsed = %.2f" % (name, adm, bound)
+# Saturation: the preferred pool refused (so the bound was tested at the
+# limit), and the overflow was routed to the second pool.
+assert pools["qa"]["counters"]["refused"] > 0, "qa never refused: the loops did not saturate it"
+assert mine["qb"] > 0, "nothing was routed to qb"
+PY
+then ok "6 concurrent route loops: per pool, admitted <= burst + rate x elapsed; counts agree with the loops' output; the overflow went to the second pool"
+else bad "concurrent route loops"; fi
+
+# ---------------------------------------------------------------- hold: the table's HELD line
+N=$P-route
+"$CTL" reset $N --buckets >/dev/null
+# An hour: long enough that no assertion below depends on how fast it runs.
+expect 0 "hold pb for an hour" "$CTL" hold $N pb 3600
+held_s() { sed -n 's/^held pool=pb seconds=\([0-9.]*\)$/\1/p' "$TMP/out"; }
+check "hold prints the hold in force ($(held_s))" python3 -c 'import sys; sys.exit(not 1 < float(sys.argv[1]) <= 3600)' "$(held_s)"
+expect 0 "stat table of a held pool" "$STAT" $N
+# The HELD line is in pb's block: after the line starting "pb", before "pc".
+check "exactly one HELD line, in pb's block, with the seconds left" python3 - "$TMP/out" <<'PY'
+import sys, re
+lines = open(sys.argv[1]).read().split("\n")
+held = [i for i, l in enumerate(lines) if "HELD" in l]
+pb = [i for i, l in enumerate(lines) if l.startswith("pb ")][0]
+pc = [i for i, l in enumerate(lines) if l.startswith("pc ")][0]
+assert len(held) == 1 and pb < held[0] < pc, (held, pb, pc)
+m = re.search(r"HELD by a server retry-after for ([0-9.]+) s more", lines[held[0]])
+assert m and 1 < float(m.group(1)) <= 3600, lines[held[0]]
+PY
+"$STAT" --json $N >"$TMP/h.json"
+check "stat --json: pb's hold_seconds in (1, 3600], the others 0" \
+	python3 -c 'import json,sys; h=[p["hold_seconds"] for p in json.load(open(sys.argv[1]))["pools"]]; sys.exit(not (h[0] == 0 and 1 < h[1] <= 3600 and h[2] == h[3] == 0))' "$TMP/h.json"
+check "the hold counts as a server 429 on pb" [ "$(jget "$TMP/h.json" 'd["pools"][1]["counters"]["server_429"]')" = 1 ]
+"$STAT" --prometheus $N >"$TMP/h.prom"
+grep -q "^shmlimit_pool_hold_seconds{segment=\"$N\",pool=\"pb\"} [1-9][0-9]*\." "$TMP/h.prom" && ok "prometheus hold gauge" || bad "prometheus hold: $(grep hold_seconds "$TMP/h.prom")"
+expect 9 "try on the held pool is refused" "$CTL" try $N model-b --input 1
+grep -q "^refused model=model-b pool=pb dimension=hold wait=[1-9][0-9]*\." "$TMP/out" && ok "the refusal names the hold and its wait" || bad "hold refusal: $(cat "$TMP/out")"
+expect 0 "route passes over the held pool" "$CTL" route $N model-b,model-c --input 1
+check "... to model-c ($(chosen))" [ "$(chosen)" = model-c@pc ]
+expect 0 "a shorter hold does not shorten it" "$CTL" hold $N pb 1
+check "the hour's hold is still in force ($(held_s))" python3 -c 'import sys; sys.exit(not 1 < float(sys.argv[1]) <= 3600)' "$(held_s)"
+expect 2 "hold: no such pool" "$CTL" hold $N nopool 5
+grep -q "no pool 'nopool'" "$TMP/err" && ok "the message names the pool" || bad "msg: $(cat "$TMP/err")"
+expect 2 "hold 0 seconds" "$CTL" hold $N pb 0
+expect 2 "hold for more than a day" "$CTL" hold $N pb 90000
+expect 2 "hold: seconds not a number" "$CTL" hold $N pb soon
+expect 2 "hold without seconds" "$CTL" hold $N pb
+expect 3 "hold: no such segment" "$CTL" hold $P-nosuch pb 5
+"$CTL" reset $N --buckets >/dev/null
+"$STAT" $N >"$TMP/out"
+check "reset --buckets clears the hold: no HELD line" [ "$(grep -c HELD "$TMP/out")" -eq 0 ]
+expect 0 "try on the released pool" "$CTL" try $N model-b --input 1
+
+# ---------------------------------------------------------------- corrupt segments: stat exits 6
+# scribble SEG WHAT: patch the live configuration slot in /dev/shm/SEG in
+# place (layout: libshmlimit/src/internal.h).  WHAT=index sets models[0].pool
+# to 200 and recomputes the slot's FNV-1a checksum, so that only attach's
+# validation of every index can find it; WHAT=byte flips a byte of pools[0]'s
+# name and leaves the checksum stale.  Exits 3 when the stored checksum does
+# not match this script's idea of the layout (then the test says so).
+scribble() {
+	python3 - /dev/shm/$1 $2 <<'PY'
+import struct, sys
+path, what = sys.argv[1], sys.argv[2]
+SLOT0, SLOT1, SLOT_SIZE = 0x8100, 0x12140, 41024
+CK, MODELS, MODEL_SIZE, MODEL_POOL = 24, 8256, 128, 64
+def fnv(b):
+    h = 0xcbf29ce484222325
+    for c in b[:CK] + bytes(8) + b[CK + 8:]:
+        h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+with open(path, "r+b") as f:
+    f.seek(0x40); gen = struct.unpack("<Q", f.read(8))[0]
+    off = SLOT1 if gen & 1 else SLOT0
+    f.seek(off); slot = bytearray(f.read(SLOT_SIZE))
+    if struct.unpack_from("<Q", slot, CK)[0] != fnv(bytes(slot)) or struct.unpack_from("<Q", slot, 16)[0] != gen:
+        sys.exit(3)
+    if what == "index":
+        struct.pack_into("<I", slot, MODELS + MODEL_POOL, 200)
+        struct.pack_into("<Q", slot, CK, fnv(bytes(slot)))
+    else:
+        slot[64] ^= 0x20
+    f.seek(off); f.write(slot)
+PY
+}
+N=$P-corrupt
+"$CTL" create $N --tier 1 >/dev/null
+scribble $N index; rc=$?
+check "the scribbler understands the layout (checksum and generation of the live slot; exit $rc)" [ $rc -eq 0 ]
+expect 6 "stat: a model entry pointing at pool 200 is corrupt" "$STAT" $N
+grep -q "corrupt: config.models\[0\].pool: 200 is not a pool in use" "$TMP/err" && ok "the message names the field and the index" || bad "msg: $(cat "$TMP/err")"
+expect 6 "stat --json on the corrupt segment" "$STAT" --json $N
+check "no JSON document for a corrupt segment" [ ! -s "$TMP/out" ]
+expect 6 "ctl check: the same segment" "$CTL" check $N
+grep -q "models\[0\].pool" "$TMP/out" && ok "check names models[0].pool" || bad "check: $(cat "$TMP/out")"
+expect 6 "ctl try on the corrupt segment" "$CTL" try $N claude-haiku-4-5 --input 1
+"$CTL" create $N --tier 1 --force >/dev/null
+scribble $N byte
+expect 6 "stat: a scribbled byte under a stale checksum" "$STAT" $N
+grep -q "checksum mismatch" "$TMP/err" && ok "the message says checksum mismatch" || bad "msg: $(cat "$TMP/err")"
+# A bucket word far in the future: attach cannot see it (runtime words are
+# not in the checksum), ctl check does.
+"$CTL" create $N --tier 1 --force >/dev/null
+python3 - /dev/shm/$N <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(0x100); f.write(struct.pack("<Q", 1 << 62))   # pools[0].tat[rpm]
+PY
+expect 6 "ctl check: a bucket word years ahead" "$CTL" check $N
+grep -q "pools\[0\].tat\[rpm\]: .* over a year ahead" "$TMP/out" && ok "check names pools[0].tat[rpm]" || bad "check: $(cat "$TMP/out")"
+expect 9 "the scribbled bucket refuses (it never admits more)" "$CTL" try $N claude-opus-4-5 --input 1
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
