@@ -6,13 +6,18 @@
  * to re-attach; they must never crash, hang or write outside the mapping.
  * Each worker runs a bounded loop and exits 0; the parent checks every
  * worker ended by itself (no signal, no timeout) and that the scribbler
- * really did write.  Run under AddressSanitizer by check-asan's build too.
+ * really did write.  The scribbler starts once every worker has attached
+ * (or a second has passed): a worker whose first attach came after the
+ * live configuration was scribbled could never attach at all, and would
+ * end having done nothing (a start-up race, not a library fault).  Run
+ * under AddressSanitizer by check-asan's build too.
  *
  * Usage: shmlimit-scribble [--workers P] [--seconds S] [--stat PATH-TO-shmlimit-stat]
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +37,23 @@ static uint64_t rnd(uint64_t *s)
 }
 
 static char name[64];
+static _Atomic int *attached; /* workers attached at least once (shared mapping) */
 
 static void worker(int id, int64_t until)
 {
 	uint64_t seed = 88172645463325252ULL + (uint64_t)id;
 	shl_t *h = NULL;
 	long ops = 0;
+	int counted = 0;
 	while (shl_now() < until) {
 		if (h == NULL && shl_attach(name, 0, &h, NULL) != 0) {
 			h = NULL;
 			continue;
+		}
+		if (!counted) {
+			/* relaxed: a counter the scribbler polls; it publishes nothing. */
+			atomic_fetch_add_explicit(attached, 1, memory_order_relaxed);
+			counted = 1;
 		}
 		const char *ids[] = {"claude-sonnet-4-5", "claude-opus-4-6", "claude-haiku-4-5"};
 		int m = shl_lookup(h, ids[rnd(&seed) % 3]);
@@ -76,8 +88,13 @@ static void worker(int id, int64_t until)
 	_exit(ops > 0 ? 0 : 7);
 }
 
-static void scribbler(int64_t until, long *writes_out)
+static void scribbler(int P, int64_t until, long *writes_out)
 {
+	int64_t start_by = shl_now() + 1000000000LL;
+	while (atomic_load_explicit(attached, memory_order_relaxed) < P && shl_now() < start_by) {
+		struct timespec w = {0, 100000};
+		nanosleep(&w, NULL);
+	}
 	char path[80];
 	snprintf(path, sizeof(path), "/dev/shm/%s", name);
 	FILE *f = fopen(path, "r+b");
@@ -125,6 +142,11 @@ int main(int argc, char **argv)
 	if (shl_create(name, c, SHL_CREATE_REPLACE, NULL, NULL) != 0)
 		return 2;
 	shl_config_free(c);
+	attached = mmap(NULL, sizeof(*attached), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			-1, 0);
+	if (attached == MAP_FAILED)
+		return 2;
+	atomic_init(attached, 0);
 	int64_t until = shl_now() + (int64_t)secs * 1000000000LL;
 	pid_t pids[66];
 	int n = 0;
@@ -133,7 +155,7 @@ int main(int argc, char **argv)
 			worker(i, until);
 	long writes = 0;
 	if ((pids[n++] = fork()) == 0)
-		scribbler(until, &writes);
+		scribbler(P, until, &writes);
 	if (stat != NULL && (pids[n++] = fork()) == 0) {
 		/* the stats tool, run again and again against the scribbled segment:
 		 * any exit code is fine, a signal is not */
