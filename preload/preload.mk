@@ -38,3 +38,4 @@ check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-
 # A segment helper for the tests (create / stats / rm), library only.
 $(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)
+INSTALL_LIBS += $(PRELOAD_SO)

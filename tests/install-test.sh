@@ -9,6 +9,12 @@ make -C "$top" --no-print-directory install DESTDIR="$tmp/root" PREFIX=/opt/shl 
 pc="$tmp/root/opt/shl/lib/pkgconfig"
 test -f "$tmp/root/opt/shl/include/shmlimit.h"
 test -L "$tmp/root/opt/shl/lib/libshmlimit.so"
+test -f "$tmp/root/opt/shl/lib/libshmlimit-preload.so"
+for b in shmlimit-stat shmlimit-ctl shmlimit-plan; do test -x "$tmp/root/opt/shl/bin/$b"; done
+for m in shmlimit-stat shmlimit-ctl shmlimit-plan; do test -f "$tmp/root/opt/shl/share/man/man1/$m.1"; done
+# the shim exports only its hooks
+bad=$(nm -D --defined-only "$tmp/root/opt/shl/lib/libshmlimit-preload.so" | awk '{print $3}' | grep -v '^curl_' || true)
+test -z "$bad" || { echo "install: the preload exports more than curl_* hooks: $bad" >&2; exit 1; }
 cat > "$tmp/t.c" <<'C'
 #include <shmlimit.h>
 #include <stdio.h>
