@@ -123,15 +123,18 @@ echo "# curl --parallel (multi interface) is governed"
 new_seg S2
 args=()
 for i in 1 2 3 4 5 6; do
+	# --next: each URL its own body (without it curl joins every -d into each request)
+	[ "$i" -gt 1 ] && args+=(--next -s)
 	args+=(-o "$T/par$i.out" --url "$m_url/v1/messages" -d "$(body claude-haiku-4-5 50 $([ $((i % 2)) = 0 ] && echo true || echo false) "parallel $i")")
 done
-r0=$(mock_num "$m_url" rate_limited)
+r0=$(mock_num "$m_url" rate_limited); i0=$(mock_num "$m_url" input_tokens)
 shim "$S2" "$m_port" curl -s --no-progress-meter --parallel --parallel-max 6 "${args[@]}"
 check "--parallel: curl exit 0" eq $? 0
 check "--parallel: 6 admitted and settled" eq "$(seg "$S2" haiku.admitted)/$(seg "$S2" haiku.settled)" "6/6"
 check "--parallel: admissions waited for the RPM bucket (burst 2)" ge "$(seg "$S2" haiku.waited)" 3
 check "--parallel: the server refused none" eq "$(mock_num "$m_url" rate_limited)" "$r0"
 check "--parallel: every output is a message" eq "$(grep -l msg_mock "$T"/par*.out | wc -l | tr -d ' ')" 6
+check "--parallel: segment input tokens = server's" eq "$(seg "$S2" haiku.tokens_in)" "$(($(mock_num "$m_url" input_tokens) - i0))"
 
 echo "# multi-threaded libcurl worker (POSTFIELDS, COPYPOSTFIELDS, read callback, dup, reset)"
 new_seg S3
