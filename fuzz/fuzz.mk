@@ -5,7 +5,7 @@
 #                      replaying every saved regression input
 # New inputs go to build/fuzz/corpus-*, never into the repository; a crash
 # found becomes a file in fuzz/regress/<target>/ (copy it there by hand).
-FUZZ_TARGETS := config segment
+FUZZ_TARGETS := config segment request headers usage sse
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE ?= 8
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -24,6 +24,19 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(BUILD)/fuzz/libshmlimit.a
 	clang -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) -Ilibshmlimit/include -Ilibshmlimit/src \
 	  $(DEP_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(BUILD)/fuzz/libshmlimit.a \
 	  $(DEP_LIBS) -lpthread
+
+# The preload shim's parsers (request body, response headers, JSON usage,
+# SSE stream) need only cJSON: preload/request.c and preload/response.c are
+# compiled from source into each of these targets, instrumented.  The
+# shipped libshmlimit-preload.so builds the same files with hidden
+# visibility (preload/preload.mk).
+FUZZ_SHIM := request headers usage sse
+FUZZ_SHIM_SRC := preload/request.c preload/response.c
+$(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_SHIM)): $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/shimfuzz.h \
+  $(FUZZ_SHIM_SRC) preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-fuzz
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) -Ilibshmlimit/include -Ipreload -Ifuzz \
+	  $(DEP_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_SHIM_SRC) $(DEP_LIBS)
 
 .PHONY: fuzz check-fuzz
 fuzz: $(FUZZ_BIN)

@@ -472,6 +472,14 @@ struct ctx {
 	char request_id[48];
 	struct sbuf h;          /* extra response headers */
 	struct outcome o;
+	/* Wire faults asked for by request headers (see parse_wire) */
+	struct http_shape shape;  /* x-mock-encoding, x-mock-chunk-bytes */
+	struct sbuf pad;          /* x-mock-pad-*, x-mock-bad-utf8 header lines */
+	int bad_utf8;             /* x-mock-bad-utf8: the reply text too */
+	const char *usage_raw;    /* x-mock-usage-raw */
+	char *raw_body;           /* x-mock-body, decoded */
+	size_t raw_len;
+	const char *raw_type;     /* x-mock-content-type */
 };
 
 /* Drop the extra headers gathered so far, keeping the request id. */
@@ -501,6 +509,28 @@ static char *error_body(const struct ctx *c, const char *type,
 	return s;
 }
 
+/* Send a body of `type`, shaped as the request asked (see parse_wire);
+ * returns keep-alive. */
+static int send_body(struct ctx *c, int status, const char *type, const char *body,
+		     size_t len, int keep_alive, int truncate)
+{
+	struct http_shape sh = c->shape;
+	sh.truncate = truncate;
+	struct sbuf extra = {0};
+	sbuf_add(&extra, c->h.p ? c->h.p : "", c->h.len);
+	sbuf_add(&extra, c->pad.p ? c->pad.p : "", c->pad.len);
+	if (extra.oom) {
+		status = 500;
+		keep_alive = 0;
+		sh.truncate = 0;
+	}
+	c->o.status = status;
+	int rc = http_respond(c->fd, status, extra.oom ? NULL : &extra, type, body, len,
+			      keep_alive, &sh);
+	sbuf_free(&extra);
+	return rc == 0 && keep_alive && !sh.truncate;
+}
+
 /* Send a JSON body (or a stock error if it is NULL); returns keep-alive. */
 static int send_json(struct ctx *c, int status, char *body, int keep_alive,
 		     int truncate)
@@ -513,13 +543,10 @@ static int send_json(struct ctx *c, int status, char *body, int keep_alive,
 		keep_alive = 0;
 		truncate = 0;
 	}
-	c->o.status = status;
 	const char *b = body ? body : oom;
-	int rc = http_respond(c->fd, status, c->h.oom ? NULL : &c->h,
-			      "application/json", b, strlen(b), keep_alive,
-			      truncate);
+	int keep = send_body(c, status, "application/json", b, strlen(b), keep_alive, truncate);
 	free(body);
-	return rc == 0 && keep_alive && !truncate;
+	return keep;
 }
 
 static int send_error(struct ctx *c, int status, const char *type,
@@ -529,8 +556,11 @@ static int send_error(struct ctx *c, int status, const char *type,
 			 c->r->keep_alive, 0);
 }
 
-static cJSON *usage_json(const struct usage *u, uint64_t out)
+/* The reply's usage object, or the request's x-mock-usage-raw text as is. */
+static cJSON *usage_json(const struct ctx *c, const struct usage *u, uint64_t out)
 {
+	if (c->usage_raw != NULL)
+		return cJSON_CreateRaw(c->usage_raw);
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddNumberToObject(o, "input_tokens", (double)u->in);
 	cJSON_AddNumberToObject(o, "cache_creation_input_tokens",
@@ -544,14 +574,22 @@ static cJSON *usage_json(const struct usage *u, uint64_t out)
 	return o;
 }
 
+/* Not UTF-8: a lone 0xff and 0xfe, a lead byte without its continuation,
+ * an encoded surrogate, an over-long 5-byte form (x-mock-bad-utf8). */
+#define BAD_UTF8 "\xff\xfe \xc3\x28 \xed\xa0\x80 \xf8\x88\x80\x80\x80 \x80"
+
 /* "tok tok ..." : words [from, to) of the output, with the separating
- * spaces, so that the concatenation of all pieces is the whole text. */
-static char *words(uint64_t from, uint64_t to)
+ * spaces, so that the concatenation of all pieces is the whole text; with
+ * `junk`, invalid UTF-8 after the first word. */
+static char *words(uint64_t from, uint64_t to, int junk)
 {
 	struct sbuf b = {0};
 	sbuf_puts(&b, "");
-	for (uint64_t i = from; i < to; i++)
+	for (uint64_t i = from; i < to; i++) {
 		sbuf_puts(&b, i == 0 ? "tok" : " tok");
+		if (i == from && junk)
+			sbuf_puts(&b, BAD_UTF8);
+	}
 	if (b.oom) {
 		sbuf_free(&b);
 		return NULL;
@@ -572,7 +610,7 @@ struct reply {
 
 static int send_message_json(struct ctx *c, const struct reply *m)
 {
-	char *text = words(0, m->u.out);
+	char *text = words(0, m->u.out, c->bad_utf8);
 	if (text == NULL)
 		return send_json(c, 500, NULL, 0, 0);
 	cJSON *root = cJSON_CreateObject();
@@ -587,7 +625,7 @@ static int send_message_json(struct ctx *c, const struct reply *m)
 	cJSON_AddItemToArray(content, blk);
 	cJSON_AddStringToObject(root, "stop_reason", m->stop_reason);
 	cJSON_AddNullToObject(root, "stop_sequence");
-	cJSON_AddItemToObject(root, "usage", usage_json(&m->u, m->u.out));
+	cJSON_AddItemToObject(root, "usage", usage_json(c, &m->u, m->u.out));
 	char *body = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
 	free(text);
@@ -596,10 +634,13 @@ static int send_message_json(struct ctx *c, const struct reply *m)
 }
 
 /* An SSE stream in chunked encoding.  With `hold` set, everything is kept
- * in `all` and only half of it is sent at the end (the truncate fault). */
+ * in `all` and only half of it is sent at the end (the truncate fault).
+ * With `whole` set, the events are kept in `all` unframed and sent at the
+ * end through send_body (gzip, x-mock-chunk-bytes). */
 struct stream {
 	int fd;
 	int hold;
+	int whole;
 	int chunked;    /* 0 for HTTP/1.0 clients: close-delimited instead */
 	int err;
 	struct sbuf all;
@@ -607,6 +648,10 @@ struct stream {
 
 static void stream_chunk(struct stream *s, const char *data, size_t n)
 {
+	if (s->whole) {
+		sbuf_add(&s->all, data, n);
+		return;
+	}
 	struct sbuf b = {0};
 	if (s->chunked && n > 0)
 		sbuf_printf(&b, "%zx\r\n", n);
@@ -650,23 +695,27 @@ static int send_message_sse(struct ctx *c, const struct reply *m)
 	c->o.status = 200;
 	int chunked = c->r->minor >= 1;
 	int keep_alive = chunked && c->r->keep_alive;
-	struct sbuf head = {0};
-	sbuf_puts(&head, "HTTP/1.1 200 OK\r\nserver: shmlimit-mock\r\n");
-	sbuf_add(&head, c->h.p ? c->h.p : "", c->h.len);
-	sbuf_printf(&head, "content-type: text/event-stream\r\n"
-		    "cache-control: no-cache\r\n%s"
-		    "connection: %s\r\n\r\n",
-		    chunked ? "transfer-encoding: chunked\r\n" : "",
-		    keep_alive ? "keep-alive" : "close");
-	struct stream s = {.fd = c->fd, .hold = m->fault == FAULT_TRUNCATE,
-			   .chunked = chunked};
-	if (head.oom)
-		s.err = -ENOMEM;
-	else if (s.hold)
-		sbuf_add(&s.all, head.p, head.len);
-	else
-		s.err = http_send(c->fd, head.p, head.len);
-	sbuf_free(&head);
+	struct stream s = {.fd = c->fd, .chunked = chunked,
+			   .whole = c->shape.gzip || c->shape.chunk > 0};
+	if (!s.whole) {
+		s.hold = m->fault == FAULT_TRUNCATE;
+		struct sbuf head = {0};
+		sbuf_puts(&head, "HTTP/1.1 200 OK\r\nserver: shmlimit-mock\r\n");
+		sbuf_add(&head, c->h.p ? c->h.p : "", c->h.len);
+		sbuf_add(&head, c->pad.p ? c->pad.p : "", c->pad.len);
+		sbuf_printf(&head, "content-type: text/event-stream\r\n"
+			    "cache-control: no-cache\r\n%s"
+			    "connection: %s\r\n\r\n",
+			    chunked ? "transfer-encoding: chunked\r\n" : "",
+			    keep_alive ? "keep-alive" : "close");
+		if (head.oom)
+			s.err = -ENOMEM;
+		else if (s.hold)
+			sbuf_add(&s.all, head.p, head.len);
+		else
+			s.err = http_send(c->fd, head.p, head.len);
+		sbuf_free(&head);
+	}
 
 	cJSON *ev = typed("message_start");
 	cJSON *msg = cJSON_AddObjectToObject(ev, "message");
@@ -677,7 +726,7 @@ static int send_message_sse(struct ctx *c, const struct reply *m)
 	cJSON_AddArrayToObject(msg, "content");
 	cJSON_AddNullToObject(msg, "stop_reason");
 	cJSON_AddNullToObject(msg, "stop_sequence");
-	cJSON_AddItemToObject(msg, "usage", usage_json(&m->u, 1));
+	cJSON_AddItemToObject(msg, "usage", usage_json(c, &m->u, 1));
 	stream_event(&s, "message_start", ev);
 
 	uint64_t sent = 0;
@@ -704,7 +753,7 @@ static int send_message_sse(struct ctx *c, const struct reply *m)
 		uint64_t from = out * k / ndelta, to = out * (k + 1) / ndelta;
 		if (k > 0 && cfg->chunk_delay_ms > 0 && !s.hold)
 			sleep_ms(cfg->chunk_delay_ms);
-		char *text = words(from, to);
+		char *text = words(from, to, c->bad_utf8 && k == 0);
 		ev = typed("content_block_delta");
 		cJSON_AddNumberToObject(ev, "index", 0);
 		cJSON *d = cJSON_AddObjectToObject(ev, "delta");
@@ -719,8 +768,12 @@ static int send_message_sse(struct ctx *c, const struct reply *m)
 			d = cJSON_AddObjectToObject(ev, "delta");
 			cJSON_AddNullToObject(d, "stop_reason");
 			cJSON_AddNullToObject(d, "stop_sequence");
-			cJSON *u = cJSON_AddObjectToObject(ev, "usage");
-			cJSON_AddNumberToObject(u, "output_tokens", (double)sent);
+			if (c->usage_raw != NULL) {
+				cJSON_AddItemToObject(ev, "usage", cJSON_CreateRaw(c->usage_raw));
+			} else {
+				cJSON *u = cJSON_AddObjectToObject(ev, "usage");
+				cJSON_AddNumberToObject(u, "output_tokens", (double)sent);
+			}
 			stream_event(&s, "message_delta", ev);
 			stream_event(&s, "ping", typed("ping"));
 		}
@@ -733,12 +786,16 @@ static int send_message_sse(struct ctx *c, const struct reply *m)
 	cJSON *d = cJSON_AddObjectToObject(ev, "delta");
 	cJSON_AddStringToObject(d, "stop_reason", m->stop_reason);
 	cJSON_AddNullToObject(d, "stop_sequence");
-	cJSON *u = cJSON_AddObjectToObject(ev, "usage");
-	cJSON_AddNumberToObject(u, "input_tokens", (double)m->u.in);
-	cJSON_AddNumberToObject(u, "cache_creation_input_tokens",
-				(double)(m->u.cw5m + m->u.cw1h));
-	cJSON_AddNumberToObject(u, "cache_read_input_tokens", (double)m->u.read);
-	cJSON_AddNumberToObject(u, "output_tokens", (double)out);
+	if (c->usage_raw != NULL) {
+		cJSON_AddItemToObject(ev, "usage", cJSON_CreateRaw(c->usage_raw));
+	} else {
+		cJSON *u = cJSON_AddObjectToObject(ev, "usage");
+		cJSON_AddNumberToObject(u, "input_tokens", (double)m->u.in);
+		cJSON_AddNumberToObject(u, "cache_creation_input_tokens",
+					(double)(m->u.cw5m + m->u.cw1h));
+		cJSON_AddNumberToObject(u, "cache_read_input_tokens", (double)m->u.read);
+		cJSON_AddNumberToObject(u, "output_tokens", (double)out);
+	}
 	stream_event(&s, "message_delta", ev);
 	stream_event(&s, "message_stop", typed("message_stop"));
 	sent = out;
@@ -746,6 +803,17 @@ end:
 	stream_chunk(&s, "", 0);
 	if (m->pool >= 0)
 		pool_settle(&cfg->limits->pools[m->pool], m->reserved, sent);
+	if (s.whole) {
+		sbuf_puts(&c->h, "cache-control: no-cache\r\n");
+		int keep = 0;
+		if (s.all.oom)
+			send_json(c, 500, NULL, 0, 0);
+		else
+			keep = send_body(c, 200, "text/event-stream", s.all.p, s.all.len,
+					 keep_alive, m->fault == FAULT_TRUNCATE);
+		sbuf_free(&s.all);
+		return keep;
+	}
 	if (s.hold) {
 		if (!s.all.oom)
 			http_send(c->fd, s.all.p, s.all.len / 2);
@@ -793,6 +861,93 @@ static int scripted(struct ctx *c, int fault)
 	default:
 		return -1;
 	}
+}
+
+/* Standard base64 (padding optional); returns the byte count or -1. */
+static long base64_decode(const char *in, char *out)
+{
+	static const char alpha[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = strlen(in);
+	while (n > 0 && in[n - 1] == '=')
+		n--;
+	long len = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *q = in[i] ? strchr(alpha, in[i]) : NULL;
+		if (q == NULL)
+			return -1;
+		acc = acc << 6 | (uint32_t)(q - alpha);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[len++] = (char)(acc >> bits & 0xff);
+		}
+	}
+	return n % 4 == 1 ? -1 : len;
+}
+
+/*
+ * The wire faults a request asks for (mock/README.md, "Wire faults"):
+ * x-mock-encoding, x-mock-chunk-bytes, x-mock-pad-bytes, x-mock-pad-headers,
+ * x-mock-bad-utf8, x-mock-usage-raw, x-mock-body, x-mock-content-type.
+ * Returns NULL, or the message of a 400 for a malformed value.
+ */
+static const char *parse_wire(struct ctx *c)
+{
+	const struct http_req *r = c->r;
+	const char *v;
+	uint64_t n;
+	if ((v = http_header(r, "x-mock-encoding")) != NULL) {
+		if (strcmp(v, "gzip") == 0)
+			c->shape.gzip = 1;
+		else if (strcmp(v, "identity") != 0)
+			return "mock: x-mock-encoding must be gzip or identity";
+	}
+	if ((v = http_header(r, "x-mock-chunk-bytes")) != NULL) {
+		if (parse_u64(v, 1 << 20, &n) < 0 || n == 0)
+			return "mock: x-mock-chunk-bytes must be 1..1048576";
+		if (r->minor >= 1) /* HTTP/1.0 has no chunked encoding */
+			c->shape.chunk = (size_t)n;
+	}
+	if ((v = http_header(r, "x-mock-pad-bytes")) != NULL) {
+		if (parse_u64(v, 1 << 20, &n) < 0)
+			return "mock: x-mock-pad-bytes must be 0..1048576";
+		static const char fill[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+		sbuf_puts(&c->pad, "x-mock-pad: ");
+		for (uint64_t i = 0; i < n; i++)
+			sbuf_add(&c->pad, &fill[i % (sizeof(fill) - 1)], 1);
+		sbuf_puts(&c->pad, "\r\n");
+	}
+	if ((v = http_header(r, "x-mock-pad-headers")) != NULL) {
+		if (parse_u64(v, 100000, &n) < 0)
+			return "mock: x-mock-pad-headers must be 0..100000";
+		for (uint64_t i = 0; i < n; i++)
+			sbuf_printf(&c->pad, "x-mock-pad-%llu: %llu\r\n",
+				    (unsigned long long)i, (unsigned long long)i);
+	}
+	if ((v = http_header(r, "x-mock-bad-utf8")) != NULL) {
+		if (strcmp(v, "1") != 0)
+			return "mock: x-mock-bad-utf8 must be 1";
+		c->bad_utf8 = 1;
+		sbuf_puts(&c->pad, "x-mock-bad-utf8: " BAD_UTF8 "\r\n"
+			  "x-mock-\xe9t\xe9-\xff: \xc0\xaf\r\n");
+	}
+	c->usage_raw = http_header(r, "x-mock-usage-raw");
+	c->raw_type = http_header(r, "x-mock-content-type");
+	if (c->raw_type == NULL)
+		c->raw_type = "application/json";
+	if ((v = http_header(r, "x-mock-body")) != NULL) {
+		c->raw_body = malloc(strlen(v) + 1);
+		if (c->raw_body == NULL)
+			return "mock: out of memory";
+		long len = base64_decode(v, c->raw_body);
+		if (len < 0)
+			return "mock: x-mock-body must be base64";
+		c->raw_len = (size_t)len;
+	}
+	return NULL;
 }
 
 static const char *dim_name(int d)
@@ -865,6 +1020,13 @@ static int handle_messages(struct ctx *c, int count_tokens)
 	}
 	if (count_tokens && fault == FAULT_529_MIDSTREAM)
 		fault = FAULT_529;
+	const char *bad = parse_wire(c);
+	if (bad != NULL) {
+		sbuf_free(&c->pad);
+		c->shape = (struct http_shape){0, 0, 0};
+		keep = send_error(c, 400, "invalid_request_error", bad, NULL);
+		goto out;
+	}
 
 	/* Usage: forced by x-mock-usage, else estimated. */
 	struct reply m = {.model = model->valuestring, .pool = pool,
@@ -905,6 +1067,14 @@ static int handle_messages(struct ctx *c, int count_tokens)
 	keep = scripted(c, fault);
 	if (keep >= 0) {
 		free(e);
+		goto out;
+	}
+	if (c->raw_body != NULL) {
+		/* x-mock-body: these bytes instead of a message; not admitted,
+		 * not counted in the usage totals. */
+		free(e);
+		keep = send_body(c, 200, c->raw_type, c->raw_body, c->raw_len, r->keep_alive,
+				 fault == FAULT_TRUNCATE);
 		goto out;
 	}
 
@@ -970,7 +1140,8 @@ static int handle_messages(struct ctx *c, int count_tokens)
 		if (pool >= 0)
 			pool_settle(&cfg->limits->pools[pool], m.reserved, m.u.out);
 	}
-	c->o.complete = fault == FAULT_NONE && c->o.status == 200;
+	/* x-mock-usage-raw: the usage reported is not the usage counted */
+	c->o.complete = fault == FAULT_NONE && c->o.status == 200 && c->usage_raw == NULL;
 	c->o.in = m.u.in;
 	c->o.out = m.u.out;
 	c->o.cw = m.u.cw5m + m.u.cw1h;
@@ -1005,6 +1176,14 @@ static void new_ctx(struct ctx *c, int fd, struct http_req *r)
 	sbuf_printf(&c->h, "request-id: %s\r\n", c->request_id);
 }
 
+static void ctx_free(struct ctx *c)
+{
+	sbuf_free(&c->h);
+	sbuf_free(&c->pad);
+	free(c->raw_body);
+	c->raw_body = NULL;
+}
+
 void api_reject(int fd, int status)
 {
 	struct http_req r = {.keep_alive = 0};
@@ -1016,7 +1195,7 @@ void api_reject(int fd, int status)
 	send_error(&c, status, status == 413 ? "request_too_large" :
 			       "invalid_request_error", msg, NULL);
 	record(&c.o);
-	sbuf_free(&c.h);
+	ctx_free(&c);
 }
 
 int api_handle(int fd, struct http_req *r)
@@ -1048,7 +1227,7 @@ int api_handle(int fd, struct http_req *r)
 						      "mock: --max-requests reached, "
 						      "shutting down", NULL),
 				  0, 0);
-			sbuf_free(&c.h);
+			ctx_free(&c);
 			return 0;
 		}
 		if (strcmp(r->path, "/v1/messages") == 0) {
@@ -1065,6 +1244,6 @@ int api_handle(int fd, struct http_req *r)
 			keep = 0;
 		}
 	}
-	sbuf_free(&c.h);
+	ctx_free(&c);
 	return keep;
 }

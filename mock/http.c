@@ -7,7 +7,8 @@
  * "Expect: 100-continue" for large bodies, and reuse connections.  That is
  * what this file reads.  It does not do pipelining beyond keeping bytes that
  * arrived early in the connection buffer, and no request trailers, ranges,
- * upgrades or compression.
+ * upgrades or request compression.  Responses can be shaped on request
+ * (gzip, chunk sizes, truncation: struct http_shape) to test clients.
  *
  * Every read is bounded: the header block by MOCK_MAX_HEADER, the body by
  * MOCK_MAX_BODY, and the wait by the socket's receive timeout (set by
@@ -464,20 +465,127 @@ const char *http_reason(int status)
 
 int http_respond(int fd, int status, const struct sbuf *extra,
 		 const char *content_type, const char *body, size_t len,
-		 int keep_alive, int truncate)
+		 int keep_alive, const struct http_shape *sh)
 {
+	static const struct http_shape plain = {0, 0, 0};
+	if (sh == NULL)
+		sh = &plain;
+	struct sbuf enc = {0};
+	if (sh->gzip) {
+		gzip_encode(body, len, &enc);
+		if (enc.oom) {
+			sbuf_free(&enc);
+			return -ENOMEM;
+		}
+		body = enc.p;
+		len = enc.len;
+	}
 	struct sbuf h = {0};
 	sbuf_printf(&h, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
 	sbuf_puts(&h, "server: shmlimit-mock\r\n");
 	if (extra != NULL && extra->len > 0)
 		sbuf_add(&h, extra->p, extra->len);
-	sbuf_printf(&h, "content-type: %s\r\ncontent-length: %zu\r\n"
-		    "connection: %s\r\n\r\n",
-		    content_type, len, keep_alive ? "keep-alive" : "close");
-	if (truncate)
-		len /= 2;
-	sbuf_add(&h, body, len);
-	int rc = h.oom ? -ENOMEM : http_send(fd, h.p, h.len);
+	sbuf_printf(&h, "content-type: %s\r\n", content_type);
+	if (sh->gzip)
+		sbuf_puts(&h, "content-encoding: gzip\r\n");
+	if (sh->chunk > 0)
+		sbuf_puts(&h, "transfer-encoding: chunked\r\n");
+	else
+		sbuf_printf(&h, "content-length: %zu\r\n", len);
+	sbuf_printf(&h, "connection: %s\r\n\r\n", keep_alive ? "keep-alive" : "close");
+	size_t head = h.len;
+	if (sh->chunk > 0) {
+		for (size_t off = 0; off < len; off += sh->chunk) {
+			size_t n = len - off < sh->chunk ? len - off : sh->chunk;
+			sbuf_printf(&h, "%zx\r\n", n);
+			sbuf_add(&h, body + off, n);
+			sbuf_puts(&h, "\r\n");
+		}
+		sbuf_puts(&h, "0\r\n\r\n");
+	} else {
+		sbuf_add(&h, body, len);
+	}
+	/* truncate: half of the body as framed on the wire, then the caller
+	 * closes the connection. */
+	size_t n = sh->truncate ? head + (h.len - head) / 2 : h.len;
+	int rc = h.oom ? -ENOMEM : http_send(fd, h.p, n);
 	sbuf_free(&h);
+	sbuf_free(&enc);
 	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* gzip                                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A real compressor is not needed, only a stream that a client must
+ * decode: one deflate block (RFC 1951) with the fixed Huffman code, every
+ * byte a literal, no back-references.  So the encoded bytes do not contain
+ * the text (as with real compression), and no zlib is linked.
+ */
+struct bits {
+	struct sbuf *out;
+	uint32_t acc;
+	int n;
+};
+
+/* Data elements are packed least significant bit first. */
+static void put_bits(struct bits *b, uint32_t v, int n)
+{
+	b->acc |= v << b->n;
+	b->n += n;
+	while (b->n >= 8) {
+		unsigned char byte = (unsigned char)(b->acc & 0xff);
+		sbuf_add(b->out, &byte, 1);
+		b->acc >>= 8;
+		b->n -= 8;
+	}
+}
+
+/* Huffman codes are packed most significant bit first. */
+static void put_code(struct bits *b, uint32_t code, int n)
+{
+	for (int i = n - 1; i >= 0; i--)
+		put_bits(b, (code >> i) & 1, 1);
+}
+
+static uint32_t crc32_of(const unsigned char *p, size_t n)
+{
+	uint32_t c = 0xffffffffu;
+	for (size_t i = 0; i < n; i++) {
+		c ^= p[i];
+		for (int k = 0; k < 8; k++)
+			c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+	}
+	return ~c;
+}
+
+static void put_le32(struct sbuf *out, uint32_t v)
+{
+	unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8),
+			      (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+	sbuf_add(out, b, 4);
+}
+
+void gzip_encode(const void *in, size_t n, struct sbuf *out)
+{
+	/* magic, deflate, no flags, no mtime, no extra flags, OS unix */
+	static const unsigned char head[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+	const unsigned char *p = in;
+	sbuf_add(out, head, sizeof(head));
+	struct bits b = {out, 0, 0};
+	put_bits(&b, 1, 1); /* BFINAL: the only block */
+	put_bits(&b, 1, 2); /* BTYPE 01: fixed Huffman codes */
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < 144)
+			put_code(&b, 0x30u + p[i], 8);
+		else
+			put_code(&b, 0x190u + (p[i] - 144u), 9);
+	}
+	put_code(&b, 0, 7); /* end of block (256) */
+	if (b.n > 0)
+		put_bits(&b, 0, 8 - b.n);
+	put_le32(out, crc32_of(p, n));
+	put_le32(out, (uint32_t)n);
 }

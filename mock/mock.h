@@ -104,16 +104,26 @@ const char *http_header(const struct http_req *r, const char *name);
 /* Write all of buf; returns 0 or a negative errno (never raises SIGPIPE). */
 int http_send(int fd, const void *buf, size_t len);
 
+/* How a body is put on the wire (mock/README.md, "Wire faults"). */
+struct http_shape {
+	int truncate;   /* only the first half of the body bytes as framed on the
+			   wire is sent (the header announces the whole); the
+			   caller then closes the connection */
+	int gzip;       /* content-encoding: gzip */
+	size_t chunk;   /* > 0: chunked transfer encoding, this many body bytes a
+			   chunk; 0: content-length */
+};
+
 /*
- * Send a complete response with a Content-Length body.  `extra` holds
- * additional header lines, each ending in "\r\n" (may be NULL).  With
- * `truncate` set only the first half of the body is sent (the header still
- * announces the whole length), imitating a connection lost mid-response;
- * the caller then closes the connection.
+ * Send a complete response.  `extra` holds additional header lines, each
+ * ending in "\r\n" (may be NULL); `sh` may be NULL (content-length, as is).
  */
 int http_respond(int fd, int status, const struct sbuf *extra,
 		 const char *content_type, const char *body, size_t len,
-		 int keep_alive, int truncate);
+		 int keep_alive, const struct http_shape *sh);
+
+/* Append the gzip (RFC 1952) encoding of n bytes to out.  Check out->oom. */
+void gzip_encode(const void *in, size_t n, struct sbuf *out);
 
 const char *http_reason(int status);
 

@@ -94,7 +94,7 @@ check "invalid --config names the field" has 'rpm' "$T/badcfg.err"
 DIR=$(cd "$(dirname "$0")" && pwd)
 undoc=""
 for o in $("$MOCK" --help | grep -o -- '--[a-z-]*' | sort -u) \
-	$(grep -o '"x-mock-[a-z-]*"' "$DIR/api.c" | tr -d '"' | sort -u); do
+	$(grep -o '"x-mock-[a-z0-9-]*"' "$DIR/api.c" | tr -d '"' | sort -u); do
 	grep -q -- "\`$o" "$DIR/README.md" || undoc="$undoc $o"
 done
 check "every option and header documented in README.md" eq "$undoc" ""
@@ -260,6 +260,54 @@ check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_li
 st=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$plain_url/mock/shutdown")
 check "shutdown: 200" eq "$st" 200
 wait_exit "$plain_pid" 15; check "shutdown: exits 0" eq "$RC" 0
+
+# ------------------------------------------------------------------
+# Wire faults: gzip, chunk sizes, huge headers, bad UTF-8, raw usage and bodies
+# ------------------------------------------------------------------
+start_mock wire
+U=$wire_url/v1/messages
+B=$(body m 10) BS=$(body m 10 ',"stream":true')
+post "$U" -d "$B" >/dev/null; cp "$T/body" "$T/w.plain"
+post "$U" -d "$BS" >/dev/null; cp "$T/body" "$T/ws.plain"
+post "$U" -H 'x-mock-encoding: gzip' -d "$B" >/dev/null
+check "gzip: content-encoding" eq "$(hdr content-encoding)" gzip
+check "gzip: the bytes are gzip, not the text" eval '[ "$(head -c 2 "$T/body" | od -An -tx1 | tr -d " ")" = 1f8b ] && ! grep -q usage "$T/body"'
+post "$U" --compressed -H 'x-mock-encoding: gzip' -d "$B" >/dev/null
+check "gzip: curl --compressed decodes it to the plain body" cmp -s "$T/body" "$T/w.plain"
+post "$U" --compressed -H 'x-mock-encoding: gzip' -d "$BS" >/dev/null
+check "gzip (SSE): decodes to the plain stream" cmp -s "$T/body" "$T/ws.plain"
+post "$U" -H 'x-mock-chunk-bytes: 3' -d "$BS" >/dev/null
+check "chunk-bytes: chunked" eq "$(hdr transfer-encoding)" chunked
+check "chunk-bytes (SSE): the same stream" cmp -s "$T/body" "$T/ws.plain"
+post "$U" -H 'x-mock-chunk-bytes: 5' -d "$B" >/dev/null
+check "chunk-bytes (JSON): the same body" cmp -s "$T/body" "$T/w.plain"
+post "$U" -H 'x-mock-chunk-bytes: 4' -H 'x-mock-fail: truncate' -d "$B" >/dev/null; rc=$?
+check "chunk-bytes + truncate: curl reports a partial transfer" eval '[ "$rc" -ne 0 ] && [ -s "$T/body" ]'
+post "$U" -H 'x-mock-pad-bytes: 70000' -H 'x-mock-pad-headers: 300' -d "$B" >/dev/null
+check "pad-bytes: a 70000-byte header value" eq "$(hdr x-mock-pad | tr -d '\n' | wc -c)" 70000
+check "pad-headers: 300 headers" eq "$(grep -c '^x-mock-pad-[0-9]*:' "$T/hdr")" 300
+check "pad: the body as without" cmp -s "$T/body" "$T/w.plain"
+post "$U" -H 'x-mock-bad-utf8: 1' -d "$B" >/dev/null
+check "bad-utf8: a header value that is not UTF-8" grep -qa $'^x-mock-bad-utf8: \xff\xfe' "$T/hdr"
+check "bad-utf8: a header name that is not UTF-8" grep -qa $'^x-mock-\xe9t\xe9' "$T/hdr"
+check "bad-utf8: in the text, usage unchanged" eval 'grep -qa $'"'"'"text":"tok\xff\xfe'"'"' "$T/body" && [ "$(json_num output_tokens "$T/body")" = 10 ]'
+post "$U" -H 'x-mock-usage-raw: {"output_tokens":-5,"input_tokens":1e30}' -d "$B" >/dev/null
+check "usage-raw: verbatim in the JSON reply" has '"usage":{"output_tokens":-5,"input_tokens":1e30}}' "$T/body"
+post "$U" -H 'x-mock-usage-raw: "lots"' -d "$BS" >/dev/null
+check "usage-raw: in message_start and every message_delta" eq "$(grep -c '"usage":"lots"' "$T/body")" 3
+post "$U" -H "x-mock-body: $(printf 'data: x\r\r\xff' | base64 -w0)" -H 'x-mock-content-type: text/event-stream' -d "$B" >/dev/null
+check "body: exactly the bytes given" eq "$(od -An -tx1 "$T/body" | tr -d ' \n')" 646174613a20780d0dff
+check "body: the content-type given" eq "$(hdr content-type)" text/event-stream
+for h in 'x-mock-encoding: br' 'x-mock-chunk-bytes: 0' 'x-mock-pad-bytes: x' 'x-mock-pad-headers: 100001' \
+	 'x-mock-bad-utf8: yes' 'x-mock-body: !!!'; do
+	st=$(post "$U" -H "$h" -d "$B")
+	check "malformed ${h%%:*}: 400" eq "$st" 400
+done
+curl -s -o "$T/stats" "$wire_url/mock/stats"
+# 19 requests: 13 answered 200, of which a truncate, two usage-raw and a body
+check "stats: usage-raw and body replies not in the usage totals" has '"m":{"requests":19,"ok":9,' "$T/stats"
+curl -s -o /dev/null -X POST "$wire_url/mock/shutdown"
+wait_exit "$wire_pid" 15; check "wire: exits 0" eq "$RC" 0
 
 # ------------------------------------------------------------------
 # Server-side limits from --config

@@ -1,7 +1,7 @@
 #!/bin/sh
 # deps.sh - make sure the Debian packages a target needs are installed.
 #
-# Usage: scripts/deps.sh GROUP...   (groups: build, test, bench, fuzz, prom)
+# Usage: scripts/deps.sh GROUP...   (groups: build, test, bench, fuzz, prom, valgrind)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 # Every package the project uses is listed here once, by group.
 set -eu
@@ -11,6 +11,7 @@ pkgs_test="libcunit1-dev curl"
 pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"
+pkgs_valgrind="valgrind"
 
 want=""
 for g in "$@"; do
