@@ -250,8 +250,12 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			      (uint64_t)l->spend_cap, r);
 	}
 
-	/* relaxed: a statistic. */
-	atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
+	struct shl_pslot *ps = shl__pslot(h);
+	if (shl_likely(ps != NULL))
+		shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
+	else
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
 	t->model = model;
 	t->pool = p;
 	t->state = 1;
@@ -389,6 +393,22 @@ static inline int64_t spend_delta(const struct shl_local *l, const shl_ticket *t
 	return delta < 0 && t->generation < l->slot.spend_epoch ? 0 : delta;
 }
 
+/* The last-minute window of our own slot (single writer; the format of
+ * shl__window_add, without the CAS). */
+static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
+			    const uint64_t add[SHL_NBUCKETS])
+{
+	uint64_t epoch = (uint64_t)(now < 0 ? 0 : now) / (uint64_t)SHL_WINDOW_SLOT_NS;
+	uint64_t tag = (epoch & 0xffff) << SHL_WIN_BITS;
+	_Atomic uint64_t *v = q->win[epoch % SHL_WINDOW_SLOTS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		uint64_t w = atomic_load_explicit(&v[d], memory_order_relaxed);
+		uint64_t cnt = (w & ~SHL_WIN_MASK) == tag ? (w & SHL_WIN_MASK) : 0;
+		cnt = cnt + add[d] > SHL_WIN_MASK ? SHL_WIN_MASK : cnt + add[d]; /* add < 2^34 */
+		atomic_store_explicit(&v[d], tag | cnt, memory_order_relaxed);
+	}
+}
+
 static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv,
 		   uint64_t full_at)
 {
@@ -422,31 +442,47 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	else if (rt != NULL)
 		price = l->slot.pools[t->pool].price;
 	int64_t cost = price ? price_of(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
+	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM],
 		       ticket_full_at(l, t, SHL_DIM_ITPM));
 		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
 		       ticket_full_at(l, t, SHL_DIM_OTPM));
-		/* relaxed: statistics.  Zero adds are skipped: each RMW costs
-		 * a locked instruction on a line every settle writes. */
-		if (in)
-			atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
-		if (out)
-			atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
-		if (rd)
-			atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
-		if (cw5 + cw1)
-			atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1, memory_order_relaxed);
-		if (cost)
-			atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
-		shl__window_add(rt, now, add);
+		if (shl_likely(ps != NULL)) {
+			/* Our own slot: plain adds, no lock prefix (pslot.c). */
+			struct shl_pslot_pool *q = &ps->pools[t->pool];
+			shl__padd(&q->cnt[SHL_PS_TOKENS_IN], in);
+			shl__padd(&q->cnt[SHL_PS_TOKENS_OUT], out);
+			shl__padd(&q->cnt[SHL_PS_CACHE_READ], rd);
+			shl__padd(&q->cnt[SHL_PS_CACHE_WRITE], cw5 + cw1);
+			shl__padd(&q->cnt[SHL_PS_SPEND], (uint64_t)cost);
+			shl__padd(&q->cnt[SHL_PS_SETTLED], 1);
+			pwin_add(q, now, add);
+		} else {
+			/* relaxed: statistics.  Zero adds are skipped: each RMW
+			 * costs a locked instruction on a shared line. */
+			if (in)
+				atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
+			if (out)
+				atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
+			if (rd)
+				atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
+			if (cw5 + cw1)
+				atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1,
+							  memory_order_relaxed);
+			if (cost)
+				atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
+			atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
+			shl__window_add(rt, now, add);
+		}
 	}
 	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
 			  spend_delta(l, t, cost - t->spend));
-	if (cost)
+	if (ps != NULL)
+		shl__padd((_Atomic uint64_t *)&ps->lifetime, (uint64_t)cost);
+	else if (cost)
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
 	t->state = 2;
@@ -472,8 +508,12 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
 					   ticket_full_at(l, t, d));
-		/* relaxed: a statistic. */
-		atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
+		struct shl_pslot *ps = shl__pslot(h);
+		if (ps != NULL)
+			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
+		else
+			/* relaxed: a statistic. */
+			atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
 	}
 	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
 			  spend_delta(l, t, -t->spend));

@@ -134,3 +134,20 @@ int64_t shl__spend_read(const struct shl_spend_line *sp, uint32_t month)
 		return 0;
 	return (int64_t)(w & SHL_SPEND_MASK);
 }
+
+/* ------------------------------------------------------------------ */
+/* Spend leases (none yet).                                            */
+/* ------------------------------------------------------------------ */
+
+void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead)
+{
+	(void)h;
+	(void)s;
+	(void)dead;
+}
+
+void shl__pslot_retire(struct shl *h, struct shl_pslot *s)
+{
+	(void)h;
+	(void)s;
+}
