@@ -242,7 +242,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
 				  c->cache_write_1h, c->cache_read, c->batch); /* checked above */
 	uint32_t month = shl__month(h, now), charged = month;
-	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap, &charged);
+	struct shl_pslot *ps = shl__pslot(h);
+	int r = shl__lease_take(h, l, ps, month, units, &charged);
 	if (shl_unlikely(r != 0)) {
 		rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
 		int64_t cur = shl__spend_read(&h->seg->spendl, month);
@@ -250,7 +251,6 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			      (uint64_t)l->spend_cap, r);
 	}
 
-	struct shl_pslot *ps = shl__pslot(h);
 	if (shl_likely(ps != NULL))
 		shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
 	else
@@ -478,7 +478,7 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 			shl__window_add(rt, now, add);
 		}
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
+	shl__lease_adjust(h, l, ps, shl__month(h, now), t->month,
 			  spend_delta(l, t, cost - t->spend));
 	if (ps != NULL)
 		shl__padd((_Atomic uint64_t *)&ps->lifetime, (uint64_t)cost);
@@ -503,20 +503,19 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	const struct shl_pool_local *pl = NULL;
 	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
 	int64_t now = shl__now();
+	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
 					   ticket_full_at(l, t, d));
-		struct shl_pslot *ps = shl__pslot(h);
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
-			  spend_delta(l, t, -t->spend));
+	shl__lease_adjust(h, l, ps, shl__month(h, now), t->month, spend_delta(l, t, -t->spend));
 	t->state = 2;
 	return 0;
 }

@@ -417,6 +417,37 @@ SHL_HIDDEN int64_t shl__lifetime(const struct shl_seg *seg);
  * owner) and when its handle lets it go. */
 SHL_HIDDEN void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead);
 SHL_HIDDEN void shl__pslot_retire(struct shl *h, struct shl_pslot *s);
+SHL_HIDDEN int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, int64_t units, uint32_t *charged);
+SHL_HIDDEN void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, uint32_t admitted_month, int64_t delta);
+SHL_HIDDEN int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month,
+				    uint64_t spend_epoch);
+
+/* The admission's spend from the caller's lease: a load and a store on its
+ * own slot when the lease covers it (spend.c, "Spend leases"). */
+static inline int shl__lease_take(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, int64_t units, uint32_t *charged)
+{
+	if (shl_likely(ps != NULL)) {
+		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+		uint64_t tag = (uint64_t)(month & 127u) << SHL_SPEND_BITS;
+		/* relaxed: the word and the mark are only compared; a lease is
+		 * used only while the word still counts its month. */
+		uint64_t w = atomic_load_explicit(&h->seg->spendl.spend, memory_order_relaxed);
+		if (shl_likely((lw & ~SHL_SPEND_MASK) == tag && (w & ~SHL_SPEND_MASK) == tag &&
+			       (lw & SHL_SPEND_MASK) >= (uint64_t)units &&
+			       atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) == l->gen &&
+			       atomic_load_explicit(&h->seg->spendl.exhausted,
+						    memory_order_relaxed) != month + 1)) {
+			atomic_store_explicit(&ps->lease, lw - (uint64_t)units,
+					      memory_order_relaxed);
+			*charged = month;
+			return 0;
+		}
+	}
+	return shl__lease_reserve(h, l, ps, month, units, charged);
+}
 
 /* The calling thread's slot for h, or NULL (none free, or read-only):
  * then the shared counters are used.  One TLS compare on the hot path. */

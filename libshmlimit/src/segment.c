@@ -821,7 +821,9 @@ int shl_check(shl_t *h, char *report, size_t len)
 			    "%llu\n", i, (unsigned long long)lg, (unsigned long long)g);
 			bad = 1;
 		}
-		if ((lw & SHL_SPEND_MASK) > (w & SHL_SPEND_MASK) &&
+		/* A lease taken since the last spend reset is counted in the
+		 * word, so it cannot exceed it (an older one was erased). */
+		if ((lw & SHL_SPEND_MASK) > (w & SHL_SPEND_MASK) && lg >= s->spend_epoch &&
 		    (uint32_t)(lw >> SHL_SPEND_BITS) == tag && tag == (m & 127u)) {
 			rep(report, len, &at, "pslots[%u].lease: %llu units, more than the month's "
 			    "spend word holds (%llu)\n", i, (unsigned long long)(lw & SHL_SPEND_MASK),

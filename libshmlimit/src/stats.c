@@ -29,7 +29,8 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 	out->created_unix_ns = seg->hdr.created_unix_ns;
 	out->now_ns = now;
 	out->nmodels = (int)l->slot.nmodels;
-	out->spend_month = shl__spend_read(&seg->spendl, month);
+	/* The word less the unused leases (spend.c). */
+	out->spend_month = shl__spend_month(seg, month, l->slot.spend_epoch);
 	out->spend_cap = l->spend_cap;
 	/* relaxed: advisory mark, see spend.c. */
 	out->spend_exhausted = atomic_load_explicit(&((struct shl_seg *)seg)->spendl.exhausted,

@@ -276,3 +276,245 @@ void suite_pslot(void)
 	TU_ADD(s, test_threads_own_slots);
 	TU_ADD(s, test_no_free_slot_falls_back);
 }
+
+/* ------------------------------------------------------------------ */
+/* Spend leases.                                                       */
+/* ------------------------------------------------------------------ */
+
+struct lease_log {
+	_Atomic int64_t spent; /* sum of what settles charged */
+	_Atomic uint64_t admitted, refused_cap;
+};
+
+/* Many processes near a small cap: the cap is never passed, the spend is
+ * conserved exactly, and no budget is lost to leases once they detach. */
+static void test_lease_cap_many_procs(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	tu_unix = 1790000000LL * S;
+	shl__clock_unix = tu_unix_fn;
+	/* $2 cap: chunk = cap / 16384 = 122070 units; a request reserves
+	 * 1 x $3 + 1 x $15 per MTok = 18000 units and settles at 3000 or
+	 * 18000; one in five is cancelled. */
+	shl_config *c = big_cfg("2");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	struct lease_log *lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(lg != MAP_FAILED);
+	memset(lg, 0, sizeof(*lg));
+	const int64_t cap = 2 * SHL_UNITS_PER_USD;
+	pid_t pids[8];
+	for (int i = 0; i < 8; i++) {
+		if ((pids[i] = fork()) == 0) {
+			shl_t *hc = NULL;
+			if (shl_attach(name, 0, &hc, NULL) != 0)
+				_exit(3);
+			int m = shl_lookup(hc, "m");
+			uint64_t seed = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1);
+			int64_t until = shl_now() + 3 * S;
+			int dq = 0;
+			while (dq < 2000 && shl_now() < until) {
+				shl_cost cc = {.input_tokens = 1, .max_tokens = 1};
+				shl_ticket t;
+				int r = shl_try(hc, m, &cc, &t, NULL);
+				if (r == -EDQUOT) {
+					dq++;
+					continue;
+				}
+				if (r != 0)
+					_exit(4);
+				dq = 0;
+				atomic_fetch_add(&lg->admitted, 1);
+				seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+				if (seed % 5 == 0) {
+					shl_cancel(hc, &t);
+					continue;
+				}
+				shl_usage u = {.input_tokens = 1, .output_tokens = seed % 2};
+				int64_t cost;
+				shl_price_usage(hc, m, &u, 0, &cost);
+				if (shl_settle(hc, &t, &u) != 0)
+					_exit(5);
+				atomic_fetch_add(&lg->spent, cost);
+			}
+			shl_detach(hc);
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < 8; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	shl_stats s;
+	shl_stats_get(h, &s);
+	CU_ASSERT(atomic_load(&lg->admitted) > 10000);
+	CU_ASSERT_EQUAL(s.spend_month, atomic_load(&lg->spent)); /* conserved */
+	CU_ASSERT(s.spend_month <= cap);
+	CU_ASSERT((int64_t)(atomic_load(&h->seg->spendl.spend) & SHL_SPEND_MASK) <= cap);
+	CU_ASSERT_EQUAL(s.pools[0].spend, atomic_load(&lg->spent));
+	CU_ASSERT_EQUAL(shl__lifetime(h->seg), atomic_load(&lg->spent));
+	/* Nothing was lost to leases: the rest of the cap is still there. */
+	int m = shl_lookup(h, "m");
+	shl_cost cc = {.input_tokens = 1, .max_tokens = 1};
+	shl_ticket t;
+	int more = 0;
+	while (shl_try(h, m, &cc, &t, NULL) == 0)
+		more++;
+	shl_stats_get(h, &s);
+	CU_ASSERT(s.spend_month <= cap);
+	CU_ASSERT(cap - s.spend_month < 18000);
+	CU_ASSERT_EQUAL(s.spend_month, atomic_load(&lg->spent) + (int64_t)more * 18000);
+	CU_ASSERT_EQUAL(shl_check(h, NULL, 0), 0);
+	shl_detach(h);
+	shl__clock_unix = NULL;
+	shl_unlink(name);
+	shl_config_free(c);
+	munmap(lg, sizeof(*lg));
+}
+
+static int64_t word_units(shl_t *h)
+{
+	return (int64_t)(atomic_load(&h->seg->spendl.spend) & SHL_SPEND_MASK);
+}
+
+/* Leases outstanding across a month boundary: the old month's leases are
+ * never spent in the new month, the rollover happens once, refunds of the
+ * old month are dropped, and the new month counts exactly its own spend. */
+static void test_lease_month_rollover(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	tu_boot = 1000 * S;
+	tu_unix = 1790812800LL * S - 60 * S; /* 2026-09-30T23:59:00Z */
+	tu_fake_clock(1);
+	shl_config *c = big_cfg("1000");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	shl_t *a = NULL, *b = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &a, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &b, NULL), 0);
+	int m = shl_lookup(a, "m");
+	shl_cost cc = {.input_tokens = 1, .max_tokens = 1}; /* 18000 */
+	shl_ticket ta[3], tb[2];
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(shl_try(a, m, &cc, &ta[i], NULL), 0);
+	for (int i = 0; i < 2; i++)
+		CU_ASSERT_EQUAL(shl_try(b, m, &cc, &tb[i], NULL), 0);
+	shl_usage u = {.input_tokens = 1}; /* settles at 3000 */
+	CU_ASSERT_EQUAL(shl_settle(a, &ta[0], &u), 0);
+	shl_stats s;
+	shl_stats_get(a, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 3000 + 4 * 18000);
+	/* Both handles hold September leases: the word counts more. */
+	CU_ASSERT(word_units(a) > s.spend_month);
+	/* October. */
+	tu_unix += 60 * S;
+	tu_boot += 11 * S; /* past the month cache */
+	CU_ASSERT_EQUAL(shl_try(a, m, &cc, &ta[0], NULL), 0);
+	CU_ASSERT_EQUAL(ta[0].month, ta[1].month + 1);
+	shl_stats_get(a, &s);
+	CU_ASSERT_EQUAL(s.month, 10);
+	CU_ASSERT_EQUAL(s.spend_month, 18000);
+	uint64_t w = atomic_load(&a->seg->spendl.spend);
+	CU_ASSERT_EQUAL((uint32_t)(w >> SHL_SPEND_BITS), ta[0].month & 127u);
+	/* b still holds a September lease; its next admission must not use
+	 * it and must not roll the word over again. */
+	CU_ASSERT_EQUAL(shl_try(b, m, &cc, &tb[0], NULL), 0);
+	CU_ASSERT_EQUAL(tb[0].month, ta[0].month);
+	shl_stats_get(a, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 2 * 18000);
+	/* September tickets settling and cancelling in October: refunds to
+	 * a closed month are dropped, nothing lands in October. */
+	CU_ASSERT_EQUAL(shl_settle(a, &ta[1], &u), 0);
+	CU_ASSERT_EQUAL(shl_cancel(b, &tb[1]), 0);
+	shl_stats_get(a, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 2 * 18000);
+	/* October tickets: conserved exactly through settle and cancel. */
+	CU_ASSERT_EQUAL(shl_settle(a, &ta[0], &u), 0);
+	CU_ASSERT_EQUAL(shl_cancel(b, &tb[0]), 0);
+	shl_stats_get(a, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 3000);
+	CU_ASSERT_EQUAL(shl_check(a, NULL, 0), 0);
+	shl_detach(b);
+	shl_detach(a);
+	/* With every lease returned the word is the spend. */
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	CU_ASSERT_EQUAL(word_units(h), 3000);
+	shl_detach(h);
+	tu_fake_clock(0);
+	shl_unlink(name);
+	shl_config_free(c);
+}
+
+/* A process killed while holding a lease: the claimer of its slot gives
+ * the lease back, so the budget is not lost (unless the kill lands between
+ * taking a chunk and recording it). */
+static void test_dead_lease_returned(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	tu_unix = 1790000000LL * S;
+	shl__clock_unix = tu_unix_fn;
+	shl_config *c = big_cfg("1000");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	int pfd[2];
+	CU_ASSERT_FATAL(pipe(pfd) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		shl_t *hc = NULL;
+		if (shl_attach(name, 0, &hc, NULL) != 0)
+			_exit(3);
+		int m = shl_lookup(hc, "m");
+		shl_cost cc = {.input_tokens = 1, .max_tokens = 1};
+		shl_usage u = {.input_tokens = 1};
+		shl_ticket t;
+		for (int i = 0; i < 10; i++)
+			if (shl_try(hc, m, &cc, &t, NULL) != 0 || shl_settle(hc, &t, &u) != 0)
+				_exit(4);
+		char b = 1;
+		if (write(pfd[1], &b, 1) != 1)
+			_exit(5);
+		pause();
+		_exit(0);
+	}
+	char b;
+	CU_ASSERT_EQUAL(read(pfd[0], &b, 1), 1);
+	kill(pid, SIGKILL);
+	int st;
+	waitpid(pid, &st, 0);
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	shl_stats s;
+	shl_stats_get(h, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 10 * 3000); /* the dead lease is not spend */
+	CU_ASSERT(word_units(h) > 10 * 3000);      /* but still counted in the word */
+	/* Take every slot but the dead one, then claim it. */
+	uint64_t me = shl__owner_me(h);
+	for (int i = 0; i < SHL_PSLOTS; i++) {
+		uint64_t z = 0;
+		atomic_compare_exchange_strong(&h->seg->pslots[i].owner, &z, me);
+	}
+	shl__tls[0].hid = 0; /* forget this thread's slot: claim again */
+	CU_ASSERT(shl__pslot(h) != NULL);
+	CU_ASSERT_EQUAL(word_units(h), 10 * 3000); /* given back */
+	shl_stats_get(h, &s);
+	CU_ASSERT_EQUAL(s.spend_month, 10 * 3000);
+	shl_detach(h);
+	close(pfd[0]);
+	close(pfd[1]);
+	shl__clock_unix = NULL;
+	shl_unlink(name);
+	shl_config_free(c);
+}
+
+void suite_lease(void)
+{
+	CU_pSuite s = CU_add_suite("lease", NULL, NULL);
+	TU_ADD(s, test_lease_cap_many_procs);
+	TU_ADD(s, test_lease_month_rollover);
+	TU_ADD(s, test_dead_lease_returned);
+}
