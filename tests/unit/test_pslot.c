@@ -364,6 +364,13 @@ static void test_lease_cap_many_procs(void)
 	int more = 0;
 	while (shl_try(h, m, &cc, &t, NULL) == 0)
 		more++;
+	/* If the children stopped early (a slow machine) this handle may
+	 * have filled from a lease: give it back and fill exactly. */
+	shl_detach(h);
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	m = shl_lookup(h, "m");
+	while (shl_try(h, m, &cc, &t, NULL) == 0)
+		more++;
 	shl_stats_get(h, &s);
 	CU_ASSERT(s.spend_month <= cap);
 	CU_ASSERT(cap - s.spend_month < 18000);
