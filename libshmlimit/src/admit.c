@@ -10,7 +10,15 @@
  *   2. take each bucket by CAS; if a racing process emptied one in between,
  *      give back what was taken and refuse;
  *   3. reserve the spend, checking the cap in the same CAS; if that fails,
- *      give back all three.
+ *      give back all three.  (The reservation is normally taken from the
+ *      calling thread's spend lease, spend.c; the lease itself was taken
+ *      from the shared word by that capped CAS.)
+ *
+ * On x86-64, the common case (OTPM in "actual" mode, some input) fuses
+ * steps 1 and 2: OTPM is only checked, and RPM and ITPM, the first two
+ * words of the pool line, are checked and taken together by one 16-byte
+ * CAS (cmpxchg16b), so both or neither are taken and no rollback is ever
+ * needed.  The rule on each word is exactly shl__bucket_take_at's.
  *
  * Each bucket, by itself, never admits more than burst + rate x T over any
  * interval T; giving back only ever returns what is left of this caller's
@@ -129,6 +137,98 @@ static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int
 		shl__bucket_refund(&rt->tat[k], now, cost_ns[k], full_at[k]);
 }
 
+/*
+ * RPM and ITPM (tat[0] and tat[1], 16-byte aligned at the start of the
+ * pool line) taken in one cmpxchg16b: the same rule as shl__bucket_take_at
+ * on each word, all or nothing.  Returns 0 (full_at set) or the wait of
+ * the dimension *dim that refuses.  The ThreadSanitizer build keeps the
+ * two 8-byte CAS, which it can see.
+ */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHL_NO_CAS16 1
+#endif
+#endif
+#ifndef SHL_NO_CAS16
+#define SHL_HAVE_CAS16 1
+#endif
+#endif
+#ifndef SHL_HAVE_CAS16
+#define SHL_HAVE_CAS16 0
+#endif
+
+#if SHL_HAVE_CAS16
+static inline int cas16(_Atomic uint64_t *p, uint64_t *o0, uint64_t *o1, uint64_t n0, uint64_t n1)
+{
+	_Bool ok;
+	/* A full barrier, like every locked instruction; relaxed is all the
+	 * bucket words need (bucket.c). */
+	__asm__ __volatile__("lock cmpxchg16b %1"
+			     : "=@ccz"(ok), "+m"(*(volatile unsigned __int128 *)(void *)p),
+			       "+a"(*o0), "+d"(*o1)
+			     : "b"(n0), "c"(n1)
+			     : "memory");
+	return ok;
+}
+
+static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
+{
+	uint64_t b = old > n ? old : n, r;
+	return __builtin_add_overflow(b, cost, &r) ? UINT64_MAX : r;
+}
+
+static inline int64_t take2(struct shl_pool_rt *rt, uint64_t n, const uint64_t seen[],
+			    const uint64_t cost_ns[], const uint64_t tol[], uint64_t full_at[],
+			    int *dim)
+{
+	uint64_t o0 = seen[0], o1 = seen[1];
+	for (int i = 0; i < 100000; i++) {
+		uint64_t n0 = next_of(o0, n, cost_ns[0]), n1 = next_of(o1, n, cost_ns[1]);
+		uint64_t a0 = n0 - n, a1 = n1 - n;
+		if (shl_unlikely(a0 > tol[0] || a1 > tol[1])) {
+			uint64_t w0 = a0 > tol[0] ? a0 - tol[0] : 0, w1 = a1 > tol[1] ? a1 - tol[1] : 0;
+			*dim = w0 >= w1 ? SHL_DIM_RPM : SHL_DIM_ITPM;
+			uint64_t w = w0 >= w1 ? w0 : w1;
+			return w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
+		}
+		if (shl_likely(cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
+			full_at[0] = n0;
+			full_at[1] = n1;
+			return 0;
+		}
+	}
+	*dim = SHL_DIM_RPM;
+	return 1; /* contended beyond reason: refuse, retry in 1 ns */
+}
+#endif
+
+/* The read-only pass: the exact wait of each dimension, from the words as
+ * they are now.  Returns the dimension with the longest wait (*wmax), or
+ * -1 if none must wait. */
+static inline int waits(struct shl_pool_rt *rt, uint64_t n, const uint64_t need[],
+			const uint64_t cost_ns[], const uint64_t tol[], int64_t *wmax)
+{
+	int wdim = -1;
+	*wmax = 0;
+	(void)need;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		/* relaxed: a hint; the CAS in step 2 decides. */
+		uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+		uint64_t base = tat > n ? tat : n;
+		uint64_t ahead = base - n;
+		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
+		/* Unsigned: a bucket 2^63 ns or more in debt (one huge settle
+		 * saturates the word) must refuse, also for a zero cost. */
+		if (ahead > tol[d] && ahead - tol[d] > (uint64_t)*wmax) {
+			uint64_t w = ahead - tol[d];
+			*wmax = w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
+			wdim = d;
+		}
+	}
+	return wdim;
+}
+
 static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, int64_t wait,
 		  uint64_t need, uint64_t cap, int ret)
 {
@@ -175,7 +275,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	need[SHL_DIM_ITPM] = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
 			     ((pl->flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
 	need[SHL_DIM_OTPM] = (pl->flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
-	for (int d = 0; d < SHL_NBUCKETS; d++)
+	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
+	for (int d = SHL_DIM_ITPM; d < SHL_NBUCKETS; d++)
 		if (shl_unlikely(need[d] > pl->burst[d]))
 			return refuse(rt, why, d, p, 0, need[d], pl->burst[d], -E2BIG);
 
@@ -204,37 +305,58 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
-	/* 1. read-only pass: the exact wait of each dimension. */
-	int64_t wmax = 0;
-	int wdim = -1;
-	uint64_t cost_ns[SHL_NBUCKETS];
-	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
-		/* relaxed: a hint; the CAS in step 2 decides. */
-		uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
-		uint64_t base = tat > n ? tat : n;
-		uint64_t ahead = base - n;
-		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
-		/* Unsigned: a bucket 2^63 ns or more in debt (one huge settle
-		 * saturates the word) must refuse, also for a zero cost. */
-		if (ahead > tol[d] && ahead - tol[d] > (uint64_t)wmax) {
-			uint64_t w = ahead - tol[d];
-			wmax = w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
-			wdim = d;
+	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
+	int taken = 0;
+#if SHL_HAVE_CAS16
+	/* The common case (OTPM in "actual" mode, some input): steps 1 and 2
+	 * fused.  OTPM is only checked (a bucket in debt refuses); RPM and
+	 * ITPM are checked and taken in one 16-byte CAS, all or nothing, with
+	 * no rollback.  A refusal reports the longest wait of all three, as
+	 * the read-only pass below does. */
+	if (shl_likely(need[SHL_DIM_ITPM] != 0 && need[SHL_DIM_OTPM] == 0)) {
+		cost_ns[SHL_DIM_RPM] = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
+		cost_ns[SHL_DIM_ITPM] = need[SHL_DIM_ITPM] * pl->interval[SHL_DIM_ITPM];
+		cost_ns[SHL_DIM_OTPM] = 0;
+		/* relaxed: hints; the CAS decides (bucket.c). */
+		uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
+		uint64_t seen[2] = {atomic_load_explicit(&rt->tat[0], memory_order_relaxed),
+				    atomic_load_explicit(&rt->tat[1], memory_order_relaxed)};
+		int wd = SHL_DIM_OTPM;
+		int64_t w = 1;
+		if (shl_likely(t2 <= n || t2 - n <= tol[SHL_DIM_OTPM]))
+			w = take2(rt, n, seen, cost_ns, tol, full_at, &wd);
+		if (shl_unlikely(w != 0)) {
+			int64_t wmax;
+			int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+			if (wdim < 0) {
+				wdim = wd; /* the words moved since: report what refused */
+				wmax = w;
+			}
+			return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
 		}
+		taken = 1;
 	}
-	if (wdim >= 0)
-		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
+#endif
+	if (!taken) {
+		/* 1. read-only pass: the exact wait of each dimension. */
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
+		int64_t wmax;
+		int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+		if (wdim >= 0)
+			return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim],
+				      -EAGAIN);
 
-	/* 2. take each bucket; give back on a lost race. */
-	uint64_t full_at[SHL_NBUCKETS] = {0, 0, 0};
-	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		if (need[d] == 0)
-			continue; /* OTPM in "actual" mode: checked above, taken at settle */
-		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d], &full_at[d]);
-		if (shl_unlikely(w > 0)) {
-			rollback(rt, d, cost_ns, full_at);
-			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
+		/* 2. take each bucket; give back on a lost race. */
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			if (need[d] == 0)
+				continue; /* OTPM in "actual" mode: checked above, taken at settle */
+			int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d],
+							&full_at[d]);
+			if (shl_unlikely(w > 0)) {
+				rollback(rt, d, cost_ns, full_at);
+				return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
+			}
 		}
 	}
 
@@ -242,7 +364,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
 				  c->cache_write_1h, c->cache_read, c->batch); /* checked above */
 	uint32_t month = shl__month(h, now), charged = month;
-	int r = shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap, &charged);
+	struct shl_pslot *ps = shl__pslot(h);
+	int r = shl__lease_take(h, l, ps, month, units, &charged);
 	if (shl_unlikely(r != 0)) {
 		rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
 		int64_t cur = shl__spend_read(&h->seg->spendl, month);
@@ -250,8 +373,11 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			      (uint64_t)l->spend_cap, r);
 	}
 
-	/* relaxed: a statistic. */
-	atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
+	if (shl_likely(ps != NULL))
+		shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
+	else
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
 	t->model = model;
 	t->pool = p;
 	t->state = 1;
@@ -389,6 +515,22 @@ static inline int64_t spend_delta(const struct shl_local *l, const shl_ticket *t
 	return delta < 0 && t->generation < l->slot.spend_epoch ? 0 : delta;
 }
 
+/* The last-minute window of our own slot (single writer; the format of
+ * shl__window_add, without the CAS). */
+static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
+			    const uint64_t add[SHL_NBUCKETS])
+{
+	uint64_t epoch = (uint64_t)(now < 0 ? 0 : now) / (uint64_t)SHL_WINDOW_SLOT_NS;
+	uint64_t tag = (epoch & 0xffff) << SHL_WIN_BITS;
+	_Atomic uint64_t *v = q->win[epoch % SHL_WINDOW_SLOTS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		uint64_t w = atomic_load_explicit(&v[d], memory_order_relaxed);
+		uint64_t cnt = (w & ~SHL_WIN_MASK) == tag ? (w & SHL_WIN_MASK) : 0;
+		cnt = cnt + add[d] > SHL_WIN_MASK ? SHL_WIN_MASK : cnt + add[d]; /* add < 2^34 */
+		atomic_store_explicit(&v[d], tag | cnt, memory_order_relaxed);
+	}
+}
+
 static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv,
 		   uint64_t full_at)
 {
@@ -422,31 +564,47 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	else if (rt != NULL)
 		price = l->slot.pools[t->pool].price;
 	int64_t cost = price ? price_of(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
+	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM],
 		       ticket_full_at(l, t, SHL_DIM_ITPM));
 		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
 		       ticket_full_at(l, t, SHL_DIM_OTPM));
-		/* relaxed: statistics.  Zero adds are skipped: each RMW costs
-		 * a locked instruction on a line every settle writes. */
-		if (in)
-			atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
-		if (out)
-			atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
-		if (rd)
-			atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
-		if (cw5 + cw1)
-			atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1, memory_order_relaxed);
-		if (cost)
-			atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
-		atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
-		shl__window_add(rt, now, add);
+		if (shl_likely(ps != NULL)) {
+			/* Our own slot: plain adds, no lock prefix (pslot.c). */
+			struct shl_pslot_pool *q = &ps->pools[t->pool];
+			shl__padd(&q->cnt[SHL_PS_TOKENS_IN], in);
+			shl__padd(&q->cnt[SHL_PS_TOKENS_OUT], out);
+			shl__padd(&q->cnt[SHL_PS_CACHE_READ], rd);
+			shl__padd(&q->cnt[SHL_PS_CACHE_WRITE], cw5 + cw1);
+			shl__padd(&q->cnt[SHL_PS_SPEND], (uint64_t)cost);
+			shl__padd(&q->cnt[SHL_PS_SETTLED], 1);
+			pwin_add(q, now, add);
+		} else {
+			/* relaxed: statistics.  Zero adds are skipped: each RMW
+			 * costs a locked instruction on a shared line. */
+			if (in)
+				atomic_fetch_add_explicit(&rt->tokens_in, in, memory_order_relaxed);
+			if (out)
+				atomic_fetch_add_explicit(&rt->tokens_out, out, memory_order_relaxed);
+			if (rd)
+				atomic_fetch_add_explicit(&rt->cache_read, rd, memory_order_relaxed);
+			if (cw5 + cw1)
+				atomic_fetch_add_explicit(&rt->cache_write, cw5 + cw1,
+							  memory_order_relaxed);
+			if (cost)
+				atomic_fetch_add_explicit(&rt->spend, cost, memory_order_relaxed);
+			atomic_fetch_add_explicit(&rt->settled, 1, memory_order_relaxed);
+			shl__window_add(rt, now, add);
+		}
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
+	shl__lease_adjust(h, l, ps, shl__month(h, now), t->month,
 			  spend_delta(l, t, cost - t->spend));
-	if (cost)
+	if (ps != NULL)
+		shl__padd((_Atomic uint64_t *)&ps->lifetime, (uint64_t)cost);
+	else if (cost)
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&h->seg->spendl.lifetime, cost, memory_order_relaxed);
 	t->state = 2;
@@ -467,16 +625,19 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	const struct shl_pool_local *pl = NULL;
 	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
 	int64_t now = shl__now();
+	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
 					   ticket_full_at(l, t, d));
-		/* relaxed: a statistic. */
-		atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
+		if (ps != NULL)
+			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
+		else
+			/* relaxed: a statistic. */
+			atomic_fetch_add_explicit(&rt->cancelled, 1, memory_order_relaxed);
 	}
-	shl__spend_adjust(&h->seg->spendl, shl__month(h, now), t->month,
-			  spend_delta(l, t, -t->spend));
+	shl__lease_adjust(h, l, ps, shl__month(h, now), t->month, spend_delta(l, t, -t->spend));
 	t->state = 2;
 	return 0;
 }

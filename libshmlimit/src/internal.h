@@ -6,7 +6,7 @@
  * by tests/unit/test_layout.c.  Nothing here is exported from the shared
  * library; our own tools, tests and benchmarks link the static archive.
  *
- * Segment layout, version 1 (all integers little-endian, host order):
+ * Segment layout, version 2 (all integers little-endian, host order):
  *
  *   OFFSET   SIZE    DESCRIPTION
  *   0x00000  64      header: written once by the creator, read-only after
@@ -16,7 +16,10 @@
  *   0x00100  32768   pool runtime: 64 pools x 512 bytes (8 cache lines each)
  *   0x08100  41024   configuration slot 0
  *   0x12140  41024   configuration slot 1
- *   0x1C180  -       end; the object is SHL_SEG_SIZE bytes (page-rounded)
+ *   0x1C180  8192    statistics bases: 64 pools x 128 bytes
+ *   0x1E180  3712    reserved (zero)
+ *   0x1F000  1445888 process slots: 64 x 22592 bytes
+ *   0x180000 -       end; the object is SHL_SEG_SIZE bytes (1.5 MiB)
  *
  * Header (0x00000):
  *   +0   u64  magic          SHL_MAGIC ("SHMLIMT1" as bytes)
@@ -57,6 +60,34 @@
  *   lines 2..7: last-minute window, 12 slots x 32 bytes, one slot per 5 s:
  *     +0 u64 rpm, +8 u64 in, +16 u64 out, each (epoch mod 65536) << 48 | count
  *
+ * Statistics base (0x1C180 + 128 * p), written by reset and apply under the
+ * flock: what the process slots held for pool p when its counters were
+ * last zeroed.  A pool's counter is the shared one plus the sum over the
+ * process slots minus the base (mod 2^64).
+ *   +0   u64 admitted, +8 settled, +16 cancelled, +24 tokens_in,
+ *   +32  tokens_out, +40 cache_read, +48 cache_write, +56 i64 spend
+ *   +64  u64 win_epoch   the 5-s epoch of the last zeroing: slot windows
+ *                        count only this epoch and later ones
+ *   +72  u64 win[3]      rpm, in, out the slots held in win_epoch then
+ *   +96  32 bytes reserved
+ *
+ * Process slot (0x1F000 + 22592 * i): the statistics and spend lease of one
+ * (thread, handle); only the thread that owns it writes it (plain stores),
+ * readers sum.  A slot keeps counting for its pools after its owner is
+ * gone, so the totals include dead processes.
+ *   +0   u64 owner        0 free; else pid | (handle tag << 32).  Claimed
+ *                         by CAS from 0, or from a dead pid's value
+ *   +8   u64 lease        (month mod 128) << 57 | spend units leased from
+ *                         the spend word and not yet reserved
+ *   +16  u64 lease_gen    configuration generation the lease was taken in
+ *   +24  i64 lifetime     units charged by this slot's settles
+ *   +32  u64 claims       times the slot was claimed
+ *   +40  24 bytes reserved
+ *   +64  64 x 352        per pool: u64 admitted, settled, cancelled,
+ *                        tokens_in, tokens_out, cache_read, cache_write,
+ *                        i64 spend; then a last-minute window of 12 x 3
+ *                        words in the pool window format
+ *
  * Configuration slot (41024 bytes):
  *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
  *                      (units, -1 none), u64 gen (the generation it serves),
@@ -93,7 +124,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(sizeof(void *) == 8, "libshmlimit needs a 64-bit platform");
 
 #define SHL_MAGIC 0x31544d494c4d4853ULL /* "SHMLIMT1" */
-#define SHL_LAYOUT_VERSION 1u
+#define SHL_LAYOUT_VERSION 2u
 #define SHL_CACHELINE 64
 #define SHL_WINDOW_SLOTS 12
 #define SHL_WINDOW_SLOT_NS 5000000000LL
@@ -200,6 +231,33 @@ struct shl_cfg_slot {
 	struct shl_model_cfg models[SHL_MAX_MODELS];
 };
 
+#define SHL_PSLOTS 64
+#define SHL_PSTATS 8 /* admitted .. spend, in this order */
+
+struct shl_pool_base {
+	_Atomic uint64_t cnt[SHL_PSTATS];
+	_Atomic uint64_t win_epoch;
+	_Atomic uint64_t win[SHL_NBUCKETS];
+	uint64_t pad[4];
+};
+
+struct shl_pslot_pool {
+	_Atomic uint64_t cnt[SHL_PSTATS]; /* see SHL_PS_* */
+	_Atomic uint64_t win[SHL_WINDOW_SLOTS][SHL_NBUCKETS];
+};
+enum { SHL_PS_ADMITTED, SHL_PS_SETTLED, SHL_PS_CANCELLED, SHL_PS_TOKENS_IN, SHL_PS_TOKENS_OUT,
+       SHL_PS_CACHE_READ, SHL_PS_CACHE_WRITE, SHL_PS_SPEND };
+
+struct shl_pslot {
+	_Atomic uint64_t owner;
+	_Atomic uint64_t lease;
+	_Atomic uint64_t lease_gen;
+	_Atomic int64_t lifetime;
+	_Atomic uint64_t claims;
+	uint64_t pad[3];
+	struct shl_pslot_pool pools[SHL_MAX_POOLS];
+};
+
 struct shl_seg {
 	struct shl_hdr hdr;
 	struct shl_gen_line genl;
@@ -207,6 +265,9 @@ struct shl_seg {
 	uint8_t reserved[64];
 	struct shl_pool_rt pools[SHL_MAX_POOLS];
 	struct shl_cfg_slot cfg[2];
+	struct shl_pool_base bases[SHL_MAX_POOLS];
+	uint8_t reserved2[3712];
+	struct shl_pslot pslots[SHL_PSLOTS];
 };
 
 #define SHL_SEG_BYTES sizeof(struct shl_seg)
@@ -223,6 +284,12 @@ _Static_assert(__builtin_offsetof(struct shl_seg, genl) == 0x40, "gen line offse
 _Static_assert(__builtin_offsetof(struct shl_seg, spendl) == 0x80, "spend line offset");
 _Static_assert(__builtin_offsetof(struct shl_seg, pools) == 0x100, "pools offset");
 _Static_assert(__builtin_offsetof(struct shl_seg, cfg) == 0x8100, "cfg offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, bases) == 0x1C180, "bases offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, pslots) == 0x1F000, "process slots offset");
+_Static_assert(sizeof(struct shl_pool_base) == 128, "stats base");
+_Static_assert(sizeof(struct shl_pslot_pool) == 352, "slot pool");
+_Static_assert(sizeof(struct shl_pslot) == 22592, "process slot");
+_Static_assert(sizeof(struct shl_seg) == 0x180000, "segment size");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");
 
@@ -327,7 +394,80 @@ struct shl {
 	 * 2^16 ns, with the month index in the low 16 bits (enough until the
 	 * year 7431).  0: nothing cached. */
 	_Atomic uint64_t month_end_boot;
+	uint64_t hid; /* unique per handle in this process (never 0) */
 };
+/* pslot.c: the calling thread's process slot for a handle. */
+struct shl_tls {
+	uint64_t hid, fgen;
+	struct shl_pslot *slot;
+};
+#define SHL_TLS_WAYS 4
+SHL_HIDDEN extern __thread struct shl_tls shl__tls[SHL_TLS_WAYS]
+	__attribute__((tls_model("initial-exec")));
+SHL_HIDDEN extern _Atomic uint64_t shl__forkgen;
+SHL_HIDDEN uint64_t shl__hid_new(void);
+SHL_HIDDEN struct shl_pslot *shl__pslot_slow(struct shl *h);
+SHL_HIDDEN void shl__pslots_release(struct shl *h);
+SHL_HIDDEN uint64_t shl__owner_me(const struct shl *h);
+SHL_HIDDEN void shl__stats_rebase(struct shl_seg *seg, int p, int64_t now);
+SHL_HIDDEN void shl__pool_totals(const struct shl_seg *seg, int p, int64_t now,
+				 uint64_t cnt[SHL_PSTATS], uint64_t win[SHL_NBUCKETS]);
+SHL_HIDDEN int64_t shl__lifetime(const struct shl_seg *seg);
+/* spend.c: a slot's spend lease when it is claimed (dead: from a dead
+ * owner) and when its handle lets it go. */
+SHL_HIDDEN void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead);
+SHL_HIDDEN void shl__pslot_retire(struct shl *h, struct shl_pslot *s);
+SHL_HIDDEN int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, int64_t units, uint32_t *charged);
+SHL_HIDDEN void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, uint32_t admitted_month, int64_t delta);
+SHL_HIDDEN int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month,
+				    uint64_t spend_epoch);
+
+/* The admission's spend from the caller's lease: a load and a store on its
+ * own slot when the lease covers it (spend.c, "Spend leases"). */
+static inline int shl__lease_take(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+				  uint32_t month, int64_t units, uint32_t *charged)
+{
+	if (shl_likely(ps != NULL)) {
+		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+		uint64_t tag = (uint64_t)(month & 127u) << SHL_SPEND_BITS;
+		/* relaxed: the word and the mark are only compared; a lease is
+		 * used only while the word still counts its month. */
+		uint64_t w = atomic_load_explicit(&h->seg->spendl.spend, memory_order_relaxed);
+		/* Both tags are this month's: one test. */
+		if (shl_likely((((lw ^ tag) | (w ^ tag)) >> SHL_SPEND_BITS) == 0 &&
+			       (lw & SHL_SPEND_MASK) >= (uint64_t)units &&
+			       atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) == l->gen &&
+			       atomic_load_explicit(&h->seg->spendl.exhausted,
+						    memory_order_relaxed) != month + 1)) {
+			atomic_store_explicit(&ps->lease, lw - (uint64_t)units,
+					      memory_order_relaxed);
+			*charged = month;
+			return 0;
+		}
+	}
+	return shl__lease_reserve(h, l, ps, month, units, charged);
+}
+
+/* The calling thread's slot for h, or NULL (none free, or read-only):
+ * then the shared counters are used.  One TLS compare on the hot path. */
+static inline struct shl_pslot *shl__pslot(struct shl *h)
+{
+	struct shl_tls *t = &shl__tls[0];
+	if (shl_likely(t->hid == h->hid &&
+		       t->fgen == atomic_load_explicit(&shl__forkgen, memory_order_relaxed)))
+		return t->slot;
+	return shl__pslot_slow(h);
+}
+
+/* Single-writer add to a word of the caller's own slot: no lock prefix. */
+static inline void shl__padd(_Atomic uint64_t *w, uint64_t v)
+{
+	atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) + v,
+			      memory_order_relaxed);
+}
+
 #define SHL_MONTH_BITS 16
 #define SHL_MONTH_MASK ((1ULL << SHL_MONTH_BITS) - 1)
 

@@ -169,6 +169,7 @@ static struct shl_priv *handle_new(struct shl_seg *seg, int fd, int rdonly, cons
 	hp->pub.seg = seg;
 	hp->pub.fd = fd;
 	hp->pub.rdonly = rdonly;
+	hp->pub.hid = shl__hid_new();
 	snprintf(hp->pub.name, sizeof(hp->pub.name), "%s", path);
 	pthread_mutex_init(&hp->mu, NULL);
 	return hp;
@@ -417,6 +418,7 @@ void shl_detach(shl_t *h)
 {
 	if (h == NULL)
 		return;
+	shl__pslots_release(h);
 	munmap(h->seg, SHL_SEG_SIZE);
 	close(h->fd);
 	handle_free((struct shl_priv *)h);
@@ -474,11 +476,12 @@ static void bucket_rescale(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, 
 	}
 }
 
-static void pool_rt_zero(struct shl_pool_rt *rt)
+static void pool_rt_zero(struct shl_seg *seg, int p, int64_t now)
 {
-	uint64_t *w = (uint64_t *)rt;
-	for (size_t i = 0; i < sizeof(*rt) / 8; i++)
+	uint64_t *w = (uint64_t *)&seg->pools[p];
+	for (size_t i = 0; i < sizeof(seg->pools[p]) / 8; i++)
 		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
+	shl__stats_rebase(seg, p, now); /* the process slots' counts too */
 }
 
 /*
@@ -607,7 +610,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		int kept = j < old->npools && (old->pools[j].flags & SHL_PF_USED) &&
 			   strcmp(old->pools[j].name, s->pools[j].name) == 0;
 		if (!kept) {
-			pool_rt_zero(rt);
+			pool_rt_zero(h->seg, (int)j, now);
 			continue;
 		}
 		for (int d = 0; d < SHL_NBUCKETS; d++)
@@ -624,7 +627,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		int was = j < old->npools && (old->pools[j].flags & SHL_PF_USED);
 		int is = j < np && (s->pools[j].flags & SHL_PF_USED);
 		if (was && !is)
-			pool_rt_zero(&h->seg->pools[j]);
+			pool_rt_zero(h->seg, (int)j, now);
 	}
 	/* relaxed: statistics only. */
 	atomic_fetch_add_explicit(&h->seg->genl.applies, 1, memory_order_relaxed);
@@ -689,6 +692,7 @@ int shl_reset(shl_t *h, unsigned what)
 				for (int d = 0; d < SHL_NBUCKETS; d++)
 					atomic_store_explicit(&rt->win[k].v[d], 0,
 							      memory_order_relaxed);
+			shl__stats_rebase(seg, p, shl__now());
 		}
 	}
 	if (what & SHL_RESET_SPEND) {
@@ -790,6 +794,43 @@ int shl_check(shl_t *h, char *report, size_t len)
 	if (tag != (m & 127u) && tag != ((m + 1) & 127u) && (w & SHL_SPEND_MASK) != 0)
 		rep(report, len, &at, "spend: counts month tag %u, this month's tag is %u "
 		    "(stale; it rolls over at the next charge)\n", tag, m & 127u);
+	/* Statistics bases and process slots (pslot.c): nothing in them is
+	 * used as an index, but impossible values mean a scribble. */
+	uint64_t epoch = (uint64_t)(now < 0 ? 0 : now) / (uint64_t)SHL_WINDOW_SLOT_NS;
+	for (unsigned p = 0; p < SHL_MAX_POOLS; p++) {
+		uint64_t be = atomic_load_explicit(&seg->bases[p].win_epoch, memory_order_relaxed);
+		if (be > epoch + 1) {
+			rep(report, len, &at, "bases[%u].win_epoch: %llu is after now (epoch %llu)\n",
+			    p, (unsigned long long)be, (unsigned long long)epoch);
+			bad = 1;
+		}
+	}
+	for (unsigned i = 0; i < SHL_PSLOTS; i++) {
+		struct shl_pslot *ps = &seg->pslots[i];
+		uint64_t o = atomic_load_explicit(&ps->owner, memory_order_relaxed);
+		uint32_t pid = (uint32_t)o;
+		if (o != 0 && (pid == 0 || pid > 0x7fffffffu)) {
+			rep(report, len, &at, "pslots[%u].owner: 0x%llx names no pid\n", i,
+			    (unsigned long long)o);
+			bad = 1;
+		}
+		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+		uint64_t lg = atomic_load_explicit(&ps->lease_gen, memory_order_relaxed);
+		if ((lw & SHL_SPEND_MASK) != 0 && lg > g) {
+			rep(report, len, &at, "pslots[%u].lease_gen: %llu is after the generation "
+			    "%llu\n", i, (unsigned long long)lg, (unsigned long long)g);
+			bad = 1;
+		}
+		/* A lease taken since the last spend reset is counted in the
+		 * word, so it cannot exceed it (an older one was erased). */
+		if ((lw & SHL_SPEND_MASK) > (w & SHL_SPEND_MASK) && lg >= s->spend_epoch &&
+		    (uint32_t)(lw >> SHL_SPEND_BITS) == tag && tag == (m & 127u)) {
+			rep(report, len, &at, "pslots[%u].lease: %llu units, more than the month's "
+			    "spend word holds (%llu)\n", i, (unsigned long long)(lw & SHL_SPEND_MASK),
+			    (unsigned long long)(w & SHL_SPEND_MASK));
+			bad = 1;
+		}
+	}
 	free(s);
 	return bad ? -EUCLEAN : 0;
 }

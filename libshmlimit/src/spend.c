@@ -38,6 +38,8 @@
  * month that has ended (however long the segment sat idle).
  */
 enum { SAME, OLDER, NEWER };
+static int reserve_guarded(struct shl_spend_line *sp, uint32_t month, int64_t units, int64_t cap,
+			   uint64_t guard, uint32_t *charged);
 #define SHL_MONTH_TAG_MASK 127u
 static inline int rel(uint64_t w, uint32_t m)
 {
@@ -55,6 +57,14 @@ static inline int rel(uint64_t w, uint32_t m)
  */
 int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units, int64_t cap,
 		       uint32_t *charged)
+{
+	return reserve_guarded(sp, month, units, cap, 0, charged);
+}
+
+/* The same, but succeeding only if at least `guard` units stay free
+ * under the cap after it (a lease must leave room for exact callers). */
+static int reserve_guarded(struct shl_spend_line *sp, uint32_t month, int64_t units, int64_t cap,
+			   uint64_t guard, uint32_t *charged)
 {
 	/* relaxed: the exhaustion mark is advisory server feedback; it pairs
 	 * with nothing. */
@@ -75,7 +85,7 @@ int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month, int64_t units,
 		uint64_t next = cur + u; /* both < 2^60: no overflow */
 		if (next > SHL_SPEND_MASK)
 			return -EOVERFLOW;
-		if (cap >= 0 && next > (uint64_t)cap)
+		if (cap >= 0 && (next > (uint64_t)cap || (uint64_t)cap - next < guard))
 			return -EDQUOT;
 		/* relaxed/relaxed: see the contract above. */
 		if (atomic_compare_exchange_weak_explicit(&sp->spend, &old, tag | next,
@@ -133,4 +143,182 @@ int64_t shl__spend_read(const struct shl_spend_line *sp, uint32_t month)
 	if (rel(w, month) == OLDER)
 		return 0;
 	return (int64_t)(w & SHL_SPEND_MASK);
+}
+
+/* ------------------------------------------------------------------ */
+/* Spend leases.                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A sloppy counter over the spend word.  A thread's process slot (pslot.c)
+ * takes spend budget from the word in chunks, by the same capped CAS as a
+ * reservation, and reserves against its chunk locally: a load and a store
+ * on its own line.  The word therefore counts what was spent plus what
+ * sits unused in leases, and never passes the cap, so the reservations
+ * never pass it either.  Readers subtract the leases (shl__spend_month).
+ *
+ *   - chunk = cap / 16384 (2^34 units, about 17 USD, with no cap);
+ *   - a lease is taken only if at least 2 x chunk x SHL_PSLOTS units stay
+ *     free under the cap after it; nearer the cap every reservation is
+ *     the exact per-call CAS.  So leases never strand more than that, and
+ *     refusals near the cap can start at most that much early (0.8% of
+ *     the cap) while other live threads hold leases;
+ *   - refunds (settle below the reservation, cancel) go into the settling
+ *     thread's lease; above 2 x chunk, the excess goes back to the word;
+ *   - a lease belongs to one month (its tag) and one configuration
+ *     generation: when either changes, the rest goes back to the word (to
+ *     its month, dropped if that month has closed, or if a spend reset
+ *     already erased it); a lease is never used once the word counts a
+ *     newer month;
+ *   - shl_detach returns the handle's leases; a slot taken over from a
+ *     dead process returns the dead lease.  A process killed between
+ *     taking a chunk from the word and recording it in its slot loses
+ *     that chunk: it stays counted as spent for the month (conservative).
+ */
+#define SHL_LEASE_NOCAP (1ULL << 34)
+
+static inline uint64_t lease_chunk(int64_t cap)
+{
+	return cap == INT64_MAX || cap < 0 ? SHL_LEASE_NOCAP : (uint64_t)cap >> 14;
+}
+
+/* The full month index a 7-bit tag names, at or before `month`. */
+static inline uint32_t tag_month(uint64_t w, uint32_t month)
+{
+	return month - ((month - (uint32_t)(w >> SHL_SPEND_BITS)) & SHL_MONTH_TAG_MASK);
+}
+
+/* Give a slot's lease back to the word (or drop it) and clear it.  Only
+ * the slot's owner (or the claimer of a dead owner's slot) calls this. */
+static void lease_return(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+			 uint32_t month)
+{
+	uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+	uint64_t rem = lw & SHL_SPEND_MASK;
+	if (rem == 0)
+		return;
+	uint64_t lg = atomic_load_explicit(&ps->lease_gen, memory_order_relaxed);
+	/* Clear first: a reader then sees the units counted as spent for a
+	 * moment, never subtracted twice. */
+	atomic_store_explicit(&ps->lease, 0, memory_order_relaxed);
+	if (l != NULL && lg < l->slot.spend_epoch)
+		return; /* a spend reset erased it with the rest of the word */
+	shl__spend_adjust(&h->seg->spendl, month, tag_month(lw, month), -(int64_t)rem);
+}
+
+int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+		       uint32_t month, int64_t units, uint32_t *charged)
+{
+	struct shl_spend_line *sp = &h->seg->spendl;
+	if (ps == NULL)
+		return shl__spend_reserve(sp, month, units, l->spend_cap, charged);
+	uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+	uint64_t w = atomic_load_explicit(&sp->spend, memory_order_relaxed);
+	if ((lw & SHL_SPEND_MASK) != 0 &&
+	    ((uint32_t)(lw >> SHL_SPEND_BITS) != (month & SHL_MONTH_TAG_MASK) ||
+	     atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) != l->gen ||
+	     rel(w, month) != SAME)) {
+		lease_return(h, l, ps, month);
+		lw = 0;
+	}
+	uint64_t chunk = lease_chunk(l->spend_cap);
+	if (chunk > 0 && units >= 0) {
+		uint64_t guard = 2 * chunk * SHL_PSLOTS;
+		uint32_t ch = month;
+		int r = reserve_guarded(sp, month, units + (int64_t)chunk, l->spend_cap,
+					l->spend_cap == INT64_MAX ? 0 : guard, &ch);
+		if (r == 0) {
+			uint64_t rem = ch == month ? (lw & SHL_SPEND_MASK) : 0;
+			if (ch != month)
+				lease_return(h, l, ps, month); /* a month behind the word */
+			atomic_store_explicit(&ps->lease_gen, l->gen, memory_order_relaxed);
+			atomic_store_explicit(&ps->lease,
+					      (uint64_t)(ch & SHL_MONTH_TAG_MASK) << SHL_SPEND_BITS |
+						      (rem + chunk),
+					      memory_order_relaxed);
+			*charged = ch;
+			return 0;
+		}
+		if (r != -EDQUOT)
+			return r;
+	}
+	return shl__spend_reserve(sp, month, units, l->spend_cap, charged);
+}
+
+void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+		       uint32_t month, uint32_t admitted_month, int64_t delta)
+{
+	struct shl_spend_line *sp = &h->seg->spendl;
+	if (delta == 0)
+		return;
+	if (ps != NULL && admitted_month == month) {
+		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+		uint64_t w = atomic_load_explicit(&sp->spend, memory_order_relaxed);
+		uint64_t rem = lw & SHL_SPEND_MASK, chunk = lease_chunk(l->spend_cap);
+		int ok = chunk > 0 && rel(w, month) == SAME;
+		if (ok && rem == 0 && delta < 0) {
+			/* No lease: a refund starts one in this month. */
+			lw = (uint64_t)(month & SHL_MONTH_TAG_MASK) << SHL_SPEND_BITS;
+			atomic_store_explicit(&ps->lease_gen, l->gen, memory_order_relaxed);
+		} else if (ok) {
+			ok = rem != 0 &&
+			     (uint32_t)(lw >> SHL_SPEND_BITS) == (month & SHL_MONTH_TAG_MASK) &&
+			     atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) == l->gen;
+		}
+		if (ok) {
+			if (delta > 0 && rem >= (uint64_t)delta) {
+				atomic_store_explicit(&ps->lease, lw - (uint64_t)delta,
+						      memory_order_relaxed);
+				return;
+			}
+			if (delta < 0) {
+				uint64_t back = (uint64_t)(-(delta + 1)) + 1;
+				if (rem + back <= 2 * chunk) {
+					atomic_store_explicit(&ps->lease, lw + back,
+							      memory_order_relaxed);
+					return;
+				}
+				/* Keep one chunk; the rest goes back to the word. */
+				atomic_store_explicit(&ps->lease, (lw & ~SHL_SPEND_MASK) | chunk,
+						      memory_order_relaxed);
+				shl__spend_adjust(sp, month, month, -(int64_t)(rem + back - chunk));
+				return;
+			}
+		}
+	}
+	shl__spend_adjust(sp, month, admitted_month, delta);
+}
+
+/* The month's spend: the word less the unused leases counted in it. */
+int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month, uint64_t spend_epoch)
+{
+	uint64_t w = atomic_load_explicit(&((struct shl_seg *)seg)->spendl.spend,
+					  memory_order_relaxed);
+	if (rel(w, month) == OLDER)
+		return 0;
+	uint64_t tag = w & ~SHL_SPEND_MASK, v = w & SHL_SPEND_MASK, leased = 0;
+	for (int i = 0; i < SHL_PSLOTS; i++) {
+		struct shl_pslot *ps = (struct shl_pslot *)&seg->pslots[i];
+		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
+		if ((lw & ~SHL_SPEND_MASK) != tag || (lw & SHL_SPEND_MASK) == 0)
+			continue;
+		if (atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) < spend_epoch)
+			continue;
+		leased += lw & SHL_SPEND_MASK;
+	}
+	return leased >= v ? 0 : (int64_t)(v - leased);
+}
+
+void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead)
+{
+	/* A dead owner's lease: nobody can use it any more. */
+	struct shl_local *l = shl__local(h);
+	lease_return(h, l, s, shl__month(h, shl__now()));
+	(void)dead;
+}
+
+void shl__pslot_retire(struct shl *h, struct shl_pslot *s)
+{
+	struct shl_local *l = shl__local(h);
+	lease_return(h, l, s, shl__month(h, shl__now()));
 }

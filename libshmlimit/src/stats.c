@@ -1,8 +1,9 @@
 /*
  * stats.c - a snapshot of a segment for the stats tool and for programs.
  *
- * Every value is read with one atomic load of a whole 64-bit word, so no
- * value is ever torn between two updates; the configuration part comes from
+ * Every word is read with one atomic load of a whole 64-bit word, so no
+ * word is ever torn between two updates; a pool's counters are the shared
+ * word plus the sum over the process slots (pslot.c), each slot read once; the configuration part comes from
  * the process-local copy of one generation, so limits, names and prices are
  * all of the same generation.  Reading changes nothing: a read-only handle
  * works.
@@ -28,7 +29,8 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 	out->created_unix_ns = seg->hdr.created_unix_ns;
 	out->now_ns = now;
 	out->nmodels = (int)l->slot.nmodels;
-	out->spend_month = shl__spend_read(&seg->spendl, month);
+	/* The word less the unused leases (spend.c). */
+	out->spend_month = shl__spend_month(seg, month, l->slot.spend_epoch);
 	out->spend_cap = l->spend_cap;
 	/* relaxed: advisory mark, see spend.c. */
 	out->spend_exhausted = atomic_load_explicit(&((struct shl_seg *)seg)->spendl.exhausted,
@@ -54,24 +56,29 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 			double deficit = tat > (uint64_t)now ? (double)(tat - (uint64_t)now) : 0.0;
 			o->available[d] = (double)pl->burst[d] - deficit / (double)pl->interval[d];
 		}
+		/* The shared counters plus the process slots (pslot.c). */
+		uint64_t pc_cnt[SHL_PSTATS], pc_win[SHL_NBUCKETS];
+		shl__pool_totals(seg, (int)p, now, pc_cnt, pc_win);
 		shl__window_sum(rt, now, o->used_last_minute);
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			o->used_last_minute[d] += pc_win[d];
 		memcpy(o->prices, pc->price, sizeof(o->prices));
 		o->otpm_reserve = (pc->flags & SHL_PF_OTPM_RESERVE) != 0;
 		o->cache_reads_count = (pc->flags & SHL_PF_CACHE_READS) != 0;
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		o->hold_ns = hold > now ? hold - now : 0;
 #define LD(f) atomic_load_explicit(&rt->f, memory_order_relaxed)
-		o->admitted = LD(admitted);
+		o->admitted = LD(admitted) + pc_cnt[SHL_PS_ADMITTED];
 		o->refused = LD(refused);
 		o->waited = LD(waited);
-		o->settled = LD(settled);
-		o->cancelled = LD(cancelled);
+		o->settled = LD(settled) + pc_cnt[SHL_PS_SETTLED];
+		o->cancelled = LD(cancelled) + pc_cnt[SHL_PS_CANCELLED];
 		o->server_429 = LD(server_429);
-		o->tokens_in = LD(tokens_in);
-		o->tokens_out = LD(tokens_out);
-		o->cache_read = LD(cache_read);
-		o->cache_write = LD(cache_write);
-		o->spend = LD(spend);
+		o->tokens_in = LD(tokens_in) + pc_cnt[SHL_PS_TOKENS_IN];
+		o->tokens_out = LD(tokens_out) + pc_cnt[SHL_PS_TOKENS_OUT];
+		o->cache_read = LD(cache_read) + pc_cnt[SHL_PS_CACHE_READ];
+		o->cache_write = LD(cache_write) + pc_cnt[SHL_PS_CACHE_WRITE];
+		o->spend = (int64_t)((uint64_t)LD(spend) + pc_cnt[SHL_PS_SPEND]);
 #undef LD
 	}
 	out->npools = k;

@@ -27,7 +27,7 @@ static void test_header(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_hdr), 64);
 	CU_ASSERT_EQUAL(SHL_MAGIC, 0x31544d494c4d4853ULL);
 	CU_ASSERT_EQUAL(memcmp(&(uint64_t){SHL_MAGIC}, "SHMLIMT1", 8), 0);
-	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 1);
+	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 2);
 }
 
 static void test_lines(void)
@@ -44,8 +44,12 @@ static void test_lines(void)
 	AT(struct shl_seg, pools, 0x100);
 	AT(struct shl_seg, cfg, 0x8100);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, cfg) + sizeof(struct shl_cfg_slot), 0x12140);
-	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x1C180);
-	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x1D000);
+	AT(struct shl_seg, bases, 0x1C180);
+	AT(struct shl_seg, pslots, 0x1F000);
+	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x180000);
+	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x180000);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, bases) % 64, 0);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pslots) % 64, 0);
 	/* Every concurrently written line starts on a cache line. */
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, genl) % 64, 0);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, spendl) % 64, 0);
@@ -97,6 +101,35 @@ static void test_config_slot(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_cfg_slot), 41024);
 }
 
+static void test_pslots(void)
+{
+	AT(struct shl_pool_base, cnt, 0);
+	AT(struct shl_pool_base, win_epoch, 64);
+	AT(struct shl_pool_base, win, 72);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pool_base), 128);
+	AT(struct shl_pslot, owner, 0);
+	AT(struct shl_pslot, lease, 8);
+	AT(struct shl_pslot, lease_gen, 16);
+	AT(struct shl_pslot, lifetime, 24);
+	AT(struct shl_pslot, claims, 32);
+	AT(struct shl_pslot, pools, 64);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pslot), 22592);
+	CU_ASSERT_EQUAL(SHL_PSLOTS, 64);
+	AT(struct shl_pslot_pool, cnt, 0);
+	AT(struct shl_pslot_pool, win, 64);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pslot_pool), 352);
+	CU_ASSERT_EQUAL(SHL_PS_ADMITTED, 0);
+	CU_ASSERT_EQUAL(SHL_PS_SETTLED, 1);
+	CU_ASSERT_EQUAL(SHL_PS_CANCELLED, 2);
+	CU_ASSERT_EQUAL(SHL_PS_TOKENS_IN, 3);
+	CU_ASSERT_EQUAL(SHL_PS_TOKENS_OUT, 4);
+	CU_ASSERT_EQUAL(SHL_PS_CACHE_READ, 5);
+	CU_ASSERT_EQUAL(SHL_PS_CACHE_WRITE, 6);
+	CU_ASSERT_EQUAL(SHL_PS_SPEND, 7);
+	/* Each slot starts on a cache line: no two owners share one. */
+	CU_ASSERT_EQUAL(sizeof(struct shl_pslot) % 64, 0);
+}
+
 void suite_layout(void)
 {
 	CU_pSuite s = CU_add_suite("layout", NULL, NULL);
@@ -104,4 +137,5 @@ void suite_layout(void)
 	TU_ADD(s, test_lines);
 	TU_ADD(s, test_pool_runtime);
 	TU_ADD(s, test_config_slot);
+	TU_ADD(s, test_pslots);
 }

@@ -182,7 +182,7 @@ static void test_spend_conserved(void)
 	CU_ASSERT_EQUAL(st.pools[0].settled + st.pools[0].cancelled, atomic_load(&lg->n));
 	CU_ASSERT_EQUAL(st.spend_month, atomic_load(&lg->spend));
 	CU_ASSERT_EQUAL(st.pools[0].spend, atomic_load(&lg->spend));
-	CU_ASSERT_EQUAL(atomic_load(&h->seg->spendl.lifetime), atomic_load(&lg->spend));
+	CU_ASSERT_EQUAL(shl__lifetime(h->seg), atomic_load(&lg->spend));
 	shl_detach(h);
 	shl__clock_unix = NULL;
 	shl_unlink(name);

@@ -45,6 +45,8 @@ TU_SUITE(suite_multiproc);
 TU_SUITE(suite_threads);
 TU_SUITE(suite_fault);
 TU_SUITE(suite_review);
+TU_SUITE(suite_pslot);
+TU_SUITE(suite_lease);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
