@@ -294,7 +294,7 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	char seg[512];
 	prom_escape(seg, sizeof(seg), name);
 	prom_head(f, "config_generation", "gauge",
-		  "Configuration generation of the segment (changes on every apply).");
+		  "Configuration generation of the segment (changes on every apply and reset).");
 	fprintf(f, "shmlimit_config_generation{segment=\"%s\"} %llu\n", seg,
 		(unsigned long long)s->generation);
 	prom_head(f, "created_timestamp_seconds", "gauge", "When the segment was created.");

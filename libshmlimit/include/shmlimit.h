@@ -219,7 +219,7 @@ SHL_API int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err);
 /* A copy of the live configuration (free with shl_config_free). */
 SHL_API int shl_config_get(shl_t *h, shl_config **out);
 
-/* The live configuration generation (changes on every apply). */
+/* The live configuration generation (changes on every apply and reset). */
 SHL_API uint64_t shl_generation(shl_t *h);
 
 /*
@@ -432,7 +432,9 @@ typedef struct shl_stats {
 	shl_pool_stats pools[SHL_MAX_POOLS];
 } shl_stats;
 
-/* A consistent snapshot (no value torn between two updates). */
+/* A snapshot: no value is torn between two updates (the month's spend
+ * never shows a lease moved half-way); counts of different pools and
+ * fields may come from instants a few microseconds apart. */
 SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
 
 /* ------------------------------------------------------------------ */

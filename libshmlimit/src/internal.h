@@ -82,7 +82,9 @@
  *   +16  u64 lease_gen    configuration generation the lease was taken in
  *   +24  i64 lifetime     units charged by this slot's settles
  *   +32  u64 claims       times the slot was claimed
- *   +40  24 bytes reserved
+ *   +40  u64 lease_seq    odd while the owner moves units between the spend
+ *                         word and its lease (spend.c); readers retry
+ *   +48  16 bytes reserved
  *   +64  64 x 352        per pool: u64 admitted, settled, cancelled,
  *                        tokens_in, tokens_out, cache_read, cache_write,
  *                        i64 spend; then a last-minute window of 12 x 3
@@ -254,7 +256,8 @@ struct shl_pslot {
 	_Atomic uint64_t lease_gen;
 	_Atomic int64_t lifetime;
 	_Atomic uint64_t claims;
-	uint64_t pad[3];
+	_Atomic uint64_t lease_seq;
+	uint64_t pad[2];
 	struct shl_pslot_pool pools[SHL_MAX_POOLS];
 };
 
@@ -476,6 +479,7 @@ SHL_HIDDEN uint32_t shl__month_slow(struct shl *h, int64_t now);
 SHL_HIDDEN int shl__lookup_init(struct shl *h);
 SHL_HIDDEN void shl__lookup_free(struct shl *h);
 SHL_HIDDEN int shl__lookup_reset(struct shl *h);
+SHL_HIDDEN int shl__lookup_tables(struct shl *h);
 SHL_HIDDEN void shl__window_add(struct shl_pool_rt *rt, int64_t now,
 				const uint64_t add[SHL_NBUCKETS]);
 SHL_HIDDEN void shl__window_sum(const struct shl_pool_rt *rt, int64_t now,

@@ -9,11 +9,15 @@
  * read it without registering) from the ids it has seen to their entry.
  *
  * The table belongs to one configuration generation.  When the generation
- * changes, the next miss builds a new table and publishes it with a release
- * store; the old one is retired, not freed, because a reader may still be
- * in it, and retired tables are freed at shl_detach.  Generations change
- * only when an operator applies a configuration, so a process keeps a
- * handful of them; in exchange no thread ever waits for a grace period
+ * changes, the next miss checks whether the model patterns changed (a key
+ * over every pattern and its flags): if not (a reset of the buckets or the
+ * spend, an apply that changed only limits or prices), the table's answers
+ * still hold and it simply moves to the new generation.  Otherwise the miss
+ * builds a new table and publishes it with a release store; the old one is
+ * retired, not freed, because a reader may still be in it, and retired
+ * tables are freed at shl_detach.  So a process keeps one table per apply
+ * that changed the models, an operator's action; in exchange no thread ever
+ * waits for a grace period
  * (synchronize_rcu), which a library called from arbitrary host threads
  * (and, through the preload shim, from inside libcurl callbacks) must not
  * risk.  Readers never block; builders serialise on a mutex.
@@ -45,7 +49,8 @@ struct lk_node {
 
 struct lk_table {
 	struct cds_lfht *ht;
-	uint64_t gen;
+	uint64_t gen;  /* moved on (relaxed atomics) while mkey holds */
+	uint64_t mkey; /* models_key() of the configuration it answers for */
 	int count;
 	struct lk_table *next; /* retired list */
 };
@@ -94,6 +99,19 @@ static int match_node(struct cds_lfht_node *node, const void *key)
 	return len == k->len && memcmp(n->id, k->id, k->len) == 0;
 }
 
+/* What the answers depend on: the patterns and their flags, in order. */
+static uint64_t models_key(const struct shl_cfg_slot *s)
+{
+	unsigned nm = s->nmodels > SHL_MAX_MODELS ? SHL_MAX_MODELS : s->nmodels;
+	uint64_t k = hash_id((const char *)&nm, sizeof(nm));
+	for (unsigned i = 0; i < nm; i++) {
+		const struct shl_model_cfg *m = &s->models[i];
+		k ^= hash_id(m->match, strnlen(m->match, sizeof(m->match))) + i;
+		k = (k ^ m->flags) * 0x100000001b3ULL;
+	}
+	return k;
+}
+
 static struct lk_table *table_new(uint64_t gen)
 {
 	struct lk_table *t = shl__calloc(1, sizeof(*t));
@@ -137,6 +155,18 @@ int shl__lookup_init(struct shl *h)
 	return 0;
 }
 
+/* Tables this handle holds, the current one included (tests). */
+int shl__lookup_tables(struct shl *h)
+{
+	struct lk *lk = h->lookup;
+	pthread_mutex_lock(&lk->mu);
+	int n = lk->cur != NULL;
+	for (struct lk_table *t = lk->retired; t != NULL; t = t->next)
+		n++;
+	pthread_mutex_unlock(&lk->mu);
+	return n;
+}
+
 void shl__lookup_free(struct shl *h)
 {
 	struct lk *lk = h->lookup;
@@ -170,7 +200,9 @@ int shl_lookup(shl_t *h, const char *model_id)
 	rcu_read_lock();
 	/* acquire: pairs with the release store that publishes a table. */
 	struct lk_table *t = __atomic_load_n(&lk->cur, __ATOMIC_ACQUIRE);
-	if (t != NULL && t->gen == l->gen) {
+	/* relaxed: gen only moves between generations whose answers are the
+	 * same (the entries are published by the table and by len). */
+	if (t != NULL && __atomic_load_n(&t->gen, __ATOMIC_RELAXED) == l->gen) {
 		cds_lfht_lookup(t->ht, hv, match_node, &k, &it);
 		struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
 		if (node != NULL) {
@@ -185,18 +217,24 @@ int shl_lookup(shl_t *h, const char *model_id)
 	int m = shl__model_match(&l->slot, model_id);
 	pthread_mutex_lock(&lk->mu);
 	t = __atomic_load_n(&lk->cur, __ATOMIC_RELAXED); /* under mu */
-	if (t != NULL && t->gen > l->gen) {
+	if (t != NULL && __atomic_load_n(&t->gen, __ATOMIC_RELAXED) > l->gen) {
 		/* Our config copy is older than the table: another thread has
 		 * already seen the newer generation.  Do not go back. */
 		pthread_mutex_unlock(&lk->mu);
 		return m;
 	}
-	if (t == NULL || t->gen != l->gen) {
+	uint64_t key = 0;
+	if (t != NULL && t->gen != l->gen && t->mkey == (key = models_key(&l->slot))) {
+		/* Same patterns: every cached answer still holds.  relaxed:
+		 * see the reader above. */
+		__atomic_store_n(&t->gen, l->gen, __ATOMIC_RELAXED);
+	} else if (t == NULL || t->gen != l->gen) {
 		struct lk_table *nt = table_new(l->gen);
 		if (nt == NULL) {
 			pthread_mutex_unlock(&lk->mu);
 			return m;
 		}
+		nt->mkey = t == NULL ? models_key(&l->slot) : key;
 		/* release: pairs with the acquire load above; the table is
 		 * complete for any reader that sees it. */
 		__atomic_store_n(&lk->cur, nt, __ATOMIC_RELEASE);

@@ -25,6 +25,7 @@
  * exhaustion mark is a separate word written only from server feedback.
  */
 #include <errno.h>
+#include <sched.h>
 
 #include "internal.h"
 
@@ -87,9 +88,11 @@ static int reserve_guarded(struct shl_spend_line *sp, uint32_t month, int64_t un
 			return -EOVERFLOW;
 		if (cap >= 0 && (next > (uint64_t)cap || (uint64_t)cap - next < guard))
 			return -EDQUOT;
-		/* relaxed/relaxed: see the contract above. */
+		/* release on success: a lease move's odd lease_seq is visible
+		 * before this (pairs with the acquire load of the word in
+		 * shl__spend_month); otherwise see the contract above. */
 		if (atomic_compare_exchange_weak_explicit(&sp->spend, &old, tag | next,
-							  memory_order_relaxed, memory_order_relaxed)) {
+							  memory_order_release, memory_order_relaxed)) {
 			if (charged)
 				*charged = r == NEWER ? month + 1 : month;
 			return 0;
@@ -128,9 +131,9 @@ void shl__spend_adjust(struct shl_spend_line *sp, uint32_t month, uint32_t admit
 			if (next > SHL_SPEND_MASK || next < cur)
 				next = SHL_SPEND_MASK;
 		}
-		/* relaxed/relaxed: see the contract above. */
+		/* release on success: as in reserve_guarded. */
 		if (atomic_compare_exchange_weak_explicit(&sp->spend, &old, tag | next,
-							  memory_order_relaxed, memory_order_relaxed))
+							  memory_order_release, memory_order_relaxed))
 			return;
 	}
 }
@@ -188,8 +191,35 @@ static inline uint32_t tag_month(uint64_t w, uint32_t month)
 	return month - ((month - (uint32_t)(w >> SHL_SPEND_BITS)) & SHL_MONTH_TAG_MASK);
 }
 
+/*
+ * The lease sequence.  Moving units between the word and a lease takes two
+ * writes (the word's CAS, the lease's store), and a reader that saw one
+ * but not the other would be off by a whole chunk.  So the slot's owner
+ * makes lease_seq odd around every such move, seqlock style, and
+ * shl__spend_month retries a read that overlapped one.  A dead owner can
+ * leave it odd; whoever claims the slot next closes it.  Only the owner
+ * (or that claimer) writes it: plain stores.
+ */
+static inline void lease_open(struct shl_pslot *ps)
+{
+	uint64_t s = atomic_load_explicit(&ps->lease_seq, memory_order_relaxed);
+	/* relaxed: every write of the move that follows (the word's CAS,
+	 * the lease's store) is a release, so a reader that sees one of them
+	 * with an acquire load sees this odd value too. */
+	atomic_store_explicit(&ps->lease_seq, s | 1, memory_order_relaxed);
+}
+
+static inline void lease_close(struct shl_pslot *ps)
+{
+	uint64_t s = atomic_load_explicit(&ps->lease_seq, memory_order_relaxed);
+	/* release: the writes above are visible before the even value; pairs
+	 * with the acquire load in shl__spend_month. */
+	atomic_store_explicit(&ps->lease_seq, (s | 1) + 1, memory_order_release);
+}
+
 /* Give a slot's lease back to the word (or drop it) and clear it.  Only
- * the slot's owner (or the claimer of a dead owner's slot) calls this. */
+ * the slot's owner (or the claimer of a dead owner's slot) calls this,
+ * between lease_open and lease_close. */
 static void lease_return(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
 			 uint32_t month)
 {
@@ -200,18 +230,17 @@ static void lease_return(struct shl *h, const struct shl_local *l, struct shl_ps
 	uint64_t lg = atomic_load_explicit(&ps->lease_gen, memory_order_relaxed);
 	/* Clear first: a reader then sees the units counted as spent for a
 	 * moment, never subtracted twice. */
-	atomic_store_explicit(&ps->lease, 0, memory_order_relaxed);
+	/* release: see lease_open. */
+	atomic_store_explicit(&ps->lease, 0, memory_order_release);
 	if (l != NULL && lg < l->slot.spend_epoch)
 		return; /* a spend reset erased it with the rest of the word */
 	shl__spend_adjust(&h->seg->spendl, month, tag_month(lw, month), -(int64_t)rem);
 }
 
-int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
-		       uint32_t month, int64_t units, uint32_t *charged)
+static int lease_refill(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+			uint32_t month, int64_t units, uint32_t *charged)
 {
 	struct shl_spend_line *sp = &h->seg->spendl;
-	if (ps == NULL)
-		return shl__spend_reserve(sp, month, units, l->spend_cap, charged);
 	uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
 	uint64_t w = atomic_load_explicit(&sp->spend, memory_order_relaxed);
 	if ((lw & SHL_SPEND_MASK) != 0 &&
@@ -232,10 +261,11 @@ int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslo
 			if (ch != month)
 				lease_return(h, l, ps, month); /* a month behind the word */
 			atomic_store_explicit(&ps->lease_gen, l->gen, memory_order_relaxed);
+			/* release: see lease_open; also publishes lease_gen. */
 			atomic_store_explicit(&ps->lease,
 					      (uint64_t)(ch & SHL_MONTH_TAG_MASK) << SHL_SPEND_BITS |
 						      (rem + chunk),
-					      memory_order_relaxed);
+					      memory_order_release);
 			*charged = ch;
 			return 0;
 		}
@@ -243,6 +273,17 @@ int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslo
 			return r;
 	}
 	return shl__spend_reserve(sp, month, units, l->spend_cap, charged);
+}
+
+int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
+		       uint32_t month, int64_t units, uint32_t *charged)
+{
+	if (ps == NULL)
+		return shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap, charged);
+	lease_open(ps);
+	int r = lease_refill(h, l, ps, month, units, charged);
+	lease_close(ps);
+	return r;
 }
 
 void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
@@ -274,14 +315,19 @@ void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslo
 			if (delta < 0) {
 				uint64_t back = (uint64_t)(-(delta + 1)) + 1;
 				if (rem + back <= 2 * chunk) {
+					/* release: publishes a lease_gen stored
+					 * above (pairs with shl__spend_month). */
 					atomic_store_explicit(&ps->lease, lw + back,
-							      memory_order_relaxed);
+							      memory_order_release);
 					return;
 				}
 				/* Keep one chunk; the rest goes back to the word. */
+				lease_open(ps);
+				/* release: see lease_open. */
 				atomic_store_explicit(&ps->lease, (lw & ~SHL_SPEND_MASK) | chunk,
-						      memory_order_relaxed);
+						      memory_order_release);
 				shl__spend_adjust(sp, month, month, -(int64_t)(rem + back - chunk));
+				lease_close(ps);
 				return;
 			}
 		}
@@ -289,36 +335,71 @@ void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslo
 	shl__spend_adjust(sp, month, admitted_month, delta);
 }
 
-/* The month's spend: the word less the unused leases counted in it. */
+/*
+ * The month's spend: the word less the unused leases counted in it.  A
+ * read that overlapped a move between the word and a lease (an odd or
+ * changed lease_seq) is retried, yielding to let a preempted owner finish
+ * its two writes.  After SHL_SEQ_TRIES the last read is returned: that
+ * happens only if an owner died between its two writes and nobody has
+ * claimed its slot since (the chunk then stays counted as spent, as the
+ * lease contract says), or it stalled there that long.
+ */
+#define SHL_SEQ_TRIES 64
 int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month, uint64_t spend_epoch)
 {
-	uint64_t w = atomic_load_explicit(&((struct shl_seg *)seg)->spendl.spend,
-					  memory_order_relaxed);
-	if (rel(w, month) == OLDER)
-		return 0;
-	uint64_t tag = w & ~SHL_SPEND_MASK, v = w & SHL_SPEND_MASK, leased = 0;
-	for (int i = 0; i < SHL_PSLOTS; i++) {
-		struct shl_pslot *ps = (struct shl_pslot *)&seg->pslots[i];
-		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
-		if ((lw & ~SHL_SPEND_MASK) != tag || (lw & SHL_SPEND_MASK) == 0)
-			continue;
-		if (atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) < spend_epoch)
-			continue;
-		leased += lw & SHL_SPEND_MASK;
+	struct shl_seg *sg = (struct shl_seg *)seg;
+	uint64_t seq[SHL_PSLOTS];
+	int64_t v = 0;
+	for (int tries = 0; tries < SHL_SEQ_TRIES; tries++) {
+		if (tries >= 2)
+			sched_yield();
+		int odd = 0;
+		for (int i = 0; i < SHL_PSLOTS; i++) {
+			/* acquire: pairs with the release store in lease_close. */
+			seq[i] = atomic_load_explicit(&sg->pslots[i].lease_seq, memory_order_acquire);
+			odd |= (int)(seq[i] & 1);
+		}
+		/* acquire: pairs with the release CAS of a lease move; seeing
+		 * one means the re-read below sees its odd lease_seq. */
+		uint64_t w = atomic_load_explicit(&sg->spendl.spend, memory_order_acquire);
+		uint64_t tag = w & ~SHL_SPEND_MASK, u = w & SHL_SPEND_MASK, leased = 0;
+		for (int i = 0; i < SHL_PSLOTS; i++) {
+			struct shl_pslot *ps = &sg->pslots[i];
+			/* acquire: pairs with the release stores of the lease
+			 * (and publishes its lease_gen), as for the word. */
+			uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_acquire);
+			if ((lw & ~SHL_SPEND_MASK) != tag || (lw & SHL_SPEND_MASK) == 0)
+				continue;
+			if (atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) < spend_epoch)
+				continue;
+			leased += lw & SHL_SPEND_MASK;
+		}
+		v = rel(w, month) == OLDER ? 0 : leased >= u ? 0 : (int64_t)(u - leased);
+		/* relaxed: after the acquire loads above, which order them. */
+		int same = !odd;
+		for (int i = 0; same && i < SHL_PSLOTS; i++)
+			same = atomic_load_explicit(&sg->pslots[i].lease_seq,
+						    memory_order_relaxed) == seq[i];
+		if (same)
+			break;
 	}
-	return leased >= v ? 0 : (int64_t)(v - leased);
+	return v;
 }
 
 void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead)
 {
 	/* A dead owner's lease: nobody can use it any more. */
 	struct shl_local *l = shl__local(h);
+	lease_open(s); /* also closes a dead owner's open move */
 	lease_return(h, l, s, shl__month(h, shl__now()));
+	lease_close(s);
 	(void)dead;
 }
 
 void shl__pslot_retire(struct shl *h, struct shl_pslot *s)
 {
 	struct shl_local *l = shl__local(h);
+	lease_open(s);
 	lease_return(h, l, s, shl__month(h, shl__now()));
+	lease_close(s);
 }

@@ -325,6 +325,41 @@ static void test_lookup(void)
 	close_seg();
 }
 
+/* Resets and applies that leave the model patterns alone keep the lookup
+ * table (a long-lived worker does not grow with every reset); an apply
+ * that changes a pattern gets a new table with the new answers. */
+static void test_lookup_tables_bounded(void)
+{
+	shl_config *c;
+	shl_config_preset(3, &c);
+	open_seg(c);
+	int a = shl_lookup(h, "claude-sonnet-4-5-20250929");
+	CU_ASSERT(a >= 0);
+	CU_ASSERT_EQUAL(shl__lookup_tables(h), 1);
+	for (int i = 0; i < 50; i++) {
+		CU_ASSERT_EQUAL(shl_reset(h, i % 2 ? SHL_RESET_BUCKETS : SHL_RESET_SPEND), 0);
+		CU_ASSERT_EQUAL(shl_lookup(h, "claude-sonnet-4-5-20250929"), a);
+		CU_ASSERT_EQUAL(shl_lookup(h, "gpt-5"), -ESRCH);
+	}
+	CU_ASSERT_EQUAL(shl__lookup_tables(h), 1);
+	/* New limits and prices, same patterns: still one table. */
+	shl_config *c2;
+	shl_config_preset(4, &c2);
+	CU_ASSERT_EQUAL(shl__model_match(&c2->slot, "claude-sonnet-4-5-20250929"), a);
+	CU_ASSERT_EQUAL(shl_apply(h, c2, NULL), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "claude-sonnet-4-5-20250929"), a);
+	CU_ASSERT_EQUAL(shl__lookup_tables(h), 1);
+	/* A pattern changes: a new table, and the cached negative answer for
+	 * the id it now matches is gone. */
+	snprintf(c2->slot.models[0].match, sizeof(c2->slot.models[0].match), "gpt-*");
+	c2->slot.models[0].flags |= SHL_MF_PREFIX;
+	CU_ASSERT_EQUAL(shl_apply(h, c2, NULL), 0);
+	CU_ASSERT_EQUAL(shl_lookup(h, "gpt-5"), 0);
+	CU_ASSERT_EQUAL(shl__lookup_tables(h), 2);
+	shl_config_free(c2);
+	close_seg();
+}
+
 static void test_route(void)
 {
 	/* three pools: a (rpm burst 2), b (rpm burst 1), c (itpm burst 100) */
@@ -416,6 +451,7 @@ void suite_admit(void)
 	TU_ADD(s, test_spend_cap);
 	TU_ADD(s, test_hold_and_clamp);
 	TU_ADD(s, test_lookup);
+	TU_ADD(s, test_lookup_tables_bounded);
 	TU_ADD(s, test_route);
 	TU_ADD(s, test_errors_and_names);
 }

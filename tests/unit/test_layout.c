@@ -112,6 +112,7 @@ static void test_pslots(void)
 	AT(struct shl_pslot, lease_gen, 16);
 	AT(struct shl_pslot, lifetime, 24);
 	AT(struct shl_pslot, claims, 32);
+	AT(struct shl_pslot, lease_seq, 40);
 	AT(struct shl_pslot, pools, 64);
 	CU_ASSERT_EQUAL(sizeof(struct shl_pslot), 22592);
 	CU_ASSERT_EQUAL(SHL_PSLOTS, 64);

@@ -518,10 +518,106 @@ static void test_dead_lease_returned(void)
 	shl_config_free(c);
 }
 
+/* A reader never sees the spend torn between the word and a lease.  Four
+ * processes take leases all the time (a chunk is 610,351 units at a $10
+ * cap, so about every 34 requests; one request in three is cancelled, so
+ * refunds also hand excess back to the word), while the parent reads the
+ * month's spend.  Each read must lie between what the writers had settled
+ * before it and what they had settled after it plus one request in flight
+ * each: a read torn by a chunk is off by 8 times that slack. */
+#define TORN_N 4
+#define TORN_REQS 30000
+struct torn_log {
+	_Atomic int64_t done[TORN_N];
+	_Atomic int finished;
+};
+
+static void test_lease_reads_not_torn(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *c = big_cfg("10");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	struct torn_log *lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
+				   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(lg != MAP_FAILED);
+	memset(lg, 0, sizeof(*lg));
+	const int64_t per = 18000; /* 1 x $3 + 1 x $15 per MTok */
+	pid_t pids[TORN_N];
+	for (int i = 0; i < TORN_N; i++) {
+		if ((pids[i] = fork()) == 0) {
+			shl_t *hc = NULL;
+			if (shl_attach(name, 0, &hc, NULL) != 0)
+				_exit(3);
+			int m = shl_lookup(hc, "m");
+			shl_cost cc = {.input_tokens = 1, .max_tokens = 1};
+			shl_usage u = {.input_tokens = 1, .output_tokens = 1};
+			for (int k = 0; k < TORN_REQS; k++) {
+				shl_ticket t;
+				if (shl_try(hc, m, &cc, &t, NULL) != 0)
+					_exit(4);
+				if (k % 3 == 2) {
+					shl_cancel(hc, &t);
+					continue;
+				}
+				if (shl_settle(hc, &t, &u) != 0)
+					_exit(5);
+				atomic_fetch_add(&lg->done[i], per);
+			}
+			shl_detach(hc);
+			atomic_fetch_add(&lg->finished, 1);
+			_exit(0);
+		}
+	}
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, SHL_ATTACH_RDONLY, &h, NULL), 0);
+	long reads = 0, bad = 0;
+	int64_t worst = 0;
+	while (atomic_load(&lg->finished) < TORN_N) {
+		int64_t lo = 0, hi = TORN_N * per;
+		for (int i = 0; i < TORN_N; i++)
+			lo += atomic_load(&lg->done[i]);
+		/* What shl_stats_get reads, without the rest of its work, so
+		 * that the reads are many. */
+		struct shl_local *l = shl__local(h);
+		int64_t v = shl__spend_month(h->seg, shl__month(h, shl__now()), l->slot.spend_epoch);
+		for (int i = 0; i < TORN_N; i++)
+			hi += atomic_load(&lg->done[i]);
+		reads++;
+		if (v < lo || v > hi) {
+			bad++;
+			int64_t off = v < lo ? lo - v : v - hi;
+			if (off > worst)
+				worst = off;
+		}
+	}
+	for (int i = 0; i < TORN_N; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	if (bad || getenv("TU_VERBOSE"))
+		fprintf(stderr, "\n  %ld of %ld reads torn, worst by %lld units\n", bad, reads,
+			(long long)worst);
+	CU_ASSERT(reads > 0);
+	CU_ASSERT_EQUAL(bad, 0);
+	shl_stats s;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &s), 0);
+	int64_t all = 0;
+	for (int i = 0; i < TORN_N; i++)
+		all += atomic_load(&lg->done[i]);
+	CU_ASSERT_EQUAL(s.spend_month, all);
+	shl_detach(h);
+	shl_unlink(name);
+	shl_config_free(c);
+	munmap(lg, sizeof(*lg));
+}
+
 void suite_lease(void)
 {
 	CU_pSuite s = CU_add_suite("lease", NULL, NULL);
 	TU_ADD(s, test_lease_cap_many_procs);
 	TU_ADD(s, test_lease_month_rollover);
 	TU_ADD(s, test_dead_lease_returned);
+	TU_ADD(s, test_lease_reads_not_torn);
 }
