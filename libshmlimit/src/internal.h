@@ -425,9 +425,11 @@ SHL_HIDDEN int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month,
 				    uint64_t spend_epoch);
 
 /* The admission's spend from the caller's lease: a load and a store on its
- * own slot when the lease covers it (spend.c, "Spend leases"). */
+ * own slot when the lease covers it (spend.c, "Spend leases").  Returns 1
+ * if it was taken so (counted in `month`); 0 if not, and then the caller
+ * reserves with shl__lease_reserve. */
 static inline int shl__lease_take(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
-				  uint32_t month, int64_t units, uint32_t *charged)
+				  uint32_t month, int64_t units)
 {
 	if (shl_likely(ps != NULL)) {
 		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
@@ -443,11 +445,10 @@ static inline int shl__lease_take(struct shl *h, const struct shl_local *l, stru
 						    memory_order_relaxed) != month + 1)) {
 			atomic_store_explicit(&ps->lease, lw - (uint64_t)units,
 					      memory_order_relaxed);
-			*charged = month;
-			return 0;
+			return 1;
 		}
 	}
-	return shl__lease_reserve(h, l, ps, month, units, charged);
+	return 0;
 }
 
 /* The calling thread's slot for h, or NULL (none free, or read-only):
