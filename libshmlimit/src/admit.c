@@ -177,9 +177,10 @@ static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
 	return __builtin_add_overflow(b, cost, &r) ? UINT64_MAX : r;
 }
 
-/* The CAS loop on RPM and ITPM, from the words last seen (o0, o1).
- * Returns 0 with f[] the words written, or the wait of the dimension *dim
- * that refuses. */
+/* The CAS loop on RPM and ITPM, from the words last seen (o0, o1): where
+ * fused_slow continues after fused()'s inline first attempt.  Returns 0
+ * with f[] the words written, or the wait of the dimension *dim that
+ * refuses. */
 static int64_t take2(struct shl_pool_rt *rt, uint64_t n, uint64_t o0, uint64_t o1, uint64_t c0,
 		     uint64_t c1, uint64_t tol0, uint64_t tol1, uint64_t f[2], int *dim)
 {
@@ -314,11 +315,11 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
  */
 static inline __attribute__((always_inline)) int
 admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
-	     struct shl_pool_rt *rt, int p, int model, shl_ticket *t, shl_refusal *why,
-	     int64_t now, uint64_t need_i, uint64_t need_o, int64_t units, int batch, uint64_t f0,
+	     struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	     shl_refusal *why, int64_t now, uint64_t need_i, uint64_t need_o, uint64_t f0,
 	     uint64_t f1, uint64_t f2)
 {
-	/* 3. reserve the worst-case spend against the cap. */
+	/* 3. reserve the worst-case spend (units) against the cap. */
 	uint32_t month = shl__month(h, now), charged = month;
 	struct shl_pslot *ps = shl__pslot(h);
 	if (shl_unlikely(!shl__lease_take(h, l, ps, month, units))) {
@@ -352,35 +353,69 @@ admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	return 0;
 }
 
+#if SHL_HAVE_CAS16
+/*
+ * The common case (OTPM in "actual" mode, some input): steps 1 and 2
+ * fused.  OTPM is only checked (a bucket in debt refuses); RPM and ITPM
+ * are checked and taken in one 16-byte CAS, all or nothing, with no
+ * rollback, by the rule of shl__bucket_take_at on each word.  Anything
+ * but a first attempt that goes through (a refusal, a lost race)
+ * continues in fused_slow, which reports a refusal with the longest wait
+ * of all three words, as the read-only pass does.
+ */
+static inline __attribute__((always_inline)) int
+fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+      shl_refusal *why, int64_t now, uint64_t need_i, const uint64_t tol[])
+{
+	const uint64_t n = (uint64_t)now;
+	const uint64_t c0 = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
+	const uint64_t c1 = need_i * pl->interval[SHL_DIM_ITPM];
+	/* relaxed: hints; the CAS decides (bucket.c). */
+	uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
+	uint64_t o0 = atomic_load_explicit(&rt->tat[0], memory_order_relaxed);
+	uint64_t o1 = atomic_load_explicit(&rt->tat[1], memory_order_relaxed);
+	uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
+	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
+			 n1 - n > tol[SHL_DIM_ITPM] || !cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
+		uint64_t f[2];
+		int r = fused_slow(rt, why, p, pl, n, need_i, tol, t2, o0, o1, f);
+		if (r != 0)
+			return r;
+		n0 = f[0];
+		n1 = f[1];
+	}
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, n0, n1,
+			    0);
+}
+#endif
+
 /*
  * The admission.  `keep` (0..1) is the fraction of each bucket that must be
  * left free (routing's min_free); shl_try passes the constant 0, which the
  * compiler folds away.
  *
  * Laid out for the common case: the clock is read before the pool's
- * numbers are derived, so little is live across the call; the needs,
- * costs and full_at of the fused path are scalars and the tolerances are
- * read in place (unless `keep` changes them), so none of it goes through
- * the stack; every refusal after the clock is read, and a lost race, is a
- * cold out-of-line call.
+ * numbers are derived, so little is live across the call; the case of
+ * shl_try with OTPM in "actual" mode and some input (need[OTPM] is 0, so
+ * its burst check, burst >= 1, cannot refuse; nothing is kept free) goes
+ * straight to the fused path; the needs, costs and full_at there are
+ * scalars and the tolerances are read in place, so none of it goes
+ * through the stack; every refusal after the clock is read, and a lost
+ * race, is a cold out-of-line call.
  */
 static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, const shl_cost *c,
 							  shl_ticket *t, shl_refusal *why,
 							  double keep)
 {
-	/* Three tests, not one OR of three compares. */
-	if (shl_unlikely(h == NULL))
-		return -EINVAL;
-	if (shl_unlikely(c == NULL))
-		return -EINVAL;
-	if (shl_unlikely(t == NULL))
+	if (shl_unlikely(h == NULL || c == NULL || t == NULL))
 		return -EINVAL;
 	struct shl_local *l = shl__local(h);
 	if (shl_unlikely(l == NULL))
 		return -EUCLEAN;
 	if (shl_unlikely(h->rdonly))
 		return -EACCES;
-	/* One unsigned compare also refuses a negative index. */
+	/* One unsigned compare also refuses a negative index (nmodels <= 256). */
 	if (shl_unlikely((unsigned)model >= l->slot.nmodels))
 		return -ESRCH;
 	if (shl_unlikely((c->input_tokens | c->cache_write_5m | c->cache_write_1h |
@@ -389,30 +424,42 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* No check below depends on when the clock is read. */
 	const int64_t now = shl__now();
 	const uint64_t n = (uint64_t)now;
-	const struct shl_model_cfg *m = &l->slot.models[model];
-	const int p = (int)m->pool;
+	const int p = (int)l->slot.models[model].pool;
 	const struct shl_pool_local *pl = &l->pools[p];
 	struct shl_pool_rt *rt = &h->seg->pools[p];
+	/* One register each from here on, not re-derived from p (an empty asm
+	 * the compiler cannot see through; no instruction). */
+	__asm__("" : "+r"(pl), "+r"(rt));
 
 	/* need[RPM] is 1. */
 	const uint32_t flags = pl->flags;
 	const uint64_t need_i = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
 				((flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
-	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
 	/* The worst-case price, for step 3 (counts checked above). */
 	const int batch = c->batch;
-	const int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens,
-					c->cache_write_5m, c->cache_write_1h, c->cache_read, batch);
+	const int64_t units = price_raw(l->slot.models[model].price, c->input_tokens,
+					c->max_tokens, c->cache_write_5m, c->cache_write_1h,
+					c->cache_read, batch);
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
 	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
+#if SHL_HAVE_CAS16
+	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (shl_unlikely(hold > now))
+			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
+		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
+	}
+#endif
+	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
 	if (shl_unlikely(need_o > pl->burst[SHL_DIM_OTPM]))
 		return refuse(rt, why, SHL_DIM_OTPM, p, 0, need_o, pl->burst[SHL_DIM_OTPM], -E2BIG);
 
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
 	const uint64_t *tol = pl->tol;
 	uint64_t ktol[SHL_NBUCKETS];
 	if (keep > 0) {
-		const uint64_t kneed[SHL_NBUCKETS] = {1, need_i, need_o};
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			/* Units kept free: keep x burst rounded UP (keeping less
 			 * than asked would not be min_free), forgiving the float
@@ -424,8 +471,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			if (k > pl->burst[d])
 				k = pl->burst[d];
 			ktol[d] = (pl->burst[d] - k) * pl->interval[d];
-			if (kneed[d] > pl->burst[d] - k)
-				return refuse(rt, why, d, p, 0, kneed[d], pl->burst[d] - k, -E2BIG);
+			if (need[d] > pl->burst[d] - k)
+				return refuse(rt, why, d, p, 0, need[d], pl->burst[d] - k, -E2BIG);
 		}
 		tol = ktol;
 	}
@@ -436,35 +483,9 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
 #if SHL_HAVE_CAS16
-	/* The common case (OTPM in "actual" mode, some input): steps 1 and 2
-	 * fused.  OTPM is only checked (a bucket in debt refuses); RPM and
-	 * ITPM are checked and taken in one 16-byte CAS, all or nothing, with
-	 * no rollback, by the rule of shl__bucket_take_at on each word.
-	 * Anything but a first attempt that goes through (a refusal, a lost
-	 * race) continues in fused_slow. */
-	if (shl_likely(need_i != 0 && need_o == 0)) {
-		const uint64_t c0 = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
-		const uint64_t c1 = need_i * pl->interval[SHL_DIM_ITPM];
-		/* relaxed: hints; the CAS decides (bucket.c). */
-		uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
-		uint64_t o0 = atomic_load_explicit(&rt->tat[0], memory_order_relaxed);
-		uint64_t o1 = atomic_load_explicit(&rt->tat[1], memory_order_relaxed);
-		uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
-		if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) ||
-				 n0 - n > tol[SHL_DIM_RPM] || n1 - n > tol[SHL_DIM_ITPM] ||
-				 !cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
-			uint64_t f[2];
-			int r = fused_slow(rt, why, p, pl, n, need_i, tol, t2, o0, o1, f);
-			if (r != 0)
-				return r;
-			n0 = f[0];
-			n1 = f[1];
-		}
-		return admit_finish(h, l, pl, rt, p, model, t, why, now, need_i, 0, units, batch,
-				    n0, n1, 0);
-	}
+	if (shl_likely(need_i != 0 && need_o == 0))
+		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
 #endif
-	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
 	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
 	/* 1. read-only pass: the exact wait of each dimension. */
 	for (int d = 0; d < SHL_NBUCKETS; d++)
@@ -484,7 +505,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
 		}
 	}
-	return admit_finish(h, l, pl, rt, p, model, t, why, now, need_i, need_o, units, batch,
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, need_o,
 			    full_at[0], full_at[1], full_at[2]);
 }
 
@@ -618,8 +639,10 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
 	_Atomic uint64_t *v = q->win[epoch % SHL_WINDOW_SLOTS];
 #pragma GCC unroll 3
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		uint64_t w = atomic_load_explicit(&v[d], memory_order_relaxed);
-		uint64_t cnt = (w & ~SHL_WIN_MASK) == tag ? (w & SHL_WIN_MASK) : 0;
+		/* x <= SHL_WIN_MASK iff the word's tag is this epoch's, and
+		 * then x is its count (w & SHL_WIN_MASK). */
+		uint64_t x = atomic_load_explicit(&v[d], memory_order_relaxed) ^ tag;
+		uint64_t cnt = x <= SHL_WIN_MASK ? x : 0;
 		cnt = cnt + add[d] > SHL_WIN_MASK ? SHL_WIN_MASK : cnt + add[d]; /* add < 2^34 */
 		atomic_store_explicit(&v[d], tag | cnt, memory_order_relaxed);
 	}

@@ -437,9 +437,10 @@ static inline int shl__lease_take(struct shl *h, const struct shl_local *l, stru
 		/* relaxed: the word and the mark are only compared; a lease is
 		 * used only while the word still counts its month. */
 		uint64_t w = atomic_load_explicit(&h->seg->spendl.spend, memory_order_relaxed);
-		/* Both tags are this month's: one test. */
-		if (shl_likely((((lw ^ tag) | (w ^ tag)) >> SHL_SPEND_BITS) == 0 &&
-			       (lw & SHL_SPEND_MASK) >= (uint64_t)units &&
+		/* Both tags are this month's: one test; then lw ^ tag is the
+		 * lease's units (lw & SHL_SPEND_MASK). */
+		uint64_t x = lw ^ tag;
+		if (shl_likely(((x | (w ^ tag)) >> SHL_SPEND_BITS) == 0 && x >= (uint64_t)units &&
 			       atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) == l->gen &&
 			       atomic_load_explicit(&h->seg->spendl.exhausted,
 						    memory_order_relaxed) != month + 1)) {
