@@ -60,13 +60,15 @@ static inline uint64_t clampt(uint64_t v)
 }
 
 /* Units for token counts already known to be <= 2^32 (prices <= 1e8, so
- * no overflow); batch halves, rounding up. */
+ * no overflow); batch halves, rounding up.  The three cache products are
+ * skipped when the request has no cache tokens (their terms are zero). */
 static inline int64_t price_raw(const int64_t price[SHL_NPRICES], uint64_t in, uint64_t out,
 				uint64_t cw5, uint64_t cw1, uint64_t rd, int batch)
 {
-	int64_t u = (int64_t)in * price[SHL_P_INPUT] + (int64_t)out * price[SHL_P_OUTPUT] +
-		    (int64_t)cw5 * price[SHL_P_CW5] + (int64_t)cw1 * price[SHL_P_CW1] +
-		    (int64_t)rd * price[SHL_P_READ];
+	int64_t u = (int64_t)in * price[SHL_P_INPUT] + (int64_t)out * price[SHL_P_OUTPUT];
+	if (shl_unlikely((cw5 | cw1 | rd) != 0))
+		u += (int64_t)cw5 * price[SHL_P_CW5] + (int64_t)cw1 * price[SHL_P_CW1] +
+		     (int64_t)rd * price[SHL_P_READ];
 	return batch ? (u + 1) / 2 : u;
 }
 
@@ -74,11 +76,8 @@ static inline int64_t price_raw(const int64_t price[SHL_NPRICES], uint64_t in, u
 static int64_t price_of(const int64_t price[SHL_NPRICES], uint64_t in, uint64_t out,
 			uint64_t cw5, uint64_t cw1, uint64_t rd, int batch)
 {
-	int64_t u = (int64_t)clampt(in) * price[SHL_P_INPUT] +
-		    (int64_t)clampt(out) * price[SHL_P_OUTPUT] +
-		    (int64_t)clampt(cw5) * price[SHL_P_CW5] +
-		    (int64_t)clampt(cw1) * price[SHL_P_CW1] + (int64_t)clampt(rd) * price[SHL_P_READ];
-	return batch ? (u + 1) / 2 : u;
+	return price_raw(price, clampt(in), clampt(out), clampt(cw5), clampt(cw1), clampt(rd),
+			 batch);
 }
 
 int shl_price(shl_t *h, int model, const shl_cost *c, int64_t *units)
@@ -178,23 +177,25 @@ static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
 	return __builtin_add_overflow(b, cost, &r) ? UINT64_MAX : r;
 }
 
-static inline int64_t take2(struct shl_pool_rt *rt, uint64_t n, const uint64_t seen[],
-			    const uint64_t cost_ns[], const uint64_t tol[], uint64_t full_at[],
-			    int *dim)
+/* The CAS loop on RPM and ITPM, from the words last seen (o0, o1): where
+ * fused_slow continues after fused()'s inline first attempt.  Returns 0
+ * with f[] the words written, or the wait of the dimension *dim that
+ * refuses. */
+static int64_t take2(struct shl_pool_rt *rt, uint64_t n, uint64_t o0, uint64_t o1, uint64_t c0,
+		     uint64_t c1, uint64_t tol0, uint64_t tol1, uint64_t f[2], int *dim)
 {
-	uint64_t o0 = seen[0], o1 = seen[1];
 	for (int i = 0; i < 100000; i++) {
-		uint64_t n0 = next_of(o0, n, cost_ns[0]), n1 = next_of(o1, n, cost_ns[1]);
+		uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
 		uint64_t a0 = n0 - n, a1 = n1 - n;
-		if (shl_unlikely(a0 > tol[0] || a1 > tol[1])) {
-			uint64_t w0 = a0 > tol[0] ? a0 - tol[0] : 0, w1 = a1 > tol[1] ? a1 - tol[1] : 0;
+		if (a0 > tol0 || a1 > tol1) {
+			uint64_t w0 = a0 > tol0 ? a0 - tol0 : 0, w1 = a1 > tol1 ? a1 - tol1 : 0;
 			*dim = w0 >= w1 ? SHL_DIM_RPM : SHL_DIM_ITPM;
 			uint64_t w = w0 >= w1 ? w0 : w1;
 			return w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
 		}
-		if (shl_likely(cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
-			full_at[0] = n0;
-			full_at[1] = n1;
+		if (cas16(&rt->tat[0], &o0, &o1, n0, n1)) {
+			f[0] = n0;
+			f[1] = n1;
 			return 0;
 		}
 	}
@@ -244,10 +245,164 @@ static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, i
 	return ret;
 }
 
+#if SHL_HAVE_CAS16
+/*
+ * The fused path below when its first attempt did not go through: OTPM in
+ * debt (t2), RPM or ITPM short, or the CAS lost a race (o0, o1: the words
+ * as the CAS found them).  Takes as the rule says (f[] set, returns 0) or
+ * refuses with the longest wait of all three words as they are now, as
+ * the read-only pass reports it; if none must wait any more (the words
+ * moved since), with what refused.  Off the hot path.
+ */
+static __attribute__((noinline, cold)) int
+fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_pool_local *pl,
+	   uint64_t n, uint64_t need_i, const uint64_t tol[], uint64_t t2, uint64_t o0,
+	   uint64_t o1, uint64_t f[2])
+{
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, 0};
+	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
+						need_i * pl->interval[SHL_DIM_ITPM], 0};
+	int wd = SHL_DIM_OTPM;
+	int64_t w = 1;
+	if (t2 <= n || t2 - n <= tol[SHL_DIM_OTPM])
+		w = take2(rt, n, o0, o1, cost_ns[SHL_DIM_RPM], cost_ns[SHL_DIM_ITPM],
+			  tol[SHL_DIM_RPM], tol[SHL_DIM_ITPM], f, &wd);
+	if (w == 0)
+		return 0;
+	int64_t wmax;
+	int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+	if (wdim < 0) {
+		wdim = wd;
+		wmax = w;
+	}
+	return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
+}
+#endif
+
+/* The spend reservation when the lease could not cover it: the month it
+ * was counted in (>= 0), or the negative errno of shl__lease_reserve.  Out
+ * of line, so that the month needs no stack slot on the hot path. */
+static __attribute__((noinline)) int64_t lease_reserve(shl_t *h, const struct shl_local *l,
+							struct shl_pslot *ps, uint32_t month,
+							int64_t units)
+{
+	uint32_t charged = month;
+	int r = shl__lease_reserve(h, l, ps, month, units, &charged);
+	return r != 0 ? (int64_t)r : (int64_t)charged;
+}
+
+/* A refusal of the spend (step 3): give back the takes (each cost is
+ * need x interval, as taken; f0..f2: the full_at of each take, 0 if none),
+ * report the month's spend.  Off the hot path. */
+static __attribute__((noinline, cold)) int
+refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	     struct shl_pool_rt *rt, shl_refusal *why, int p, uint32_t month, int64_t units, int r,
+	     uint64_t need_i, uint64_t need_o, uint64_t f0, uint64_t f1, uint64_t f2)
+{
+	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
+						need_i * pl->interval[SHL_DIM_ITPM],
+						need_o * pl->interval[SHL_DIM_OTPM]};
+	const uint64_t full_at[SHL_NBUCKETS] = {f0, f1, f2};
+	rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
+	int64_t cur = shl__spend_read(&h->seg->spendl, month);
+	return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
+		      (uint64_t)l->spend_cap, r);
+}
+
+/*
+ * Step 3 and the ticket, once the buckets are taken (f0..f2: each bucket's
+ * full_at after the take, 0 if not taken).
+ */
+static inline __attribute__((always_inline)) int
+admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	     struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	     shl_refusal *why, int64_t now, uint64_t need_i, uint64_t need_o, uint64_t f0,
+	     uint64_t f1, uint64_t f2)
+{
+	/* 3. reserve the worst-case spend (units) against the cap. */
+	uint32_t month = shl__month(h, now), charged = month;
+	struct shl_pslot *ps = shl__pslot(h);
+	if (shl_unlikely(!shl__lease_take(h, l, ps, month, units))) {
+		int64_t r = lease_reserve(h, l, ps, month, units);
+		if (r < 0)
+			return refuse_spend(h, l, pl, rt, why, p, month, units, (int)r, need_i,
+					    need_o, f0, f1, f2);
+		charged = (uint32_t)r;
+	}
+
+	if (shl_likely(ps != NULL))
+		shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
+	else
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
+	t->model = model;
+	t->pool = p;
+	t->state = 1;
+	t->batch = batch != 0;
+	t->rpm = 1;
+	t->itpm = need_i;
+	t->otpm = need_o;
+	t->spend = units;
+	t->month = charged; /* where a refund must go */
+	t->pad = pl->name_hash;
+	t->generation = l->gen;
+	t->admitted_at = now;
+	t->full_at[SHL_DIM_RPM] = f0;
+	t->full_at[SHL_DIM_ITPM] = f1;
+	t->full_at[SHL_DIM_OTPM] = f2;
+	return 0;
+}
+
+#if SHL_HAVE_CAS16
+/*
+ * The common case (OTPM in "actual" mode, some input): steps 1 and 2
+ * fused.  OTPM is only checked (a bucket in debt refuses); RPM and ITPM
+ * are checked and taken in one 16-byte CAS, all or nothing, with no
+ * rollback, by the rule of shl__bucket_take_at on each word.  Anything
+ * but a first attempt that goes through (a refusal, a lost race)
+ * continues in fused_slow, which reports a refusal with the longest wait
+ * of all three words, as the read-only pass does.
+ */
+static inline __attribute__((always_inline)) int
+fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+      shl_refusal *why, int64_t now, uint64_t need_i, const uint64_t tol[])
+{
+	const uint64_t n = (uint64_t)now;
+	const uint64_t c0 = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
+	const uint64_t c1 = need_i * pl->interval[SHL_DIM_ITPM];
+	/* relaxed: hints; the CAS decides (bucket.c). */
+	uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
+	uint64_t o0 = atomic_load_explicit(&rt->tat[0], memory_order_relaxed);
+	uint64_t o1 = atomic_load_explicit(&rt->tat[1], memory_order_relaxed);
+	uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
+	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
+			 n1 - n > tol[SHL_DIM_ITPM] || !cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
+		uint64_t f[2];
+		int r = fused_slow(rt, why, p, pl, n, need_i, tol, t2, o0, o1, f);
+		if (r != 0)
+			return r;
+		n0 = f[0];
+		n1 = f[1];
+	}
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, n0, n1,
+			    0);
+}
+#endif
+
 /*
  * The admission.  `keep` (0..1) is the fraction of each bucket that must be
  * left free (routing's min_free); shl_try passes the constant 0, which the
  * compiler folds away.
+ *
+ * Laid out for the common case: the clock is read before the pool's
+ * numbers are derived, so little is live across the call; the case of
+ * shl_try with OTPM in "actual" mode and some input (need[OTPM] is 0, so
+ * its burst check, burst >= 1, cannot refuse; nothing is kept free) goes
+ * straight to the fused path; the needs, costs and full_at there are
+ * scalars and the tolerances are read in place, so none of it goes
+ * through the stack; every refusal after the clock is read, and a lost
+ * race, is a cold out-of-line call.
  */
 static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, const shl_cost *c,
 							  shl_ticket *t, shl_refusal *why,
@@ -260,27 +415,50 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 		return -EUCLEAN;
 	if (shl_unlikely(h->rdonly))
 		return -EACCES;
-	if (shl_unlikely(model < 0 || (unsigned)model >= l->slot.nmodels))
+	/* One unsigned compare also refuses a negative index (nmodels <= 256). */
+	if (shl_unlikely((unsigned)model >= l->slot.nmodels))
 		return -ESRCH;
 	if (shl_unlikely((c->input_tokens | c->cache_write_5m | c->cache_write_1h |
 			  c->cache_read | c->max_tokens) > SHL_TOKENS_MAX))
 		return -EOVERFLOW;
-	const struct shl_model_cfg *m = &l->slot.models[model];
-	const int p = (int)m->pool;
+	/* No check below depends on when the clock is read. */
+	const int64_t now = shl__now();
+	const uint64_t n = (uint64_t)now;
+	const int p = (int)l->slot.models[model].pool;
 	const struct shl_pool_local *pl = &l->pools[p];
 	struct shl_pool_rt *rt = &h->seg->pools[p];
+	/* One register each from here on, not re-derived from p (an empty asm
+	 * the compiler cannot see through; no instruction). */
+	__asm__("" : "+r"(pl), "+r"(rt));
 
-	uint64_t need[SHL_NBUCKETS];
-	need[SHL_DIM_RPM] = 1;
-	need[SHL_DIM_ITPM] = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
-			     ((pl->flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
-	need[SHL_DIM_OTPM] = (pl->flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
+	/* need[RPM] is 1. */
+	const uint32_t flags = pl->flags;
+	const uint64_t need_i = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
+				((flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
+	/* The worst-case price, for step 3 (counts checked above). */
+	const int batch = c->batch;
+	const int64_t units = price_raw(l->slot.models[model].price, c->input_tokens,
+					c->max_tokens, c->cache_write_5m, c->cache_write_1h,
+					c->cache_read, batch);
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
-	for (int d = SHL_DIM_ITPM; d < SHL_NBUCKETS; d++)
-		if (shl_unlikely(need[d] > pl->burst[d]))
-			return refuse(rt, why, d, p, 0, need[d], pl->burst[d], -E2BIG);
+	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
+		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
+#if SHL_HAVE_CAS16
+	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (shl_unlikely(hold > now))
+			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
+		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
+	}
+#endif
+	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
+	if (shl_unlikely(need_o > pl->burst[SHL_DIM_OTPM]))
+		return refuse(rt, why, SHL_DIM_OTPM, p, 0, need_o, pl->burst[SHL_DIM_OTPM], -E2BIG);
 
-	uint64_t tol[SHL_NBUCKETS] = {pl->tol[0], pl->tol[1], pl->tol[2]};
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
+	const uint64_t *tol = pl->tol;
+	uint64_t ktol[SHL_NBUCKETS];
 	if (keep > 0) {
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			/* Units kept free: keep x burst rounded UP (keeping less
@@ -292,107 +470,43 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 				k++;
 			if (k > pl->burst[d])
 				k = pl->burst[d];
-			tol[d] = (pl->burst[d] - k) * pl->interval[d];
+			ktol[d] = (pl->burst[d] - k) * pl->interval[d];
 			if (need[d] > pl->burst[d] - k)
 				return refuse(rt, why, d, p, 0, need[d], pl->burst[d] - k, -E2BIG);
 		}
+		tol = ktol;
 	}
 
-	const int64_t now = shl__now();
-	const uint64_t n = (uint64_t)now;
 	/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 	int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
-	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
-	int taken = 0;
 #if SHL_HAVE_CAS16
-	/* The common case (OTPM in "actual" mode, some input): steps 1 and 2
-	 * fused.  OTPM is only checked (a bucket in debt refuses); RPM and
-	 * ITPM are checked and taken in one 16-byte CAS, all or nothing, with
-	 * no rollback.  A refusal reports the longest wait of all three, as
-	 * the read-only pass below does. */
-	if (shl_likely(need[SHL_DIM_ITPM] != 0 && need[SHL_DIM_OTPM] == 0)) {
-		cost_ns[SHL_DIM_RPM] = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
-		cost_ns[SHL_DIM_ITPM] = need[SHL_DIM_ITPM] * pl->interval[SHL_DIM_ITPM];
-		cost_ns[SHL_DIM_OTPM] = 0;
-		/* relaxed: hints; the CAS decides (bucket.c). */
-		uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
-		uint64_t seen[2] = {atomic_load_explicit(&rt->tat[0], memory_order_relaxed),
-				    atomic_load_explicit(&rt->tat[1], memory_order_relaxed)};
-		int wd = SHL_DIM_OTPM;
-		int64_t w = 1;
-		if (shl_likely(t2 <= n || t2 - n <= tol[SHL_DIM_OTPM]))
-			w = take2(rt, n, seen, cost_ns, tol, full_at, &wd);
-		if (shl_unlikely(w != 0)) {
-			int64_t wmax;
-			int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
-			if (wdim < 0) {
-				wdim = wd; /* the words moved since: report what refused */
-				wmax = w;
-			}
-			return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
-		}
-		taken = 1;
-	}
+	if (shl_likely(need_i != 0 && need_o == 0))
+		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
 #endif
-	if (!taken) {
-		/* 1. read-only pass: the exact wait of each dimension. */
-		for (int d = 0; d < SHL_NBUCKETS; d++)
-			cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
-		int64_t wmax;
-		int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
-		if (wdim >= 0)
-			return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim],
-				      -EAGAIN);
+	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
+	/* 1. read-only pass: the exact wait of each dimension. */
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
+	int64_t wmax;
+	int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+	if (wdim >= 0)
+		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
 
-		/* 2. take each bucket; give back on a lost race. */
-		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			if (need[d] == 0)
-				continue; /* OTPM in "actual" mode: checked above, taken at settle */
-			int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d],
-							&full_at[d]);
-			if (shl_unlikely(w > 0)) {
-				rollback(rt, d, cost_ns, full_at);
-				return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
-			}
+	/* 2. take each bucket; give back on a lost race. */
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (need[d] == 0)
+			continue; /* OTPM in "actual" mode: checked above, taken at settle */
+		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d], &full_at[d]);
+		if (shl_unlikely(w > 0)) {
+			rollback(rt, d, cost_ns, full_at);
+			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
 		}
 	}
-
-	/* 3. reserve the worst-case spend against the cap. */
-	int64_t units = price_raw(m->price, c->input_tokens, c->max_tokens, c->cache_write_5m,
-				  c->cache_write_1h, c->cache_read, c->batch); /* checked above */
-	uint32_t month = shl__month(h, now), charged = month;
-	struct shl_pslot *ps = shl__pslot(h);
-	int r = shl__lease_take(h, l, ps, month, units, &charged);
-	if (shl_unlikely(r != 0)) {
-		rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
-		int64_t cur = shl__spend_read(&h->seg->spendl, month);
-		return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
-			      (uint64_t)l->spend_cap, r);
-	}
-
-	if (shl_likely(ps != NULL))
-		shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
-	else
-		/* relaxed: a statistic. */
-		atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
-	t->model = model;
-	t->pool = p;
-	t->state = 1;
-	t->batch = c->batch != 0;
-	t->rpm = need[SHL_DIM_RPM];
-	t->itpm = need[SHL_DIM_ITPM];
-	t->otpm = need[SHL_DIM_OTPM];
-	t->spend = units;
-	t->month = charged; /* where a refund must go */
-	t->pad = pl->name_hash;
-	t->generation = l->gen;
-	t->admitted_at = now;
-	for (int d = 0; d < SHL_NBUCKETS; d++)
-		t->full_at[d] = full_at[d];
-	return 0;
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, need_o,
+			    full_at[0], full_at[1], full_at[2]);
 }
 
 int shl_try(shl_t *h, int model, const shl_cost *c, shl_ticket *t, shl_refusal *why)
@@ -523,21 +637,34 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
 	uint64_t epoch = (uint64_t)(now < 0 ? 0 : now) / (uint64_t)SHL_WINDOW_SLOT_NS;
 	uint64_t tag = (epoch & 0xffff) << SHL_WIN_BITS;
 	_Atomic uint64_t *v = q->win[epoch % SHL_WINDOW_SLOTS];
+#pragma GCC unroll 3
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		uint64_t w = atomic_load_explicit(&v[d], memory_order_relaxed);
-		uint64_t cnt = (w & ~SHL_WIN_MASK) == tag ? (w & SHL_WIN_MASK) : 0;
+		/* x <= SHL_WIN_MASK iff the word's tag is this epoch's, and
+		 * then x is its count (w & SHL_WIN_MASK). */
+		uint64_t x = atomic_load_explicit(&v[d], memory_order_relaxed) ^ tag;
+		uint64_t cnt = x <= SHL_WIN_MASK ? x : 0;
 		cnt = cnt + add[d] > SHL_WIN_MASK ? SHL_WIN_MASK : cnt + add[d]; /* add < 2^34 */
 		atomic_store_explicit(&v[d], tag | cnt, memory_order_relaxed);
 	}
 }
 
-static void adjust(_Atomic uint64_t *tat, int64_t now, uint64_t had, uint64_t real, uint64_t iv,
-		   uint64_t full_at)
+/* shl__mul_sat, inlined. */
+static inline uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+/* Inline: a usage equal to the estimate (the common ITPM case) costs one
+ * compare and no call. */
+static inline __attribute__((always_inline)) void adjust(_Atomic uint64_t *tat, int64_t now,
+							 uint64_t had, uint64_t real, uint64_t iv,
+							 uint64_t full_at)
 {
 	if (real > had)
-		shl__bucket_charge(tat, now, shl__mul_sat(real - had, iv));
-	else if (had > real)
-		shl__bucket_refund(tat, now, shl__mul_sat(had - real, iv), full_at);
+		shl__bucket_charge(tat, now, mul_sat(real - had, iv));
+	else if (shl_unlikely(had > real))
+		shl__bucket_refund(tat, now, mul_sat(had - real, iv), full_at);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -552,9 +679,15 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	if (h->rdonly)
 		return -EACCES;
 	int64_t now = shl__now();
-	uint64_t in = clampt(u->input_tokens), out = clampt(u->output_tokens);
-	uint64_t cw5 = clampt(u->cache_write_5m), cw1 = clampt(u->cache_write_1h);
-	uint64_t rd = clampt(u->cache_read);
+	uint64_t in = u->input_tokens, out = u->output_tokens;
+	uint64_t cw5 = u->cache_write_5m, cw1 = u->cache_write_1h, rd = u->cache_read;
+	if (shl_unlikely((in | out | cw5 | cw1 | rd) > SHL_TOKENS_MAX)) {
+		in = clampt(in);
+		out = clampt(out);
+		cw5 = clampt(cw5);
+		cw1 = clampt(cw1);
+		rd = clampt(rd);
+	}
 	const struct shl_pool_local *pl = NULL;
 	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
 	const int64_t *price = NULL;
@@ -563,7 +696,8 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 		price = l->slot.models[t->model].price;
 	else if (rt != NULL)
 		price = l->slot.pools[t->pool].price;
-	int64_t cost = price ? price_of(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
+	/* Counts clamped above. */
+	int64_t cost = price ? price_raw(price, in, out, cw5, cw1, rd, (int)t->batch) : t->spend;
 	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);

@@ -428,9 +428,11 @@ SHL_HIDDEN int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month,
 				    uint64_t spend_epoch);
 
 /* The admission's spend from the caller's lease: a load and a store on its
- * own slot when the lease covers it (spend.c, "Spend leases"). */
+ * own slot when the lease covers it (spend.c, "Spend leases").  Returns 1
+ * if it was taken so (counted in `month`); 0 if not, and then the caller
+ * reserves with shl__lease_reserve. */
 static inline int shl__lease_take(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
-				  uint32_t month, int64_t units, uint32_t *charged)
+				  uint32_t month, int64_t units)
 {
 	if (shl_likely(ps != NULL)) {
 		uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_relaxed);
@@ -438,19 +440,19 @@ static inline int shl__lease_take(struct shl *h, const struct shl_local *l, stru
 		/* relaxed: the word and the mark are only compared; a lease is
 		 * used only while the word still counts its month. */
 		uint64_t w = atomic_load_explicit(&h->seg->spendl.spend, memory_order_relaxed);
-		/* Both tags are this month's: one test. */
-		if (shl_likely((((lw ^ tag) | (w ^ tag)) >> SHL_SPEND_BITS) == 0 &&
-			       (lw & SHL_SPEND_MASK) >= (uint64_t)units &&
+		/* Both tags are this month's: one test; then lw ^ tag is the
+		 * lease's units (lw & SHL_SPEND_MASK). */
+		uint64_t x = lw ^ tag;
+		if (shl_likely(((x | (w ^ tag)) >> SHL_SPEND_BITS) == 0 && x >= (uint64_t)units &&
 			       atomic_load_explicit(&ps->lease_gen, memory_order_relaxed) == l->gen &&
 			       atomic_load_explicit(&h->seg->spendl.exhausted,
 						    memory_order_relaxed) != month + 1)) {
 			atomic_store_explicit(&ps->lease, lw - (uint64_t)units,
 					      memory_order_relaxed);
-			*charged = month;
-			return 0;
+			return 1;
 		}
 	}
-	return shl__lease_reserve(h, l, ps, month, units, charged);
+	return 0;
 }
 
 /* The calling thread's slot for h, or NULL (none free, or read-only):
