@@ -389,6 +389,116 @@ static void test_route(void)
 	close_seg();
 }
 
+/*
+ * Routing past a spend refusal: prices differ by model, so a model whose
+ * worst-case price does not fit the cap left is passed over for a cheaper
+ * one later in the list; -EDQUOT only when no model can be admitted by
+ * waiting and one fits its pool but not the cap, with `why` filled; and at
+ * once, whatever the list, once the month is marked exhausted.
+ */
+static void test_route_spend(void)
+{
+	/* cap $0.01 = 10,000,000 units.  a: $100 / MTok output (100,000 units
+	 * a token), rpm burst 1; b: $1 / MTok (1,000 a token), rpm burst 10;
+	 * c: like b but an input burst of 5 tokens. */
+	const char *pa = "\"prices\":{\"input\":1,\"output\":100,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	const char *pb = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	char j[2048];
+	snprintf(j, sizeof(j),
+		 "{\"spend_cap_usd\":0.01,\"pools\":[{\"name\":\"a\",\"rpm\":60,\"itpm\":60000,"
+		 "\"otpm\":60000,\"burst\":{\"rpm\":1},%s},{\"name\":\"b\",\"rpm\":600,"
+		 "\"itpm\":60000,\"otpm\":60000,\"burst\":{\"rpm\":10},%s},{\"name\":\"c\","
+		 "\"rpm\":600,\"itpm\":60000,\"otpm\":60000,\"burst\":{\"itpm\":5},%s}],"
+		 "\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"b*\","
+		 "\"pool\":\"b\"},{\"match\":\"c*\",\"pool\":\"c\"}]}",
+		 pa, pb, pb);
+	open_seg(tu_cfg(j));
+	int ma = shl_lookup(h, "a1"), mb = shl_lookup(h, "b1"), mc = shl_lookup(h, "c1");
+	int ab[2] = {ma, mb};
+	shl_ticket t;
+	shl_refusal why, tw;
+	shl_route_policy pol = {.min_free = 0, .timeout_ns = 0};
+	/* 10 x 1,000 + 200 x 100,000 = 20,010,000 units on a: over the cap; on b
+	 * 210,000.  shl_try on a alone is refused on spend... */
+	shl_cost c = {.input_tokens = 10, .max_tokens = 200};
+	int64_t pa_units, pb_units;
+	CU_ASSERT_EQUAL(shl_price(h, ma, &c, &pa_units), 0);
+	CU_ASSERT_EQUAL(shl_price(h, mb, &c, &pb_units), 0);
+	CU_ASSERT_EQUAL(pa_units, 20010000);
+	CU_ASSERT_EQUAL(pb_units, 210000);
+	CU_ASSERT_EQUAL(shl_try(h, ma, &c, &t, &tw), -EDQUOT);
+	/* ...and a route goes on to b, which admits. */
+	shl_stats st;
+	shl_stats_get(h, &st);
+	double a_rpm = st.pools[0].available[SHL_DIM_RPM];
+	CU_ASSERT_DOUBLE_EQUAL(a_rpm, 1, 1e-9);
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	CU_ASSERT_EQUAL(t.pool, 1);
+	CU_ASSERT_EQUAL(t.spend, pb_units);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_RPM], a_rpm, 1e-9); /* given back */
+	CU_ASSERT_EQUAL(st.spend_month, pb_units);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+
+	/* Every model refused on spend: -EDQUOT, `why` from the first of them,
+	 * the very refusal shl_try reports for it. */
+	shl_cost big = {.input_tokens = 10, .max_tokens = 20000}; /* b: 20,010,000 */
+	CU_ASSERT_EQUAL(shl_try(h, ma, &big, &t, &tw), -EDQUOT);
+	memset(&why, 0, sizeof(why));
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &big, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.need, tw.need);
+	CU_ASSERT_EQUAL(why.capacity, 10000000);
+	CU_ASSERT(why.need > why.capacity);
+	int ba[2] = {mb, ma};
+	CU_ASSERT_EQUAL(shl_route(h, ba, 2, &big, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+
+	/* Mixed: c can never take 10 input tokens (-E2BIG), a is refused on
+	 * spend: -EDQUOT, `why` from a. */
+	int ca[2] = {mc, ma};
+	CU_ASSERT_EQUAL(shl_route(h, ca, 2, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	/* Mixed: a refused on spend, b must wait (rpm burst 10 taken): -EAGAIN,
+	 * `why` the wait on b (0.1 s for one request at 600 / min). */
+	shl_ticket tb[10];
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL_FATAL(shl_try(h, mb, &c, &tb[i], NULL), 0);
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+	CU_ASSERT_EQUAL(why.wait_ns, S / 10);
+	tu_boot += S / 10;
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(shl_cancel(h, &tb[i]), 0);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+
+	/* The server says the cap is reached: no model can help, -EDQUOT at
+	 * once, also for a cost b would fit, and with a wait allowed (the fake
+	 * clock would make a sleep spin: returning proves it never waits). */
+	tu_boot += 10 * S;
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+	CU_ASSERT_EQUAL(shl_spend_exhaust(h), 0);
+	pol.timeout_ns = -1;
+	memset(&why, 0, sizeof(why));
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	CU_ASSERT_EQUAL(why.pool, 0); /* a, the first model, already refused */
+	int bonly[1] = {mb};
+	CU_ASSERT_EQUAL(shl_route(h, bonly, 1, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[1].available[SHL_DIM_RPM], 10, 1e-9); /* given back */
+	close_seg();
+}
+
 static void test_errors_and_names(void)
 {
 	CU_ASSERT_STRING_EQUAL(shl_strerror(-E2BIG),
@@ -417,5 +527,6 @@ void suite_admit(void)
 	TU_ADD(s, test_hold_and_clamp);
 	TU_ADD(s, test_lookup);
 	TU_ADD(s, test_route);
+	TU_ADD(s, test_route_spend);
 	TU_ADD(s, test_errors_and_names);
 }
