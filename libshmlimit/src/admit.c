@@ -505,6 +505,9 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 	int64_t deadline = deadline_of(shl__now(), timeout_ns);
 	int slept = 0;
 	for (;;) {
+		/* relaxed: a test switch (fault.c), never set outside tests. */
+		if (shl_unlikely(atomic_load_explicit(&shl__acquire_count_on, memory_order_relaxed)))
+			shl__acquire_attempt();
 		int r = shl_try(h, model, c, t, why);
 		if (r != -EAGAIN) {
 			if (r == 0 && slept && t->pool >= 0)

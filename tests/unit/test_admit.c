@@ -499,6 +499,95 @@ static void test_route_spend(void)
 	close_seg();
 }
 
+/*
+ * "The blocking acquire sleeps until the computed time; it does not spin",
+ * checked by counting the attempts of shl_acquire's loop (fault.c's
+ * counter), on the real clock, never by timing.  A refused attempt sleeps
+ * until now + the exact wait (clock_nanosleep, TIMER_ABSTIME, on the clock
+ * the buckets read), so the attempt after the sleep finds the bucket
+ * refilled: at most 2 attempts for one wait in a single process.  A
+ * spinning loop would make millions of attempts in the same time.
+ */
+static long attempts_of(int m, const shl_cost *c, int64_t timeout, shl_ticket *t,
+			shl_refusal *why, int *r)
+{
+	atomic_store(&shl__acquire_attempts, 0);
+	atomic_store(&shl__acquire_count_on, 1);
+	*r = shl_acquire(h, m, c, timeout, t, why);
+	atomic_store(&shl__acquire_count_on, 0);
+	return atomic_load(&shl__acquire_attempts);
+}
+
+static void test_acquire_sleeps_not_spins(void)
+{
+	/* rpm 300, burst 1: after a take, the RPM bucket is empty for 200 ms */
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *cfg = tu_pool_cfg(300, 600000, 600000, 1, 100000, 100000, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
+	shl_config_free(cfg);
+	int m = shl_lookup(h, "m");
+	shl_cost c = {.input_tokens = 10};
+	shl_ticket t;
+	shl_refusal why;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	uint64_t waited = 0;
+	long total = 0;
+	for (int i = 0; i < 3; i++) {
+		int r;
+		long a = attempts_of(m, &c, 5 * S, &t, &why, &r);
+		CU_ASSERT_EQUAL(r, 0);
+		CU_ASSERT(a >= 1 && a <= 2);
+		total += a;
+		shl_stats st;
+		shl_stats_get(h, &st);
+		/* A call that slept counts once in `waited`, so the attempts
+		 * say whether it slept: 2 attempts, one sleep. */
+		waited += a > 1;
+		CU_ASSERT_EQUAL(st.pools[0].waited, waited);
+	}
+	CU_ASSERT(total <= 6);
+	/* Counting off: the loop does not count. */
+	atomic_store(&shl__acquire_attempts, 0);
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, 5 * S, &t, &why), 0);
+	CU_ASSERT_EQUAL(atomic_load(&shl__acquire_attempts), 0);
+	shl_detach(h);
+	shl_unlink(name);
+	h = NULL;
+}
+
+static void test_acquire_deadline_before_wait(void)
+{
+	/* rpm 1, burst 1: after a take, the RPM bucket is empty for 60 s */
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *cfg = tu_pool_cfg(1, 600000, 600000, 1, 100000, 100000, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
+	shl_config_free(cfg);
+	int m = shl_lookup(h, "m");
+	shl_cost c = {.input_tokens = 10};
+	shl_ticket t;
+	shl_refusal why;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	/* A deadline (100 ms, then none at all) before the computed wait:
+	 * -ETIMEDOUT from the first attempt, without sleeping. */
+	int64_t timeouts[2] = {S / 10, 0};
+	for (int i = 0; i < 2; i++) {
+		int r;
+		memset(&why, 0, sizeof(why));
+		long a = attempts_of(m, &c, timeouts[i], &t, &why, &r);
+		CU_ASSERT_EQUAL(r, -ETIMEDOUT);
+		CU_ASSERT_EQUAL(a, 1);
+		CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+		CU_ASSERT(why.wait_ns > timeouts[i]);
+	}
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.pools[0].admitted, 1);
+	CU_ASSERT_EQUAL(st.pools[0].waited, 0);
+	shl_detach(h);
+	shl_unlink(name);
+	h = NULL;
+}
+
 static void test_errors_and_names(void)
 {
 	CU_ASSERT_STRING_EQUAL(shl_strerror(-E2BIG),
@@ -528,5 +617,7 @@ void suite_admit(void)
 	TU_ADD(s, test_lookup);
 	TU_ADD(s, test_route);
 	TU_ADD(s, test_route_spend);
+	TU_ADD(s, test_acquire_sleeps_not_spins);
+	TU_ADD(s, test_acquire_deadline_before_wait);
 	TU_ADD(s, test_errors_and_names);
 }
