@@ -41,6 +41,7 @@ struct shared_log {
 	_Atomic uint64_t n;
 	_Atomic int64_t spend; /* sum of what settles charged */
 	_Atomic uint64_t settled, cancelled, tokens_in;
+	_Atomic uint64_t calls, failed; /* routing: shl_route calls, and those refused */
 	struct rec r[MAXREC];
 };
 
@@ -292,9 +293,7 @@ static void test_cap_under_contention(void)
 	shl_config_free(c);
 }
 
-/* Routing under contention: 6 processes route across pools a then b; each
- * pool separately must stay within its bound, and b is used at all only
- * because a fills up. */
+/* Routing under contention: 6 processes route across pools a then b. */
 static int window_violations(struct rec *r, uint64_t n, uint64_t burst, uint64_t limit)
 {
 	qsort(r, n, sizeof(r[0]), cmp_rec);
@@ -308,7 +307,23 @@ static int window_violations(struct rec *r, uint64_t n, uint64_t burst, uint64_t
 	return bad;
 }
 
-static void test_route_under_contention(void)
+/*
+ * Each pool separately must stay within its bound, which with `min_free`
+ * is the part of the burst routing may use: (burst - kept) + rate x
+ * window, kept = min_free x burst rounded up (nothing else admits on
+ * these pools, so that is exactly the bound the reserve implies).
+ *
+ * And b is used only when a refused in the same call.  With no timeout a
+ * call is one pass over the list: one attempt on a, then (if a refused)
+ * one on b.  So, counted exactly, a refused once in every call that it did
+ * not admit, and b once in every call that failed; every refusal goes
+ * through the pools' refused counters, which nothing else touches here:
+ *     refused(a) = calls - admitted(a)      refused(b) = failed calls
+ *     admitted(b) = calls - admitted(a) - failed calls
+ * An admission on b in a call that did not first meet a refusal on a would
+ * leave refused(a) short of calls - admitted(a).
+ */
+static void route_under_contention(double min_free, uint64_t keep_a, uint64_t keep_b)
 {
 	char name[64];
 	snprintf(name, sizeof(name), "%s", tu_name());
@@ -332,12 +347,18 @@ static void test_route_under_contention(void)
 				_exit(3);
 			int ms[2] = {shl_lookup(hc, "a-1"), shl_lookup(hc, "b-1")};
 			shl_cost cc = {.input_tokens = 1};
-			shl_route_policy pol = {0, 0};
+			shl_route_policy pol = {min_free, 0};
+			uint64_t calls = 0, failed = 0;
 			while (shl_now() < until) {
 				shl_ticket t;
 				int r = shl_route(hc, ms, 2, &cc, &pol, &t, NULL);
-				if (r < 0)
+				calls++;
+				if (r < 0) {
+					if (r != -EAGAIN)
+						_exit(7);
+					failed++;
 					continue;
+				}
 				struct shared_log *lg = r == 0 ? la : lb;
 				uint64_t k = atomic_fetch_add(&lg->n, 1);
 				if (k < MAXREC)
@@ -345,6 +366,9 @@ static void test_route_under_contention(void)
 				if (t.pool != r)
 					_exit(6);
 			}
+			atomic_fetch_add(&la->calls, calls);
+			atomic_fetch_add(&la->failed, failed);
+			shl_detach(hc);
 			_exit(0);
 		}
 	}
@@ -354,13 +378,38 @@ static void test_route_under_contention(void)
 		CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 	uint64_t na = atomic_load(&la->n), nb = atomic_load(&lb->n);
-	CU_ASSERT(na > 10 && nb > 0); /* a saturates, so b is used */
-	CU_ASSERT_EQUAL(window_violations(la->r, na, 10, 30000), 0);
-	CU_ASSERT_EQUAL(window_violations(lb->r, nb, 5, 12000), 0);
+	uint64_t calls = atomic_load(&la->calls), failed = atomic_load(&la->failed);
+	CU_ASSERT_FATAL(na < MAXREC && nb < MAXREC);
+	CU_ASSERT(na > 10 - keep_a && nb > 0); /* a saturates, so b is used */
+	CU_ASSERT_EQUAL(window_violations(la->r, na, 10 - keep_a, 30000), 0);
+	CU_ASSERT_EQUAL(window_violations(lb->r, nb, 5 - keep_b, 12000), 0);
+	/* b only after a refused in the same call (see above). */
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, SHL_ATTACH_RDONLY, &h, NULL), 0);
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.pools[0].admitted, na);
+	CU_ASSERT_EQUAL(st.pools[1].admitted, nb);
+	CU_ASSERT_EQUAL(na + nb + failed, calls);
+	CU_ASSERT_EQUAL(st.pools[0].refused, calls - na);
+	CU_ASSERT_EQUAL(st.pools[1].refused, failed);
+	shl_detach(h);
 	shl_unlink(name);
 	shl_config_free(c);
 	munmap(la, sizeof(*la));
 	munmap(lb, sizeof(*lb));
+}
+
+static void test_route_under_contention(void)
+{
+	route_under_contention(0.0, 0, 0);
+}
+
+/* min_free 0.5: a keeps 5 of its 10 requests, b 3 of its 5 (2.5 rounded
+ * up); the logs show neither pool ever used more than the rest. */
+static void test_route_min_free_under_contention(void)
+{
+	route_under_contention(0.5, 5, 3);
 }
 
 void suite_multiproc(void)
@@ -371,4 +420,5 @@ void suite_multiproc(void)
 	TU_ADD(s, test_spend_conserved);
 	TU_ADD(s, test_cap_under_contention);
 	TU_ADD(s, test_route_under_contention);
+	TU_ADD(s, test_route_min_free_under_contention);
 }
