@@ -726,7 +726,10 @@ static int cmd_route(int argc, char **argv)
 	int64_t t0 = shl_now();
 	r = shl_route(h, models, n, &cost, &pol, &t, &why);
 	int64_t waited = shl_now() - t0;
-	/* The model the line names: the chosen one, else the first whose pool refused. */
+	/* The model the line names: the chosen one, else the first whose pool
+	 * refused (for -EDQUOT, the first model refused on spend: shl_route's
+	 * `why` is that model's, and an earlier model of the same pool would
+	 * have met the same buckets and the spend refusal too). */
 	int which = r >= 0 ? r : 0;
 	int pidx = r >= 0 ? t.pool : why.pool;
 	if (r < 0 && pidx >= 0)
@@ -739,14 +742,6 @@ static int cmd_route(int argc, char **argv)
 	if (s && shl_stats_get(h, s) != 0) {
 		free(s);
 		s = NULL;
-	}
-	int64_t units = 0;
-	if (r == -EDQUOT && why.dim == SHL_DIM_NONE && s && s->spend_cap >= 0 &&
-	    shl_price(h, models[which], &cost, &units) == 0) {
-		/* shl_route says only -EDQUOT: the numbers try prints, for the
-		 * list's first model. */
-		why.need = (uint64_t)units + (uint64_t)s->spend_month;
-		why.capacity = (uint64_t)s->spend_cap;
 	}
 	int rc = print_decision(name, r >= 0 ? 0 : r, ids[which], pool_name(s, pidx), &t, &why,
 				wait_ns > 0 ? waited : 0);
@@ -926,11 +921,13 @@ static const struct subcmd subcmds[] = {
 		  "       [--cache-write-1h N] [--cache-read N] [--batch] [--min-free F]\n"
 		  "       [--wait SECONDS]",
 	 "Admit one request on the first MODEL of the preference list whose pool can\n"
-	 "take it now (shl_route); when none can, wait (with --wait) until the first\n"
-	 "that can.  Prints the decision as try does, naming the chosen model:\n"
+	 "take it now (shl_route); a MODEL whose worst-case price does not fit the\n"
+	 "spend cap left is passed over.  When none can, wait (with --wait) until the\n"
+	 "first that can.  Prints the decision as try does, naming the chosen model:\n"
 	 "  admitted model=M pool=P waited=S ticket=T     (exit 0)\n"
 	 "  refused model=M pool=P dimension=D wait=S ... (exit 9; the shortest wait)\n"
-	 "  never model=M pool=P dimension=D ...          (exit 10; fits no pool, or spend)\n"
+	 "  never model=M pool=P dimension=D ...          (exit 10; fits no pool, or\n"
+	 "                                                 no model fits the spend cap left)\n"
 	 "A model the configuration does not know: exit 11, naming it.\n"
 	 "The cost options and --wait are try's (see 'try --help').\n"
 	 "      --min-free F     leave at least the fraction F (0..1) of each bucket\n"

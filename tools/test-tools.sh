@@ -136,6 +136,21 @@ expect 10 "try: a request whose worst case passes the spend cap" "$CTL" try $N c
 grep -q "^never model=claude-sonnet-4-5 pool=sonnet dimension=spend need=[0-9]* capacity=10000000000 " "$TMP/out" && ok "never names spend and the cap" || bad "spend output: $(cat "$TMP/out")"
 expect 10 "route: the same request over the spend cap" "$CTL" route $N claude-sonnet-4-5,claude-sonnet-4-5-x --output 700000
 grep -q "^never model=claude-sonnet-4-5 pool=sonnet dimension=spend need=1050[0-9]\{7\} capacity=10000000000 " "$TMP/out" && ok "route's never names spend, the need and the cap" || bad "route spend output: $(cat "$TMP/out")"
+# Routing past a spend refusal: with $1 left, Opus 4.5's worst case for
+# 50,000 output tokens ($1.25) does not fit but Haiku 4.5's ($0.25) does.
+sed 's/"spend_cap_usd": 100,/"spend_cap_usd": 1,/' libshmlimit/presets/tier1.json >"$TMP/cap1.json"
+"$CTL" create $P-cap1 --config "$TMP/cap1.json" >/dev/null
+expect 10 "try: opus over the \$1 cap" "$CTL" try $P-cap1 claude-opus-4-5 --input 10 --max-tokens 50000
+expect 0 "try: haiku under the \$1 cap" "$CTL" try $P-cap1 claude-haiku-4-5 --input 10 --max-tokens 50000
+"$CTL" cancel $P-cap1 "$(sed -n 's/.*ticket=//p' "$TMP/out")" >/dev/null
+expect 0 "route: opus refused on spend, goes on to haiku" "$CTL" route $P-cap1 claude-opus-4-5,claude-haiku-4-5 --input 10 --max-tokens 50000
+grep -q "^admitted model=claude-haiku-4-5 pool=haiku " "$TMP/out" && ok "route admitted on haiku" || bad "route past spend: $(cat "$TMP/out")"
+"$CTL" cancel $P-cap1 "$(sed -n 's/.*ticket=//p' "$TMP/out")" >/dev/null
+expect 10 "route: every model of the list refused on spend" "$CTL" route $P-cap1 claude-haiku-4-5,claude-opus-4-5 --input 10 --max-tokens 250000
+grep -q "^never model=claude-haiku-4-5 pool=haiku dimension=spend need=12500[0-9]\{5\} capacity=1000000000 " "$TMP/out" && ok "route's never names the first model refused on spend, its need and the cap" || bad "route spend output: $(cat "$TMP/out")"
+"$STAT" --json $P-cap1 >"$TMP/cap1s.json"
+check "the refused routes left nothing admitted or reserved" [ "$(jget "$TMP/cap1s.json" 'sum(p["counters"]["admitted"] - p["counters"]["cancelled"] for p in d["pools"]), d["spend"]["spent_usd"] == 0')" = "(0, True)" ]
+"$CTL" rm $P-cap1 >/dev/null
 expect 11 "unknown model" "$CTL" try $N gpt-4 --input 1
 grep -q "gpt-4" "$TMP/err" && ok "unknown model message names the model" || bad "msg: $(cat "$TMP/err")"
 expect 2 "malformed ticket" "$CTL" settle $N "t1:1:2:3" --input 1

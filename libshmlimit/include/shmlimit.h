@@ -348,15 +348,28 @@ SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
  * `timeout_ns`, as in shl_acquire) and tries the list again in order.
  * Models whose pool the request can never fit (-E2BIG) are skipped, and so
  * are entries that name no model entry (-ESRCH, e.g. a failed shl_lookup
- * passed through).  Each attempt is a full all-or-nothing admission, so
- * routing never over-admits.  Ties go to the earlier preference; there is
- * no fairness between callers beyond shl_acquire's.
+ * passed through), and models whose worst-case price does not fit the
+ * spend cap that is left (-EDQUOT: prices differ by model, so a cheaper
+ * model later in the list may still fit).  Each attempt is a full
+ * all-or-nothing admission, so routing never over-admits.  Ties go to the
+ * earlier preference; there is no fairness between callers beyond
+ * shl_acquire's.
  *
  * Returns the index in `models` of the chosen model (>= 0; the ticket names
- * its model and pool), or -EAGAIN / -ETIMEDOUT (with `why` from the
- * preference whose wait was shortest), -E2BIG (the request fits none of the
- * models named; `why` from one of them), -ESRCH (no entry names a model;
- * `why` untouched), -EDQUOT, ...
+ * its model and pool).  Otherwise, in this order of precedence:
+ *   -EAGAIN / -ETIMEDOUT  some model could be admitted by waiting (`why`
+ *                         from the preference whose wait was shortest);
+ *   -EDQUOT               no model can wait its way in, and at least one
+ *                         fits its pool but not the spend cap left (`why`
+ *                         from the first of these: dim SHL_DIM_SPEND, need
+ *                         = month's spend + its price, capacity = the cap);
+ *                         also at once, whatever the other models, when the
+ *                         month is marked exhausted (shl_spend_exhaust);
+ *   -E2BIG                the request fits none of the models named (`why`
+ *                         from one of them);
+ *   -ESRCH                no entry names a model (`why` untouched);
+ * or an error that is not a refusal (-EINVAL, -EACCES, -EUCLEAN,
+ * -EOVERFLOW) at once.
  */
 typedef struct shl_route_policy {
 	double min_free;    /* fraction of each bucket to leave free, 0..1 */

@@ -522,6 +522,23 @@ static void sleep_until(int64_t wake)
 			;
 }
 
+/*
+ * Routing: try_impl on each model of the list, in order.  The models of a
+ * list differ in pool (rates) and in price (spend), so a refusal by one
+ * says nothing of the next, except two: an error that is not a refusal
+ * (-EINVAL, -EUCLEAN, -EACCES, -EOVERFLOW) ends the call, and so does a
+ * spend refusal while the month is marked exhausted (shl_spend_exhaust:
+ * the server refuses every model until the month rolls over).  Otherwise,
+ * when no model admits, the result of one pass is, in this order:
+ *   - -EAGAIN (or a sleep, then another pass; -ETIMEDOUT) if any model can
+ *     be admitted by waiting: `why` from the shortest wait;
+ *   - -EDQUOT if any model fits its pool but not the spend cap left (its
+ *     worst-case price is too high; a cheaper model may still fit later
+ *     calls): `why` from the first such model in the list;
+ *   - -E2BIG if any model names a pool the request never fits: `why`
+ *     from one of them;
+ *   - -ESRCH if no entry names a model (`why` untouched).
+ */
 int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 	      const shl_route_policy *pol, shl_ticket *t, shl_refusal *why)
 {
@@ -531,11 +548,11 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 	int64_t timeout = pol ? pol->timeout_ns : 0;
 	if (!(keep >= 0.0 && keep <= 1.0))
 		return -EINVAL;
-	shl_refusal best, r1;
+	shl_refusal best, spend, r1;
 	int64_t deadline = deadline_of(shl__now(), timeout);
 	int slept = 0;
 	for (;;) {
-		int fits = 0, never = 0;
+		int fits = 0, never = 0, dquot = 0;
 		best.wait_ns = INT64_MAX;
 		for (int i = 0; i < n; i++) {
 			int r = try_impl(h, models[i], c, t, &r1, keep);
@@ -554,14 +571,32 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 					*why = r1;
 				continue;
 			}
+			if (r == -EDQUOT) {
+				/* relaxed: the advisory mark of shl_spend_exhaust, written
+				 * relaxed; it publishes nothing (spend.c). */
+				uint32_t ex = atomic_load_explicit(&h->seg->spendl.exhausted,
+								   memory_order_relaxed);
+				if (ex == shl__month(h, shl__now()) + 1) {
+					if (why)
+						*why = r1;
+					return -EDQUOT; /* the server refuses every model */
+				}
+				if (!dquot)
+					spend = r1; /* the first model refused on spend */
+				dquot = 1;
+				continue; /* its price does not fit: a cheaper model may */
+			}
 			if (r != -EAGAIN)
-				return r; /* -EDQUOT and hard errors: no pool can help */
+				return r; /* hard errors: no model can help */
 			fits = 1;
 			if (r1.wait_ns < best.wait_ns)
 				best = r1;
 		}
-		if (!fits)
-			return never ? -E2BIG : -ESRCH;
+		if (!fits) {
+			if (dquot && why)
+				*why = spend;
+			return dquot ? -EDQUOT : never ? -E2BIG : -ESRCH;
+		}
 		if (why)
 			*why = best;
 		int64_t now = shl__now();
@@ -584,6 +619,9 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 	int64_t deadline = deadline_of(shl__now(), timeout_ns);
 	int slept = 0;
 	for (;;) {
+		/* relaxed: a test switch (fault.c), never set outside tests. */
+		if (shl_unlikely(atomic_load_explicit(&shl__acquire_count_on, memory_order_relaxed)))
+			shl__acquire_attempt();
 		int r = shl_try(h, model, c, t, why);
 		if (r != -EAGAIN) {
 			if (r == 0 && slept && t->pool >= 0)

@@ -12,6 +12,13 @@
  *
  * With the countdown at 0 (always, outside tests) each wrapper costs one
  * relaxed load; none of them is on the admission path.
+ *
+ * Also here, the attempt counter of shl_acquire: "sleeps until the computed
+ * time; it does not spin" is a claim about how many times the loop runs,
+ * which a test can count where it cannot time.  With shl__acquire_count_on
+ * set, each admission attempt of shl_acquire's loop adds one to
+ * shl__acquire_attempts; off (always, outside tests), the loop pays one
+ * relaxed load per attempt, not per admission of shl_try.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -32,6 +39,16 @@ int shl__fault(void)
 	if (v <= 0)
 		atomic_store_explicit(&shl__fault_countdown, 0, memory_order_relaxed);
 	return v == 1;
+}
+
+_Atomic int shl__acquire_count_on;
+_Atomic long shl__acquire_attempts;
+
+void shl__acquire_attempt(void)
+{
+	/* relaxed: a test-only counter, read by the test after the calls it
+	 * counts have returned (program order, or a join, orders it). */
+	atomic_fetch_add_explicit(&shl__acquire_attempts, 1, memory_order_relaxed);
 }
 
 void *shl__malloc(size_t n)

@@ -342,6 +342,10 @@ SHL_HIDDEN int shl__shm_open(const char *path, int flags, mode_t mode);
 SHL_HIDDEN int shl__fchmod(int fd, mode_t mode);
 SHL_HIDDEN int shl__ftruncate(int fd, off_t len);
 SHL_HIDDEN void *shl__mmap(size_t len, int prot, int fd);
+/* fault.c: shl_acquire's attempt counter (tests set shl__acquire_count_on). */
+SHL_HIDDEN extern _Atomic int shl__acquire_count_on;
+SHL_HIDDEN extern _Atomic long shl__acquire_attempts;
+SHL_HIDDEN void shl__acquire_attempt(void);
 
 /* clock.c: the clock, with a test hook. */
 typedef int64_t (*shl_clock_fn)(void);

@@ -12,7 +12,14 @@
  *     is unknowable from outside, so it may or may not be in the segment.
  * At the end:
  *   1. no pool admitted, over any window between two logged admissions, more
- *      than burst + rate x window (in RPM and ITPM);
+ *      than burst + rate x window (in RPM and ITPM; and in OTPM for pool b,
+ *      in "reserve" mode, whose OTPM limit binds: each record holds the
+ *      units admission reserved, less what the settle that follows gives
+ *      back, set before the settle, like `cancelled`, so a cut settle only
+ *      weakens the check.  Pool a is in "actual" mode, where admission
+ *      takes no OTPM and each settle charges its output whatever the
+ *      bucket holds: the output of requests admitted while it had credit
+ *      has no bound of this form, so only pool b's OTPM is checked);
  *   2. segment spend = sum of done calls + some of the pending ones: it lies
  *      between done + (pending refunds) and done + (pending charges);
  *   3. shl_check() finds the segment sound;
@@ -42,7 +49,8 @@ struct adm {
 	int64_t ts;
 	uint32_t pool, itpm;
 	_Atomic uint32_t cancelled; /* set BEFORE the cancel: a cut cancel only weakens the check */
-	uint32_t pad;
+	_Atomic uint32_t otpm;      /* OTPM units held: t.otpm at admission, lowered BEFORE a
+				       settle that refunds part of it (same rule as `cancelled`) */
 };
 
 struct inst {
@@ -61,6 +69,9 @@ struct shared {
 static struct shared *sh;
 static char segname[64];
 static const uint64_t RPM = 120000, ITPM = 1200000, BRPM = 20, BITPM = 4000;
+/* Pool b's OTPM ("reserve" mode): low enough to bind (about 15 output
+ * tokens reserved a request, against 2000 requests/s of RPM). */
+static const uint64_t OTPM_B = 600000, BOTPM_B = 1000;
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -103,6 +114,7 @@ static void worker(int id)
 			w->a[k].ts = t.admitted_at;
 			w->a[k].pool = (uint32_t)t.pool;
 			w->a[k].itpm = (uint32_t)t.itpm;
+			atomic_store(&w->a[k].otpm, (uint32_t)t.otpm);
 			atomic_store(&w->a[k].cancelled, 0);
 			atomic_store(&w->nadm, k + 1);
 		}
@@ -119,6 +131,11 @@ static void worker(int id)
 		}
 		/* usage equal to the estimate in ITPM keeps the bound check exact */
 		shl_usage u = {.input_tokens = c.input_tokens, .output_tokens = rnd(&seed) % 30};
+		/* In "reserve" mode a settle below max_tokens refunds the rest:
+		 * record the units still held first (a charge above it only
+		 * delays later admissions, so the reservation stays counted). */
+		if (k < MAXADM && u.output_tokens < t.otpm)
+			atomic_store(&w->a[k].otpm, (uint32_t)u.output_tokens);
 		int64_t act = 0;
 		shl_price_usage(h, models[mi], &u, 0, &act);
 		pend(w, 0, act - res);
@@ -181,12 +198,13 @@ int main(int argc, char **argv)
 		 "{\"spend_cap_usd\":null,\"pools\":["
 		 "{\"name\":\"a\",\"rpm\":%llu,\"itpm\":%llu,\"otpm\":1000000,\"burst\":{\"rpm\":%llu,"
 		 "\"itpm\":%llu},%s},"
-		 "{\"name\":\"b\",\"rpm\":%llu,\"itpm\":%llu,\"otpm\":1000000,\"burst\":{\"rpm\":%llu,"
-		 "\"itpm\":%llu},\"otpm_mode\":\"reserve\",%s}],"
+		 "{\"name\":\"b\",\"rpm\":%llu,\"itpm\":%llu,\"otpm\":%llu,\"burst\":{\"rpm\":%llu,"
+		 "\"itpm\":%llu,\"otpm\":%llu},\"otpm_mode\":\"reserve\",%s}],"
 		 "\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"b*\",\"pool\":\"b\"}]}",
 		 (unsigned long long)RPM, (unsigned long long)ITPM, (unsigned long long)BRPM,
 		 (unsigned long long)BITPM, pr, (unsigned long long)RPM, (unsigned long long)ITPM,
-		 (unsigned long long)BRPM, (unsigned long long)BITPM, pr);
+		 (unsigned long long)OTPM_B, (unsigned long long)BRPM, (unsigned long long)BITPM,
+		 (unsigned long long)BOTPM_B, pr);
 	shl_config *cfg;
 	shl_err e;
 	if (shl_config_parse(cfgjson, strlen(cfgjson), &cfg, &e) != 0 ||
@@ -243,16 +261,28 @@ int main(int argc, char **argv)
 				    !atomic_load(&sh->in[i].a[k].cancelled))
 					all[n++] = sh->in[i].a[k];
 		qsort(all, n, sizeof(*all), cmp_adm);
-		long bad = 0;
+		long bad = 0, bad_otpm = 0;
+		uint64_t itpm_total = 0, otpm_total = 0;
 		for (size_t i = 0; i < n; i++) {
-			uint64_t units = 0;
+			itpm_total += all[i].itpm;
+			otpm_total += atomic_load(&all[i].otpm);
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint64_t units = 0, ounits = 0;
 			for (size_t j = i; j < n; j++) {
 				units += all[j].itpm;
+				ounits += atomic_load(&all[j].otpm);
 				unsigned __int128 dt = (unsigned __int128)(all[j].ts - all[i].ts);
 				if (j - i + 1 > BRPM + dt * RPM / 60000000000ULL ||
 				    units > BITPM + dt * ITPM / 60000000000ULL)
 					bad++;
-				if (dt * RPM / 60000000000ULL > n) /* windows beyond n cannot fail */
+				if (pool == 1 && ounits > BOTPM_B + dt * OTPM_B / 60000000000ULL)
+					bad_otpm++;
+				/* Windows whose allowance passes the pool's whole
+				 * log in every dimension cannot fail. */
+				if (dt * RPM / 60000000000ULL > n &&
+				    dt * ITPM / 60000000000ULL > itpm_total &&
+				    dt * OTPM_B / 60000000000ULL > otpm_total)
 					break;
 			}
 		}
@@ -260,6 +290,15 @@ int main(int argc, char **argv)
 		snprintf(what, sizeof(what),
 			 "pool %c: %zu logged admissions, none over burst + rate x window", 'a' + pool, n);
 		check(bad == 0 && n > 0, what);
+		if (pool == 1) {
+			/* More than the burst held in all: windows where the
+			 * refill rate matters were checked. */
+			snprintf(what, sizeof(what),
+				 "pool b: %llu OTPM units held (reserve mode), none over "
+				 "burst + rate x window",
+				 (unsigned long long)otpm_total);
+			check(bad_otpm == 0 && otpm_total > BOTPM_B, what);
+		}
 	}
 	free(all);
 

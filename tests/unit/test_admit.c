@@ -424,6 +424,205 @@ static void test_route(void)
 	close_seg();
 }
 
+/*
+ * Routing past a spend refusal: prices differ by model, so a model whose
+ * worst-case price does not fit the cap left is passed over for a cheaper
+ * one later in the list; -EDQUOT only when no model can be admitted by
+ * waiting and one fits its pool but not the cap, with `why` filled; and at
+ * once, whatever the list, once the month is marked exhausted.
+ */
+static void test_route_spend(void)
+{
+	/* cap $0.01 = 10,000,000 units.  a: $100 / MTok output (100,000 units
+	 * a token), rpm burst 1; b: $1 / MTok (1,000 a token), rpm burst 10;
+	 * c: like b but an input burst of 5 tokens. */
+	const char *pa = "\"prices\":{\"input\":1,\"output\":100,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	const char *pb = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+			 "\"cache_write_1h\":1,\"cache_read\":1}";
+	char j[2048];
+	snprintf(j, sizeof(j),
+		 "{\"spend_cap_usd\":0.01,\"pools\":[{\"name\":\"a\",\"rpm\":60,\"itpm\":60000,"
+		 "\"otpm\":60000,\"burst\":{\"rpm\":1},%s},{\"name\":\"b\",\"rpm\":600,"
+		 "\"itpm\":60000,\"otpm\":60000,\"burst\":{\"rpm\":10},%s},{\"name\":\"c\","
+		 "\"rpm\":600,\"itpm\":60000,\"otpm\":60000,\"burst\":{\"itpm\":5},%s}],"
+		 "\"models\":[{\"match\":\"a*\",\"pool\":\"a\"},{\"match\":\"b*\","
+		 "\"pool\":\"b\"},{\"match\":\"c*\",\"pool\":\"c\"}]}",
+		 pa, pb, pb);
+	open_seg(tu_cfg(j));
+	int ma = shl_lookup(h, "a1"), mb = shl_lookup(h, "b1"), mc = shl_lookup(h, "c1");
+	int ab[2] = {ma, mb};
+	shl_ticket t;
+	shl_refusal why, tw;
+	shl_route_policy pol = {.min_free = 0, .timeout_ns = 0};
+	/* 10 x 1,000 + 200 x 100,000 = 20,010,000 units on a: over the cap; on b
+	 * 210,000.  shl_try on a alone is refused on spend... */
+	shl_cost c = {.input_tokens = 10, .max_tokens = 200};
+	int64_t pa_units, pb_units;
+	CU_ASSERT_EQUAL(shl_price(h, ma, &c, &pa_units), 0);
+	CU_ASSERT_EQUAL(shl_price(h, mb, &c, &pb_units), 0);
+	CU_ASSERT_EQUAL(pa_units, 20010000);
+	CU_ASSERT_EQUAL(pb_units, 210000);
+	CU_ASSERT_EQUAL(shl_try(h, ma, &c, &t, &tw), -EDQUOT);
+	/* ...and a route goes on to b, which admits. */
+	shl_stats st;
+	shl_stats_get(h, &st);
+	double a_rpm = st.pools[0].available[SHL_DIM_RPM];
+	CU_ASSERT_DOUBLE_EQUAL(a_rpm, 1, 1e-9);
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	CU_ASSERT_EQUAL(t.pool, 1);
+	CU_ASSERT_EQUAL(t.spend, pb_units);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_RPM], a_rpm, 1e-9); /* given back */
+	CU_ASSERT_EQUAL(st.spend_month, pb_units);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+
+	/* Every model refused on spend: -EDQUOT, `why` from the first of them,
+	 * the very refusal shl_try reports for it. */
+	shl_cost big = {.input_tokens = 10, .max_tokens = 20000}; /* b: 20,010,000 */
+	CU_ASSERT_EQUAL(shl_try(h, ma, &big, &t, &tw), -EDQUOT);
+	memset(&why, 0, sizeof(why));
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &big, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.need, tw.need);
+	CU_ASSERT_EQUAL(why.capacity, 10000000);
+	CU_ASSERT(why.need > why.capacity);
+	int ba[2] = {mb, ma};
+	CU_ASSERT_EQUAL(shl_route(h, ba, 2, &big, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+
+	/* Mixed: c can never take 10 input tokens (-E2BIG), a is refused on
+	 * spend: -EDQUOT, `why` from a. */
+	int ca[2] = {mc, ma};
+	CU_ASSERT_EQUAL(shl_route(h, ca, 2, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 0);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	/* Mixed: a refused on spend, b must wait (rpm burst 10 taken): -EAGAIN,
+	 * `why` the wait on b (0.1 s for one request at 600 / min). */
+	shl_ticket tb[10];
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL_FATAL(shl_try(h, mb, &c, &tb[i], NULL), 0);
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+	CU_ASSERT_EQUAL(why.wait_ns, S / 10);
+	tu_boot += S / 10;
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	for (int i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(shl_cancel(h, &tb[i]), 0);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+
+	/* The server says the cap is reached: no model can help, -EDQUOT at
+	 * once, also for a cost b would fit, and with a wait allowed (the fake
+	 * clock would make a sleep spin: returning proves it never waits). */
+	tu_boot += 10 * S;
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), 1);
+	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
+	CU_ASSERT_EQUAL(shl_spend_exhaust(h), 0);
+	pol.timeout_ns = -1;
+	memset(&why, 0, sizeof(why));
+	CU_ASSERT_EQUAL(shl_route(h, ab, 2, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.dim, SHL_DIM_SPEND);
+	CU_ASSERT_EQUAL(why.pool, 0); /* a, the first model, already refused */
+	int bonly[1] = {mb};
+	CU_ASSERT_EQUAL(shl_route(h, bonly, 1, &c, &pol, &t, &why), -EDQUOT);
+	CU_ASSERT_EQUAL(why.pool, 1);
+	shl_stats_get(h, &st);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[1].available[SHL_DIM_RPM], 10, 1e-9); /* given back */
+	close_seg();
+}
+
+/*
+ * "The blocking acquire sleeps until the computed time; it does not spin",
+ * checked by counting the attempts of shl_acquire's loop (fault.c's
+ * counter), on the real clock, never by timing.  A refused attempt sleeps
+ * until now + the exact wait (clock_nanosleep, TIMER_ABSTIME, on the clock
+ * the buckets read), so the attempt after the sleep finds the bucket
+ * refilled: at most 2 attempts for one wait in a single process.  A
+ * spinning loop would make millions of attempts in the same time.
+ */
+static long attempts_of(int m, const shl_cost *c, int64_t timeout, shl_ticket *t,
+			shl_refusal *why, int *r)
+{
+	atomic_store(&shl__acquire_attempts, 0);
+	atomic_store(&shl__acquire_count_on, 1);
+	*r = shl_acquire(h, m, c, timeout, t, why);
+	atomic_store(&shl__acquire_count_on, 0);
+	return atomic_load(&shl__acquire_attempts);
+}
+
+static void test_acquire_sleeps_not_spins(void)
+{
+	/* rpm 300, burst 1: after a take, the RPM bucket is empty for 200 ms */
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *cfg = tu_pool_cfg(300, 600000, 600000, 1, 100000, 100000, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
+	shl_config_free(cfg);
+	int m = shl_lookup(h, "m");
+	shl_cost c = {.input_tokens = 10};
+	shl_ticket t;
+	shl_refusal why;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	uint64_t waited = 0;
+	long total = 0;
+	for (int i = 0; i < 3; i++) {
+		int r;
+		long a = attempts_of(m, &c, 5 * S, &t, &why, &r);
+		CU_ASSERT_EQUAL(r, 0);
+		CU_ASSERT(a >= 1 && a <= 2);
+		total += a;
+		shl_stats st;
+		shl_stats_get(h, &st);
+		/* A call that slept counts once in `waited`, so the attempts
+		 * say whether it slept: 2 attempts, one sleep. */
+		waited += a > 1;
+		CU_ASSERT_EQUAL(st.pools[0].waited, waited);
+	}
+	CU_ASSERT(total <= 6);
+	/* Counting off: the loop does not count. */
+	atomic_store(&shl__acquire_attempts, 0);
+	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, 5 * S, &t, &why), 0);
+	CU_ASSERT_EQUAL(atomic_load(&shl__acquire_attempts), 0);
+	shl_detach(h);
+	shl_unlink(name);
+	h = NULL;
+}
+
+static void test_acquire_deadline_before_wait(void)
+{
+	/* rpm 1, burst 1: after a take, the RPM bucket is empty for 60 s */
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *cfg = tu_pool_cfg(1, 600000, 600000, 1, 100000, 100000, NULL, NULL);
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
+	shl_config_free(cfg);
+	int m = shl_lookup(h, "m");
+	shl_cost c = {.input_tokens = 10};
+	shl_ticket t;
+	shl_refusal why;
+	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
+	/* A deadline (100 ms, then none at all) before the computed wait:
+	 * -ETIMEDOUT from the first attempt, without sleeping. */
+	int64_t timeouts[2] = {S / 10, 0};
+	for (int i = 0; i < 2; i++) {
+		int r;
+		memset(&why, 0, sizeof(why));
+		long a = attempts_of(m, &c, timeouts[i], &t, &why, &r);
+		CU_ASSERT_EQUAL(r, -ETIMEDOUT);
+		CU_ASSERT_EQUAL(a, 1);
+		CU_ASSERT_EQUAL(why.dim, SHL_DIM_RPM);
+		CU_ASSERT(why.wait_ns > timeouts[i]);
+	}
+	shl_stats st;
+	shl_stats_get(h, &st);
+	CU_ASSERT_EQUAL(st.pools[0].admitted, 1);
+	CU_ASSERT_EQUAL(st.pools[0].waited, 0);
+	shl_detach(h);
+	shl_unlink(name);
+	h = NULL;
+}
+
 static void test_errors_and_names(void)
 {
 	CU_ASSERT_STRING_EQUAL(shl_strerror(-E2BIG),
@@ -453,5 +652,8 @@ void suite_admit(void)
 	TU_ADD(s, test_lookup);
 	TU_ADD(s, test_lookup_tables_bounded);
 	TU_ADD(s, test_route);
+	TU_ADD(s, test_route_spend);
+	TU_ADD(s, test_acquire_sleeps_not_spins);
+	TU_ADD(s, test_acquire_deadline_before_wait);
 	TU_ADD(s, test_errors_and_names);
 }
