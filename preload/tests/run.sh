@@ -326,6 +326,13 @@ check "clamp: admitted and settled once" eq "$(segf "$T/fb1.st" fb.admitted)/$(s
 check "clamp: requests available <= 3 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_rpm)" $((3 + a))
 check "clamp: input tokens available <= 1000 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_itpm)" $((1000 + a))
 check "clamp: output tokens available <= 2000 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_otpm)" $((2000 + a))
+"$B/shmlimit-stat" --json "$S11" > "$T/fb1.json"
+a=$(since "$t0")
+check "clamp: shmlimit-stat --json shows the same (available rpm/itpm/otpm)" python3 -c '
+import json, sys
+p = [p for p in json.load(open(sys.argv[1]))["pools"] if p["name"] == "fb"][0]
+a, av = int(sys.argv[2]), p["available"]
+sys.exit(not (av["rpm"] <= 3 + a and av["itpm"] <= 1000 + a and av["otpm"] <= 2000 + a))' "$T/fb1.json" "$a"
 # A higher remaining never raises a bucket; a header left out leaves it.
 t0=$(date +%s%N)
 shim "$S11" "$nc_port" curl -s -o /dev/null -H 'x-mock-remaining: 999,900000,' "$nc_url/v1/messages" -d "$K"
@@ -351,6 +358,12 @@ check "hold: nothing on stderr" eq "$(lines "$T/ra.err")" 0
 check "hold: 429 counted, settled" eq "$(segf "$T/ra.st" fb.server_429)/$(segf "$T/ra.st" fb.settled)" "1/1"
 check "hold: the pool is held for retry-after-ms, not retry-after (> 2 s left)" ge "$(segf "$T/ra.st" fb.hold_ns)" 2000000001
 check "hold: at most the 600 s asked" le "$(segf "$T/ra.st" fb.hold_ns)" 600000000000
+# The same, as the stats tool shows it (shmlimit-stat --json: pools[].hold_seconds).
+"$B/shmlimit-stat" --json "$S12" > "$T/ra.json"
+check "hold: shmlimit-stat --json shows the pool held for more than 2 s, at most 600 s" python3 -c '
+import json, sys
+p = [p for p in json.load(open(sys.argv[1]))["pools"] if p["name"] == "fb"][0]
+sys.exit(not (2 < p["hold_seconds"] <= 600))' "$T/ra.json"
 n0=$(mock_num "$nc_url" requests)
 SHMLIMIT_WAIT_MS=0 shim "$S12" "$nc_port" curl -s -o /dev/null "$nc_url/v1/messages" -d "$K" 2>"$T/ra2.err"
 check "hold: a request that may not wait is refused (curl exit 42)" eq $? 42
