@@ -8,3 +8,11 @@ DEMO_TOOLS = $(if $(wildcard tools/*.mk),$(BUILD)/shmlimit-ctl $(BUILD)/shmlimit
 demo: $(BUILD)/.deps-test
 	@$(MAKE) --no-print-directory $(LIB_A) $(PRELOAD_SO) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(DEMO_TOOLS)
 	demo/run.sh $(BUILD)
+
+# `make check-demo`: the demo for 20 s, checking its exit status and its
+# "held at the limits" table (demo/check.sh).
+CHECKS += check-demo
+.PHONY: check-demo
+check-demo: $(BUILD)/.deps-test
+	@$(MAKE) --no-print-directory $(LIB_A) $(PRELOAD_SO) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(DEMO_TOOLS)
+	timeout 90 demo/check.sh $(BUILD)

@@ -4,7 +4,9 @@
 # limits.  See demo/README.md.
 #
 # Usage: demo/run.sh [BUILD_DIR]
-# Environment: DEMO_SECONDS (default 30), DEMO_WORKERS (default 6).
+# Environment: DEMO_SECONDS (default 40), DEMO_WORKERS (default 6),
+# DEMO_RESULTS (a file to write the "held at the limits" figures to, one
+# line per cell, for `make check-demo`; default none).
 #
 # Everything it starts (mock server, workers, live view) and the segment it
 # creates are removed on exit, also on Ctrl-C.
@@ -42,13 +44,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 1. The segment, from the demo configuration (the tools when built).
+# Its buckets start full when it is created, so from t_create (taken just
+# before) on, at most burst + rate x T can be admitted.
+t_create=$(date +%s%N)
 if [ -x "$CTL" ]; then
 	"$CTL" create "$SEG" --config "$CFG" >/dev/null || exit 1
 else
 	"$SEGTOOL" create "$SEG" "$CFG" || exit 1
 fi
-
-t_create=$(date +%s%N) # buckets start full: from here on, at most burst + rate x T
 
 # 2. The mock API, enforcing the same limits with its own buckets.
 "$MOCK" --port 0 --port-file "$T/port" --config "$CFG" --max-seconds $((SECS + 60)) \
@@ -69,6 +72,7 @@ echo "limits (demo/demo.json): opus 30 RPM / 6k ITPM / 2k OTPM, sonnet 60 / 12k 
 POOLS=("claude-haiku-4-5 claude-haiku-4-5-20251001"
        "claude-sonnet-4-5 claude-sonnet-4-5-20250929 claude-sonnet-4-0"
        "claude-opus-4-5 claude-opus-4-6")
+MAXT=256 # every request's max_tokens
 WORDS="the quick brown fox jumps over the lazy dog while limits hold steady across every process"
 worker() {
 	local w=$1 n=0 end=$2
@@ -83,7 +87,7 @@ worker() {
 		local reps=$((2 + RANDOM % 25)) text="" k
 		for ((k = 0; k < reps; k++)); do text="$text $WORDS"; done
 		local out=$((20 + RANDOM % 120))
-		local body="{\"model\":\"$model\",\"max_tokens\":256,\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"worker $w request $n:$text\"}]}"
+		local body="{\"model\":\"$model\",\"max_tokens\":$MAXT,\"stream\":$stream,\"messages\":[{\"role\":\"user\",\"content\":\"worker $w request $n:$text\"}]}"
 		SHMLIMIT_SEGMENT=$SEG SHMLIMIT_HOSTS=127.0.0.1:$PORT SHMLIMIT_WAIT_MS=20000 LD_PRELOAD=$SO \
 			curl -s -o /dev/null -w '%{http_code}\n' -H "x-mock-output-tokens: $out" \
 			"$URL/v1/messages" -d "$body" 2>>"$T/worker.err"
@@ -128,6 +132,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
 	if [ -z "$VIEW" ] && [ $((el % 5)) = 0 ]; then snapshot "$el"; fi
 done
 w2=$(date +%s%N); "$SEGTOOL" stats "$SEG" > "$T/s2"
+t_end=$(date +%s%N) # after the snapshot: T covers everything it counted
 # shellcheck disable=SC2086
 wait $WPIDS
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
@@ -168,7 +173,7 @@ awk -v ms="$win_ms" '
 			  rate(v[p ".tokens_out"] - a[p ".tokens_out"], v[p ".limit_otpm"])
 		}
 	}' "$T/s1" "$T/s2"
-T_ms=$(((w2 - t_create) / 1000000))
+T_ms=$(((t_end - t_create + 999999) / 1000000))
 echo "held at the limits: use over the whole run (${T_ms} ms from the segment's creation, buckets full"
 echo "at the start) against the most the limits allow in that time, burst + rate x T (input tokens as"
 echo "settled; output tokens are charged at settle, so in-flight requests can add to them):"
@@ -189,6 +194,25 @@ awk -v ms="$T_ms" '
 			  cell(v[p ".tokens_out"], v[p ".burst_otpm"], v[p ".limit_otpm"])
 		}
 	}' "$T/s2"
+# The same figures, machine-readable: "POOL DIM USED ALLOWED SLACK" per
+# cell, ALLOWED = burst + rate x T.  SLACK is 0 for requests and input
+# tokens, which are taken at admission.  Output tokens ("actual" mode) are
+# taken at settlement, and a bucket not in debt admits, so the outputs of
+# the requests in flight can overdraw it: SLACK = the pool's workers (its
+# most requests in flight at once) x max_tokens.
+if [ -n "${DEMO_RESULTS:-}" ]; then
+	awk -v ms="$T_ms" -v nw="$NW" -v maxt="$MAXT" '
+		{ v[$1] = $2 }
+		END {
+			split("haiku sonnet opus", P, " ")
+			for (i = 1; i <= 3; i++) {
+				p = P[i]; w = int(nw / 3) + (i <= nw % 3)
+				printf "%s rpm %d %.3f 0\n", p, v[p ".admitted"], v[p ".burst_rpm"] + v[p ".limit_rpm"] * ms / 60000.0
+				printf "%s itpm %d %.3f 0\n", p, v[p ".tokens_in"] + v[p ".cache_write"], v[p ".burst_itpm"] + v[p ".limit_itpm"] * ms / 60000.0
+				printf "%s otpm %d %.3f %d\n", p, v[p ".tokens_out"], v[p ".burst_otpm"] + v[p ".limit_otpm"] * ms / 60000.0, w * maxt
+			}
+		}' "$T/s2" > "$DEMO_RESULTS"
+fi
 "$SEGTOOL" stats "$SEG" | awk '
 	{ v[$1] = $2 }
 	END {

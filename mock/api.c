@@ -3,6 +3,7 @@
  *
  *   POST /v1/messages               a message, JSON or SSE (stream: true)
  *   POST /v1/messages/count_tokens  {"input_tokens": N}
+ *   POST /v1/messages/batches       a message_batch object (accepted, never run)
  *   GET  /mock/stats                what the mock has seen, as JSON
  *   GET  /mock/health               {"ok":true}
  *   POST /mock/shutdown             answer, then stop the server
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -53,7 +55,7 @@ static struct {
 	pthread_mutex_t mu;
 	uint64_t requests;
 	uint64_t by_status[600];
-	uint64_t rate_limited, scripted_429, count_tokens;
+	uint64_t rate_limited, scripted_429, count_tokens, batches, batch_requests;
 	struct tally total;
 	int nmodels;
 	char *model_name[MAX_MODELS];
@@ -148,6 +150,8 @@ static char *stats_json(void)
 	cJSON_AddNumberToObject(root, "rate_limited", (double)st.rate_limited);
 	cJSON_AddNumberToObject(root, "scripted_429", (double)st.scripted_429);
 	cJSON_AddNumberToObject(root, "count_tokens", (double)st.count_tokens);
+	cJSON_AddNumberToObject(root, "batches", (double)st.batches);
+	cJSON_AddNumberToObject(root, "batch_requests", (double)st.batch_requests);
 	cJSON *u = cJSON_AddObjectToObject(root, "usage");
 	cJSON_AddNumberToObject(u, "input_tokens", (double)st.total.in);
 	cJSON_AddNumberToObject(u, "output_tokens", (double)st.total.out);
@@ -480,6 +484,7 @@ struct ctx {
 	char *raw_body;           /* x-mock-body, decoded */
 	size_t raw_len;
 	const char *raw_type;     /* x-mock-content-type */
+	double remaining[NDIM];   /* x-mock-remaining, -1: the mock's own value */
 };
 
 /* Drop the extra headers gathered so far, keeping the request id. */
@@ -843,7 +848,14 @@ static int scripted(struct ctx *c, int fault)
 		if (v != NULL && parse_u64(v, 86400, &ra) < 0)
 			return send_error(c, 400, "invalid_request_error",
 					  "mock: bad x-mock-retry-after", NULL);
+		uint64_t ra_ms = 0;
+		const char *vm = http_header(c->r, "x-mock-retry-after-ms");
+		if (vm != NULL && parse_u64(vm, 86400000, &ra_ms) < 0)
+			return send_error(c, 400, "invalid_request_error",
+					  "mock: bad x-mock-retry-after-ms", NULL);
 		sbuf_printf(&c->h, "retry-after: %llu\r\n", (unsigned long long)ra);
+		if (vm != NULL)
+			sbuf_printf(&c->h, "retry-after-ms: %llu\r\n", (unsigned long long)ra_ms);
 		c->o.scripted_429 = 1;
 		return send_error(c, 429, "rate_limit_error",
 				  "mock: scripted rate limit", NULL);
@@ -933,6 +945,26 @@ static const char *parse_wire(struct ctx *c)
 		c->bad_utf8 = 1;
 		sbuf_puts(&c->pad, "x-mock-bad-utf8: " BAD_UTF8 "\r\n"
 			  "x-mock-\xe9t\xe9-\xff: \xc0\xaf\r\n");
+	}
+	if ((v = http_header(r, "x-mock-remaining")) != NULL) {
+		/* "R,I,O": requests, input tokens, output tokens; an empty
+		 * field keeps the mock's own value. */
+		const char *q = v;
+		for (int d = 0; d < NDIM; d++) {
+			const char *e = strchr(q, ',');
+			size_t k = e != NULL ? (size_t)(e - q) : strlen(q);
+			if ((e == NULL) != (d == NDIM - 1) || k > 20)
+				return "mock: x-mock-remaining must be \"R,I,O\" (numbers or empty)";
+			char f[24];
+			memcpy(f, q, k);
+			f[k] = '\0';
+			uint64_t x;
+			if (k > 0 && parse_u64(f, 1000000000000ULL, &x) < 0)
+				return "mock: x-mock-remaining must be \"R,I,O\" (numbers or empty)";
+			if (k > 0)
+				c->remaining[d] = (double)x;
+			q = e != NULL ? e + 1 : q + k;
+		}
 	}
 	c->usage_raw = http_header(r, "x-mock-usage-raw");
 	c->raw_type = http_header(r, "x-mock-content-type");
@@ -1027,6 +1059,14 @@ static int handle_messages(struct ctx *c, int count_tokens)
 		keep = send_error(c, 400, "invalid_request_error", bad, NULL);
 		goto out;
 	}
+	if (pool < 0) { /* no pool, no rate-limit headers: only those asked for */
+		static const char *const hname[NDIM] = {"requests", "input-tokens",
+							"output-tokens"};
+		for (int d = 0; d < NDIM; d++)
+			if (c->remaining[d] >= 0)
+				sbuf_printf(&c->pad, "anthropic-ratelimit-%s-remaining: %.0f\r\n",
+					    hname[d], c->remaining[d]);
+	}
 
 	/* Usage: forced by x-mock-usage, else estimated. */
 	struct reply m = {.model = model->valuestring, .pool = pool,
@@ -1063,7 +1103,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 	}
 
 	if (pool >= 0)
-		pool_headers(&cfg->limits->pools[pool], &c->h);
+		pool_headers(&cfg->limits->pools[pool], &c->h, c->remaining);
 	keep = scripted(c, fault);
 	if (keep >= 0) {
 		free(e);
@@ -1107,7 +1147,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 			reset_headers(c);
 			sbuf_printf(&c->h, "retry-after: %llu\r\n",
 				    (unsigned long long)ra);
-			pool_headers(p, &c->h);
+			pool_headers(p, &c->h, c->remaining);
 			c->o.own_429 = 1;
 			char msg[200];
 			snprintf(msg, sizeof(msg),
@@ -1119,7 +1159,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 		}
 		m.reserved = n.otpm_reserve;
 		reset_headers(c);       /* show the state after admission */
-		pool_headers(p, &c->h);
+		pool_headers(p, &c->h, c->remaining);
 	}
 	if (!forced)
 		commit_cache(e);
@@ -1153,6 +1193,104 @@ out:
 }
 
 /* ------------------------------------------------------------------ */
+/* /v1/messages/batches                                                 */
+/* ------------------------------------------------------------------ */
+
+/* RFC 3339 UTC time `secs` after `now`, with microseconds as the API has them. */
+static void utc_time(const struct timespec *now, long secs, char *buf, size_t size)
+{
+	time_t t = now->tv_sec + secs;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	char day[32];
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, size, "%.20s.%06dZ", day, (int)(now->tv_nsec / 1000 % 1000000));
+}
+
+/*
+ * A Message Batches create: the request is validated (a non-empty
+ * `requests` array of {custom_id, params} with a model in each params) and
+ * answered 200 with a message_batch object "in_progress"; the batch is never
+ * run, charges no rate limit and is not counted in the usage totals.
+ * x-mock-fail 429 / spend-cap / 529 / 500 answer as for messages.
+ */
+static int handle_batch(struct ctx *c)
+{
+	struct http_req *r = c->r;
+	int keep = 0;
+	cJSON *req = NULL;
+	if (strcmp(r->method, "POST") != 0) {
+		keep = send_error(c, 405, "invalid_request_error", "mock: use POST", NULL);
+		goto out;
+	}
+	req = cJSON_ParseWithLength(r->body, r->body_len);
+	const cJSON *reqs = cJSON_IsObject(req) ?
+			    cJSON_GetObjectItemCaseSensitive(req, "requests") : NULL;
+	int n = cJSON_IsArray(reqs) ? cJSON_GetArraySize(reqs) : 0;
+	if (n <= 0 || n > 100000) {
+		keep = send_error(c, 400, "invalid_request_error",
+				  "requests: an array of 1 to 100000 requests is required", NULL);
+		goto out;
+	}
+	const cJSON *it;
+	cJSON_ArrayForEach(it, reqs) {
+		const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "custom_id");
+		const cJSON *params = cJSON_GetObjectItemCaseSensitive(it, "params");
+		const cJSON *model = cJSON_GetObjectItemCaseSensitive(params, "model");
+		if (!cJSON_IsString(id) || !cJSON_IsObject(params) || !cJSON_IsString(model)) {
+			keep = send_error(c, 400, "invalid_request_error",
+					  "requests: each needs a custom_id and params with a model",
+					  NULL);
+			goto out;
+		}
+	}
+	int fault = FAULT_NONE;
+	const char *fh = http_header(r, "x-mock-fail");
+	if (fh != NULL && (fault = fault_parse(fh)) < 0) {
+		keep = send_error(c, 400, "invalid_request_error",
+				  "mock: unknown x-mock-fail value", NULL);
+		goto out;
+	}
+	if ((keep = scripted(c, fault)) >= 0)
+		goto out;
+
+	char id[48], created[64], expires[64];
+	snprintf(id, sizeof(id), "msgbatch_mock%016llx",
+		 (unsigned long long)fnv(r->body, r->body_len));
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	utc_time(&now, 0, created, sizeof(created));
+	utc_time(&now, 24 * 3600, expires, sizeof(expires)); /* batches expire after 24 h */
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "id", id);
+	cJSON_AddStringToObject(o, "type", "message_batch");
+	cJSON_AddStringToObject(o, "processing_status", "in_progress");
+	cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
+	cJSON_AddNumberToObject(rc, "processing", n);
+	cJSON_AddNumberToObject(rc, "succeeded", 0);
+	cJSON_AddNumberToObject(rc, "errored", 0);
+	cJSON_AddNumberToObject(rc, "canceled", 0);
+	cJSON_AddNumberToObject(rc, "expired", 0);
+	cJSON_AddNullToObject(o, "ended_at");
+	cJSON_AddStringToObject(o, "created_at", created);
+	cJSON_AddStringToObject(o, "expires_at", expires);
+	cJSON_AddNullToObject(o, "archived_at");
+	cJSON_AddNullToObject(o, "cancel_initiated_at");
+	cJSON_AddNullToObject(o, "results_url");
+	char *body = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	pthread_mutex_lock(&st.mu);
+	st.batches++;
+	st.batch_requests += (uint64_t)n;
+	pthread_mutex_unlock(&st.mu);
+	keep = send_json(c, 200, body, r->keep_alive, 0);
+out:
+	record(&c->o);
+	cJSON_Delete(req);
+	return keep;
+}
+
+/* ------------------------------------------------------------------ */
 /* Dispatch                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -1170,6 +1308,8 @@ static void new_ctx(struct ctx *c, int fd, struct http_req *r)
 	c->fd = fd;
 	c->r = r;
 	c->o.pool = -1;
+	for (int d = 0; d < NDIM; d++)
+		c->remaining[d] = -1;
 	snprintf(c->request_id, sizeof(c->request_id), "req_mock%08x%012llx",
 		 instance_tag,
 		 (unsigned long long)atomic_fetch_add(&next_request_id, 1));
@@ -1234,6 +1374,8 @@ int api_handle(int fd, struct http_req *r)
 			keep = handle_messages(&c, 0);
 		} else if (strcmp(r->path, "/v1/messages/count_tokens") == 0) {
 			keep = handle_messages(&c, 1);
+		} else if (strcmp(r->path, "/v1/messages/batches") == 0) {
+			keep = handle_batch(&c);
 		} else {
 			keep = send_error(&c, 404, "not_found_error",
 					  "mock: no such endpoint", NULL);

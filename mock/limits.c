@@ -349,7 +349,7 @@ static void reset_time(double secs, char *buf, size_t size)
 	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-void pool_headers(struct pool *p, struct sbuf *h)
+void pool_headers(struct pool *p, struct sbuf *h, const double *over)
 {
 	static const char *const hname[NDIM] = {"requests", "input-tokens",
 						"output-tokens"};
@@ -366,6 +366,8 @@ void pool_headers(struct pool *p, struct sbuf *h)
 		double r = level[d] < 0 ? 0 : floor(level[d]);
 		if (d != DIM_RPM)  /* tokens: nearest thousand, like the real API */
 			r = floor(r / 1000.0 + 0.5) * 1000.0;
+		if (over != NULL && over[d] >= 0) /* x-mock-remaining */
+			r = over[d];
 		remaining[d] = r;
 		until_full[d] = (p->burst[d] - level[d]) * 60.0 / p->limit[d];
 		char when[40];

@@ -191,7 +191,9 @@ int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
 void pool_settle(struct pool *p, uint64_t reserved, uint64_t out);
 
 /* Append the anthropic-ratelimit-* header lines for the pool's state now. */
-void pool_headers(struct pool *p, struct sbuf *h);
+/* The rate-limit headers of `p` into `h`; `over` (NULL: none): a remaining
+ * value per dimension to send instead of the bucket's, -1 keeps it. */
+void pool_headers(struct pool *p, struct sbuf *h, const double *over);
 
 /* ------------------------------------------------------------------ */
 /* The API (api.c) and the server (main.c)                              */

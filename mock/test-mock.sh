@@ -122,6 +122,12 @@ check "no --config: no rate-limit headers" eval '! grep -qi "^anthropic-ratelimi
 cp "$T/body" "$T/first.json"
 post "$U" -d "$(body claude-sonnet-4-5 100)" >/dev/null
 check "same request, same body (byte-identical)" cmp -s "$T/body" "$T/first.json"
+post "$U" -H 'x-mock-remaining: ,1234,7' -d "$(body claude-sonnet-4-5 100)" >/dev/null
+check "no --config, x-mock-remaining: only the remaining headers asked for" eq \
+	"$(grep -i '^anthropic-ratelimit' "$T/hdr" | tr -d '\r' | tr '\n' ' ')" \
+	"anthropic-ratelimit-input-tokens-remaining: 1234 anthropic-ratelimit-output-tokens-remaining: 7 "
+st=$(post "$U" -H 'x-mock-remaining: 1,2' -d "$(body m 10)"); check "x-mock-remaining with two fields: 400" eq "$st" 400
+st=$(post "$U" -H 'x-mock-remaining: a,,' -d "$(body m 10)"); check "x-mock-remaining not a number: 400" eq "$st" 400
 
 post "$U" -H 'x-mock-output-tokens: 5' -d "$(body m 100)" >/dev/null
 check "x-mock-output-tokens: 5" eq "$(json_num output_tokens "$T/body")" 5
@@ -166,6 +172,19 @@ st=$(post "$U/count_tokens" -d "{\"model\":\"m\",$MSG}")
 check "count_tokens: 200" eq "$st" 200
 check "count_tokens: body" eq "$(cat "$T/body")" '{"input_tokens":7}'
 
+# Message Batches: accepted, never run
+BREQ="{\"custom_id\":\"a\",\"params\":$(body claude-haiku-4-5 10)}"
+st=$(post "$U/batches" -d "{\"requests\":[$BREQ,${BREQ/\"a\"/\"b\"}]}")
+check "batches: 200" eq "$st" 200
+check "batches: a message_batch in progress" has '"type":"message_batch","processing_status":"in_progress"' "$T/body"
+check "batches: id msgbatch_..." has '"id":"msgbatch_' "$T/body"
+check "batches: request_counts" has '"request_counts":{"processing":2,"succeeded":0,"errored":0,"canceled":0,"expired":0}' "$T/body"
+check "batches: created_at and expires_at" eval 'grep -Eq "\"created_at\":\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{6}Z\",\"expires_at\":\"[0-9-]{10}T" "$T/body"'
+check "batches: results_url null" has '"results_url":null' "$T/body"
+st=$(post "$U/batches" -d '{"requests":[]}'); check "batches: empty requests: 400" eq "$st" 400
+st=$(post "$U/batches" -d '{"requests":[{"custom_id":"a","params":{}}]}'); check "batches: params without a model: 400" eq "$st" 400
+st=$(post "$U/batches" -H 'x-mock-fail: 529' -d "{\"requests\":[$BREQ]}"); check "batches: x-mock-fail 529" eq "$st" 529
+
 # Errors of the request itself.
 st=$(post "$U" -d '{"model":"m",'); check "malformed JSON: 400" eq "$st" 400
 check "malformed JSON: invalid_request_error" has '"type":"invalid_request_error"' "$T/body"
@@ -199,6 +218,10 @@ check "fault 429: rate_limit_error" has '"type":"rate_limit_error"' "$T/body"
 check "fault 429: request_id in body" has '"request_id":"req_' "$T/body"
 post "$U" -H 'x-mock-fail: 429' -H 'x-mock-retry-after: 7' -d "$(body m 10)" >/dev/null
 check "fault 429: x-mock-retry-after 7" eq "$(hdr retry-after)" 7
+post "$U" -H 'x-mock-fail: 429' -H 'x-mock-retry-after-ms: 1500' -d "$(body m 10)" >/dev/null
+check "fault 429: x-mock-retry-after-ms 1500" eq "$(hdr retry-after-ms)/$(hdr retry-after)" 1500/2
+check "fault 429: no retry-after-ms unless asked" eq "$(post "$U" -H 'x-mock-fail: 429' -d "$(body m 10)")/$(hdr retry-after-ms)" 429/
+st=$(post "$U" -H 'x-mock-fail: 429' -H 'x-mock-retry-after-ms: 1.5' -d "$(body m 10)"); check "fault 429: bad x-mock-retry-after-ms: 400" eq "$st" 400
 st=$(post "$U" -H 'x-mock-fail: spend-cap' -d "$(body m 10)")
 check "fault spend-cap: 429" eq "$st" 429
 check "fault spend-cap: error_code" has '"details":{"error_code":"enforced_spend_limit_reached"}' "$T/body"
@@ -251,8 +274,9 @@ check "parallel: 40 of 40 answered" eq "$n" 40
 
 curl -s -o "$T/stats" "$plain_url/mock/stats"
 check "stats: by_model counts the parallel requests" has '"par":{"requests":40,"ok":40,' "$T/stats"
-check "stats: scripted_429 = 3" eq "$(json_num scripted_429 "$T/stats")" 3
-check "stats: by_status 529" has '"529":1' "$T/stats"
+check "stats: scripted_429 = 5" eq "$(json_num scripted_429 "$T/stats")" 5
+check "stats: by_status 529" has '"529":2' "$T/stats"
+check "stats: batches accepted and their requests" has '"batches":1,"batch_requests":2,' "$T/stats"
 check "stats: rate_limited 0 without limits" eq "$(json_num rate_limited "$T/stats")" 0
 # usage totals are the sum of the successes: check output_tokens of "par"
 check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":280,"output_tokens":400,' "$T/stats"
@@ -319,6 +343,7 @@ cat > "$T/cfg.json" <<'EOF'
   {"name": "itok", "rpm": 6000, "itpm": 600, "otpm": 600000, "burst": {"itpm": 100}},
   {"name": "otok", "rpm": 6000, "itpm": 600000, "otpm": 60, "burst": {"otpm": 10}},
   {"name": "wide", "rpm": 6000},
+  {"name": "hdr", "rpm": 6000, "itpm": 600000, "otpm": 600000},
   {"name": "res", "rpm": 6000, "itpm": 600000, "otpm": 60, "otpm_mode": "reserve",
    "burst": {"otpm": 100}},
   {"name": "crc", "rpm": 6000, "itpm": 600, "otpm": 600000, "cache_reads_count": true,
@@ -330,6 +355,7 @@ cat > "$T/cfg.json" <<'EOF'
   {"match": "lp-long*", "pool": "itok"},
   {"match": "exact", "pool": "itok"},
   {"match": "exact*", "pool": "wide"},
+  {"match": "hdr", "pool": "hdr"},
   {"match": "itok", "pool": "itok"},
   {"match": "otok", "pool": "otok"},
   {"match": "res", "pool": "res"},
@@ -362,6 +388,10 @@ check "headers: input-tokens-limit" eq "$(hdr anthropic-ratelimit-input-tokens-l
 check "headers: output-tokens-remaining rounded to 1000" eval '[[ "$(hdr anthropic-ratelimit-output-tokens-remaining)" == *000 ]]'
 check "headers: tokens-limit" eq "$(hdr anthropic-ratelimit-tokens-limit)" 600000
 check "headers: reset is RFC 3339 UTC" eval '[[ "$(hdr anthropic-ratelimit-requests-reset)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]]'
+post "$U" -H 'x-mock-remaining: ,,5' -d "$(body hdr 10)" >/dev/null
+check "x-mock-remaining: output-tokens-remaining replaced" eq "$(hdr anthropic-ratelimit-output-tokens-remaining)" 5
+check "x-mock-remaining: tokens-remaining follows it" eq "$(hdr anthropic-ratelimit-tokens-remaining)" 5
+check "x-mock-remaining: other dimensions kept" eq "$(hdr anthropic-ratelimit-requests-limit)/$(hdr anthropic-ratelimit-input-tokens-remaining)" 6000/600000
 s2=$(post "$U" -d "$(body slow-b 10)")
 s3=$(post "$U" -d "$(body slow-a 10)")
 check "rpm: burst + tolerance admitted" eq "$s1 $s2" "200 200"

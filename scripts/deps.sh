@@ -7,7 +7,7 @@
 set -eu
 
 pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev"
-pkgs_test="libcunit1-dev curl"
+pkgs_test="libcunit1-dev curl groff-base"
 pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"

@@ -22,9 +22,11 @@ $(TOOLS_CTL): $(BUILD)/tools/ctl.o $(TOOLS_COMMON) $(LIB_A)
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs
 	timeout 120 tools/test-tools.sh $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER)
 
-# Every flag in the tools' option tables has an entry in its man page and in tools/README.md.
-check-tools-docs:
+# Every flag in the tools' option tables has an entry in its man page and in tools/README.md;
+# every man page renders without a warning (groff -man -ww -z prints nothing).
+check-tools-docs: $(BUILD)/.deps-test
 	timeout 60 tools/check-flag-docs.sh
+	timeout 60 tools/check-man.sh
 
 INSTALL_BINS += $(TOOLS_STAT) $(TOOLS_CTL)
 INSTALL_MANS += man/shmlimit-stat.1 man/shmlimit-ctl.1

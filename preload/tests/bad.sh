@@ -285,5 +285,44 @@ check "retry-after-a-day: held more than 3500 s" le 3500000000000 "$h"
 check "retry-after-a-day: settled once, nothing charged" eq \
 	"$(seg sonnet.settled)/$(seg sonnet.tokens_in)/$(seg sonnet.spend)" "1/0/0"
 
+echo "# an incompatible or corrupt segment: passthrough, byte-identical, one stderr line"
+# A file under the segment name the shim is told to use (/dev/shm/NAME):
+# junk, empty, truncated, another layout version.  The shim must not attach
+# it, say so once, and leave every request exactly as without it.
+BADSEG="shl-preload-bad-$$-corrupt"
+SEGS="$SEGS $BADSEG"
+SHMF=/dev/shm/$BADSEG
+# corrupt NAME BODY: the same curl request plain and under the shim with
+# SHMLIMIT_SEGMENT=$BADSEG, whose file has just been written.
+corrupt() {
+	local n=$1 b=$2
+	curl -s "$URL" -d "$b" > "$T/$n.plain" 2>/dev/null
+	local rc=$?
+	SHMLIMIT_SEGMENT=$BADSEG SHMLIMIT_HOSTS=127.0.0.1:$PORT LD_PRELOAD=$SO \
+		curl -s "$URL" -d "$b" > "$T/$n.shim" 2>"$T/$n.err"
+	check "$n: exit code as without the shim ($rc)" eq $? "$rc"
+	check "$n: output byte-identical" cmp -s "$T/$n.plain" "$T/$n.shim"
+	check "$n: exactly one stderr line" eq "$(lines "$T/$n.err")" 1
+	check "$n: ... the shim's, naming the segment" grep -q \
+		"^shmlimit-preload: segment \"$BADSEG\": .*pass through ungoverned" "$T/$n.err"
+}
+yes 'not a libshmlimit segment' | head -c 65536 > "$SHMF"
+corrupt segment-junk "$J"
+corrupt segment-junk-sse "$S"
+: > "$SHMF"
+corrupt segment-empty "$J"
+"$SEGTOOL" create "$BADSEG" "$CFG" || { echo "FATAL: cannot create segment"; exit 1; }
+size=$(stat -c %s "$SHMF")
+check "a real segment attaches (the cases below differ from it only as said)" eq \
+	"$("$SEGTOOL" stats "$BADSEG" | awk '$1 == "sonnet.admitted" { print $2 }')" 0
+truncate -s $((size / 2)) "$SHMF"
+corrupt segment-truncated "$J"
+truncate -s 40 "$SHMF" # shorter than a header
+corrupt segment-truncated-header "$J"
+"$SEGTOOL" create "$BADSEG" "$CFG" || { echo "FATAL: cannot create segment"; exit 1; }
+printf '\377\377' | dd of="$SHMF" bs=1 seek=8 count=2 conv=notrunc 2>/dev/null # header.version
+corrupt segment-other-version "$J"
+check "segment-other-version: the line says which version" grep -q "version" "$T/segment-other-version.err"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

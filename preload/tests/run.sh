@@ -243,10 +243,172 @@ shim "$S10" "$m_port" curl -s -o "$T/ct.out" "$m_url/v1/messages/count_tokens" -
 check "count_tokens: answered" has "input_tokens" "$T/ct.out"
 check "count_tokens: admitted on its own pool, settled, no tokens" eq \
 	"$(seg "$S10" counting.admitted)/$(seg "$S10" counting.settled)/$(seg "$S10" counting.tokens_in)/$(seg "$S10" sonnet.admitted)" "1/1/0/0"
+echo "# Message Batches: charged half the estimate, at the batch entry's prices"
+# A configuration made here from the tier 1 preset: the preset has no
+# count_tokens nor message_batches entry (the reference gives no numbers
+# for their limits), so the test adds a "batch" pool whose prices are the
+# preset's Sonnet prices, and maps message_batches to it.
+python3 - "$HERE/../../libshmlimit/presets/tier1.json" "$T/batchcfg.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+sonnet = [p for p in cfg["pools"] if p["name"] == "sonnet"][0]
+cfg["pools"].append({"name": "batch", "rpm": 50, "itpm": 1000000, "otpm": 1000000,
+                     "prices": sonnet["prices"]})
+cfg["models"].append({"match": "message_batches", "pool": "batch"})
+json.dump(cfg, open(sys.argv[2], "w"))
+PY
+new_seg S10b "$T/batchcfg.json"
 BATCH='{"requests":[{"custom_id":"a","params":'"$J"'},{"custom_id":"b","params":'"$J"'}]}'
-shim "$S10" "$m_port" curl -s -o /dev/null "$m_url/v1/messages/batches" -d "$BATCH"
-check "batch: admitted on the batch pool (the mock answers 404: settled, nothing billed)" eq \
-	"$(seg "$S10" batch.admitted)/$(seg "$S10" batch.settled)/$(seg "$S10" batch.spend)" "1/1/0"
+curl -s "$m_url/v1/messages/batches" -d "$BATCH" > "$T/b.plain"
+shim "$S10b" "$m_port" curl -s "$m_url/v1/messages/batches" -d "$BATCH" > "$T/b.shim" 2>"$T/b.err"
+check "batch: the mock accepted it (a message_batch in progress)" has '"processing_status":"in_progress"' "$T/b.shim"
+check "batch: response byte-identical with and without the shim" eq \
+	"$(sed 's/"[a-z_]*_at":"[^"]*"//g' "$T/b.shim")" "$(sed 's/"[a-z_]*_at":"[^"]*"//g' "$T/b.plain")"
+check "batch: nothing on stderr" eq "$(lines "$T/b.err")" 0
+check "batch: admitted on the batch pool once, settled, nothing on sonnet" eq \
+	"$(seg "$S10b" batch.admitted)/$(seg "$S10b" batch.settled)/$(seg "$S10b" sonnet.admitted)" "1/1/0"
+# The non-batch estimate of the two requests: the input the server counts
+# for J (the shim's estimate by definition) and max_tokens as output, at the
+# preset's Sonnet prices (USD per million tokens = nano-dollars per token
+# / 1000); the batch is charged half of it, rounded up.
+est=$(python3 - "$T/batchcfg.json" "$pj_in" "$J" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+pr = [p for p in cfg["pools"] if p["name"] == "sonnet"][0]["prices"]
+n_in, body = int(sys.argv[2]), json.loads(sys.argv[3])
+one = round(n_in * pr["input"] * 1000) + round(body["max_tokens"] * pr["output"] * 1000)
+print(2 * one)
+PY
+)
+check "batch: the estimate is not trivial" ge "$est" 1000
+check "batch: spend charged = half the non-batch estimate" eq "$(seg "$S10b" batch.spend)" $(((est + 1) / 2))
+check "batch: the month's spend is that too" eq "$(seg "$S10b" spend_month)" $(((est + 1) / 2))
+check "batch: its tokens are the estimate" eq "$(seg "$S10b" batch.tokens_in)/$(seg "$S10b" batch.tokens_out)" \
+	"$((2 * pj_in))/400"
+# A batch mixing models is priced at the message_batches entry's prices
+# (documented): an Opus and a Haiku request here cost as two Sonnet ones.
+JO=${J/claude-sonnet-4-5/claude-opus-4-5} JH=${J/claude-sonnet-4-5/claude-haiku-4-5}
+new_seg S10c "$T/batchcfg.json"
+shim "$S10c" "$m_port" curl -s -o /dev/null "$m_url/v1/messages/batches" \
+	-d '{"requests":[{"custom_id":"o","params":'"$JO"'},{"custom_id":"h","params":'"$JH"'}]}'
+check "mixed batch: priced at the batch entry's prices, not each model's" eq "$(seg "$S10c" batch.spend)" $(((est + 1) / 2))
+check "mixed batch: no model pool charged" eq "$(seg "$S10c" opus.admitted)/$(seg "$S10c" haiku.admitted)" "0/0"
+# Refused by the server: nothing charged.
+new_seg S10d "$T/batchcfg.json"
+shim "$S10d" "$m_port" curl -s -o /dev/null -H 'x-mock-fail: 500' "$m_url/v1/messages/batches" -d "$BATCH"
+check "batch: a 500 is settled with no spend" eq "$(seg "$S10d" batch.settled)/$(seg "$S10d" batch.spend)" "1/0"
+check "the mock counted the batches it accepted" eq "$(mock_num "$m_url" batches)" 3
+
+echo "# feedback: anthropic-ratelimit-*-remaining clamps the pool's buckets (shl_clamp)"
+# feedback.json: one pool "fb" refilling 1 unit a second in every dimension
+# (60 a minute) from bursts of 1000 requests and 1000000 tokens, so that a
+# clamp shows plainly; the allowance below is what can have refilled since.
+# The mock runs without --config: it sends only the remaining headers that
+# x-mock-remaining asks for.
+FB=$HERE/feedback.json
+start_mock nc
+segf() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
+fle() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }' || { echo "       expected <= $2, got '$1'" >&2; return 1; }; }
+fge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }' || { echo "       expected >= $2, got '$1'" >&2; return 1; }; }
+since() { echo $((($(date +%s%N) - $1) / 1000000000 + 1)); } # whole seconds since $1, rounded up
+K=$(body claude-haiku-4-5 40 false "feedback, please")
+new_seg S11 "$FB"
+"$SEGTOOL" stats "$S11" > "$T/fb0.st"
+check "clamp: the pool starts full" eq "$(segf "$T/fb0.st" fb.avail_rpm)/$(segf "$T/fb0.st" fb.avail_itpm)/$(segf "$T/fb0.st" fb.avail_otpm)" "1000.000/1000000.000/1000000.000"
+t0=$(date +%s%N)
+shim "$S11" "$nc_port" curl -s -o "$T/fb.out" -H 'x-mock-remaining: 3,1000,2000' "$nc_url/v1/messages" -d "$K" 2>"$T/fb.err"
+check "clamp: curl exit 0" eq $? 0
+"$SEGTOOL" stats "$S11" > "$T/fb1.st"
+a=$(since "$t0")
+check "clamp: the response reached the application" has msg_mock "$T/fb.out"
+check "clamp: nothing on stderr" eq "$(lines "$T/fb.err")" 0
+check "clamp: admitted and settled once" eq "$(segf "$T/fb1.st" fb.admitted)/$(segf "$T/fb1.st" fb.settled)" "1/1"
+check "clamp: requests available <= 3 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_rpm)" $((3 + a))
+check "clamp: input tokens available <= 1000 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_itpm)" $((1000 + a))
+check "clamp: output tokens available <= 2000 (+$a refilled)" fle "$(segf "$T/fb1.st" fb.avail_otpm)" $((2000 + a))
+"$B/shmlimit-stat" --json "$S11" > "$T/fb1.json"
+a=$(since "$t0")
+check "clamp: shmlimit-stat --json shows the same (available rpm/itpm/otpm)" python3 -c '
+import json, sys
+p = [p for p in json.load(open(sys.argv[1]))["pools"] if p["name"] == "fb"][0]
+a, av = int(sys.argv[2]), p["available"]
+sys.exit(not (av["rpm"] <= 3 + a and av["itpm"] <= 1000 + a and av["otpm"] <= 2000 + a))' "$T/fb1.json" "$a"
+# A higher remaining never raises a bucket; a header left out leaves it.
+t0=$(date +%s%N)
+shim "$S11" "$nc_port" curl -s -o /dev/null -H 'x-mock-remaining: 999,900000,' "$nc_url/v1/messages" -d "$K"
+"$SEGTOOL" stats "$S11" > "$T/fb2.st"
+a=$(since "$t0")
+check "clamp: a higher remaining does not raise the input bucket" fle "$(segf "$T/fb2.st" fb.avail_itpm)" "$(awk -v x="$(segf "$T/fb1.st" fb.avail_itpm)" -v a="$a" 'BEGIN { print x + a }')"
+check "clamp: nor the requests bucket" fle "$(segf "$T/fb2.st" fb.avail_rpm)" "$(awk -v x="$(segf "$T/fb1.st" fb.avail_rpm)" -v a="$a" 'BEGIN { print x + a }')"
+check "clamp: still settled normally" eq "$(segf "$T/fb2.st" fb.settled)" 2
+new_seg S11b "$FB"
+shim "$S11b" "$nc_port" curl -s -o /dev/null -H 'x-mock-remaining: ,,5000' "$nc_url/v1/messages" -d "$K"
+"$SEGTOOL" stats "$S11b" > "$T/fb3.st"
+check "clamp: only the dimension given is clamped: output" fle "$(segf "$T/fb3.st" fb.avail_otpm)" 5000
+check "clamp: ... not input (one request's estimate taken)" fge "$(segf "$T/fb3.st" fb.avail_itpm)" 999000
+
+echo "# retry-after-ms on a 429 holds the pool (shl_hold)"
+# The mock sends retry-after: 2 next to retry-after-ms; the shim reads
+# retry-after-ms first: a 10-minute hold shows as more than 2 s left.
+new_seg S12 "$FB"
+shim "$S12" "$nc_port" curl -s -o "$T/ra.out" -H 'x-mock-fail: 429' -H 'x-mock-retry-after-ms: 600000' "$nc_url/v1/messages" -d "$K" 2>"$T/ra.err"
+check "hold: the 429 reached the application unchanged" has rate_limit_error "$T/ra.out"
+check "hold: nothing on stderr" eq "$(lines "$T/ra.err")" 0
+"$SEGTOOL" stats "$S12" > "$T/ra.st"
+check "hold: 429 counted, settled" eq "$(segf "$T/ra.st" fb.server_429)/$(segf "$T/ra.st" fb.settled)" "1/1"
+check "hold: the pool is held for retry-after-ms, not retry-after (> 2 s left)" ge "$(segf "$T/ra.st" fb.hold_ns)" 2000000001
+check "hold: at most the 600 s asked" le "$(segf "$T/ra.st" fb.hold_ns)" 600000000000
+# The same, as the stats tool shows it (shmlimit-stat --json: pools[].hold_seconds).
+"$B/shmlimit-stat" --json "$S12" > "$T/ra.json"
+check "hold: shmlimit-stat --json shows the pool held for more than 2 s, at most 600 s" python3 -c '
+import json, sys
+p = [p for p in json.load(open(sys.argv[1]))["pools"] if p["name"] == "fb"][0]
+sys.exit(not (2 < p["hold_seconds"] <= 600))' "$T/ra.json"
+n0=$(mock_num "$nc_url" requests)
+SHMLIMIT_WAIT_MS=0 shim "$S12" "$nc_port" curl -s -o /dev/null "$nc_url/v1/messages" -d "$K" 2>"$T/ra2.err"
+check "hold: a request that may not wait is refused (curl exit 42)" eq $? 42
+check "hold: the refusal names the pool and the hold" has "pool fb: hold limit" "$T/ra2.err"
+check "hold: one stderr line" eq "$(lines "$T/ra2.err")" 1
+SHMLIMIT_WAIT_MS=5000 shim "$S12" "$nc_port" curl -s -o /dev/null "$nc_url/v1/messages" -d "$K" 2>"$T/ra3.err"
+check "hold: a wait past SHMLIMIT_WAIT_MS is refused at once (exit 42)" eq $? 42
+check "hold: ... saying it is past the deadline" has "past the deadline" "$T/ra3.err"
+check "hold: neither was sent" eq "$(mock_num "$nc_url" requests)" "$n0"
+"$SEGTOOL" stats "$S12" > "$T/ra.st"
+check "hold: both counted as refused, only the 429 admitted" eq "$(segf "$T/ra.st" fb.refused)/$(segf "$T/ra.st" fb.admitted)" "2/1"
+# A short hold and a request that may wait: it is admitted after the hold.
+# Either it slept (the pool's "waited" counter), or the hold, which began
+# after t0, was over before it asked: then it returned at least 1.5 s after
+# t0.  A shim that ignored the hold fails both, short of a 1.5 s stall.
+new_seg S13 "$FB"
+t0=$(date +%s%N)
+shim "$S13" "$nc_port" curl -s -o /dev/null -H 'x-mock-fail: 429' -H 'x-mock-retry-after-ms: 1500' "$nc_url/v1/messages" -d "$K"
+check "hold: 1500 ms read, not retry-after's 2 s" le "$(seg "$S13" fb.hold_ns)" 1500000000
+SHMLIMIT_WAIT_MS=-1 shim "$S13" "$nc_port" curl -s -o "$T/ra4.out" "$nc_url/v1/messages" -d "$K"
+check "hold: a request that may wait succeeds" eq $? 0
+t2=$(date +%s%N)
+check "hold: ... and was sent" has msg_mock "$T/ra4.out"
+check "hold: ... after waiting for the hold" eval '[ "$(seg "$S13" fb.waited)" = 1 ] || [ $((t2 - t0)) -ge 1500000000 ]'
+
+echo "# a transport error with nothing sent cancels the admission"
+# A port nothing listens on: a mock started and shut down, its port closed.
+start_mock gone
+curl -s -o /dev/null -X POST "$gone_url/mock/shutdown"
+wait "$gone_pid"
+new_seg S14 "$FB"
+curl -s "$gone_url/v1/messages" -d "$K" > "$T/cr.plain" 2>"$T/cr.plain.err"
+rc_plain=$?
+check "refused: without the shim curl fails to connect (exit 7)" eq "$rc_plain" 7
+shim "$S14" "$gone_port" curl -s "$gone_url/v1/messages" -d "$K" > "$T/cr.shim" 2>"$T/cr.err"
+check "refused: the same exit code under the shim" eq $? "$rc_plain"
+check "refused: the same (empty) output" cmp -s "$T/cr.plain" "$T/cr.shim"
+check "refused: nothing on stderr from the shim" eq "$(grep -c shmlimit "$T/cr.err")" 0
+"$SEGTOOL" stats "$S14" > "$T/cr.st"
+check "refused: admitted once, cancelled, not settled" eq "$(segf "$T/cr.st" fb.admitted)/$(segf "$T/cr.st" fb.cancelled)/$(segf "$T/cr.st" fb.settled)" "1/1/0"
+check "refused: no spend left reserved (month)" eq "$(segf "$T/cr.st" spend_month)" 0
+check "refused: no spend on the pool" eq "$(segf "$T/cr.st" fb.spend)" 0
+check "refused: no tokens charged" eq "$(segf "$T/cr.st" fb.tokens_in)/$(segf "$T/cr.st" fb.tokens_out)" "0/0"
+check "refused: the input tokens were given back (bucket full)" fge "$(segf "$T/cr.st" fb.avail_itpm)" 1000000
+check "refused: the request was given back (bucket full)" fge "$(segf "$T/cr.st" fb.avail_rpm)" 1000
 
 echo "# no segment: passthrough, one stderr line"
 SHMLIMIT_SEGMENT=shl-preload-test-$$-none SHMLIMIT_HOSTS=127.0.0.1:$m_port LD_PRELOAD=$SO \

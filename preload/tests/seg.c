@@ -5,7 +5,8 @@
  *   shmlimit-preload-seg create NAME CONFIG.json
  *   shmlimit-preload-seg stats NAME      one "key value" line per counter
  *                                        (POOL.admitted, POOL.limit_rpm, ...,
- *                                        all.admitted, spend_month, ...)
+ *                                        POOL.avail_itpm, all.admitted,
+ *                                        spend_month, ...)
  *   shmlimit-preload-seg rm NAME
  */
 #include <errno.h>
@@ -109,6 +110,8 @@ int main(int argc, char **argv)
 			       "\n", p->name, p->burst[0], p->name, p->burst[1], p->name, p->burst[2]);
 			printf("%s.spend %" PRId64 "\n", p->name, p->spend);
 			printf("%s.waited %" PRIu64 "\n", p->name, p->waited);
+			printf("%s.avail_rpm %.3f\n%s.avail_itpm %.3f\n%s.avail_otpm %.3f\n", p->name,
+			       p->available[0], p->name, p->available[1], p->name, p->available[2]);
 		}
 		static const char *k[9] = {"admitted", "refused", "settled", "cancelled",
 					   "server_429", "tokens_in", "tokens_out",
