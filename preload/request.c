@@ -201,7 +201,11 @@ int shim_req_parse(const char *body, size_t len, enum shim_kind kind, struct shi
 			out->cost.input_tokens += one.cost.input_tokens;
 			out->cost.cache_write_5m += one.cost.cache_write_5m;
 			out->cost.cache_write_1h += one.cost.cache_write_1h;
+			/* Saturated like one request's: a batch of many large
+			 * max_tokens passes any bucket either way. */
 			out->cost.max_tokens += one.cost.max_tokens;
+			if (out->cost.max_tokens > 4294967295u)
+				out->cost.max_tokens = 4294967295u;
 			r = 0;
 		}
 		out->cost.batch = 1;
