@@ -41,7 +41,8 @@
  *
  *   take:   read R (acquire), then the CAS loop on tat alone (re-reading R
  *           before every retry); the ticket records mark = next + R.
- *   refund of up to b_req: read (tat, R) together; left = mark - R - now
+ *   refund of up to b_req: read (tat, R) (the cmpxchg16b validates the
+ *           pair, and reloads it together when it fails); left = mark - R - now
  *           as a signed difference, clamped at 0; b = min(b_req, left);
  *           (tat, R) := (tat - b saturating at 0, R + b) by one cmpxchg16b.
  *
@@ -72,6 +73,12 @@
  * T.  The ledger is what makes b <= P_j - now checkable: each give and its
  * ledger increment are one atomic step, so R_now - R_take counts every give
  * since the take.
+ *
+ * One limit, not closed by the ledger: `now` is the refunder's clock
+ * reading, and (I2) uses t_k <= now for the takes after j.  A refunder
+ * descheduled between its clock reading and its CAS, while others take
+ * at later readings, can over-credit by at most the time it lost; callers
+ * read the clock just before refunding (a rollback reads a fresh one).
  *
  * Concurrency of the ledger read: a take reads R (acquire) before it reads
  * tat and CASes it.  A refund landing between the R read and the CAS
@@ -193,6 +200,9 @@ uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
 		int64_t left = (int64_t)(mark - r - n); /* modular, as a signed difference */
 		uint64_t give = left <= 0 ? 0 : ((uint64_t)left < ns ? (uint64_t)left : ns);
+		/* Nothing left: final even if t and r were read apart.  r is
+		 * the ledger now or an older value, and the ledger only grows,
+		 * so a fresher one leaves even less. */
 		if (give == 0)
 			return 0;
 		/* Full barrier (locked); pairs with the acquire ledger load of
