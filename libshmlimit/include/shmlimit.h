@@ -306,9 +306,13 @@ typedef struct shl_ticket {
 				  or replaced it) */
 	uint64_t generation;   /* configuration generation at admission */
 	int64_t admitted_at;   /* shl_now() at admission */
-	uint64_t full_at[3];   /* each bucket's "full again" time right after the take;
-				  a refund never gives back more than is left of it,
-				  and nothing once the generation has changed */
+	uint64_t full_at[3];   /* each bucket's refund mark: its "full again" time
+				  right after the take plus the bucket's refund
+				  ledger as read at the take (mod 2^64), so that
+				  mark - ledger now is the take's end moved down by
+				  every refund since; a refund never gives back more
+				  than is left of the take by that end, and nothing
+				  once the generation has changed */
 } shl_ticket;
 
 /* Why a request was not admitted, and when it could be. */

@@ -14,11 +14,13 @@
  *      calling thread's spend lease, spend.c; the lease itself was taken
  *      from the shared word by that capped CAS.)
  *
- * On x86-64, the common case (OTPM in "actual" mode, some input) fuses
- * steps 1 and 2: OTPM is only checked, and RPM and ITPM, the first two
- * words of the pool line, are checked and taken together by one 16-byte
- * CAS (cmpxchg16b), so both or neither are taken and no rollback is ever
- * needed.  The rule on each word is exactly shl__bucket_take_at's.
+ * The common case (OTPM in "actual" mode, some input) fuses steps 1 and
+ * 2: OTPM is only checked, and RPM and ITPM are checked from one read of
+ * their words and taken by one 8-byte CAS each (RPM then ITPM); if the
+ * second loses a race, the slow path retries it and, on a refusal, rolls
+ * the first back.  (RPM and ITPM each sit next to their refund ledger, so
+ * they are no longer adjacent for one 16-byte CAS; bucket.c.)  The rule on
+ * each word is exactly shl__bucket_take_at's, and so is the ticket's mark.
  *
  * Each bucket, by itself, never admits more than burst + rate x T over any
  * interval T; giving back only ever returns what is left of this caller's
@@ -38,9 +40,11 @@
  * of max_tokens), and the spend is corrected to the real price.
  *
  * Refunds give back only what is provably still this ticket's:
- *   - to a bucket, at most what is left of the take (full_at - now), and
- *     nothing at all for a ticket of an earlier configuration generation:
- *     an apply rescales the bucket (its full_at is on the old scale) and a
+ *   - to a bucket, at most what is left of the take: its end moved down
+ *     by every refund of the bucket since (the refund ledger, bucket.c),
+ *     minus now; and nothing at all for a ticket of an earlier
+ *     configuration generation:
+ *     an apply rescales the bucket (its mark is on the old scale) and a
  *     reset republishes the configuration after refilling every bucket;
  *   - to the spend, nothing for a ticket admitted before the last spend
  *     reset (slot.spend_epoch), whose reservation the reset already erased.
@@ -129,46 +133,11 @@ static inline int64_t deadline_of(int64_t start, int64_t timeout)
  */
 static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int upto,
 						     const uint64_t cost_ns[SHL_NBUCKETS],
-						     const uint64_t full_at[SHL_NBUCKETS])
+						     const uint64_t mark[SHL_NBUCKETS])
 {
 	int64_t now = shl__now();
 	for (int k = 0; k < upto; k++)
-		shl__bucket_refund(&rt->tat[k], now, cost_ns[k], full_at[k]);
-}
-
-/*
- * RPM and ITPM (tat[0] and tat[1], 16-byte aligned at the start of the
- * pool line) taken in one cmpxchg16b: the same rule as shl__bucket_take_at
- * on each word, all or nothing.  Returns 0 (full_at set) or the wait of
- * the dimension *dim that refuses.  The ThreadSanitizer build keeps the
- * two 8-byte CAS, which it can see.
- */
-#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SHL_NO_CAS16 1
-#endif
-#endif
-#ifndef SHL_NO_CAS16
-#define SHL_HAVE_CAS16 1
-#endif
-#endif
-#ifndef SHL_HAVE_CAS16
-#define SHL_HAVE_CAS16 0
-#endif
-
-#if SHL_HAVE_CAS16
-static inline int cas16(_Atomic uint64_t *p, uint64_t *o0, uint64_t *o1, uint64_t n0, uint64_t n1)
-{
-	_Bool ok;
-	/* A full barrier, like every locked instruction; relaxed is all the
-	 * bucket words need (bucket.c). */
-	__asm__ __volatile__("lock cmpxchg16b %1"
-			     : "=@ccz"(ok), "+m"(*(volatile unsigned __int128 *)(void *)p),
-			       "+a"(*o0), "+d"(*o1)
-			     : "b"(n0), "c"(n1)
-			     : "memory");
-	return ok;
+		shl__bucket_refund(&rt->bkt[k], now, cost_ns[k], mark[k]);
 }
 
 static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
@@ -176,33 +145,6 @@ static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
 	uint64_t b = old > n ? old : n, r;
 	return __builtin_add_overflow(b, cost, &r) ? UINT64_MAX : r;
 }
-
-/* The CAS loop on RPM and ITPM, from the words last seen (o0, o1): where
- * fused_slow continues after fused()'s inline first attempt.  Returns 0
- * with f[] the words written, or the wait of the dimension *dim that
- * refuses. */
-static int64_t take2(struct shl_pool_rt *rt, uint64_t n, uint64_t o0, uint64_t o1, uint64_t c0,
-		     uint64_t c1, uint64_t tol0, uint64_t tol1, uint64_t f[2], int *dim)
-{
-	for (int i = 0; i < 100000; i++) {
-		uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
-		uint64_t a0 = n0 - n, a1 = n1 - n;
-		if (a0 > tol0 || a1 > tol1) {
-			uint64_t w0 = a0 > tol0 ? a0 - tol0 : 0, w1 = a1 > tol1 ? a1 - tol1 : 0;
-			*dim = w0 >= w1 ? SHL_DIM_RPM : SHL_DIM_ITPM;
-			uint64_t w = w0 >= w1 ? w0 : w1;
-			return w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
-		}
-		if (cas16(&rt->tat[0], &o0, &o1, n0, n1)) {
-			f[0] = n0;
-			f[1] = n1;
-			return 0;
-		}
-	}
-	*dim = SHL_DIM_RPM;
-	return 1; /* contended beyond reason: refuse, retry in 1 ns */
-}
-#endif
 
 /* The read-only pass: the exact wait of each dimension, from the words as
  * they are now.  Returns the dimension with the longest wait (*wmax), or
@@ -215,7 +157,7 @@ static inline int waits(struct shl_pool_rt *rt, uint64_t n, const uint64_t need[
 	(void)need;
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		/* relaxed: a hint; the CAS in step 2 decides. */
-		uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+		uint64_t tat = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
 		uint64_t base = tat > n ? tat : n;
 		uint64_t ahead = base - n;
 		ahead = ahead > UINT64_MAX - cost_ns[d] ? UINT64_MAX : ahead + cost_ns[d];
@@ -245,30 +187,46 @@ static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, i
 	return ret;
 }
 
-#if SHL_HAVE_CAS16
 /*
  * The fused path below when its first attempt did not go through: OTPM in
- * debt (t2), RPM or ITPM short, or the CAS lost a race (o0, o1: the words
- * as the CAS found them).  Takes as the rule says (f[] set, returns 0) or
- * refuses with the longest wait of all three words as they are now, as
- * the read-only pass reports it; if none must wait any more (the words
- * moved since), with what refused.  Off the hot path.
+ * debt, RPM or ITPM short, or a CAS lost a race (took0: RPM was taken,
+ * with mark m0, and ITPM's CAS lost).  Takes as the rule says (f[] the
+ * marks, returns 0), rolling RPM back if ITPM then refuses, or refuses
+ * with the longest wait of all three words as they are now, as the
+ * read-only pass reports it; if none must wait any more (the words moved
+ * since), with what refused.  Off the hot path.
  */
 static __attribute__((noinline, cold)) int
 fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_pool_local *pl,
-	   uint64_t n, uint64_t need_i, const uint64_t tol[], uint64_t t2, uint64_t o0,
-	   uint64_t o1, uint64_t f[2])
+	   int64_t now, uint64_t need_i, const uint64_t tol[], int took0, uint64_t m0,
+	   uint64_t f[2])
 {
+	const uint64_t n = (uint64_t)now;
 	const uint64_t need[SHL_NBUCKETS] = {1, need_i, 0};
 	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
 						need_i * pl->interval[SHL_DIM_ITPM], 0};
+	uint64_t mark[SHL_NBUCKETS] = {m0, 0, 0};
 	int wd = SHL_DIM_OTPM;
 	int64_t w = 1;
-	if (t2 <= n || t2 - n <= tol[SHL_DIM_OTPM])
-		w = take2(rt, n, o0, o1, cost_ns[SHL_DIM_RPM], cost_ns[SHL_DIM_ITPM],
-			  tol[SHL_DIM_RPM], tol[SHL_DIM_ITPM], f, &wd);
-	if (w == 0)
-		return 0;
+	/* relaxed: a hint, as in waits(). */
+	uint64_t t2 = atomic_load_explicit(&rt->bkt[SHL_DIM_OTPM].tat, memory_order_relaxed);
+	if (took0 || t2 <= n || t2 - n <= tol[SHL_DIM_OTPM]) {
+		wd = SHL_DIM_RPM;
+		w = took0 ? 0
+			  : shl__bucket_take_at(&rt->bkt[SHL_DIM_RPM], now, cost_ns[SHL_DIM_RPM],
+						tol[SHL_DIM_RPM], &mark[SHL_DIM_RPM]);
+		if (w == 0) {
+			wd = SHL_DIM_ITPM;
+			w = shl__bucket_take_at(&rt->bkt[SHL_DIM_ITPM], now, cost_ns[SHL_DIM_ITPM],
+						tol[SHL_DIM_ITPM], &mark[SHL_DIM_ITPM]);
+			if (w == 0) {
+				f[0] = mark[SHL_DIM_RPM];
+				f[1] = mark[SHL_DIM_ITPM];
+				return 0;
+			}
+			rollback(rt, 1, cost_ns, mark);
+		}
+	}
 	int64_t wmax;
 	int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
 	if (wdim < 0) {
@@ -277,7 +235,6 @@ fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_poo
 	}
 	return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
 }
-#endif
 
 /* The spend reservation when the lease could not cover it: the month it
  * was counted in (>= 0), or the negative errno of shl__lease_reserve.  Out
@@ -292,7 +249,7 @@ static __attribute__((noinline)) int64_t lease_reserve(shl_t *h, const struct sh
 }
 
 /* A refusal of the spend (step 3): give back the takes (each cost is
- * need x interval, as taken; f0..f2: the full_at of each take, 0 if none),
+ * need x interval, as taken; f0..f2: the mark of each take, 0 if none),
  * report the month's spend.  Off the hot path. */
 static __attribute__((noinline, cold)) int
 refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
@@ -302,8 +259,8 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
 						need_i * pl->interval[SHL_DIM_ITPM],
 						need_o * pl->interval[SHL_DIM_OTPM]};
-	const uint64_t full_at[SHL_NBUCKETS] = {f0, f1, f2};
-	rollback(rt, SHL_NBUCKETS, cost_ns, full_at);
+	const uint64_t mark[SHL_NBUCKETS] = {f0, f1, f2};
+	rollback(rt, SHL_NBUCKETS, cost_ns, mark);
 	int64_t cur = shl__spend_read(&h->seg->spendl, month);
 	return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
 		      (uint64_t)l->spend_cap, r);
@@ -311,7 +268,7 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 
 /*
  * Step 3 and the ticket, once the buckets are taken (f0..f2: each bucket's
- * full_at after the take, 0 if not taken).
+ * mark, its tat after the take plus its refund ledger, 0 if not taken).
  */
 static inline __attribute__((always_inline)) int
 admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
@@ -353,13 +310,13 @@ admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	return 0;
 }
 
-#if SHL_HAVE_CAS16
 /*
  * The common case (OTPM in "actual" mode, some input): steps 1 and 2
  * fused.  OTPM is only checked (a bucket in debt refuses); RPM and ITPM
- * are checked and taken in one 16-byte CAS, all or nothing, with no
- * rollback, by the rule of shl__bucket_take_at on each word.  Anything
- * but a first attempt that goes through (a refusal, a lost race)
+ * are checked from one read of their words and taken by one 8-byte CAS
+ * each, by the rule of shl__bucket_take_at on each word (ledger read
+ * first, mark = new tat + ledger).  Anything but a first attempt that goes
+ * through (a refusal, a lost race, RPM taken and ITPM's CAS lost)
  * continues in fused_slow, which reports a refusal with the longest wait
  * of all three words, as the read-only pass does.
  */
@@ -371,24 +328,41 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 	const uint64_t n = (uint64_t)now;
 	const uint64_t c0 = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
 	const uint64_t c1 = need_i * pl->interval[SHL_DIM_ITPM];
+	/* acquire: the ledgers are read before the words they mark, and pair
+	 * with the refunds' cmpxchg16b, as in shl__bucket_take_at (bucket.c). */
+	const uint64_t r0 = atomic_load_explicit(&rt->bkt[0].refunded, memory_order_acquire);
+	const uint64_t r1 = atomic_load_explicit(&rt->bkt[1].refunded, memory_order_acquire);
 	/* relaxed: hints; the CAS decides (bucket.c). */
-	uint64_t t2 = atomic_load_explicit(&rt->tat[SHL_DIM_OTPM], memory_order_relaxed);
-	uint64_t o0 = atomic_load_explicit(&rt->tat[0], memory_order_relaxed);
-	uint64_t o1 = atomic_load_explicit(&rt->tat[1], memory_order_relaxed);
+	uint64_t t2 = atomic_load_explicit(&rt->bkt[SHL_DIM_OTPM].tat, memory_order_relaxed);
+	uint64_t o0 = atomic_load_explicit(&rt->bkt[0].tat, memory_order_relaxed);
+	uint64_t o1 = atomic_load_explicit(&rt->bkt[1].tat, memory_order_relaxed);
 	uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
+	uint64_t f[2];
+	int r;
 	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
-			 n1 - n > tol[SHL_DIM_ITPM] || !cas16(&rt->tat[0], &o0, &o1, n0, n1))) {
-		uint64_t f[2];
-		int r = fused_slow(rt, why, p, pl, n, need_i, tol, t2, o0, o1, f);
-		if (r != 0)
-			return r;
-		n0 = f[0];
-		n1 = f[1];
+			 n1 - n > tol[SHL_DIM_ITPM] ||
+			 /* relaxed/relaxed: the word publishes nothing (bucket.c). */
+			 !atomic_compare_exchange_strong_explicit(&rt->bkt[0].tat, &o0, n0,
+								  memory_order_relaxed,
+								  memory_order_relaxed))) {
+		r = fused_slow(rt, why, p, pl, now, need_i, tol, 0, 0, f);
+		goto slow;
 	}
-	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, n0, n1,
-			    0);
+	/* relaxed/relaxed: as above. */
+	if (shl_unlikely(!atomic_compare_exchange_strong_explicit(&rt->bkt[1].tat, &o1, n1,
+								   memory_order_relaxed,
+								   memory_order_relaxed))) {
+		r = fused_slow(rt, why, p, pl, now, need_i, tol, 1, n0 + r0, f);
+		goto slow;
+	}
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, n0 + r0,
+			    n1 + r1, 0);
+slow:
+	if (r != 0)
+		return r;
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, f[0],
+			    f[1], 0);
 }
-#endif
 
 /*
  * The admission.  `keep` (0..1) is the fraction of each bucket that must be
@@ -399,7 +373,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
  * numbers are derived, so little is live across the call; the case of
  * shl_try with OTPM in "actual" mode and some input (need[OTPM] is 0, so
  * its burst check, burst >= 1, cannot refuse; nothing is kept free) goes
- * straight to the fused path; the needs, costs and full_at there are
+ * straight to the fused path; the needs, costs and marks there are
  * scalars and the tolerances are read in place, so none of it goes
  * through the stack; every refusal after the clock is read, and a lost
  * race, is a cold out-of-line call.
@@ -443,7 +417,6 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
 	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
-#if SHL_HAVE_CAS16
 	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
@@ -451,7 +424,6 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
 	}
-#endif
 	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
 	if (shl_unlikely(need_o > pl->burst[SHL_DIM_OTPM]))
 		return refuse(rt, why, SHL_DIM_OTPM, p, 0, need_o, pl->burst[SHL_DIM_OTPM], -E2BIG);
@@ -482,10 +454,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
-#if SHL_HAVE_CAS16
 	if (shl_likely(need_i != 0 && need_o == 0))
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
-#endif
 	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
 	/* 1. read-only pass: the exact wait of each dimension. */
 	for (int d = 0; d < SHL_NBUCKETS; d++)
@@ -499,7 +469,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		if (need[d] == 0)
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
-		int64_t w = shl__bucket_take_at(&rt->tat[d], now, cost_ns[d], tol[d], &full_at[d]);
+		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d]);
 		if (shl_unlikely(w > 0)) {
 			rollback(rt, d, cost_ns, full_at);
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
@@ -653,11 +623,12 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
 	return &h->seg->pools[t->pool];
 }
 
-/* The full_at a refund of this ticket may use: its own, if the ticket is
- * of the live generation; else 0, which refunds nothing (see the top). */
-static inline uint64_t ticket_full_at(const struct shl_local *l, const shl_ticket *t, int d)
+/* Whether this ticket's bucket refunds count: only if it is of the live
+ * generation; a ticket of an earlier one gives nothing back to the
+ * buckets (see the top). */
+static inline int ticket_refunds(const struct shl_local *l, const shl_ticket *t)
 {
-	return t->generation == l->gen ? t->full_at[d] : 0;
+	return t->generation == l->gen;
 }
 
 /* The spend correction of a ticket: a refund (delta < 0) only if its
@@ -695,14 +666,14 @@ static inline uint64_t mul_sat(uint64_t a, uint64_t b)
 
 /* Inline: a usage equal to the estimate (the common ITPM case) costs one
  * compare and no call. */
-static inline __attribute__((always_inline)) void adjust(_Atomic uint64_t *tat, int64_t now,
+static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int64_t now,
 							 uint64_t had, uint64_t real, uint64_t iv,
-							 uint64_t full_at)
+							 int refunds, uint64_t mark)
 {
 	if (real > had)
-		shl__bucket_charge(tat, now, mul_sat(real - had, iv));
-	else if (shl_unlikely(had > real))
-		shl__bucket_refund(tat, now, mul_sat(had - real, iv), full_at);
+		shl__bucket_charge(&b->tat, now, mul_sat(real - had, iv));
+	else if (shl_unlikely(had > real) && refunds)
+		shl__bucket_refund(b, now, mul_sat(had - real, iv), mark);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -739,10 +710,11 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
-		adjust(&rt->tat[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM],
-		       ticket_full_at(l, t, SHL_DIM_ITPM));
-		adjust(&rt->tat[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM],
-		       ticket_full_at(l, t, SHL_DIM_OTPM));
+		const int rf = ticket_refunds(l, t);
+		adjust(&rt->bkt[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM], rf,
+		       t->full_at[SHL_DIM_ITPM]);
+		adjust(&rt->bkt[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM], rf,
+		       t->full_at[SHL_DIM_OTPM]);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		if (shl_likely(ps != NULL)) {
 			/* Our own slot: plain adds, no lock prefix (pslot.c). */
@@ -800,9 +772,9 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	struct shl_pslot *ps = shl__pslot(h);
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
-		for (int d = 0; d < SHL_NBUCKETS; d++)
-			shl__bucket_refund(&rt->tat[d], now, shl__mul_sat(had[d], pl->interval[d]),
-					   ticket_full_at(l, t, d));
+		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
+			shl__bucket_refund(&rt->bkt[d], now, shl__mul_sat(had[d], pl->interval[d]),
+					   t->full_at[d]);
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else
@@ -871,8 +843,9 @@ int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
 	int64_t now = shl__now();
 	uint64_t floor = (uint64_t)now + (pl->burst[dim] - remaining) * pl->interval[dim];
 	struct shl_pool_rt *rt = &h->seg->pools[pool];
-	uint64_t before = atomic_load_explicit(&rt->tat[dim], memory_order_relaxed);
-	shl__bucket_raise(&rt->tat[dim], floor);
+	/* relaxed: a hint for the statistic below (bucket words, bucket.c). */
+	uint64_t before = atomic_load_explicit(&rt->bkt[dim].tat, memory_order_relaxed);
+	shl__bucket_raise(&rt->bkt[dim].tat, floor);
 	if (before < floor)
 		atomic_fetch_add_explicit(&rt->clamps, 1, memory_order_relaxed);
 	return 0;

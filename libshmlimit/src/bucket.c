@@ -25,6 +25,79 @@
  *
  * Arithmetic is unsigned and saturating: a scribbled word can make a bucket
  * refuse (a huge wait) but never overflow, loop or crash.
+ *
+ * Refunds and the refund ledger
+ * -----------------------------
+ * A cancel, a settle below the estimate and a rollback give back part of a
+ * take.  The word cannot say which part of [now, tat) is whose, so a refund
+ * removes from the tail (tat -= b), which moves every region laid after the
+ * refunded one down by b.  A ticket's own "full again" instant, recorded at
+ * its take, is then stale: two tickets could each give back "what is left"
+ * of regions that overlap after the shift, and the bucket would be credited
+ * with more than it lent (two 500-ns tickets cancelled at the instant where
+ * only 500 ns of either is left, both giving 500: 1.5 x burst admitted at
+ * once).  So each bucket keeps, next to tat in the same 16 bytes, a ledger
+ * R: the total ns every refund of this bucket ever gave back (mod 2^64).
+ *
+ *   take:   read R (acquire), then the CAS loop on tat alone (re-reading R
+ *           before every retry); the ticket records mark = next + R.
+ *   refund of up to b_req: read (tat, R) (the cmpxchg16b validates the
+ *           pair, and reloads it together when it fails); left = mark - R - now
+ *           as a signed difference, clamped at 0; b = min(b_req, left);
+ *           (tat, R) := (tat - b saturating at 0, R + b) by one cmpxchg16b.
+ *
+ * Why no refund can over-credit.  Let P_j = full_at_j - G_j, where G_j is
+ * everything given back (to any ticket) after take j's CAS: j's end, moved
+ * down by every give since.  mark_j - R_now <= P_j (equal when the take's
+ * ledger read is fresh; see below).  The "true" bucket places every ticket
+ * at its take with its net cost (cost minus what was given back to it):
+ * T = max over takes k of (t_k + N_k), N_k the net costs of take k and all
+ * later ones.  Two invariants, for every take j, at every instant:
+ *
+ *   (I1)  tat - P_j >= net cost of all takes after j.
+ *         At j's take both sides are 0.  A later take raises tat by at
+ *         least its cost.  A give of b to a ticket after j lowers tat by at
+ *         most b, P_j by b and the right side by b; a give to j or to an
+ *         earlier ticket lowers tat by at most b and P_j by b.  Charges and
+ *         raises only raise tat.
+ *   (I2)  max(tat, now) >= T.
+ *         A take adds the same term to both (its net cost is at most its
+ *         cost).  Time only raises the left side.  A give of b to ticket j
+ *         lowers the true terms k <= j by b, which were <= max(tat, now),
+ *         and leaves those of the takes after j, t_k + N_k <= now + N_k;
+ *         and since b <= P_j - now, tat - b >= tat - P_j + now >= now +
+ *         (net of the takes after j) by (I1).
+ *
+ * So every admission the word makes, the true bucket (net costs) makes
+ * too, and the net admitted over any interval T is at most burst + rate x
+ * T.  The ledger is what makes b <= P_j - now checkable: each give and its
+ * ledger increment are one atomic step, so R_now - R_take counts every give
+ * since the take.
+ *
+ * One limit, not closed by the ledger: `now` is the refunder's clock
+ * reading, and (I2) uses t_k <= now for the takes after j.  A refunder
+ * descheduled between its clock reading and its CAS, while others take
+ * at later readings, can over-credit by at most the time it lost; callers
+ * read the clock just before refunding (a rollback reads a fresh one).
+ *
+ * Concurrency of the ledger read: a take reads R (acquire) before it reads
+ * tat and CASes it.  A refund landing between the R read and the CAS
+ * changes tat, so the CAS fails and the take retries with a fresh R.  A
+ * stale R (a refund landing between the R read and the tat read, or an ABA
+ * on tat) is smaller, so R_now - R_take is larger and the refund smaller:
+ * the safe direction.  R can never be read "from the future" (a refund
+ * ordered after the take's CAS): the acquire load keeps the R read before
+ * the CAS, and if it sees a refund's R, that refund's tat write is before
+ * the CAS in the word's modification order.  Refunds of tickets laid after
+ * j count in R too, which only makes j's refunds smaller.  Takes never
+ * change R; shl_clamp (raise) and settle's charge only raise tat, shifting
+ * nothing down.  An apply's rescale and a reset change tat freely, but only
+ * before publishing a new generation, and tickets of an older generation
+ * get no bucket refund at all (admit.c); R is left as it is by a reset
+ * (only its differences mean anything).
+ *
+ * Without a 16-byte CAS (not x86-64) refunds give nothing back: never an
+ * over-admission, only less credit.
  */
 #include <stdint.h>
 
@@ -50,33 +123,100 @@ static inline uint64_t add_sat(uint64_t a, uint64_t b)
 	return r;
 }
 
-int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, uint64_t tol)
+/* The GCRA rule on one word: 0 and *after = the new tat, or the wait. */
+static inline int64_t take_word(_Atomic uint64_t *tat, uint64_t n, uint64_t *old, uint64_t cost_ns,
+				uint64_t tol, uint64_t *after, int *done)
 {
-	uint64_t after;
-	return shl__bucket_take_at(tat, now, cost_ns, tol, &after);
+	uint64_t next = add_sat(*old > n ? *old : n, cost_ns);
+	uint64_t ahead = next - n;
+	*done = 1;
+	if (ahead > tol) {
+		uint64_t w = ahead - tol;
+		return w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
+	}
+	/* relaxed/relaxed: the word publishes nothing but itself. */
+	if (atomic_compare_exchange_weak_explicit(tat, old, next, memory_order_relaxed,
+						  memory_order_relaxed)) {
+		*after = next;
+		return 0;
+	}
+	*done = 0;
+	return 0;
 }
 
-int64_t shl__bucket_take_at(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, uint64_t tol,
-			    uint64_t *after)
+int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, uint64_t tol)
 {
-	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	uint64_t n = now < 0 ? 0 : (uint64_t)now, after;
 	/* relaxed: see the contract above; the CAS below re-validates. */
 	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
-		uint64_t next = add_sat(old > n ? old : n, cost_ns);
-		uint64_t ahead = next - n;
-		if (ahead > tol) {
-			uint64_t w = ahead - tol;
-			return w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w;
-		}
-		/* relaxed/relaxed: the word publishes nothing but itself. */
-		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
-							  memory_order_relaxed)) {
-			*after = next;
-			return 0;
+		int done;
+		int64_t w = take_word(tat, n, &old, cost_ns, tol, &after, &done);
+		if (done)
+			return w;
+	}
+	return 1; /* contended beyond reason: refuse, retry in 1 ns */
+}
+
+/* A take from a bucket pair: the ticket's mark is the new tat plus the
+ * ledger as read before the CAS (see the top). */
+int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns, uint64_t tol,
+			    uint64_t *mark)
+{
+	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	for (int i = 0; i < SHL_CAS_TRIES; i++) {
+		/* acquire: pairs with the refund's cmpxchg16b (a full barrier):
+		 * a ledger value seen here is of a refund whose tat write the
+		 * CAS below then sees (the top comment); the tat load itself is
+		 * relaxed, the CAS re-validates it. */
+		uint64_t r = atomic_load_explicit(&b->refunded, memory_order_acquire);
+		uint64_t old = atomic_load_explicit(&b->tat, memory_order_relaxed), after;
+		int done;
+		int64_t w = take_word(&b->tat, n, &old, cost_ns, tol, &after, &done);
+		if (done) {
+			if (w == 0)
+				*mark = after + r; /* mod 2^64 */
+			return w;
 		}
 	}
 	return 1; /* contended beyond reason: refuse, retry in 1 ns */
+}
+
+/*
+ * Give back up to `ns` of a take whose ticket holds `mark` (see the top):
+ * at most what is left of it, full_at - (gives since the take) - now, by
+ * one 16-byte CAS of (tat, ledger).  Returns what was given.
+ */
+uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_t mark)
+{
+	if (ns == 0)
+		return 0;
+#if SHL_HAVE_CAS16
+	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	/* relaxed: a first guess; the cmpxchg16b validates both words together
+	 * (on failure it loads the pair atomically into t, r). */
+	uint64_t t = atomic_load_explicit(&b->tat, memory_order_relaxed);
+	uint64_t r = atomic_load_explicit(&b->refunded, memory_order_relaxed);
+	for (int i = 0; i < SHL_CAS_TRIES; i++) {
+		int64_t left = (int64_t)(mark - r - n); /* modular, as a signed difference */
+		uint64_t give = left <= 0 ? 0 : ((uint64_t)left < ns ? (uint64_t)left : ns);
+		/* Nothing left: final even if t and r were read apart.  r is
+		 * the ledger now or an older value, and the ledger only grows,
+		 * so a fresher one leaves even less. */
+		if (give == 0)
+			return 0;
+		/* Full barrier (locked); pairs with the acquire ledger load of
+		 * shl__bucket_take_at. */
+		if (shl__cas16(b, &t, &r, t > give ? t - give : 0, r + give))
+			return give;
+	}
+	return 0;
+#else
+	(void)b;
+	(void)now;
+	(void)mark;
+	return 0;
+#endif
 }
 
 void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns)
@@ -91,20 +231,6 @@ void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns)
 							  memory_order_relaxed))
 			return;
 	}
-}
-
-/*
- * Give back part of an earlier take, made when the bucket became full again
- * at `full_at`.  A plain give would be wrong once the bucket has refilled
- * past that take: max(tat, now) has already forgotten it, and subtracting
- * it again would credit the bucket with units it never lent.  What is left
- * of the take at `now` is at most full_at - now, so never give more.
- */
-void shl__bucket_refund(_Atomic uint64_t *tat, int64_t now, uint64_t ns, uint64_t full_at)
-{
-	uint64_t n = now < 0 ? 0 : (uint64_t)now;
-	uint64_t left = full_at > n ? full_at - n : 0;
-	shl__bucket_give(tat, ns < left ? ns : left);
 }
 
 void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)

@@ -47,18 +47,25 @@
  *   +16  i64  lifetime       units charged since creation (never rolls)
  *
  * Pool runtime (0x00100 + 512 * p), one cache line per writer group:
- *   line 0 (hot: every admission of this pool)
- *     +0   u64 tat[3]        GCRA theoretical arrival time, ns, per RPM/ITPM/OTPM
- *     +24  i64 hold_until    no admission before this shl_now() (retry-after)
- *     +32  u64 admitted
- *     +40  u64 refused
- *     +48  u64 waited
- *     +56  u64 clamps        times the server's remaining lowered a bucket
+ *   line 0 (hot: every admission of this pool): per RPM/ITPM/OTPM d, a
+ *   16-byte aligned bucket pair (refunds update both words with one
+ *   cmpxchg16b, bucket.c):
+ *     +0   u64 tat[0]        GCRA theoretical arrival time, ns (RPM)
+ *     +8   u64 refunded[0]   refund ledger: ns given back by refunds
+ *                            since creation, mod 2^64, only ever grows
+ *     +16  u64 tat[1], +24 u64 refunded[1]   (ITPM)
+ *     +32  u64 tat[2], +40 u64 refunded[2]   (OTPM)
+ *     +48  i64 hold_until    no admission before this shl_now() (retry-after)
+ *     +56  u64 refused
  *   line 1 (settle)
  *     +64  u64 tokens_in, +72 tokens_out, +80 cache_read, +88 cache_write,
  *     +96  i64 spend, +104 u64 settled, +112 u64 cancelled, +120 u64 server_429
- *   lines 2..7: last-minute window, 12 slots x 32 bytes, one slot per 5 s:
+ *   +128: last-minute window, 12 slots x 24 bytes, one slot per 5 s:
  *     +0 u64 rpm, +8 u64 in, +16 u64 out, each (epoch mod 65536) << 48 | count
+ *   +416 u64 admitted        (only admissions without a process slot)
+ *   +424 u64 waited, +432 u64 clamps   (times the server's remaining lowered
+ *                            a bucket)
+ *   +440 72 bytes reserved (zero)
  *
  * Statistics base (0x1C180 + 128 * p), written by reset and apply under the
  * flock: what the process slots held for pool p when its counters were
@@ -180,17 +187,20 @@ struct shl_spend_line {
 
 struct shl_win_slot {
 	_Atomic uint64_t v[SHL_NBUCKETS];
-	uint64_t pad;
 };
+
+/* One bucket: its GCRA word and its refund ledger, updated together by a
+ * refund's 16-byte CAS (bucket.c), hence the alignment. */
+struct shl_bkt {
+	_Atomic uint64_t tat;
+	_Atomic uint64_t refunded;
+} __attribute__((aligned(16)));
 
 struct shl_pool_rt {
 	/* line 0: written by every admission of this pool */
-	_Atomic uint64_t tat[SHL_NBUCKETS];
+	struct shl_bkt bkt[SHL_NBUCKETS];
 	_Atomic int64_t hold_until;
-	_Atomic uint64_t admitted;
 	_Atomic uint64_t refused;
-	_Atomic uint64_t waited;
-	_Atomic uint64_t clamps;
 	/* line 1: written by settle and cancel */
 	_Atomic uint64_t tokens_in;
 	_Atomic uint64_t tokens_out;
@@ -200,8 +210,13 @@ struct shl_pool_rt {
 	_Atomic uint64_t settled;
 	_Atomic uint64_t cancelled;
 	_Atomic uint64_t server_429;
-	/* lines 2..7 */
+	/* +128 */
 	struct shl_win_slot win[SHL_WINDOW_SLOTS];
+	/* +416: rarely written counters */
+	_Atomic uint64_t admitted;
+	_Atomic uint64_t waited;
+	_Atomic uint64_t clamps;
+	uint64_t pad[9];
 };
 
 struct shl_pool_cfg {
@@ -295,6 +310,12 @@ _Static_assert(sizeof(struct shl_pslot) == 22592, "process slot");
 _Static_assert(sizeof(struct shl_seg) == 0x180000, "segment size");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");
+_Static_assert(sizeof(struct shl_bkt) == 16, "bucket pair");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, bkt) == 0, "bucket pairs");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, hold_until) == 48, "hold");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, refused) == 56, "refused");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, admitted) == 416, "cold counters");
+_Static_assert(__builtin_offsetof(struct shl_seg, pools) % 16 == 0, "pairs 16-byte aligned");
 
 /* ------------------------------------------------------------------ */
 /* The process-local configuration: a validated copy of the live slot,  */
@@ -366,13 +387,14 @@ SHL_HIDDEN uint32_t shl__name_hash(const char *s);
 extern const char *const shl__presets[];
 extern const int shl__npresets;
 
-/* bucket.c: GCRA arithmetic on one word, shared with the benchmarks. */
+/* bucket.c: GCRA arithmetic on one word, shared with the benchmarks, and
+ * the bucket pair with its refund ledger (see bucket.c's top comment). */
 SHL_HIDDEN int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now,
 				    uint64_t cost_ns, uint64_t tol);
-SHL_HIDDEN int64_t shl__bucket_take_at(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns,
-				       uint64_t tol, uint64_t *after);
-SHL_HIDDEN void shl__bucket_refund(_Atomic uint64_t *tat, int64_t now, uint64_t ns,
-				   uint64_t full_at);
+SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns,
+				       uint64_t tol, uint64_t *mark);
+SHL_HIDDEN uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns,
+				       uint64_t mark);
 SHL_HIDDEN void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns);
 SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
 SHL_HIDDEN void shl__bucket_raise(_Atomic uint64_t *tat, uint64_t floor);
@@ -494,6 +516,32 @@ SHL_HIDDEN void shl__window_sum(const struct shl_pool_rt *rt, int64_t now,
 /* ------------------------------------------------------------------ */
 /* Inline hot-path helpers.                                            */
 /* ------------------------------------------------------------------ */
+
+/*
+ * A 16-byte compare-and-swap of a bucket pair (tat, refunded): x86-64's
+ * lock cmpxchg16b.  Like every locked instruction it is a full barrier;
+ * relaxed is all the bucket words need, except the ledger's pairing with a
+ * take (bucket.c).  The ThreadSanitizer build uses it too: TSan does not see
+ * the asm (no false report: no data is published through bucket words).
+ * Without it (SHL_HAVE_CAS16 0, other platforms) refunds give nothing back
+ * (bucket.c): conservative, never an over-admission.
+ */
+#if defined(__x86_64__)
+#define SHL_HAVE_CAS16 1
+static inline int shl__cas16(struct shl_bkt *p, uint64_t *o0, uint64_t *o1, uint64_t n0,
+			     uint64_t n1)
+{
+	_Bool ok;
+	__asm__ __volatile__("lock cmpxchg16b %1"
+			     : "=@ccz"(ok), "+m"(*(volatile unsigned __int128 *)(void *)p),
+			       "+a"(*o0), "+d"(*o1)
+			     : "b"(n0), "c"(n1)
+			     : "memory");
+	return ok;
+}
+#else
+#define SHL_HAVE_CAS16 0
+#endif
 
 #include <time.h>
 

@@ -459,7 +459,9 @@ int shl_config_get(shl_t *h, shl_config **out)
 	return 0;
 }
 
-/* Carry a bucket over to a new interval: keep its deficit in units. */
+/* Carry a bucket over to a new interval: keep its deficit in units.  Its
+ * refund ledger stays: tickets of the old generation get no bucket refund,
+ * and new tickets mark the ledger as they find it (bucket.c). */
 static void bucket_rescale(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, uint64_t new_iv)
 {
 	uint64_t n = (uint64_t)now;
@@ -614,7 +616,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 			continue;
 		}
 		for (int d = 0; d < SHL_NBUCKETS; d++)
-			bucket_rescale(&rt->tat[d], now, l->pools[j].interval[d],
+			bucket_rescale(&rt->bkt[d].tat, now, l->pools[j].interval[d],
 				       nl.pools[j].interval[d]);
 	}
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
@@ -676,8 +678,11 @@ int shl_reset(shl_t *h, unsigned what)
 		/* relaxed: each word is independent; a reset racing admissions
 		 * is an operator's explicit choice. */
 		if (what & SHL_RESET_BUCKETS) {
+			/* Each refund ledger is left as it is: only its
+			 * differences mean anything, and tickets from before the
+			 * reset get no bucket refund anyway (bucket.c). */
 			for (int d = 0; d < SHL_NBUCKETS; d++)
-				atomic_store_explicit(&rt->tat[d], 0, memory_order_relaxed);
+				atomic_store_explicit(&rt->bkt[d].tat, 0, memory_order_relaxed);
 			atomic_store_explicit(&rt->hold_until, 0, memory_order_relaxed);
 		}
 		if (what & SHL_RESET_COUNTERS) {
@@ -770,7 +775,7 @@ int shl_check(shl_t *h, char *report, size_t len)
 		struct shl_pool_rt *rt = &seg->pools[p];
 		int used = !bad && p < s->npools && (s->pools[p].flags & SHL_PF_USED);
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			uint64_t t = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+			uint64_t t = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
 			if (t > (uint64_t)(now + year)) {
 				rep(report, len, &at, "pools[%u].tat[%s]: %llu ns is over a year ahead "
 				    "of now (%lld)\n", p, shl_dim_name(d), (unsigned long long)t,

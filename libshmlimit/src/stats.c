@@ -52,7 +52,7 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 			o->limit[d] = pc->limit[d];
 			o->burst[d] = pc->burst[d];
 			/* relaxed: whole words; see the module comment. */
-			uint64_t tat = atomic_load_explicit(&rt->tat[d], memory_order_relaxed);
+			uint64_t tat = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
 			double deficit = tat > (uint64_t)now ? (double)(tat - (uint64_t)now) : 0.0;
 			o->available[d] = (double)pl->burst[d] - deficit / (double)pl->interval[d];
 		}

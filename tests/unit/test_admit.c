@@ -44,15 +44,15 @@ static void test_all_or_nothing(void)
 	/* ITPM has 100 left: a 200-token request is refused by ITPM with the
 	 * exact wait (100 tokens at 10/s = 10 s), and nothing else moves. */
 	c.input_tokens = 200;
-	uint64_t rpm_before = atomic_load(&h->seg->pools[0].tat[SHL_DIM_RPM]);
-	uint64_t otpm_before = atomic_load(&h->seg->pools[0].tat[SHL_DIM_OTPM]);
+	uint64_t rpm_before = atomic_load(&h->seg->pools[0].bkt[SHL_DIM_RPM].tat);
+	uint64_t otpm_before = atomic_load(&h->seg->pools[0].bkt[SHL_DIM_OTPM].tat);
 	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
 	CU_ASSERT_EQUAL(why.dim, SHL_DIM_ITPM);
 	CU_ASSERT_EQUAL(why.wait_ns, 10 * S);
 	CU_ASSERT_EQUAL(why.need, 200);
 	CU_ASSERT_EQUAL(why.capacity, 1000);
-	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_RPM]), rpm_before);
-	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_OTPM]), otpm_before);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].bkt[SHL_DIM_RPM].tat), rpm_before);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].bkt[SHL_DIM_OTPM].tat), otpm_before);
 	/* 10 s later it fits exactly. */
 	tu_boot += 10 * S;
 	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), 0);
@@ -183,7 +183,7 @@ static void test_late_refund_not_credited(void)
 	CU_ASSERT_EQUAL(shl_settle(h, &y, &u), 0);
 	shl_stats_get(h, &st);
 	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 1000, 1e-9);
-	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].tat[SHL_DIM_ITPM]), (uint64_t)tu_boot);
+	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].bkt[SHL_DIM_ITPM].tat), (uint64_t)tu_boot);
 	close_seg();
 }
 

@@ -58,12 +58,19 @@ static void test_lines(void)
 
 static void test_pool_runtime(void)
 {
-	AT(struct shl_pool_rt, tat, 0);
-	AT(struct shl_pool_rt, hold_until, 24);
-	AT(struct shl_pool_rt, admitted, 32);
-	AT(struct shl_pool_rt, refused, 40);
-	AT(struct shl_pool_rt, waited, 48);
-	AT(struct shl_pool_rt, clamps, 56);
+	/* Line 0: three (tat, refund ledger) pairs, each 16-byte aligned for
+	 * the refund's cmpxchg16b, then the hold and the refusal count. */
+	AT(struct shl_pool_rt, bkt[0].tat, 0);
+	AT(struct shl_pool_rt, bkt[0].refunded, 8);
+	AT(struct shl_pool_rt, bkt[1].tat, 16);
+	AT(struct shl_pool_rt, bkt[1].refunded, 24);
+	AT(struct shl_pool_rt, bkt[2].tat, 32);
+	AT(struct shl_pool_rt, bkt[2].refunded, 40);
+	CU_ASSERT_EQUAL(sizeof(struct shl_bkt), 16);
+	CU_ASSERT_EQUAL(_Alignof(struct shl_bkt), 16);
+	CU_ASSERT_EQUAL((offsetof(struct shl_seg, pools) + offsetof(struct shl_pool_rt, bkt)) % 16, 0);
+	AT(struct shl_pool_rt, hold_until, 48);
+	AT(struct shl_pool_rt, refused, 56);
 	AT(struct shl_pool_rt, tokens_in, 64);
 	AT(struct shl_pool_rt, tokens_out, 72);
 	AT(struct shl_pool_rt, cache_read, 80);
@@ -73,7 +80,11 @@ static void test_pool_runtime(void)
 	AT(struct shl_pool_rt, cancelled, 112);
 	AT(struct shl_pool_rt, server_429, 120);
 	AT(struct shl_pool_rt, win, 128);
-	CU_ASSERT_EQUAL(sizeof(struct shl_win_slot), 32);
+	CU_ASSERT_EQUAL(sizeof(struct shl_win_slot), 24);
+	AT(struct shl_pool_rt, admitted, 416);
+	AT(struct shl_pool_rt, waited, 424);
+	AT(struct shl_pool_rt, clamps, 432);
+	AT(struct shl_pool_rt, pad, 440);
 	CU_ASSERT_EQUAL(sizeof(struct shl_pool_rt), 512);
 }
 

@@ -57,7 +57,7 @@ static int64_t rb_unix_fn(void)
 		rb_other_take_at = tu_boot;
 		/* ... while another process admits one request (RPM burst 1). */
 		uint64_t after;
-		int64_t w = shl__bucket_take_at(&h->seg->pools[0].tat[SHL_DIM_RPM], tu_boot, S, S,
+		int64_t w = shl__bucket_take_at(&h->seg->pools[0].bkt[SHL_DIM_RPM], tu_boot, S, S,
 						&after);
 		CU_ASSERT_EQUAL(w, 0);
 	}
@@ -80,7 +80,7 @@ static void test_rollback_after_preemption_over_credits(void)
 	shl__clock_unix = tu_unix_fn;
 	/* The other process's take (at rb_other_take_at, 1 s) must still be
 	 * there: the bucket is full again no earlier than +1 s. */
-	uint64_t tat = atomic_load(&h->seg->pools[0].tat[SHL_DIM_RPM]);
+	uint64_t tat = atomic_load(&h->seg->pools[0].bkt[SHL_DIM_RPM].tat);
 	CU_ASSERT(tat >= (uint64_t)(rb_other_take_at + S));
 	CU_ASSERT(avail(0, SHL_DIM_RPM) <= 1e-9);
 	close_seg();
@@ -139,7 +139,7 @@ static void test_otpm_deep_debt_admits(void)
 	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
 	CU_ASSERT_EQUAL(why.dim, SHL_DIM_OTPM);
 	/* Same with a scribbled word "far in the future" (README: refuses). */
-	atomic_store(&h->seg->pools[0].tat[SHL_DIM_OTPM], UINT64_MAX);
+	atomic_store(&h->seg->pools[0].bkt[SHL_DIM_OTPM].tat, UINT64_MAX);
 	CU_ASSERT_EQUAL(shl_try(h, m, &c, &t, &why), -EAGAIN);
 	close_seg();
 }
@@ -363,6 +363,45 @@ static void test_config_price_extra_decimals(void)
 	shl_config_free(c);
 }
 
+/* ------------------------------------------------------------------ */
+/* 14. A refund was bounded by full_at - now, full_at recorded at the   */
+/*    take; but a refund takes from the tail of the bucket, which moves */
+/*    every later take's region down while its full_at stays.  Two     */
+/*    tickets could then each give back "what is left" of the same     */
+/*    room: 1.5 x burst admitted at one instant (the refund ledger,    */
+/*    bucket.c).  The colleague's repro, through shl_try/shl_cancel:   */
+/*    ITPM 60000/min (1 ms a token), burst 1000 tokens.                */
+/* ------------------------------------------------------------------ */
+
+static void test_refund_after_earlier_refund_over_credits(void)
+{
+	open_seg(tu_pool_cfg(6000, 60000, 60000, 100, 1000, 10000, NULL, NULL));
+	int m = shl_lookup(h, "m");
+	shl_ticket x0, x1, x2, y1, y2;
+	shl_refusal why;
+	shl_cost half = {.input_tokens = 500}, full = {.input_tokens = 1000};
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &half, &x0, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &half, &x1, NULL), 0);
+	CU_ASSERT_EQUAL(shl_cancel(h, &x0), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &half, &x2, NULL), 0);
+	tu_boot += S / 2; /* 500 tokens refilled: X1's region has gone by */
+	CU_ASSERT_EQUAL(shl_cancel(h, &x1), 0);
+	int r1 = shl_try(h, m, &full, &y1, &why);
+	CU_ASSERT_EQUAL(r1, -EAGAIN); /* X2 still holds 500 */
+	if (r1 == -EAGAIN) {
+		CU_ASSERT_EQUAL(why.dim, SHL_DIM_ITPM);
+		CU_ASSERT_EQUAL(why.wait_ns, S / 2);
+	}
+	CU_ASSERT_EQUAL(shl_cancel(h, &x2), 0);
+	int r2 = shl_try(h, m, &half, &y2, NULL);
+	CU_ASSERT_EQUAL(r2, 0);
+	/* At this instant, net of cancels: at most the burst. */
+	unsigned sent = (r1 == 0 ? 1000u : 0u) + (r2 == 0 ? 500u : 0u);
+	CU_ASSERT(sent <= 1000);
+	CU_ASSERT(avail(0, SHL_DIM_ITPM) <= 500 + 1e-6);
+	close_seg();
+}
+
 void suite_review(void)
 {
 	CU_pSuite s = CU_add_suite("review", NULL, NULL);
@@ -379,4 +418,5 @@ void suite_review(void)
 	TU_ADD(s, test_config_default_rpm_burst_rounds_up);
 	TU_ADD(s, test_config_spend_cap_rounds_up);
 	TU_ADD(s, test_config_price_extra_decimals);
+	TU_ADD(s, test_refund_after_earlier_refund_over_credits);
 }

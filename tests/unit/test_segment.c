@@ -310,7 +310,7 @@ static void test_reset_and_check(void)
 	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), 0);
 	CU_ASSERT_STRING_EQUAL(rep, "");
 	/* Scribble a bucket a century ahead and a hold a week ahead. */
-	atomic_store(&h->seg->pools[0].tat[1], (uint64_t)INT64_MAX);
+	atomic_store(&h->seg->pools[0].bkt[1].tat, (uint64_t)INT64_MAX);
 	atomic_store(&h->seg->pools[0].hold_until, shl_now() + 7LL * 86400 * 1000000000LL);
 	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), -EUCLEAN);
 	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pools[0].tat[itpm]"));
