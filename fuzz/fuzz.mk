@@ -4,7 +4,8 @@
 #   make check-fuzz    a short smoke of each (FUZZ_SMOKE seconds), after
 #                      replaying every saved regression input
 # New inputs go to build/fuzz/corpus-*, never into the repository; a crash
-# found becomes a file in fuzz/regress/<target>/ (copy it there by hand).
+# found is written to build/fuzz/<target>-crash-*; it becomes a file in
+# fuzz/regress/<target>/ (copy it there by hand).
 FUZZ_TARGETS := config segment request headers usage sse
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE ?= 8
@@ -44,6 +45,7 @@ fuzz: $(FUZZ_BIN)
 	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- \
 	    $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' ; \
 	done
 
@@ -53,6 +55,7 @@ check-fuzz: $(FUZZ_BIN)
 	    $(BUILD)/fuzz/fuzz_$$t "$$f" >/dev/null 2>&1 || { echo "fuzz: regression $$f fails"; exit 1; }; done; \
 	  mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 	  timeout $$(( $(FUZZ_SMOKE) + 60 )) $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SMOKE) \
+	    -artifact_prefix=$(BUILD)/fuzz/$$t- \
 	    -print_final_stats=1 $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t > $(BUILD)/fuzz/$$t.log 2>&1 \
 	    || { tail -n 30 $(BUILD)/fuzz/$$t.log; echo "fuzz: $$t: 0 passed, 1 failed"; exit 1; }; \
 	  echo "fuzz $$t: $$(grep -o 'number_of_executed_units: [0-9]*' $(BUILD)/fuzz/$$t.log) in $(FUZZ_SMOKE) s"; \
