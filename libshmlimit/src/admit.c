@@ -140,21 +140,14 @@ static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int
 		shl__bucket_refund(&rt->bkt[k], now, cost_ns[k], mark[k]);
 }
 
-static inline uint64_t next_of(uint64_t old, uint64_t n, uint64_t cost)
-{
-	uint64_t b = old > n ? old : n, r;
-	return __builtin_add_overflow(b, cost, &r) ? UINT64_MAX : r;
-}
-
 /* The read-only pass: the exact wait of each dimension, from the words as
  * they are now.  Returns the dimension with the longest wait (*wmax), or
  * -1 if none must wait. */
-static inline int waits(struct shl_pool_rt *rt, uint64_t n, const uint64_t need[],
-			const uint64_t cost_ns[], const uint64_t tol[], int64_t *wmax)
+static inline int waits(struct shl_pool_rt *rt, uint64_t n, const uint64_t cost_ns[],
+			const uint64_t tol[], int64_t *wmax)
 {
 	int wdim = -1;
 	*wmax = 0;
-	(void)need;
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		/* relaxed: a hint; the CAS in step 2 decides. */
 		uint64_t tat = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
@@ -228,7 +221,7 @@ fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_poo
 		}
 	}
 	int64_t wmax;
-	int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+	int wdim = waits(rt, n, cost_ns, tol, &wmax);
 	if (wdim < 0) {
 		wdim = wd;
 		wmax = w;
@@ -336,7 +329,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 	uint64_t t2 = atomic_load_explicit(&rt->bkt[SHL_DIM_OTPM].tat, memory_order_relaxed);
 	uint64_t o0 = atomic_load_explicit(&rt->bkt[0].tat, memory_order_relaxed);
 	uint64_t o1 = atomic_load_explicit(&rt->bkt[1].tat, memory_order_relaxed);
-	uint64_t n0 = next_of(o0, n, c0), n1 = next_of(o1, n, c1);
+	uint64_t n0 = shl__gcra_next(o0, n, c0), n1 = shl__gcra_next(o1, n, c1);
 	uint64_t f[2];
 	int r;
 	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
@@ -461,7 +454,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
 	int64_t wmax;
-	int wdim = waits(rt, n, need, cost_ns, tol, &wmax);
+	int wdim = waits(rt, n, cost_ns, tol, &wmax);
 	if (wdim >= 0)
 		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
 
@@ -657,13 +650,6 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
 	}
 }
 
-/* shl__mul_sat, inlined. */
-static inline uint64_t mul_sat(uint64_t a, uint64_t b)
-{
-	uint64_t r;
-	return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
 /* Inline: a usage equal to the estimate (the common ITPM case) costs one
  * compare and no call. */
 static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int64_t now,
@@ -671,9 +657,9 @@ static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int6
 							 int refunds, uint64_t mark)
 {
 	if (real > had)
-		shl__bucket_charge(&b->tat, now, mul_sat(real - had, iv));
+		shl__bucket_charge(&b->tat, now, shl__mul_sat(real - had, iv));
 	else if (shl_unlikely(had > real) && refunds)
-		shl__bucket_refund(b, now, mul_sat(had - real, iv), mark);
+		shl__bucket_refund(b, now, shl__mul_sat(had - real, iv), mark);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)

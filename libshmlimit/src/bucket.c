@@ -107,27 +107,11 @@
  * hostile writer hammering the word must not pin us forever. */
 #define SHL_CAS_TRIES 100000
 
-uint64_t shl__mul_sat(uint64_t a, uint64_t b)
-{
-	uint64_t r;
-	if (__builtin_mul_overflow(a, b, &r))
-		return UINT64_MAX;
-	return r;
-}
-
-static inline uint64_t add_sat(uint64_t a, uint64_t b)
-{
-	uint64_t r;
-	if (__builtin_add_overflow(a, b, &r))
-		return UINT64_MAX;
-	return r;
-}
-
 /* The GCRA rule on one word: 0 and *after = the new tat, or the wait. */
 static inline int64_t take_word(_Atomic uint64_t *tat, uint64_t n, uint64_t *old, uint64_t cost_ns,
 				uint64_t tol, uint64_t *after, int *done)
 {
-	uint64_t next = add_sat(*old > n ? *old : n, cost_ns);
+	uint64_t next = shl__gcra_next(*old, n, cost_ns);
 	uint64_t ahead = next - n;
 	*done = 1;
 	if (ahead > tol) {
@@ -219,20 +203,6 @@ uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_
 #endif
 }
 
-void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns)
-{
-	if (ns == 0)
-		return;
-	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
-	for (int i = 0; i < SHL_CAS_TRIES; i++) {
-		uint64_t next = old > ns ? old - ns : 0;
-		/* relaxed: independent counter, as in shl__bucket_take. */
-		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
-							  memory_order_relaxed))
-			return;
-	}
-}
-
 void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)
 {
 	if (ns == 0)
@@ -242,7 +212,7 @@ void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
 		/* A charge may push the bucket into debt: that is the point of
 		 * settling with real usage larger than the estimate. */
-		uint64_t next = add_sat(old > n ? old : n, ns);
+		uint64_t next = shl__gcra_next(old, n, ns);
 		/* relaxed: independent counter, as in shl__bucket_take. */
 		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
 							  memory_order_relaxed))
@@ -277,7 +247,7 @@ void shl__window_add(struct shl_pool_rt *rt, int64_t now, const uint64_t add[SHL
 		uint64_t old = atomic_load_explicit(&s->v[d], memory_order_relaxed);
 		for (int i = 0; i < SHL_CAS_TRIES; i++) {
 			uint64_t cnt = (old & ~SHL_WIN_MASK) == tag ? (old & SHL_WIN_MASK) : 0;
-			cnt = add_sat(cnt, add[d]);
+			cnt = shl__add_sat(cnt, add[d]);
 			if (cnt > SHL_WIN_MASK)
 				cnt = SHL_WIN_MASK;
 			/* relaxed: a statistic; nothing is published through it. */
@@ -300,7 +270,7 @@ void shl__window_sum(const struct shl_pool_rt *rt, int64_t now, uint64_t out[SHL
 			uint64_t w = atomic_load_explicit(&rt->win[k].v[d], memory_order_relaxed);
 			uint64_t age = ((epoch & 0xffff) - (w >> SHL_WIN_BITS)) & 0xffff;
 			if (age < SHL_WINDOW_SLOTS)
-				out[d] = add_sat(out[d], w & SHL_WIN_MASK);
+				out[d] = shl__add_sat(out[d], w & SHL_WIN_MASK);
 		}
 	}
 }

@@ -395,10 +395,28 @@ SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t 
 				       uint64_t tol, uint64_t *mark);
 SHL_HIDDEN uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns,
 				       uint64_t mark);
-SHL_HIDDEN void shl__bucket_give(_Atomic uint64_t *tat, uint64_t ns);
 SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
 SHL_HIDDEN void shl__bucket_raise(_Atomic uint64_t *tat, uint64_t floor);
-SHL_HIDDEN uint64_t shl__mul_sat(uint64_t a, uint64_t b);
+
+/* Saturating arithmetic on bucket nanoseconds (a scribbled word or a huge
+ * settle must saturate, never wrap), and the GCRA step of one take:
+ * max(tat, now) + cost.  Inline: admit.c's fused path uses them too. */
+static inline uint64_t shl__mul_sat(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static inline uint64_t shl__add_sat(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns)
+{
+	return shl__add_sat(tat > n ? tat : n, cost_ns);
+}
 
 /* spend.c */
 SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,
@@ -442,10 +460,9 @@ SHL_HIDDEN void shl__stats_rebase(struct shl_seg *seg, int p, int64_t now);
 SHL_HIDDEN void shl__pool_totals(const struct shl_seg *seg, int p, int64_t now,
 				 uint64_t cnt[SHL_PSTATS], uint64_t win[SHL_NBUCKETS]);
 SHL_HIDDEN int64_t shl__lifetime(const struct shl_seg *seg);
-/* spend.c: a slot's spend lease when it is claimed (dead: from a dead
- * owner) and when its handle lets it go. */
-SHL_HIDDEN void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead);
-SHL_HIDDEN void shl__pslot_retire(struct shl *h, struct shl_pslot *s);
+/* spend.c: a slot's spend lease back to the word, when the slot is
+ * claimed (perhaps from a dead owner) and when its handle lets it go. */
+SHL_HIDDEN void shl__pslot_lease_return(struct shl *h, struct shl_pslot *s);
 SHL_HIDDEN int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
 				  uint32_t month, int64_t units, uint32_t *charged);
 SHL_HIDDEN void shl__lease_adjust(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,

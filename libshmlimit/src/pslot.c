@@ -82,7 +82,7 @@ static struct shl_pslot *claim(struct shl *h)
 		if (atomic_compare_exchange_strong_explicit(&s->owner, &o, me,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
-			shl__pslot_adopt(h, s, o != 0);
+			shl__pslot_lease_return(h, s);
 			shl__padd(&s->claims, 1);
 			errno = saved;
 			return s;
@@ -122,7 +122,7 @@ void shl__pslots_release(struct shl *h)
 		struct shl_pslot *s = &h->seg->pslots[i];
 		if (atomic_load_explicit(&s->owner, memory_order_relaxed) != me)
 			continue;
-		shl__pslot_retire(h, s);
+		shl__pslot_lease_return(h, s);
 		/* release: our counts and lease are visible to the next owner. */
 		atomic_store_explicit(&s->owner, 0, memory_order_release);
 	}

@@ -386,17 +386,10 @@ int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month, uint64_t spe
 	return v;
 }
 
-void shl__pslot_adopt(struct shl *h, struct shl_pslot *s, int dead)
-{
-	/* A dead owner's lease: nobody can use it any more. */
-	struct shl_local *l = shl__local(h);
-	lease_open(s); /* also closes a dead owner's open move */
-	lease_return(h, l, s, shl__month(h, shl__now()));
-	lease_close(s);
-	(void)dead;
-}
-
-void shl__pslot_retire(struct shl *h, struct shl_pslot *s)
+/* A slot's lease back to the word: when its handle lets the slot go, and
+ * when a claimer takes it (a dead owner's lease: nobody can use it any
+ * more; lease_open also closes a move the dead owner left open). */
+void shl__pslot_lease_return(struct shl *h, struct shl_pslot *s)
 {
 	struct shl_local *l = shl__local(h);
 	lease_open(s);

@@ -29,25 +29,9 @@ MOCK=$B/shmlimit-mock
 HDRCLIENT=$B/shmlimit-preload-hdrclient
 HERE=$(cd "$(dirname "$0")" && pwd)
 CFG=$HERE/bad.json
-T=$(mktemp -d "${TMPDIR:-/tmp}/shl-preload-bad.XXXXXX") || exit 1
-PIDS="" SEGS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-	for p in $PIDS; do wait "$p" 2>/dev/null; done
-	for s in $SEGS; do "$SEGTOOL" rm "$s" 2>/dev/null; done
-	[ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-unset SHMLIMIT_SEGMENT SHMLIMIT_HOSTS SHMLIMIT_WAIT_MS SHMLIMIT_ROUTE
-
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-eq() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
-le() { [ "$1" -le "$2" ] || { echo "       expected <= $2, got '$1'" >&2; return 1; }; }
-lines() { wc -l < "$1" | tr -d ' '; }
+seg_rm() { "$SEGTOOL" rm "$1"; }
+. "$HERE/harness.sh"
+harness_init preload-bad
 
 "$MOCK" --port 0 --port-file "$T/port" --max-seconds 120 --max-requests 1000 2>"$T/mock.err" &
 PIDS="$PIDS $!"
@@ -324,5 +308,4 @@ printf '\377\377' | dd of="$SHMF" bs=1 seek=8 count=2 conv=notrunc 2>/dev/null #
 corrupt segment-other-version "$J"
 check "segment-other-version: the line says which version" grep -q "version" "$T/segment-other-version.err"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+harness_done

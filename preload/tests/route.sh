@@ -20,24 +20,9 @@ MOCK=$B/shmlimit-mock
 CTL=$(readlink -f "$B/shmlimit-ctl")
 STAT=$B/shmlimit-stat
 APP=$B/shmlimit-preload-routeapp
-T=$(mktemp -d "${TMPDIR:-/tmp}/shl-route-test.XXXXXX") || exit 1
-PIDS="" SEGS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-	for p in $PIDS; do wait "$p" 2>/dev/null; done
-	for s in $SEGS; do "$CTL" rm "$s" >/dev/null 2>&1; done
-	[ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-unset SHMLIMIT_SEGMENT SHMLIMIT_HOSTS SHMLIMIT_WAIT_MS SHMLIMIT_ROUTE
-
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-eq() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
-has() { grep -q -- "$1" "$2" || { echo "       '$1' not in $2: $(head -c 300 "$2")" >&2; return 1; }; }
+seg_rm() { "$CTL" rm "$1"; }
+. "$(cd "$(dirname "$0")" && pwd)/harness.sh"
+harness_init route-test
 
 # The segment: three pools of 1 request a minute (opus and sonnet hold 1,
 # haiku 3), as in the presets' model classes.
@@ -235,5 +220,4 @@ check "read callback: one stderr line says why" eq "$(grep -c 'SHMLIMIT_ROUTE: a
 check "read callback: sent as asked once the pool has room" \
 	has "^request 2: curl=0 status=200 model=claude-opus-4-5 buffer=unchanged$" "$T/app.read"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+harness_done

@@ -18,27 +18,9 @@ WORKER=$B/shmlimit-preload-worker
 MOCK=$B/shmlimit-mock
 HERE=$(cd "$(dirname "$0")" && pwd)
 CFG=$HERE/fleet.json
-T=$(mktemp -d "${TMPDIR:-/tmp}/shl-preload-test.XXXXXX") || exit 1
-PIDS="" SEGS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-	for p in $PIDS; do wait "$p" 2>/dev/null; done
-	for s in $SEGS; do "$SEGTOOL" rm "$s" 2>/dev/null; done
-	[ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-unset SHMLIMIT_SEGMENT SHMLIMIT_HOSTS SHMLIMIT_WAIT_MS
-
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-eq() { [ "$1" = "$2" ] || { echo "       expected '$2', got '$1'" >&2; return 1; }; }
-ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got '$1'" >&2; return 1; }; }
-le() { [ "$1" -le "$2" ] || { echo "       expected <= $2, got '$1'" >&2; return 1; }; }
-has() { grep -q -- "$1" "$2" || { echo "       '$1' not in $2: $(head -c 300 "$2")" >&2; return 1; }; }
-lines() { wc -l < "$1" | tr -d ' '; }
+seg_rm() { "$SEGTOOL" rm "$1"; }
+. "$HERE/harness.sh"
+harness_init preload-test
 
 # start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
 start_mock() {
@@ -422,5 +404,4 @@ curl -s "$m_url/v1/messages" -d 'not json' > "$T/n3.plain"
 check "unparseable body: identical output" eq "$(noid "$T/n3")" "$(noid "$T/n3.plain")"
 check "unparseable body: one stderr line" eq "$(grep -c 'pass through' "$T/n3.err")" 1
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+harness_done

@@ -9,16 +9,23 @@
 static char name[64];
 static shl_t *h;
 
-static void open_seg(shl_config *c)
+/* A segment from c (freed) on whatever clock is installed. */
+static void create_seg(shl_config *c)
 {
 	snprintf(name, sizeof(name), "%s", tu_name());
-	tu_boot = 5000 * S;
-	tu_unix = 1790000000LL * S; /* 2026-09-21, UTC */
-	tu_fake_clock(1);
 	shl_err e = {{0}};
 	int r = shl_create(name, c, 0, &h, &e);
 	CU_ASSERT_EQUAL_FATAL(r, 0);
 	shl_config_free(c);
+}
+
+/* The same on the fake clock. */
+static void open_seg(shl_config *c)
+{
+	tu_boot = 5000 * S;
+	tu_unix = 1790000000LL * S; /* 2026-09-21, UTC */
+	tu_fake_clock(1);
+	create_seg(c);
 }
 
 static void close_seg(void)
@@ -556,10 +563,7 @@ static long attempts_of(int m, const shl_cost *c, int64_t timeout, shl_ticket *t
 static void test_acquire_sleeps_not_spins(void)
 {
 	/* rpm 300, burst 1: after a take, the RPM bucket is empty for 200 ms */
-	snprintf(name, sizeof(name), "%s", tu_name());
-	shl_config *cfg = tu_pool_cfg(300, 600000, 600000, 1, 100000, 100000, NULL, NULL);
-	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
-	shl_config_free(cfg);
+	create_seg(tu_pool_cfg(300, 600000, 600000, 1, 100000, 100000, NULL, NULL)); /* the real clock */
 	int m = shl_lookup(h, "m");
 	shl_cost c = {.input_tokens = 10};
 	shl_ticket t;
@@ -585,18 +589,13 @@ static void test_acquire_sleeps_not_spins(void)
 	atomic_store(&shl__acquire_attempts, 0);
 	CU_ASSERT_EQUAL(shl_acquire(h, m, &c, 5 * S, &t, &why), 0);
 	CU_ASSERT_EQUAL(atomic_load(&shl__acquire_attempts), 0);
-	shl_detach(h);
-	shl_unlink(name);
-	h = NULL;
+	close_seg();
 }
 
 static void test_acquire_deadline_before_wait(void)
 {
 	/* rpm 1, burst 1: after a take, the RPM bucket is empty for 60 s */
-	snprintf(name, sizeof(name), "%s", tu_name());
-	shl_config *cfg = tu_pool_cfg(1, 600000, 600000, 1, 100000, 100000, NULL, NULL);
-	CU_ASSERT_EQUAL_FATAL(shl_create(name, cfg, 0, &h, NULL), 0);
-	shl_config_free(cfg);
+	create_seg(tu_pool_cfg(1, 600000, 600000, 1, 100000, 100000, NULL, NULL)); /* the real clock */
 	int m = shl_lookup(h, "m");
 	shl_cost c = {.input_tokens = 10};
 	shl_ticket t;
@@ -618,9 +617,7 @@ static void test_acquire_deadline_before_wait(void)
 	shl_stats_get(h, &st);
 	CU_ASSERT_EQUAL(st.pools[0].admitted, 1);
 	CU_ASSERT_EQUAL(st.pools[0].waited, 0);
-	shl_detach(h);
-	shl_unlink(name);
-	h = NULL;
+	close_seg();
 }
 
 static void test_errors_and_names(void)

@@ -38,28 +38,33 @@ static void test_zero_and_full_cost(void)
 
 static void test_give_charge_raise(void)
 {
-	_Atomic uint64_t tat = 0;
-	uint64_t iv = 10, tol = 100;
-	CU_ASSERT_EQUAL(shl__bucket_take(&tat, 1000, 100, tol), 0);
-	shl__bucket_give(&tat, 50);
-	CU_ASSERT_EQUAL(atomic_load(&tat), 1050);
-	CU_ASSERT_EQUAL(shl__bucket_take(&tat, 1000, 50, tol), 0);
+	struct shl_bkt b = {0};
+	_Atomic uint64_t *tat = &b.tat;
+	uint64_t iv = 10, tol = 100, mark;
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 100, tol, &mark), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 50, mark), 50);
+	CU_ASSERT_EQUAL(atomic_load(tat), 1050);
+	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 50);
+	CU_ASSERT_EQUAL(shl__bucket_take(tat, 1000, 50, tol), 0);
 	/* A charge may go into debt; admissions then wait it out. */
-	shl__bucket_charge(&tat, 1000, 200);
-	CU_ASSERT_EQUAL(atomic_load(&tat), 1300);
-	CU_ASSERT_EQUAL(shl__bucket_take(&tat, 1000, 0, tol), 200);
+	shl__bucket_charge(tat, 1000, 200);
+	CU_ASSERT_EQUAL(atomic_load(tat), 1300);
+	CU_ASSERT_EQUAL(shl__bucket_take(tat, 1000, 0, tol), 200);
 	/* A charge to a full bucket starts from now, not from the past. */
-	_Atomic uint64_t t2 = 5;
-	shl__bucket_charge(&t2, 1000, 30);
-	CU_ASSERT_EQUAL(atomic_load(&t2), 1030);
-	/* Giving back more than was ever taken floors at 0, no wrap. */
-	shl__bucket_give(&t2, 5000);
-	CU_ASSERT_EQUAL(atomic_load(&t2), 0);
+	struct shl_bkt b2 = {0};
+	_Atomic uint64_t *t2 = &b2.tat;
+	atomic_store(t2, 5);
+	shl__bucket_charge(t2, 1000, 30);
+	CU_ASSERT_EQUAL(atomic_load(t2), 1030);
+	/* Giving back more than the word holds floors at 0, no wrap (a
+	 * mark far ahead lets the whole 5000 through). */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b2, 1000, 5000, 10000), 5000);
+	CU_ASSERT_EQUAL(atomic_load(t2), 0);
 	/* Raise only raises. */
-	shl__bucket_raise(&t2, 700);
-	CU_ASSERT_EQUAL(atomic_load(&t2), 700);
-	shl__bucket_raise(&t2, 600);
-	CU_ASSERT_EQUAL(atomic_load(&t2), 700);
+	shl__bucket_raise(t2, 700);
+	CU_ASSERT_EQUAL(atomic_load(t2), 700);
+	shl__bucket_raise(t2, 600);
+	CU_ASSERT_EQUAL(atomic_load(t2), 700);
 	(void)iv;
 }
 
