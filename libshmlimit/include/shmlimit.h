@@ -344,6 +344,39 @@ SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
 			int64_t timeout_ns, shl_ticket *t, shl_refusal *why);
 
 /*
+ * Fair waiting: take a place in line.  Like shl_acquire, but it never
+ * sleeps: a request that cannot be admitted now reserves its share of the
+ * future in every bucket of its pool (GCRA expresses a reservation as a
+ * take whose start lies ahead) and is admitted at its release time,
+ * t->admitted_at (shl_now() scale; <= now when it may go at once).  Later
+ * requests queue behind it, so a large request is never starved by small
+ * ones, and its wait is bounded by the work ahead of it.  The caller waits
+ * until t->admitted_at in whatever way suits it (a sleep, a timer of an
+ * event loop, holding a transfer back) and then calls shl_start.
+ * Returns 0 (ticket open); -ETIMEDOUT when the release would come later
+ * than `max_wait_ns` from now (nothing is taken; why->wait_ns says when it
+ * could have been; max_wait_ns < 0: no deadline, 0: only now); -E2BIG,
+ * -EDQUOT, -ESRCH, -EACCES as shl_try.  The guarantee of shl_try holds for
+ * release times: over any interval T a pool admits at most
+ * burst + rate x T with each admission counted at its admitted_at.
+ */
+SHL_API int shl_reserve(shl_t *h, int model, const shl_cost *cost, int64_t max_wait_ns,
+			shl_ticket *t, shl_refusal *why);
+
+/*
+ * The moment a reserved request is really sent: check again what may have
+ * changed while it waited.  Returns 0 (send it); -EAGAIN when the pool is
+ * now held back by a server retry-after (why->wait_ns: until the hold
+ * ends) or the release time has not come; -EDQUOT when the server has said
+ * the spend cap is reached.  On a negative return the ticket is still
+ * open: cancel it (shl_cancel) and, for -EAGAIN, reserve again.
+ */
+SHL_API int shl_start(shl_t *h, const shl_ticket *t, shl_refusal *why);
+
+/* The index of the pool named `name` in the live configuration, or -ESRCH. */
+SHL_API int shl_pool_find(shl_t *h, const char *name);
+
+/*
  * Routing across pools.  `models` is an ordered preference list of model
  * entries (from shl_lookup).  The request is admitted on the first model
  * whose pool can take it now while keeping at least `min_free` (0..1) of
@@ -417,10 +450,90 @@ SHL_API int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining);
 SHL_API int shl_spend_exhaust(shl_t *h);
 
 /* ------------------------------------------------------------------ */
+/* Reading Messages API requests and responses                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One component reads what a request will cost and what its response
+ * says, for every way a worker comes in: the preload shim (libcurl), the
+ * Python transports (httpx) and the Node.js fetch wrapper all call these,
+ * so a request is estimated, admitted and settled the same way whichever
+ * client sent it.  An exchange is one request and its response; it is
+ * owned by one thread at a time.
+ *
+ *   kind = shl_ex_kind("POST", path)              governed?  (SHL_EX_NONE: pass)
+ *   shl_ex_open(h, kind, body, len, &x, &err)     read the body: model, estimate
+ *   shl_ex_reserve(h, x, max_wait, &release, &why)   a place in line
+ *   ... wait until release without blocking the caller's loop ...
+ *   shl_ex_start(h, x, &why)                      holds / spend again; then send
+ *   shl_ex_status / shl_ex_header / shl_ex_body   the response as it arrives
+ *   shl_ex_finish(h, x, sent)                     settle (or cancel), feedback
+ *   shl_ex_free(x)
+ */
+typedef struct shl_exchange shl_exchange;
+
+enum shl_ex_kind {
+	SHL_EX_NONE = 0,     /* not a governed request: pass it through */
+	SHL_EX_MESSAGES = 1, /* POST /v1/messages */
+	SHL_EX_COUNT = 2,    /* POST /v1/messages/count_tokens */
+	SHL_EX_BATCH = 3     /* POST /v1/messages/batches */
+};
+
+/* The kind of request a method and URL path (query allowed) name. */
+SHL_API int shl_ex_kind(const char *method, const char *path);
+
+/*
+ * Read a request body (JSON, not necessarily NUL-terminated) of `kind`.
+ * Returns 0 and a new exchange; -EINVAL (with `err`) when the body is not
+ * a request this library can read; -ESRCH when no pool governs its model
+ * and the configuration says to pass it through; -ENOMEM.  The input
+ * estimate applies the pool's learned ratio (shl_pool_stats.est_ratio).
+ */
+SHL_API int shl_ex_open(shl_t *h, int kind, const char *body, size_t len, shl_exchange **out,
+			shl_err *err);
+SHL_API const char *shl_ex_model(const shl_exchange *x); /* the request's model id */
+SHL_API int shl_ex_stream(const shl_exchange *x);       /* 1: "stream": true */
+SHL_API int shl_ex_cost(const shl_exchange *x, shl_cost *out); /* the cost admitted on */
+SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until reserved */
+
+/* shl_reserve for the exchange's request; *release_ns as t->admitted_at. */
+SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *release_ns,
+			   shl_refusal *why);
+/* shl_start for the exchange; on -EAGAIN / -EDQUOT the reservation has
+ * been cancelled (reserve again after why->wait_ns, or give up). */
+SHL_API int shl_ex_start(shl_t *h, shl_exchange *x, shl_refusal *why);
+
+/* The response, as it arrives: its status, each header (name and value, or
+ * a raw header line with value NULL), and body bytes in any chunking. */
+SHL_API void shl_ex_status(shl_exchange *x, int status);
+SHL_API void shl_ex_header(shl_exchange *x, const char *name, size_t name_len,
+			   const char *value, size_t value_len);
+SHL_API void shl_ex_body(shl_exchange *x, const void *p, size_t len);
+
+/*
+ * The transfer is over (completed, failed, or closed early by the reader):
+ * settle with the usage read (JSON or SSE, cumulative deltas), or, when
+ * `sent` is 0 (no byte reached the server), cancel.  Applies the server's
+ * feedback once: a 429's retry-after holds the pool, the spend-cap 429
+ * stops the month's spend, the remaining headers clamp the buckets (each
+ * token charged once), the estimate's ratio is learned.  Returns 0 or a
+ * negative code; idempotent.
+ */
+SHL_API int shl_ex_finish(shl_t *h, shl_exchange *x, int sent);
+SHL_API void shl_ex_free(shl_exchange *x);
+
+/*
+ * Statistics as a JSON document (malloc'd, free() it): the same fields as
+ * `shmlimit-stat --json`.  For bindings that want plain data.
+ */
+SHL_API char *shl_stats_json(shl_t *h);
+
+/* ------------------------------------------------------------------ */
 /* Statistics                                                           */
 /* ------------------------------------------------------------------ */
 
 typedef struct shl_pool_stats {
+	int index;                        /* the pool's index (shl_ticket.pool) */
 	char name[SHL_NAME_MAX + 1];
 	uint64_t limit[SHL_NBUCKETS];     /* per minute */
 	uint64_t burst[SHL_NBUCKETS];     /* capacity */

@@ -107,7 +107,7 @@ static void scribbler(int P, int64_t until, long *writes_out)
 		size_t n = 1 + rnd(&seed) % 16;
 		for (size_t i = 0; i < n; i++)
 			buf[i] = (unsigned char)rnd(&seed);
-		long off = (long)(rnd(&seed) % (1572864 - 16)); /* SHL_SEG_SIZE */
+		long off = (long)(rnd(&seed) % (1642496 - 16)); /* SHL_SEG_SIZE */
 		if (rnd(&seed) % 4 == 0)
 			off = 0x100 + (long)(rnd(&seed) % 32768); /* pool runtime: the hot words */
 		else if (rnd(&seed) % 3 == 0)

@@ -27,7 +27,7 @@ static void test_header(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_hdr), 64);
 	CU_ASSERT_EQUAL(SHL_MAGIC, 0x31544d494c4d4853ULL);
 	CU_ASSERT_EQUAL(memcmp(&(uint64_t){SHL_MAGIC}, "SHMLIMT1", 8), 0);
-	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 2);
+	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 3);
 }
 
 static void test_lines(void)
@@ -46,8 +46,18 @@ static void test_lines(void)
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, cfg) + sizeof(struct shl_cfg_slot), 0x12140);
 	AT(struct shl_seg, bases, 0x1C180);
 	AT(struct shl_seg, pslots, 0x1F000);
-	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x180000);
-	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x180000);
+	AT(struct shl_seg, ext, 0x180000);
+	AT(struct shl_seg, pext, 0x181000);
+	CU_ASSERT_EQUAL(sizeof(struct shl_seg_ext), 4096);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pool_ext), 1024);
+	AT(struct shl_seg_ext, attach, 0);
+	AT(struct shl_seg_ext, unknown, 64);
+	AT(struct shl_seg_ext, cluster, 1088);
+	AT(struct shl_pool_ext, learn, 0);
+	AT(struct shl_pool_ext, observed, 512);
+	AT(struct shl_pool_ext, cluster, 576);
+	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x191000);
+	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x191000);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, bases) % 64, 0);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pslots) % 64, 0);
 	/* Every concurrently written line starts on a cache line. */

@@ -1,0 +1,358 @@
+/*
+ * layout.h - the shared-memory layout: every byte other processes see.
+ *
+ * Everything other processes can see is defined here, as fixed-width fields
+ * at fixed offsets, drawn as a byte table and pinned by _Static_asserts and
+ * by tests/unit/test_layout.c.  Nothing here is exported from the shared
+ * library; our own tools, tests and benchmarks link the static archive.
+ *
+ * Segment layout, version 3 (all integers little-endian, host order):
+ *
+ *   OFFSET   SIZE    DESCRIPTION
+ *   0x00000  64      header: written once by the creator, read-only after
+ *   0x00040  64      generation line: config generation (apply writes, all read)
+ *   0x00080  64      spend line: month-tagged spend word, exhaustion mark
+ *   0x000C0  64      reserved (zero)
+ *   0x00100  32768   pool runtime: 64 pools x 512 bytes (8 cache lines each)
+ *   0x08100  41024   configuration slot 0
+ *   0x12140  41024   configuration slot 1
+ *   0x1C180  8192    statistics bases: 64 pools x 128 bytes
+ *   0x1E180  3712    reserved (zero)
+ *   0x1F000  1445888 process slots: 64 x 22592 bytes
+ *   0x180000 4096    segment extension (struct shl_seg_ext, below)
+ *   0x181000 65536   pool extensions: 64 pools x 1024 bytes (struct shl_pool_ext)
+ *   0x191000 -       end; the object is SHL_SEG_SIZE bytes (1,642,496)
+ *
+ * Header (0x00000):
+ *   +0   u64  magic          SHL_MAGIC ("SHMLIMT1" as bytes)
+ *   +8   u32  version        SHL_LAYOUT_VERSION
+ *   +12  u32  header_size    sizeof(struct shl_hdr) == 64
+ *   +16  u64  total_size     SHL_SEG_SIZE
+ *   +24  i64  created_unix_ns  wall clock at creation
+ *   +32  u32  owner_uid      creator's euid
+ *   +36  u32  max_pools      64
+ *   +40  u32  max_models     256
+ *   +44  u32  flags          SHL_CREATE_* used at creation
+ *   +48  i64  created_boot_ns  shl_now() at creation
+ *   +56  u64  reserved
+ *
+ * Generation line (0x00040):
+ *   +0   u64  gen            configuration generation; the live slot is
+ *                            gen & 1.  Written (release) by apply after the
+ *                            slot is complete; read (acquire) on every call.
+ *   +8   u64  applies        number of applies (stats)
+ *   +16  i64  applied_unix_ns  wall clock of the last apply
+ *
+ * Spend line (0x00080):
+ *   +0   u64  spend          (month mod 128) << 57 | units spent this month
+ *   +8   u32  exhausted      month index + 1 the server said the cap was hit, 0 none
+ *   +16  i64  lifetime       units charged since creation (never rolls)
+ *
+ * Pool runtime (0x00100 + 512 * p), one cache line per writer group:
+ *   line 0 (hot: every admission of this pool): per RPM/ITPM/OTPM d, a
+ *   16-byte aligned bucket pair (refunds update both words with one
+ *   cmpxchg16b, bucket.c):
+ *     +0   u64 tat[0]        GCRA theoretical arrival time, ns (RPM)
+ *     +8   u64 refunded[0]   refund ledger: ns given back by refunds
+ *                            since creation, mod 2^64, only ever grows
+ *     +16  u64 tat[1], +24 u64 refunded[1]   (ITPM)
+ *     +32  u64 tat[2], +40 u64 refunded[2]   (OTPM)
+ *     +48  i64 hold_until    no admission before this shl_now() (retry-after)
+ *     +56  u64 refused
+ *   line 1 (settle)
+ *     +64  u64 tokens_in, +72 tokens_out, +80 cache_read, +88 cache_write,
+ *     +96  i64 spend, +104 u64 settled, +112 u64 cancelled, +120 u64 server_429
+ *   +128: last-minute window, 12 slots x 24 bytes, one slot per 5 s:
+ *     +0 u64 rpm, +8 u64 in, +16 u64 out, each (epoch mod 65536) << 48 | count
+ *   +416 u64 admitted        (only admissions without a process slot)
+ *   +424 u64 waited, +432 u64 clamps   (times the server's remaining lowered
+ *                            a bucket)
+ *   +440 72 bytes reserved (zero)
+ *
+ * Statistics base (0x1C180 + 128 * p), written by reset and apply under the
+ * flock: what the process slots held for pool p when its counters were
+ * last zeroed.  A pool's counter is the shared one plus the sum over the
+ * process slots minus the base (mod 2^64).
+ *   +0   u64 admitted, +8 settled, +16 cancelled, +24 tokens_in,
+ *   +32  tokens_out, +40 cache_read, +48 cache_write, +56 i64 spend
+ *   +64  u64 win_epoch   the 5-s epoch of the last zeroing: slot windows
+ *                        count only this epoch and later ones
+ *   +72  u64 win[3]      rpm, in, out the slots held in win_epoch then
+ *   +96  32 bytes reserved
+ *
+ * Process slot (0x1F000 + 22592 * i): the statistics and spend lease of one
+ * (thread, handle); only the thread that owns it writes it (plain stores),
+ * readers sum.  A slot keeps counting for its pools after its owner is
+ * gone, so the totals include dead processes.
+ *   +0   u64 owner        0 free; else pid | (handle tag << 32).  Claimed
+ *                         by CAS from 0, or from a dead pid's value
+ *   +8   u64 lease        (month mod 128) << 57 | spend units leased from
+ *                         the spend word and not yet reserved
+ *   +16  u64 lease_gen    configuration generation the lease was taken in
+ *   +24  i64 lifetime     units charged by this slot's settles
+ *   +32  u64 claims       times the slot was claimed
+ *   +40  u64 lease_seq    odd while the owner moves units between the spend
+ *                         word and its lease (spend.c); readers retry
+ *   +48  16 bytes reserved
+ *   +64  64 x 352        per pool: u64 admitted, settled, cancelled,
+ *                        tokens_in, tokens_out, cache_read, cache_write,
+ *                        i64 spend; then a last-minute window of 12 x 3
+ *                        words in the pool window format
+ *
+ * Segment extension (0x180000, 4096 bytes; layout 3), one area per feature,
+ * each starting on a cache line:
+ *   +0     64    attach: workers that could not attach a segment they were
+ *                told to use (tools show it)
+ *   +64    1024  unknown: model ids no entry matched, as seen by workers
+ *   +1088  512   cluster: multi-host state (Redis reachable, refills, fallback)
+ *   +1600  2496  reserved (zero)
+ *
+ * Pool extension (0x181000 + 1024 * p; layout 3):
+ *   +0     512   learn: the input estimate's learned ratio (settles write)
+ *   +512   64    observed: the limits the server's headers report
+ *   +576   256   cluster: this host's leases of the global buckets
+ *   +832   192   reserved (zero)
+ *
+ * Configuration slot (41024 bytes):
+ *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
+ *                      (units, -1 none), u64 gen (the generation it serves),
+ *                      u64 checksum of the slot (FNV-1a over the slot with
+ *                      this field zero), u64 spend_epoch at +32 (the
+ *                      generation published by the last shl_reset of the
+ *                      spend, 0 if none: tickets of an earlier generation
+ *                      get no spend refund), pad
+ *                      (spend_epoch was zero padding in the first release of
+ *                      this layout: a reader that predates it ignores it and
+ *                      misreads nothing, so the version stays 1)
+ *   +64     64 x 128   pools   (struct shl_pool_cfg)
+ *   +8256   256 x 128  models  (struct shl_model_cfg)
+ *
+ * Pool config (128 bytes):
+ *   +0 char name[32], +32 u64 limit[3], +56 u64 burst[3], +80 i64 price[5],
+ *   +120 u32 flags (SHL_PF_*), +124 u32 reserved
+ * Model config (128 bytes):
+ *   +0 char match[64], +64 u32 pool, +68 u32 flags (SHL_MF_*), +72 i64 price[5],
+ *   +112 16 bytes reserved
+ */
+#ifndef SHL_LAYOUT_H
+#define SHL_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmlimit.h"
+
+/* A lock-based 64-bit atomic would silently not work across processes. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+_Static_assert(sizeof(void *) == 8, "libshmlimit needs a 64-bit platform");
+
+#define SHL_MAGIC 0x31544d494c4d4853ULL /* "SHMLIMT1" */
+#define SHL_LAYOUT_VERSION 3u
+#define SHL_CACHELINE 64
+#define SHL_WINDOW_SLOTS 12
+#define SHL_WINDOW_SLOT_NS 5000000000LL
+#define SHL_NPRICES 5 /* input, output, cache write 5m, cache write 1h, cache read */
+
+enum { SHL_P_INPUT, SHL_P_OUTPUT, SHL_P_CW5, SHL_P_CW1, SHL_P_READ };
+
+/* Pool flags. */
+#define SHL_PF_USED 0x1
+#define SHL_PF_OTPM_RESERVE 0x2
+#define SHL_PF_CACHE_READS 0x4
+#define SHL_PF_BURST_SET 0x8 /* burst came from the config, not the default */
+/* Model flags. */
+#define SHL_MF_PREFIX 0x1 /* match is a prefix (written with a trailing '*') */
+#define SHL_MF_PRICES 0x2 /* prices are the model's own, not the pool's */
+
+/* Spend word: month tag in the top 7 bits, units in the low 57. */
+#define SHL_SPEND_BITS 57
+#define SHL_SPEND_MASK ((1ULL << SHL_SPEND_BITS) - 1)
+#define SHL_WIN_BITS 48
+#define SHL_WIN_MASK ((1ULL << SHL_WIN_BITS) - 1)
+
+struct shl_hdr {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t header_size;
+	uint64_t total_size;
+	int64_t created_unix_ns;
+	uint32_t owner_uid;
+	uint32_t max_pools;
+	uint32_t max_models;
+	uint32_t flags;
+	int64_t created_boot_ns;
+	uint64_t reserved;
+};
+
+struct shl_gen_line {
+	_Atomic uint64_t gen;
+	_Atomic uint64_t applies;
+	_Atomic int64_t applied_unix_ns;
+	uint64_t pad[5];
+};
+
+struct shl_spend_line {
+	_Atomic uint64_t spend;
+	_Atomic uint32_t exhausted;
+	uint32_t pad0;
+	_Atomic int64_t lifetime;
+	uint64_t pad[5];
+};
+
+struct shl_win_slot {
+	_Atomic uint64_t v[SHL_NBUCKETS];
+};
+
+/* One bucket: its GCRA word and its refund ledger, updated together by a
+ * refund's 16-byte CAS (bucket.c), hence the alignment. */
+struct shl_bkt {
+	_Atomic uint64_t tat;
+	_Atomic uint64_t refunded;
+} __attribute__((aligned(16)));
+
+struct shl_pool_rt {
+	/* line 0: written by every admission of this pool */
+	struct shl_bkt bkt[SHL_NBUCKETS];
+	_Atomic int64_t hold_until;
+	_Atomic uint64_t refused;
+	/* line 1: written by settle and cancel */
+	_Atomic uint64_t tokens_in;
+	_Atomic uint64_t tokens_out;
+	_Atomic uint64_t cache_read;
+	_Atomic uint64_t cache_write;
+	_Atomic int64_t spend;
+	_Atomic uint64_t settled;
+	_Atomic uint64_t cancelled;
+	_Atomic uint64_t server_429;
+	/* +128 */
+	struct shl_win_slot win[SHL_WINDOW_SLOTS];
+	/* +416: rarely written counters */
+	_Atomic uint64_t admitted;
+	_Atomic uint64_t waited;
+	_Atomic uint64_t clamps;
+	uint64_t pad[9];
+};
+
+struct shl_pool_cfg {
+	char name[32];
+	uint64_t limit[SHL_NBUCKETS];
+	uint64_t burst[SHL_NBUCKETS];
+	int64_t price[SHL_NPRICES];
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+struct shl_model_cfg {
+	char match[64];
+	uint32_t pool;
+	uint32_t flags;
+	int64_t price[SHL_NPRICES];
+	uint8_t reserved[16];
+};
+
+struct shl_cfg_slot {
+	uint32_t npools;
+	uint32_t nmodels;
+	int64_t spend_cap;
+	uint64_t gen;
+	uint64_t checksum;
+	uint64_t spend_epoch; /* generation of the last spend reset, 0 none */
+	uint8_t pad[24];
+	struct shl_pool_cfg pools[SHL_MAX_POOLS];
+	struct shl_model_cfg models[SHL_MAX_MODELS];
+};
+
+#define SHL_PSLOTS 64
+#define SHL_PSTATS 8 /* admitted .. spend, in this order */
+
+struct shl_pool_base {
+	_Atomic uint64_t cnt[SHL_PSTATS];
+	_Atomic uint64_t win_epoch;
+	_Atomic uint64_t win[SHL_NBUCKETS];
+	uint64_t pad[4];
+};
+
+struct shl_pslot_pool {
+	_Atomic uint64_t cnt[SHL_PSTATS]; /* see SHL_PS_* */
+	_Atomic uint64_t win[SHL_WINDOW_SLOTS][SHL_NBUCKETS];
+};
+enum { SHL_PS_ADMITTED, SHL_PS_SETTLED, SHL_PS_CANCELLED, SHL_PS_TOKENS_IN, SHL_PS_TOKENS_OUT,
+       SHL_PS_CACHE_READ, SHL_PS_CACHE_WRITE, SHL_PS_SPEND };
+
+struct shl_pslot {
+	_Atomic uint64_t owner;
+	_Atomic uint64_t lease;
+	_Atomic uint64_t lease_gen;
+	_Atomic int64_t lifetime;
+	_Atomic uint64_t claims;
+	_Atomic uint64_t lease_seq;
+	uint64_t pad[2];
+	struct shl_pslot_pool pools[SHL_MAX_POOLS];
+};
+
+/* Layout 3's areas.  Each feature owns its bytes; an area is replaced by a
+ * typed struct of the same size when its feature lands. */
+struct shl_seg_ext {
+	uint8_t attach[64];
+	uint8_t unknown[1024];
+	uint8_t cluster[512];
+	uint8_t reserved[2496];
+};
+
+struct shl_pool_ext {
+	uint8_t learn[512];
+	uint8_t observed[64];
+	uint8_t cluster[256];
+	uint8_t reserved[192];
+};
+
+struct shl_seg {
+	struct shl_hdr hdr;
+	struct shl_gen_line genl;
+	struct shl_spend_line spendl;
+	uint8_t reserved[64];
+	struct shl_pool_rt pools[SHL_MAX_POOLS];
+	struct shl_cfg_slot cfg[2];
+	struct shl_pool_base bases[SHL_MAX_POOLS];
+	uint8_t reserved2[3712];
+	struct shl_pslot pslots[SHL_PSLOTS];
+	struct shl_seg_ext ext;
+	struct shl_pool_ext pext[SHL_MAX_POOLS];
+};
+
+#define SHL_SEG_BYTES sizeof(struct shl_seg)
+#define SHL_SEG_SIZE ((SHL_SEG_BYTES + 4095) & ~(size_t)4095)
+
+_Static_assert(sizeof(struct shl_hdr) == 64, "header is one line");
+_Static_assert(sizeof(struct shl_gen_line) == 64, "gen line");
+_Static_assert(sizeof(struct shl_spend_line) == 64, "spend line");
+_Static_assert(sizeof(struct shl_pool_rt) == 512, "pool runtime is 8 lines");
+_Static_assert(sizeof(struct shl_pool_cfg) == 128, "pool config");
+_Static_assert(sizeof(struct shl_model_cfg) == 128, "model config");
+_Static_assert(sizeof(struct shl_cfg_slot) == 41024, "config slot");
+_Static_assert(__builtin_offsetof(struct shl_seg, genl) == 0x40, "gen line offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, spendl) == 0x80, "spend line offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, pools) == 0x100, "pools offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, cfg) == 0x8100, "cfg offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, bases) == 0x1C180, "bases offset");
+_Static_assert(__builtin_offsetof(struct shl_seg, pslots) == 0x1F000, "process slots offset");
+_Static_assert(sizeof(struct shl_pool_base) == 128, "stats base");
+_Static_assert(sizeof(struct shl_pslot_pool) == 352, "slot pool");
+_Static_assert(sizeof(struct shl_pslot) == 22592, "process slot");
+_Static_assert(__builtin_offsetof(struct shl_seg, ext) == 0x180000, "segment extension");
+_Static_assert(__builtin_offsetof(struct shl_seg, pext) == 0x181000, "pool extensions");
+_Static_assert(sizeof(struct shl_seg_ext) == 4096, "segment extension size");
+_Static_assert(sizeof(struct shl_pool_ext) == 1024, "pool extension size");
+_Static_assert(sizeof(struct shl_seg) == 0x191000, "segment size");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");
+_Static_assert(sizeof(struct shl_bkt) == 16, "bucket pair");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, bkt) == 0, "bucket pairs");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, hold_until) == 48, "hold");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, refused) == 56, "refused");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, admitted) == 416, "cold counters");
+_Static_assert(__builtin_offsetof(struct shl_seg, pools) % 16 == 0, "pairs 16-byte aligned");
+
+#endif /* SHL_LAYOUT_H */
