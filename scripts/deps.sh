@@ -6,8 +6,8 @@
 # Every package the project uses is listed here once, by group.
 set -eu
 
-pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev"
-pkgs_test="libcunit1-dev curl groff-base"
+pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev"
+pkgs_test="libcunit1-dev curl groff-base redis-server"
 pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"

@@ -238,6 +238,10 @@ static __attribute__((noinline)) int64_t lease_reserve(shl_t *h, const struct sh
 {
 	uint32_t charged = month;
 	int r = shl__lease_reserve(h, l, ps, month, units, &charged);
+	/* Multi-host: this host's budget ran short, not the organisation's
+	 * cap; the agent leases more (cluster.c). */
+	if (r == -EDQUOT && l->cluster && !shl__cluster_org_exhausted(h, month))
+		r = -EAGAIN;
 	return r != 0 ? (int64_t)r : (int64_t)charged;
 }
 
@@ -255,8 +259,8 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	const uint64_t mark[SHL_NBUCKETS] = {f0, f1, f2};
 	rollback(rt, SHL_NBUCKETS, cost_ns, mark);
 	int64_t cur = shl__spend_read(&h->seg->spendl, month);
-	return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
-		      (uint64_t)l->spend_cap, r);
+	return refuse(rt, why, SHL_DIM_SPEND, p, r == -EAGAIN ? shl__cluster_wait(h) : 0,
+		      (uint64_t)units + (uint64_t)cur, (uint64_t)l->spend_cap, r);
 }
 
 /*
@@ -358,6 +362,53 @@ slow:
 }
 
 /*
+ * Multi-host mode (cluster.c): the general path, with the cost also taken
+ * out of the host's credit of leased units, all or nothing.  Too little
+ * credit grants some at the fallback share when no agent or Redis is there
+ * and takes again; else it records the demand for the agent and refuses
+ * with the agent's period as the wait.  Off the single-host path.
+ */
+static __attribute__((noinline)) int
+cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	      shl_refusal *why, int64_t now, const uint64_t need[SHL_NBUCKETS], const uint64_t tol[])
+{
+	uint64_t cost_ns[SHL_NBUCKETS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		cost_ns[d] = need[d] * pl->interval[d];
+		/* A lease holds at most V of a bucket (cluster.c). */
+		if (need[d] != 0 && cost_ns[d] > shl__cluster_validity(pl, d))
+			return refuse(rt, why, d, p, 0, need[d],
+				      shl__cluster_validity(pl, d) / pl->interval[d], -E2BIG);
+	}
+	int64_t wmax;
+	int wdim = waits(rt, (uint64_t)now, cost_ns, tol, &wmax);
+	if (wdim >= 0) /* the local bucket refuses: no credit is touched */
+		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
+	for (int attempt = 0;; attempt++) {
+		int sd = shl__cluster_take(h, p, cost_ns);
+		if (sd < 0)
+			break;
+		if (attempt >= 1 || !shl__cluster_short(h, l, p, sd, cost_ns[sd], now))
+			return refuse(rt, why, sd, p, shl__cluster_wait(h), need[sd], pl->burst[sd],
+				      -EAGAIN);
+	}
+	uint64_t full_at[SHL_NBUCKETS] = {0, 0, 0};
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (need[d] == 0)
+			continue;
+		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d]);
+		if (w > 0) {
+			rollback(rt, d, cost_ns, full_at);
+			shl__cluster_untake(h, p, cost_ns);
+			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
+		}
+	}
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need[1], need[2],
+			    full_at[0], full_at[1], full_at[2]);
+}
+
+/*
  * The admission.  `keep` (0..1) is the fraction of each bucket that must be
  * left free (routing's min_free); shl_try passes the constant 0, which the
  * compiler folds away.
@@ -410,7 +461,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
 	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
-	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
+	if (shl_likely(!(keep > 0) && !(flags & (SHL_PF_OTPM_RESERVE | SHL_PF_CLUSTER)) &&
+		       need_i != 0)) {
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (shl_unlikely(hold > now))
@@ -447,6 +499,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
+	if (shl_unlikely(flags & SHL_PF_CLUSTER))
+		return cluster_admit(h, l, pl, rt, p, model, units, batch, t, why, now, need, tol);
 	if (shl_likely(need_i != 0 && need_o == 0))
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
 	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
