@@ -77,6 +77,11 @@ static inline int64_t shl__now(void);
 SHL_HIDDEN uint32_t shl__month_of(int64_t unix_ns, int64_t *next_month_unix_s);
 
 /* config.c */
+/* pools[].margin's default, 0.2%: three times the 0.06% by which network
+ * jitter was seen to bunch requests spaced at the limit (gaps of 0.9994 s
+ * at 60 RPM enforced as one a second); it leaves at most 0.2% of a limit
+ * unused (README, Configuration). */
+#define SHL_MARGIN_DEFAULT_PPM 2000u
 SHL_HIDDEN int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e);
 SHL_HIDDEN void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s);
 SHL_HIDDEN uint64_t shl__slot_checksum(const struct shl_cfg_slot *s);
