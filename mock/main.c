@@ -12,8 +12,8 @@
  *
  * Concurrency: at most MOCK_MAX_CONNS connection threads; further clients
  * wait in the kernel's accept backlog.  Threads share only the pools
- * (limits.c, a mutex each), the statistics and the prompt cache (api.c, a
- * mutex each) and the atomics below.
+ * (limits.c, a mutex each), the statistics (stats.c) and the prompt cache
+ * (estimate.c), a mutex each, and the atomics below.
  */
 #include <errno.h>
 #include <fcntl.h>

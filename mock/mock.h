@@ -12,7 +12,10 @@
  *   main.c    options, the listening socket, connection threads, shutdown
  *   http.c    reading HTTP/1.1 requests, writing responses, a string buffer
  *   limits.c  the configuration file, pools, model matching, token buckets
- *   api.c     the endpoints: /v1/messages, count_tokens, /mock/stats ...
+ *   api.c     the endpoints and the order of answering: /v1/messages,
+ *             count_tokens, batches, /mock/...  (its helpers, declared in
+ *             api.h: estimate.c the usage of a request, reply.c the reply
+ *             writers, fault.c fault scripting, stats.c the statistics)
  *
  * Everything returns 0 or a negative errno value unless its comment says
  * otherwise.  Nothing here is exported: the mock is a program, not a library.

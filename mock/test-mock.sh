@@ -94,7 +94,7 @@ check "invalid --config names the field" has 'rpm' "$T/badcfg.err"
 DIR=$(cd "$(dirname "$0")" && pwd)
 undoc=""
 for o in $("$MOCK" --help | grep -o -- '--[a-z-]*' | sort -u) \
-	$(grep -o '"x-mock-[a-z0-9-]*"' "$DIR/api.c" | tr -d '"' | sort -u); do
+	$(cat "$DIR"/*.c | grep -o '"x-mock-[a-z0-9-]*"' | tr -d '"' | sort -u); do
 	grep -q -- "\`$o" "$DIR/README.md" || undoc="$undoc $o"
 done
 check "every option and header documented in README.md" eq "$undoc" ""
