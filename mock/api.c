@@ -7,6 +7,7 @@
  *   POST /v1/messages/batches       a message_batch object (accepted, never run)
  *   GET  /mock/stats                what the mock has seen, as JSON
  *   GET  /mock/health               {"ok":true}
+ *   GET, POST /mock/limits          the pools' limits; change them mid-run
  *   POST /mock/shutdown             answer, then stop the server
  *
  * A message is validated (400, 404), then a scripted fault may answer it
@@ -89,6 +90,24 @@ static int handle_messages(struct ctx *c, int count_tokens)
 		}
 		c->o.pool = pool;
 	}
+	/* Server-side fallback: another model answers, and its pool pays. */
+	const char *served = model->valuestring;
+	const char *sm = http_header(r, "x-mock-serve-model");
+	if (sm == NULL)
+		sm = mock_cfg->serve_model;
+	if (sm != NULL && !count_tokens) {
+		int sp = mock_cfg->limits != NULL ? limits_find(mock_cfg->limits, sm) : 0;
+		if (sm[0] == '\0' || strlen(sm) > 200 || sp < 0) {
+			keep = send_error(c, 400, "invalid_request_error",
+					  "mock: x-mock-serve-model must name a configured "
+					  "model (1..200 characters)", NULL);
+			goto out;
+		}
+		served = sm;
+		c->o.model = served;
+		if (mock_cfg->limits != NULL)
+			pool = c->o.pool = sp;
+	}
 
 	/* The fault to play, if any: the header first, then --fail-every. */
 	int fault = FAULT_NONE;
@@ -122,7 +141,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 	}
 
 	/* Usage: forced by x-mock-usage, else estimated. */
-	struct reply m = {.model = model->valuestring, .pool = pool,
+	struct reply m = {.model = served, .pool = pool,
 			  .fault = fault, .stop_reason = "end_turn"};
 	struct estimate *e = calloc(1, sizeof(*e));
 	if (e == NULL) {
@@ -172,7 +191,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 	}
 
 	if (count_tokens) {
-		uint64_t total = forced ? m.u.in : estimate_tokens(e->chars);
+		uint64_t total = forced ? m.u.in : estimate_scaled(e->tokens);
 		free(e);
 		stats_count_tokens();
 		cJSON *o = cJSON_CreateObject();
@@ -339,6 +358,38 @@ out:
 }
 
 /* ------------------------------------------------------------------ */
+/* /mock/limits                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * GET: the pools' limits now.  POST: change them (limits_change), at once,
+ * for every request admitted from then on; answers the new limits.  Like
+ * every /mock/ endpoint it is a control endpoint for tests, reachable only
+ * through the loopback socket the server listens on.
+ */
+static int handle_limits(struct ctx *c)
+{
+	struct http_req *r = c->r;
+	struct limits *l = mock_cfg->limits;
+	if (strcmp(r->method, "POST") == 0) {
+		char err[256];
+		int rc = l != NULL ? limits_change(l, r->body, r->body_len, err, sizeof(err)) :
+				     (snprintf(err, sizeof(err), "no --config: no pools"), -ENOENT);
+		if (rc < 0) {
+			char msg[300];
+			snprintf(msg, sizeof(msg), "mock: /mock/limits: %s", err);
+			return send_error(c, rc == -ENOENT ? 404 : 400,
+					  rc == -ENOENT ? "not_found_error" :
+							  "invalid_request_error", msg, NULL);
+		}
+	} else if (strcmp(r->method, "GET") != 0) {
+		return send_error(c, 405, "invalid_request_error", "mock: use GET or POST",
+				  NULL);
+	}
+	return send_json(c, 200, limits_json(l), r->keep_alive, 0);
+}
+
+/* ------------------------------------------------------------------ */
 /* Dispatch                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -396,6 +447,8 @@ int api_handle(int fd, struct http_req *r)
 	} else if (strcmp(r->path, "/mock/health") == 0) {
 		char *ok = strdup("{\"ok\":true}");
 		keep = send_json(&c, 200, ok, r->keep_alive, 0);
+	} else if (strcmp(r->path, "/mock/limits") == 0) {
+		keep = handle_limits(&c);
 	} else if (strcmp(r->path, "/mock/shutdown") == 0) {
 		if (strcmp(r->method, "POST") != 0) {
 			keep = send_json(&c, 405, error_body(&c, "invalid_request_error",

@@ -8,6 +8,7 @@
  *               mock's buckets, the order in which the others are called
  *   estimate.c  the usage of a request: its text in prompt order, the token
  *               count, the prompt cache (what is read, written, uncached)
+ *   tokenize.c  the server's own token count of a piece of text
  *   reply.c     reply writers: errors, a message as JSON or as SSE events
  *   fault.c     fault scripting: x-mock-fail faults and the wire faults
  *   stats.c     statistics: what the mock has seen, for GET /mock/stats
@@ -64,12 +65,12 @@ char *stats_json(void);
 #define MAX_BREAKPOINTS 64 /* further cache_control marks are ignored */
 
 struct estimate {
-	uint64_t chars;   /* characters so far, in prompt order */
+	uint64_t tokens;  /* tokens so far, in prompt order, before scaling */
 	uint64_t hash;    /* FNV-1a of the text so far */
 	int nbp;
 	struct {
 		uint64_t key;     /* hash of the prefix */
-		uint64_t chars;   /* its length */
+		uint64_t tokens;  /* its length in tokens, before scaling */
 		int ttl_1h;
 	} bp[MAX_BREAKPOINTS];
 };
@@ -80,8 +81,10 @@ struct usage {
 
 /* Walk the request's text in prompt order into e (which it resets). */
 void estimate_request(const cJSON *req, struct estimate *e);
-/* The tokens of `chars` characters. */
-uint64_t estimate_tokens(uint64_t chars);
+/* A count of tokens multiplied by --token-scale, rounded up. */
+uint64_t estimate_scaled(uint64_t tokens);
+/* The server's own token count of n bytes of UTF-8 text (tokenize.c). */
+uint64_t tokenize(const char *s, size_t n);
 /* Split the estimate into cache reads, 1 h and 5 min writes, and input. */
 void estimate_classify(const struct estimate *e, struct usage *u);
 /* The request was admitted: its prefixes are now cached (or refreshed). */

@@ -73,9 +73,9 @@ hdr() { grep -i "^$1:" "$T/hdr" | head -n 1 | sed 's/^[^:]*: *//' | tr -d '\r'; 
 json_num() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 last_num() { grep -o "\"$1\":[0-9]*" "$2" | tail -n 1 | cut -d: -f2; }
 toks() { local s="" i; for ((i = 0; i < $1; i++)); do s="$s${s:+ }tok"; done; printf '%s' "$s"; }
-ceil4() { echo $(( ($1 + 3) / 4 )); }
-
-MSG='"messages":[{"role":"user","content":"Hello world, how are you?"}]'  # 25 chars
+# 25 characters; the mock counts 9 tokens: Hello(2) world(2) ,(1) how(1) are(1) you(1) ?(1)
+MSG='"messages":[{"role":"user","content":"Hello world, how are you?"}]'
+MSG_TOK=9
 body() { printf '{"model":"%s","max_tokens":%s,%s%s}' "$1" "$2" "$MSG" "${3:-}"; }
 
 echo "# shmlimit-mock tests ($MOCK)"
@@ -112,7 +112,7 @@ check "JSON: request-id header" eval '[[ "$(hdr request-id)" == req_* ]]'
 check "JSON: id msg_..." has '"id":"msg_' "$T/body"
 check "JSON: type message, role assistant" has '"type":"message","role":"assistant"' "$T/body"
 check "JSON: model echoed" has '"model":"claude-sonnet-4-5"' "$T/body"
-check "JSON: input_tokens = ceil(25/4)" eq "$(json_num input_tokens "$T/body")" 7
+check "JSON: input_tokens = the mock's count (9)" eq "$(json_num input_tokens "$T/body")" $MSG_TOK
 check "JSON: default 20 output tokens" eq "$(json_num output_tokens "$T/body")" 20
 check "JSON: text is 20 words" has "\"text\":\"$(toks 20)\"" "$T/body"
 check "JSON: stop_reason end_turn" has '"stop_reason":"end_turn"' "$T/body"
@@ -139,38 +139,41 @@ check "x-mock-usage forces usage" has '"usage":{"input_tokens":11,"cache_creatio
 st=$(post "$U" -H 'x-mock-usage: 1,2,3' -d "$(body m 100)")
 check "malformed x-mock-usage: 400" eq "$st" 400
 
-# system string + each tool's JSON (printed compact, as cJSON does) count too.
+# system string + each tool's JSON (printed compact, as cJSON does) count
+# too, and a tools array adds the 346-token tool-use system prompt.
+# TOOL: 38 tokens (16 words of 1 or 2 tokens, 22 punctuation marks);
+# "Be brief.": 4.
 TOOL='{"name":"get","description":"d","input_schema":{"type":"object"}}'
 post "$U" -d "$(body m 100 ",\"system\":\"Be brief.\",\"tools\":[$TOOL,$TOOL]")" >/dev/null
-check "system + tools counted: ceil((25+9+2*${#TOOL})/4)" \
-	eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((25 + 9 + 2 * ${#TOOL})))"
+check "system + tools counted: 346 + 2 x 38 + 4 + 9" eq "$(json_num input_tokens "$T/body")" 435
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"h\u00e9llo w\u00f6rld"}]}' >/dev/null
-check "characters are code points (11, not 13 bytes)" eq "$(json_num input_tokens "$T/body")" 3
+check "accented words weigh more: h\u00e9llo w\u00f6rld = 2 + 2" eq "$(json_num input_tokens "$T/body")" 4
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}}]}]}' >/dev/null
-check "an image counts 1600 tokens" eq "$(json_num input_tokens "$T/body")" 1600
+check "an image of unreadable size counts 1600 tokens" eq "$(json_num input_tokens "$T/body")" 1600
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"get","input":{"q":"x"}}]}]}' >/dev/null
-check "tool_use: name + input JSON" eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((3 + 9)))"
+check "tool_use: name + input JSON (1 + 9)" eq "$(json_num input_tokens "$T/body")" 10
 
 # Prompt cache: first sight writes (1h here), the same text again reads.
-SYS=$(printf 'cached system prompt %s' "$$-$RANDOM")
+SYS='cached system prompt number one' S_TOK=9   # cached(2) system(2) prompt(2) number(2) one(1)
 CB=",\"system\":[{\"type\":\"text\",\"text\":\"$SYS\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}]"
 post "$U" -d "$(body m 100 "$CB")" >/dev/null
-check "cache: first sight is a 1h write" has "\"cache_creation_input_tokens\":$(ceil4 ${#SYS}),\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":$(ceil4 ${#SYS})}" "$T/body"
+check "cache: first sight is a 1h write" has "\"cache_creation_input_tokens\":$S_TOK,\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":$S_TOK}" "$T/body"
 check "cache: uncached input is the rest" eq "$(json_num input_tokens "$T/body")" \
-	$(($(ceil4 $((${#SYS} + 25))) - $(ceil4 ${#SYS})))
+	$MSG_TOK
 post "$U" -d "$(body m 100 "$CB")" >/dev/null
-check "cache: second sight is a read" has "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":$(ceil4 ${#SYS})" "$T/body"
-# A longer prefix: the cached part is read, the rest up to the new breakpoint written.
+check "cache: second sight is a read" has "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":$S_TOK" "$T/body"
+# A longer prefix: the cached part is read, the rest up to the new breakpoint
+# written ("more text here": 3 tokens).
 MORE='"messages":[{"role":"user","content":[{"type":"text","text":"more text here","cache_control":{"type":"ephemeral"}}]}]'
 post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB,$MORE}" >/dev/null
-check "cache: prefix read + 5m write of the rest" has "\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"cache_read_input_tokens\":$(ceil4 ${#SYS}),\"cache_creation\":{\"ephemeral_5m_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"ephemeral_1h_input_tokens\":0}" "$T/body"
+check "cache: prefix read + 5m write of the rest" has "\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":$S_TOK,\"cache_creation\":{\"ephemeral_5m_input_tokens\":3,\"ephemeral_1h_input_tokens\":0}" "$T/body"
 CB5=",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"$SYS-5m\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]"
 post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB5}" >/dev/null
-check "cache: block in messages, 5m write" has "\"ephemeral_5m_input_tokens\":$(ceil4 $((${#SYS} + 3)))" "$T/body"
+check "cache: block in messages, 5m write (SYS + - 5 m)" has "\"ephemeral_5m_input_tokens\":$((S_TOK + 3))" "$T/body"
 
 st=$(post "$U/count_tokens" -d "{\"model\":\"m\",$MSG}")
 check "count_tokens: 200" eq "$st" 200
-check "count_tokens: body" eq "$(cat "$T/body")" '{"input_tokens":7}'
+check "count_tokens: body" eq "$(cat "$T/body")" "{\"input_tokens\":$MSG_TOK}"
 
 # Message Batches: accepted, never run
 BREQ="{\"custom_id\":\"a\",\"params\":$(body claude-haiku-4-5 10)}"
@@ -202,7 +205,7 @@ check "SSE: ends with message_stop" eq "$(tail -n 1 "$T/events")" message_stop
 check "SSE: event order" eq "$(uniq "$T/events" | tr '\n' ' ')" \
 	"message_start content_block_start ping content_block_delta message_delta ping content_block_delta content_block_stop message_delta message_stop "
 check "SSE: at least two message_delta" eval '[ "$(grep -c "^message_delta" "$T/events")" -ge 2 ]'
-check "SSE: message_start usage" has '"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1' "$T/sse"
+check "SSE: message_start usage" has '"usage":{"input_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1' "$T/sse"
 check "SSE: final cumulative output_tokens" eq "$(last_num output_tokens "$T/sse")" 9
 inter=$(grep '"type":"message_delta"' "$T/sse" | head -n 1 | grep -o '"output_tokens":[0-9]*' | cut -d: -f2)
 check "SSE: intermediate output_tokens between 1 and 8" eval '[ "$inter" -ge 1 ] && [ "$inter" -lt 9 ]'
@@ -279,7 +282,7 @@ check "stats: by_status 529" has '"529":2' "$T/stats"
 check "stats: batches accepted and their requests" has '"batches":1,"batch_requests":2,' "$T/stats"
 check "stats: rate_limited 0 without limits" eq "$(json_num rate_limited "$T/stats")" 0
 # usage totals are the sum of the successes: check output_tokens of "par"
-check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":280,"output_tokens":400,' "$T/stats"
+check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":360,"output_tokens":400,' "$T/stats"
 
 st=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$plain_url/mock/shutdown")
 check "shutdown: 200" eq "$st" 200
