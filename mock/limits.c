@@ -556,19 +556,24 @@ char *limits_json(struct limits *l)
 	cJSON *arr = cJSON_AddArrayToObject(root, "pools");
 	for (int i = 0; l != NULL && i < l->npools; i++) {
 		struct pool *p = &l->pools[i];
-		double limit[NDIM], burst[NDIM];
+		double limit[NDIM], burst[NDIM], level[NDIM];
 		pthread_mutex_lock(&p->mu);
+		refill(p, mono_ns());
 		memcpy(limit, p->limit, sizeof(limit));
 		memcpy(burst, p->burst, sizeof(burst));
+		memcpy(level, p->level, sizeof(level));
 		pthread_mutex_unlock(&p->mu);
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "name", p->name);
-		cJSON *b = cJSON_CreateObject();
+		cJSON *b = cJSON_CreateObject(), *a = cJSON_CreateObject();
 		for (int d = 0; d < NDIM; d++) {
 			cJSON_AddNumberToObject(o, dims[d], limit[d]);
 			cJSON_AddNumberToObject(b, dims[d], burst[d]);
+			/* whole units, rounded down (a debt is negative) */
+			cJSON_AddNumberToObject(a, dims[d], limit[d] > 0 ? floor(level[d]) : 0);
 		}
 		cJSON_AddItemToObject(o, "burst", b);
+		cJSON_AddItemToObject(o, "available", a);
 		cJSON_AddItemToArray(arr, o);
 	}
 	cJSON_AddBoolToObject(root, "strict_interval",
