@@ -87,6 +87,34 @@ static void fmt_utc(char *buf, size_t len, int64_t unix_s, int iso)
 /* Table                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Multi-host mode: Redis, the agent, each pool's credit (README "Many hosts"). */
+static void render_cluster_table(FILE *f, const shl_stats *s)
+{
+	if (!s->cluster)
+		return;
+	fprintf(f, "cluster: Redis %s, agent %s, %d host%s seen, %llu leases, %llu Redis commands%s\n",
+		s->cluster_redis_up ? "reachable" : "UNREACHABLE",
+		s->cluster_agent_age_ns < 0 ? "NOT RUNNING"
+		: s->cluster_agent_age_ns > 2000000000LL ? "STALLED"
+							 : "running",
+		s->cluster_hosts, s->cluster_hosts == 1 ? "" : "s",
+		(unsigned long long)s->cluster_refills, (unsigned long long)s->cluster_redis_ops,
+		s->cluster_fallback ? "; FALLBACK share in force" : "");
+	if (s->spend_cap >= 0)
+		fprintf(f, "cluster: spend budget leased this month $%.6f\n",
+			tool_usd(s->cluster_spend_budget));
+	for (int i = 0; i < s->npools; i++) {
+		const shl_pool_stats *ps = &s->pools[i];
+		fprintf(f, "%-12s lease credit: %.2f requests, %.0f input, %.0f output tokens"
+			   "; %llu leases, %llu short, %llu fallback\n",
+			ps->name, ps->limit[0] ? (double)ps->lease_ns[0] * ps->limit[0] / 60e9 : 0,
+			ps->limit[1] ? (double)ps->lease_ns[1] * ps->limit[1] / 60e9 : 0,
+			ps->limit[2] ? (double)ps->lease_ns[2] * ps->limit[2] / 60e9 : 0,
+			(unsigned long long)ps->lease_refills, (unsigned long long)ps->lease_short,
+			(unsigned long long)ps->lease_fallback);
+	}
+}
+
 static void render_table(FILE *f, const char *name, const shl_stats *s)
 {
 	char created[64], resets[64];
@@ -126,6 +154,7 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 		fprintf(f, " (no cap)");
 	fprintf(f, ", resets %s%s\n", resets,
 		s->spend_exhausted ? "  EXHAUSTED (server reported the cap reached)" : "");
+	render_cluster_table(f, s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -205,6 +234,32 @@ static char *render_json(const char *name, const shl_stats *s)
 			cJSON_AddNumberToObject(pr, price_key[i],
 						(double)ps->prices[i] /
 							(double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
+	}
+	if (s->cluster) {
+		cJSON *cl = cJSON_AddObjectToObject(root, "cluster");
+		cJSON_AddBoolToObject(cl, "redis_up", s->cluster_redis_up != 0);
+		cJSON_AddBoolToObject(cl, "fallback", s->cluster_fallback != 0);
+		cJSON_AddNumberToObject(cl, "hosts_seen", s->cluster_hosts);
+		cJSON_AddNumberToObject(cl, "agent_age_seconds",
+					s->cluster_agent_age_ns < 0 ? -1 : s->cluster_agent_age_ns / 1e9);
+		cJSON_AddNumberToObject(cl, "leases", (double)s->cluster_refills);
+		cJSON_AddNumberToObject(cl, "redis_commands", (double)s->cluster_redis_ops);
+		cJSON_AddNumberToObject(cl, "rtt_seconds", s->cluster_rtt_ns / 1e9);
+		cJSON_AddNumberToObject(cl, "spend_budget_usd", tool_usd(s->cluster_spend_budget));
+		cJSON *pl = cJSON_AddObjectToObject(cl, "pools");
+		for (int i = 0; i < s->npools; i++) {
+			const shl_pool_stats *ps = &s->pools[i];
+			cJSON *o = cJSON_AddObjectToObject(pl, ps->name);
+			uint64_t c[SHL_NBUCKETS];
+			for (int d = 0; d < SHL_NBUCKETS; d++)
+				c[d] = ps->lease_ns[d] > 0 && ps->limit[d]
+					       ? (uint64_t)((double)ps->lease_ns[d] * ps->limit[d] / 60e9)
+					       : 0;
+			cJSON_AddItemToObject(o, "credit", dims_obj(c));
+			cJSON_AddNumberToObject(o, "leases", (double)ps->lease_refills);
+			cJSON_AddNumberToObject(o, "short", (double)ps->lease_short);
+			cJSON_AddNumberToObject(o, "fallback_grants", (double)ps->lease_fallback);
+		}
 	}
 	char *out = cJSON_Print(root);
 	cJSON_Delete(root);
@@ -337,6 +392,28 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
 	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)s->month_resets_unix);
+	if (!s->cluster)
+		return;
+	prom_head(f, "cluster_redis_up", "gauge", "1 when the agent's last Redis call succeeded.");
+	fprintf(f, "shmlimit_cluster_redis_up{segment=\"%s\"} %d\n", seg, s->cluster_redis_up != 0);
+	prom_head(f, "cluster_fallback", "gauge", "1 when this host grants itself its static share.");
+	fprintf(f, "shmlimit_cluster_fallback{segment=\"%s\"} %d\n", seg, s->cluster_fallback != 0);
+	prom_head(f, "cluster_hosts", "gauge", "Hosts seen heartbeating in Redis in the last 10 s.");
+	fprintf(f, "shmlimit_cluster_hosts{segment=\"%s\"} %d\n", seg, s->cluster_hosts);
+	prom_head(f, "cluster_leases_total", "counter", "Leases this host's agent took from Redis.");
+	fprintf(f, "shmlimit_cluster_leases_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->cluster_refills);
+	prom_head(f, "cluster_redis_commands_total", "counter", "Commands this host's agent sent to Redis.");
+	fprintf(f, "shmlimit_cluster_redis_commands_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->cluster_redis_ops);
+	prom_head(f, "cluster_lease_short_total", "counter",
+		  "Admissions refused for lack of leased credit.");
+	for (int i = 0; i < s->npools; i++) {
+		char pool[2 * SHL_NAME_MAX + 2];
+		prom_escape(pool, sizeof(pool), s->pools[i].name);
+		fprintf(f, "shmlimit_cluster_lease_short_total{segment=\"%s\",pool=\"%s\"} %llu\n", seg,
+			pool, (unsigned long long)s->pools[i].lease_short);
+	}
 }
 
 /* ------------------------------------------------------------------ */

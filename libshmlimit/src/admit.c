@@ -389,7 +389,7 @@ cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *
 		int sd = shl__cluster_take(h, p, cost_ns);
 		if (sd < 0)
 			break;
-		if (attempt >= 1 || !shl__cluster_short(h, l, p, sd, cost_ns[sd], now))
+		if (attempt >= SHL_NBUCKETS || !shl__cluster_short(h, l, p, sd, cost_ns, now))
 			return refuse(rt, why, sd, p, shl__cluster_wait(h), need[sd], pl->burst[sd],
 				      -EAGAIN);
 	}

@@ -304,31 +304,39 @@ void shl__cluster_untake(struct shl *h, int p, const uint64_t cost_ns[SHL_NBUCKE
 
 /*
  * An admission of pool p found too little credit in dimension d for its
- * take of `need` ns.  Grant credit at the fallback share when no agent or
- * no Redis is there, and say whether it is worth taking again (1); or
- * record the demand for the agent and refuse (0).
+ * takes (cost_ns[k] ns in each dimension k).  Grant credit at the fallback
+ * share when no agent or no Redis is there, and say whether it is worth
+ * taking again (1); or record the demand of every dimension short of its
+ * take for the agent and refuse (0).
  */
-int shl__cluster_short(struct shl *h, const struct shl_local *l, int p, int d, uint64_t need,
-		       int64_t now)
+int shl__cluster_short(struct shl *h, const struct shl_local *l, int p, int d,
+		       const uint64_t cost_ns[SHL_NBUCKETS], int64_t now)
 {
 	struct shl_seg *seg = h->seg;
 	struct shl_cluster_seg *cs = &seg->ext.cluster;
 	struct shl_cluster_pool *cp = &seg->pext[p].cluster;
-	struct shl_cl_dim *cd = &cp->dim[d];
 	if (agent_away(cs, now)) {
 		/* Credit up to what may be held (V), as the agent would. */
+		struct shl_cl_dim *cd = &cp->dim[d];
 		uint64_t v = shl__cluster_validity(&l->pools[p], d);
 		int64_t c = atomic_load_explicit(&cd->credit, memory_order_relaxed);
 		uint64_t have = c > 0 ? (uint64_t)c : 0;
-		if (fallback_grant(seg, p, d, now, v > have ? v - have : need))
+		if (fallback_grant(seg, p, d, now, v > have ? v - have : cost_ns[d]))
 			return 1;
 	}
-	/* relaxed: a demand hint for the agent (the largest take refused),
-	 * raised by CAS; any value is safe. */
-	uint64_t old = atomic_load_explicit(&cd->need_ns, memory_order_relaxed);
-	while (old < need && !atomic_compare_exchange_weak_explicit(
-				     &cd->need_ns, &old, need, memory_order_relaxed, memory_order_relaxed))
-		;
+	for (int k = 0; k < SHL_NBUCKETS; k++) {
+		struct shl_cl_dim *cd = &cp->dim[k];
+		if (cost_ns[k] == 0 ||
+		    atomic_load_explicit(&cd->credit, memory_order_relaxed) >= (int64_t)cost_ns[k])
+			continue;
+		/* relaxed: a demand hint for the agent (the largest take
+		 * refused), raised by CAS; any value is safe. */
+		uint64_t old = atomic_load_explicit(&cd->need_ns, memory_order_relaxed);
+		while (old < cost_ns[k] &&
+		       !atomic_compare_exchange_weak_explicit(&cd->need_ns, &old, cost_ns[k],
+							      memory_order_relaxed, memory_order_relaxed))
+			;
+	}
 	/* relaxed: a statistic and the agent's demand signal. */
 	atomic_fetch_add_explicit(&cp->short_refusals, 1, memory_order_relaxed);
 	return 0;
@@ -345,8 +353,8 @@ int64_t shl__cluster_wait(const struct shl *h)
  * the budget this host has leased for `month` (none leased yet: 0). */
 int64_t shl__cluster_cap(const struct shl *h, const struct shl_local *l, uint32_t month)
 {
-	if (l->spend_cap == INT64_MAX)
-		return l->spend_cap;
+	if (l->spend_cap < 0 || l->spend_cap == INT64_MAX)
+		return l->spend_cap; /* no cap: nothing to lease */
 	/* acquire: pairs with the agent's release store after Redis granted. */
 	uint64_t b = atomic_load_explicit(&h->seg->ext.cluster.spend_budget, memory_order_acquire);
 	if ((uint32_t)(b >> SHL_SPEND_BITS) != (month & 127u))

@@ -246,7 +246,7 @@ static inline void shl__padd(_Atomic uint64_t *w, uint64_t v)
 
 SHL_HIDDEN struct shl_local *shl__local_refresh(struct shl *h);
 SHL_HIDDEN int shl__cluster_short(struct shl *h, const struct shl_local *l, int p, int d,
-				  uint64_t need, int64_t now);
+				  const uint64_t cost_ns[SHL_NBUCKETS], int64_t now);
 SHL_HIDDEN int shl__cluster_take(struct shl *h, int p, const uint64_t cost_ns[SHL_NBUCKETS]);
 SHL_HIDDEN void shl__cluster_untake(struct shl *h, int p, const uint64_t cost_ns[SHL_NBUCKETS]);
 SHL_HIDDEN int64_t shl__cluster_wait(const struct shl *h);
