@@ -9,6 +9,7 @@
  * tools/); while it is down, the host's workers grant themselves the
  * configured fallback share.
  */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,15 @@
 
 static volatile int g_stop;
 
+static const struct option agent_opts[] = {
+	{"seconds", required_argument, NULL, 's'},
+	{"host-id", required_argument, NULL, 'i'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+#define AGENT_SHORTOPTS "+hv"
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -26,7 +36,7 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-	fputs("usage: shmlimit-agent SEGMENT [--seconds S] [--host-id ID] [--verbose]\n"
+	fputs("usage: shmlimit-agent [--seconds S] [--host-id ID] [-v|--verbose] SEGMENT\n"
 	      "Keeps SEGMENT supplied with leases of the organisation's limits from Redis\n"
 	      "(the segment's \"cluster\" configuration) until SIGTERM or SIGINT.\n",
 	      f);
@@ -37,33 +47,39 @@ int main(int argc, char **argv)
 	const char *seg = NULL;
 	shl_agent_opts o = {0};
 	o.stop = &g_stop;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+	int c;
+	while ((c = getopt_long(argc, argv, AGENT_SHORTOPTS, agent_opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
 			usage(stdout);
 			return 0;
-		} else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+		case 's': {
 			char *end;
-			double s = strtod(argv[++i], &end);
-			if (*end != '\0' || !(s > 0) || s > 1e9) {
+			double sec = strtod(optarg, &end);
+			if (*end != '\0' || !(sec > 0) || sec > 1e9) {
 				fprintf(stderr, "shmlimit-agent: --seconds: expected a positive number, got '%s'\n",
-					argv[i]);
+					optarg);
 				return 2;
 			}
-			o.run_ns = (int64_t)(s * 1e9);
-		} else if (strcmp(argv[i], "--host-id") == 0 && i + 1 < argc) {
-			o.host_id = argv[++i];
-		} else if (strcmp(argv[i], "--verbose") == 0) {
+			o.run_ns = (int64_t)(sec * 1e9);
+			break;
+		}
+		case 'i':
+			o.host_id = optarg;
+			break;
+		case 'v':
 			o.verbose = 1;
-		} else if (argv[i][0] == '-') {
-			fprintf(stderr, "shmlimit-agent: unknown option '%s'\n", argv[i]);
-			usage(stderr);
-			return 2;
-		} else if (seg == NULL) {
-			seg = argv[i];
-		} else {
+			break;
+		default:
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (optind + 1 == argc)
+		seg = argv[optind];
+	else if (optind < argc) {
+		usage(stderr);
+		return 2;
 	}
 	if (seg == NULL) {
 		usage(stderr);

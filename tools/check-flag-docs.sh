@@ -9,7 +9,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
-for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
+for pair in stat:shmlimit-stat ctl:shmlimit-ctl agent:shmlimit-agent; do
 	src=tools/${pair%%:*}.c man=man/${pair#*:}.1
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
 	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' "$src" | sort -u)
