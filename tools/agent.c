@@ -26,7 +26,7 @@ static const struct option agent_opts[] = {
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
-#define AGENT_SHORTOPTS "+hv"
+#define AGENT_SHORTOPTS "hv"
 
 static void on_signal(int sig)
 {

@@ -409,6 +409,30 @@ cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *
 }
 
 /*
+ * Multi-host mode's common case (the fused path's: OTPM in "actual" mode,
+ * some input, nothing kept free): the credit first, one atomic subtraction
+ * each for RPM and ITPM, then the fused takes; a refusal gives the credit
+ * back.  Too little credit goes to cluster_admit, which knows what to do.
+ */
+static __attribute__((noinline)) int
+cluster_fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	      shl_refusal *why, int64_t now, uint64_t need_i)
+{
+	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
+						need_i * pl->interval[SHL_DIM_ITPM], 0};
+	if (shl_likely(cost_ns[SHL_DIM_ITPM] <= shl__cluster_validity(pl, SHL_DIM_ITPM) &&
+		       shl__cluster_take(h, p, cost_ns) < 0)) {
+		int r = fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
+		if (r != 0)
+			shl__cluster_untake(h, p, cost_ns);
+		return r;
+	}
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, 0};
+	return cluster_admit(h, l, pl, rt, p, model, units, batch, t, why, now, need, pl->tol);
+}
+
+/*
  * Routing's min_free: the tolerances that keep `keep` (0..1) of each
  * bucket free.  Returns -1, or the dimension the request can never fit
  * while keeping that much (*cap: the units it may use there).
@@ -489,12 +513,13 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
 	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
-	if (shl_likely(!(keep > 0) && !(flags & (SHL_PF_OTPM_RESERVE | SHL_PF_CLUSTER)) &&
-		       need_i != 0)) {
+	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (shl_unlikely(hold > now))
 			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
+		if (shl_unlikely(flags & SHL_PF_CLUSTER))
+			return cluster_fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i);
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
 	}
 	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
