@@ -34,6 +34,14 @@
  * which is the conservative direction; a process killed after admission and
  * before settle leaves its worst-case spend reserved for the month.
  *
+ * A request that cannot go now may take its place in line instead
+ * (shl_reserve; shl_acquire and shl_route wait through it): the same
+ * takes, made for a release time ahead of now, so that every later request
+ * finds the words pushed past it (reserve_impl below; bucket.c,
+ * "Reservations", for why the refund rule then measures from the pool's
+ * horizon).  shl_start re-checks, at the release, what may have changed
+ * meanwhile (a hold, the spend cap).
+ *
  * Settlement replaces the estimate with the server's usage: ITPM counts
  * input + cache-creation tokens (+ cache reads in pools configured so),
  * OTPM counts actual output (or, in "reserve" mode, refunds the unused part
@@ -644,10 +652,15 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		charged = (uint32_t)r;
 	}
 	for (int tries = 0; tries < SHL_RESERVE_TRIES; tries++) {
-		/* 1. the release, from the words as they are now */
+		/* 1. the release, from the words and the clock as they are now:
+		 * a fresh reading each time, or a retry would take at an instant
+		 * further and further in the past, where the refill since is not
+		 * seen, and lose every race to callers taking at the present. */
+		const int64_t now1 = shl__now();
+		const uint64_t n1 = now1 < 0 ? 0 : (uint64_t)now1;
 		int64_t wmax;
-		int wdim = waits(rt, n, cost_ns, tol, &wmax);
-		uint64_t rel = n + (uint64_t)wmax; /* both < 2^63 */
+		int wdim = waits(rt, n1, cost_ns, tol, &wmax);
+		uint64_t rel = n1 + (uint64_t)wmax; /* both < 2^63 */
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (hold > 0 && (uint64_t)hold > rel) {
@@ -657,10 +670,10 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
 			/* The words moved since the first look: give the spend back. */
 			shl__lease_adjust(h, l, ps, month, charged, -units);
-			return late(rt, why, wdim, p, rel - n, need, pl->burst);
+			return late(rt, why, wdim, p, rel - n1, need, pl->burst);
 		}
 		/* 2. the horizon, then every bucket at rel */
-		if (rel > n) {
+		if (rel > n1) {
 			shl__horizon_raise(&rt->horizon, rel);
 			/* release: the raise above is ordered before the takes'
 			 * CAS below; pairs with the acquire load of tat in
@@ -696,7 +709,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		else
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
-		if (rel > n)
+		if (rel > n1)
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->waited, 1, memory_order_relaxed);
 		ticket_fill(t, l, pl, p, model, units, c->batch, charged, (int64_t)rel, need_i, need_o,
