@@ -145,3 +145,11 @@ double tool_usd(int64_t units)
 {
 	return (double)units / (double)SHL_UNITS_PER_USD;
 }
+
+const struct shl_pool_stats *tool_pool_stats(const struct shl_stats *s, int index)
+{
+	for (int k = 0; s != NULL && k < s->npools && k < SHL_MAX_POOLS; k++)
+		if (s->pools[k].index == index)
+			return &s->pools[k];
+	return NULL;
+}

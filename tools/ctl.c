@@ -564,7 +564,8 @@ static int cost_opt(int c, shl_cost *cost, int64_t *wait_ns)
 /* The name of pool `p` from a snapshot, or "?". */
 static const char *pool_name(const shl_stats *s, int p)
 {
-	return s && p >= 0 && p < s->npools ? s->pools[p].name : "?";
+	const shl_pool_stats *ps = tool_pool_stats(s, p);
+	return ps ? ps->name : "?";
 }
 
 /*
@@ -775,29 +776,25 @@ static int cmd_hold(int argc, char **argv)
 		fprintf(stderr, PROG " hold: out of memory\n");
 		return TX_FAIL;
 	}
-	int rc = TX_OK, p = -1;
-	if ((r = shl_stats_get(h, s)) < 0) {
-		rc = lib_error(name, r, NULL);
-		goto out;
-	}
-	for (int i = 0; i < s->npools && p < 0; i++)
-		if (strcmp(s->pools[i].name, pool) == 0)
-			p = i;
-	if (p < 0) {
+	int rc = TX_OK;
+	int p = shl_pool_find(h, pool);
+	if (p == -ESRCH) {
 		fprintf(stderr, PROG " hold: segment '%s' has no pool '%s' (pools:", name, pool);
-		for (int i = 0; i < s->npools; i++)
-			fprintf(stderr, " %s", s->pools[i].name);
+		if (shl_stats_get(h, s) == 0)
+			for (int i = 0; i < s->npools; i++)
+				fprintf(stderr, " %s", s->pools[i].name);
 		fprintf(stderr, ")\n");
 		rc = TX_USAGE;
 		goto out;
 	}
-	if ((r = shl_hold(h, p, ns)) < 0) {
-		rc = lib_error(name, r, NULL);
+	if (p < 0 || (r = shl_hold(h, p, ns)) < 0) {
+		rc = lib_error(name, p < 0 ? p : r, NULL);
 		goto out;
 	}
 	/* A hold extends, never shortens: print what is in force now. */
-	if (shl_stats_get(h, s) == 0)
-		printf("held pool=%s seconds=%.3f\n", pool, (double)s->pools[p].hold_ns / 1e9);
+	const shl_pool_stats *ps;
+	if (shl_stats_get(h, s) == 0 && (ps = tool_pool_stats(s, p)) != NULL)
+		printf("held pool=%s seconds=%.3f\n", pool, (double)ps->hold_ns / 1e9);
 out:
 	free(s);
 	shl_detach(h);

@@ -548,5 +548,34 @@ expect 6 "ctl check: a bucket word years ahead" "$CTL" check $N
 grep -q "pools\[0\].tat\[rpm\]: .* over a year ahead" "$TMP/out" && ok "check names pools[0].tat[rpm]" || bad "check: $(cat "$TMP/out")"
 expect 9 "the scribbled bucket refuses (it never admits more)" "$CTL" try $N claude-opus-4-5 --input 1
 
+# ---------------------------------------------------------------- pool identity after an apply (issue 13, defect 1)
+# [a,b,c] then [b,c]: b and c keep their indices 1 and 2, so the statistics'
+# position (0, 1) is not the pool index.  hold and try must name c, not b.
+N=$P-ident
+cat >"$TMP/abc.json" <<'J'
+{"spend_cap_usd": null, "pools": [
+ {"name": "a", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "b", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "c", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}}],
+ "models": [{"match": "ma", "pool": "a"}, {"match": "mb", "pool": "b"}, {"match": "mc", "pool": "c"}]}
+J
+cat >"$TMP/bc.json" <<'J'
+{"spend_cap_usd": null, "pools": [
+ {"name": "b", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "c", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}}],
+ "models": [{"match": "mb", "pool": "b"}, {"match": "mc", "pool": "c"}]}
+J
+"$CTL" create $N --config "$TMP/abc.json" >/dev/null
+expect 0 "apply [b,c] over [a,b,c]" "$CTL" apply $N "$TMP/bc.json"
+expect 0 "hold c after the apply" "$CTL" hold $N c 30
+grep -q "^held pool=c seconds=[1-9][0-9]*\.[0-9]*$" "$TMP/out" && ok "hold prints pool c and its seconds ($(cat "$TMP/out"))" || bad "hold c printed: $(cat "$TMP/out")"
+"$STAT" --json $N >"$TMP/id.json"
+check "the hold is on c, not on b" python3 -c 'import json,sys; h={p["name"]: p["hold_seconds"] for p in json.load(open(sys.argv[1]))["pools"]}; sys.exit(not (h["b"] == 0 and 1 < h["c"] <= 30))' "$TMP/id.json"
+expect 9 "try on c is refused by its hold" "$CTL" try $N mc --input 1
+grep -q "^refused model=mc pool=c dimension=hold" "$TMP/out" && ok "try names pool c" || bad "try mc: $(cat "$TMP/out")"
+expect 0 "try on b is admitted" "$CTL" try $N mb --input 1
+grep -q "^admitted model=mb pool=b " "$TMP/out" && ok "try names pool b" || bad "try mb: $(cat "$TMP/out")"
+"$CTL" rm $N >/dev/null
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

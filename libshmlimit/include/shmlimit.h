@@ -564,7 +564,11 @@ typedef struct shl_stats {
 
 /* A snapshot: no value is torn between two updates (the month's spend
  * never shows a lease moved half-way); counts of different pools and
- * fields may come from instants a few microseconds apart. */
+ * fields may come from instants a few microseconds apart.  pools[0 ..
+ * npools-1] are the pools in use, in index order, without gaps: after an
+ * apply removed a pool, pools[k].index (the index tickets, refusals,
+ * shl_hold and shl_clamp use) is not k.  Find a pool by its index there,
+ * or by name with shl_pool_find. */
 SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
 
 /* ------------------------------------------------------------------ */

@@ -13,6 +13,12 @@
 
 #include "internal.h"
 
+/*
+ * pools[] is compacted: it holds the npools pools in use, in index order,
+ * and a pool's index (what tickets, refusals, shl_hold and shl_clamp name)
+ * is pools[k].index, which differs from k once an apply has removed a pool
+ * below it.
+ */
 int shl_stats_get(shl_t *h, shl_stats *out)
 {
 	if (h == NULL || out == NULL)
@@ -46,6 +52,7 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		const struct shl_pool_local *pl = &l->pools[p];
 		struct shl_pool_rt *rt = (struct shl_pool_rt *)&seg->pools[p];
 		shl_pool_stats *o = &out->pools[k++];
+		o->index = (int)p;
 		memcpy(o->name, pc->name, sizeof(o->name));
 		o->name[SHL_NAME_MAX] = 0;
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
