@@ -577,5 +577,27 @@ expect 0 "try on b is admitted" "$CTL" try $N mb --input 1
 grep -q "^admitted model=mb pool=b " "$TMP/out" && ok "try names pool b" || bad "try mb: $(cat "$TMP/out")"
 "$CTL" rm $N >/dev/null
 
+# ---------------------------------------------------------------- squatters (issue 13, defect 3)
+# A FIFO, a directory or a socket in the segment's place: every tool exits at
+# once (under 5 s) with a message saying what is there, never blocking in open.
+for kind in fifo dir socket; do
+	N=$P-sq-$kind
+	case $kind in
+	fifo) mkfifo -m 666 /dev/shm/$N ;;
+	dir) mkdir -m 777 /dev/shm/$N ;;
+	socket) python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' /dev/shm/$N ;;
+	esac
+	for cmd in "$STAT $N" "$STAT --prometheus $N" "$STAT --json $N" "$CTL show $N" "$CTL check $N" "$CTL try $N claude-haiku-4-5" "$CTL apply $N --tier 1"; do
+		# shellcheck disable=SC2086
+		timeout 5 $cmd >"$TMP/out" 2>"$TMP/err"; rc=$?
+		if [ $rc -eq 5 ] && grep -q "not a regular file" "$TMP/out" "$TMP/err"; then
+			ok "$kind squatting the name: '${cmd##*/}' exits 5 at once, saying so"
+		else
+			bad "$kind squatting the name: '${cmd##*/}': exit $rc: $(cat "$TMP/out" "$TMP/err" | head -3)"
+		fi
+	done
+	rm -rf /dev/shm/$N
+done
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -314,6 +314,28 @@ fail:
 	return r;
 }
 
+/* What a non-regular file in a segment's place is, for the message. */
+static const char *mode_kind(mode_t m)
+{
+	return S_ISFIFO(m)   ? "a FIFO"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISSOCK(m) ? "a socket"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISLNK(m)  ? "a symbolic link"
+			     : "something";
+}
+
+/* The same when open(2) refused it: look at the name (shm_open's
+ * directory is /dev/shm on Linux). */
+static const char *squatter_kind(const char *path)
+{
+	char p[300];
+	struct stat st;
+	snprintf(p, sizeof(p), "/dev/shm%s", path);
+	return lstat(p, &st) == 0 && !S_ISREG(st.st_mode) ? mode_kind(st.st_mode) : "something";
+}
+
 static int validate_header(const struct shl_hdr *hd, off_t size, const char *path, shl_err *e)
 {
 	if (__atomic_load_n(&hd->magic, __ATOMIC_ACQUIRE) != SHL_MAGIC) {
@@ -354,10 +376,21 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		return -EINVAL;
 	*out = NULL;
 	int rd = (flags & SHL_ATTACH_RDONLY) != 0;
-	int fd = shl__shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+	/* O_NONBLOCK: a FIFO squatting the name would block a read-only open
+	 * until a writer came; it is refused below, like any non-regular file,
+	 * and the flag cleared for a real segment. */
+	int fd = shl__shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, 0);
 	if (fd < 0) {
 		r = -errno;
-		if (r == -ENOENT)
+		if (r == -ENXIO || r == -EISDIR || r == -ENODEV ||
+		    (r == -EINVAL && strcmp(squatter_kind(path), "something") != 0)) {
+			/* open(2) refuses a socket, a device without a driver or
+			 * (read-write) a directory before we could fstat it
+			 * (glibc's shm_open turns EISDIR into EINVAL). */
+			r = -EPROTO;
+			shl__err(err, "segment '%s' is not a regular file (%s in its place): "
+				 "not a libshmlimit segment", path, squatter_kind(path));
+		} else if (r == -ENOENT)
 			shl__err(err, "segment '%s' does not exist (create it with shmlimit-ctl create)",
 				 path);
 		else if (r == -EACCES)
@@ -371,6 +404,18 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 	if (fstat(fd, &st) != 0) {
 		r = -errno;
 		shl__err(err, "segment '%s': %s", path, strerror(-r));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EPROTO;
+		shl__err(err, "segment '%s' is not a regular file (%s in its place): "
+			 "not a libshmlimit segment", path, mode_kind(st.st_mode));
+		goto fail;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': fcntl: %s", path, strerror(-r));
 		goto fail;
 	}
 	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER)) {
