@@ -57,8 +57,85 @@ static void test_pool_index_after_apply(void)
 	shl_unlink(name);
 }
 
+/* ------------------------------------------------------------------ */
+/* 5. A NUL inside a configuration string ("claude-opus\u0000-evil*")    */
+/*    was truncated by cJSON and accepted: a prefix pattern became an    */
+/*    exact id.  Refused, naming the key path.                           */
+/* ------------------------------------------------------------------ */
+
+static int parse_err(const char *json, shl_err *e)
+{
+	shl_config *c = NULL;
+	memset(e, 0, sizeof(*e));
+	int r = shl_config_parse(json, strlen(json), &c, e);
+	shl_config_free(c);
+	return r;
+}
+
+static void test_config_nul_in_string(void)
+{
+	shl_err e;
+	const char *models = "{\"pools\": [" POOL("p") "], \"models\": [{\"match\": \"a\", \"pool\": "
+			     "\"p\"}, {\"match\": \"claude-opus\\u0000-evil*\", \"pool\": \"p\"}]}";
+	CU_ASSERT_EQUAL(parse_err(models, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "models[1].match"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "NUL"));
+	const char *pool = "{\"pools\": [{\"name\": \"p\\u0000x\", \"rpm\": 1, \"itpm\": 1, "
+			   "\"otpm\": 1, " PRICES "}]}";
+	CU_ASSERT_EQUAL(parse_err(pool, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "pools[0].name"));
+	const char *pn = "{\"pools\": [" POOL("p") "], \"models\": [{\"match\": \"a\", \"pool\": "
+			 "\"p\\u0000q\"}]}";
+	CU_ASSERT_EQUAL(parse_err(pn, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "models[0].pool"));
+	const char *mode = "{\"pools\": [{\"name\": \"p\", \"rpm\": 1, \"itpm\": 1, \"otpm\": 1, "
+			   "\"otpm_mode\": \"reserve\\u0000junk\", " PRICES "}]}";
+	CU_ASSERT_EQUAL(parse_err(mode, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "pools[0].otpm_mode"));
+	/* In a key: "name\u0000x" would read as "name". */
+	const char *key = "{\"pools\": [{\"name\\u0000x\": \"p\", \"rpm\": 1, \"itpm\": 1, "
+			  "\"otpm\": 1, " PRICES "}]}";
+	CU_ASSERT_EQUAL(parse_err(key, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "pools[0]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "NUL"));
+	/* An escaped backslash before "u0000" is not a NUL: "a\\u0000" is the
+	 * 7 characters a \ u 0 0 0 0, refused for its backslash, not a NUL. */
+	const char *lit = "{\"pools\": [" POOL("p") "], \"models\": [{\"match\": \"a\\\\u0000\", "
+			  "\"pool\": \"p\"}]}";
+	CU_ASSERT_EQUAL(parse_err(lit, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "models[0].match: expected a model id"));
+	const char *ok = "{\"pools\": [" POOL("p") "], \"models\": [{\"match\": \"a\\u0041*\", "
+			 "\"pool\": \"p\"}]}";
+	CU_ASSERT_EQUAL(parse_err(ok, &e), 0); /* other escapes still read */
+}
+
+/* 8. Messages: JSON nested too deep says so; a price of 1e-400 (a finer
+ *    amount than 0.001, read as 0 by strtod) is refused like 0.0001. */
+static void test_config_messages(void)
+{
+	shl_err e;
+	char deep[4200];
+	size_t n = 0;
+	for (int i = 0; i < 2000; i++)
+		deep[n++] = '[';
+	deep[n] = 0;
+	CU_ASSERT_EQUAL(parse_err(deep, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "nested"));
+	const char *tiny = "{\"pools\": [{\"name\": \"p\", \"rpm\": 1, \"itpm\": 1, \"otpm\": 1, "
+			   "\"prices\": {\"input\": 1e-400, \"output\": 1, \"cache_write_5m\": 1, "
+			   "\"cache_write_1h\": 1, \"cache_read\": 1}}]}";
+	CU_ASSERT_EQUAL(parse_err(tiny, &e), -EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "pools[0].prices.input"));
+	const char *zero = "{\"pools\": [{\"name\": \"p\", \"rpm\": 1, \"itpm\": 1, \"otpm\": 1, "
+			   "\"prices\": {\"input\": 0e-400, \"output\": 1, \"cache_write_5m\": 1, "
+			   "\"cache_write_1h\": 1, \"cache_read\": 0}}]}";
+	CU_ASSERT_EQUAL(parse_err(zero, &e), 0); /* a zero written so is still zero */
+}
+
 void suite_issue13(void)
 {
 	CU_pSuite s = CU_add_suite("issue13", NULL, NULL);
 	TU_ADD(s, test_pool_index_after_apply);
+	TU_ADD(s, test_config_nul_in_string);
+	TU_ADD(s, test_config_messages);
 }
