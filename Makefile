@@ -4,7 +4,7 @@
 #   make check      every test (CUnit suites, multi-process, shell tests of the tools and the shim)
 #   make demo       the main job: a fleet of curl workers under the shim against a mock API
 #   make bench      the benchmark suite (bench-quick: under a minute)
-#   make install    honours PREFIX and DESTDIR
+#   make install    honours PREFIX, DESTDIR, BINDIR, LIBDIR, INCLUDEDIR, MANDIR (uninstall: the same)
 #
 # Each component keeps its rules in its own fragment (*/*.mk), included below.
 # Missing Debian packages are installed by scripts/deps.sh (as root) or named.
@@ -12,6 +12,12 @@
 CC ?= cc
 PREFIX ?= /usr/local
 DESTDIR ?=
+# Installation directories (LIBDIR=/usr/lib/x86_64-linux-gnu for Debian multiarch).
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 BUILD := build
 
 SHL_SOVERSION := 1
@@ -27,7 +33,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 SAN ?=
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CPPFLAGS) $(CFLAGS) $(SAN) \
              -Ilibshmlimit/include -Ilibshmlimit/src $(DEP_CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
@@ -80,9 +86,20 @@ $(LIB_SO_V): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libshmlimit.so.$(SHL_SOVERSION) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread
 $(LIB_SO): $(LIB_SO_V)
 	ln -sf libshmlimit.so.$(SHL_SOVERSION) $@
-$(BUILD)/shmlimit.pc: shmlimit.pc.in Makefile
+# The .pc file records the install directories: a stamp holding them is
+# rewritten whenever they change (make, then make install PREFIX=/usr), so
+# the file is regenerated then.  Directories under PREFIX are written
+# relative to ${prefix}, so pkg-config --define-variable=prefix works.
+PC_DIRS := $(PREFIX)|$(LIBDIR)|$(INCLUDEDIR)|$(SHL_VERSION)
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+$(BUILD)/.pc-dirs: FORCE
 	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(SHL_VERSION)|g' $< > $@
+	@echo '$(PC_DIRS)' | cmp -s - $@ || echo '$(PC_DIRS)' > $@
+$(BUILD)/shmlimit.pc: shmlimit.pc.in $(BUILD)/.pc-dirs
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|g' \
+	  -e 's|@INCLUDEDIR@|$(call pc_rel,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(SHL_VERSION)|g' $< > $@
+.PHONY: FORCE
+FORCE:
 
 # Static link line for our own programs and tests.
 SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
@@ -96,15 +113,22 @@ check: $(BUILD)/.deps-test
 	@tests/run-suites.sh $(CHECKS)
 
 install: build-all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 libshmlimit/include/shmlimit.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIB_SO_V) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libshmlimit.so.$(SHL_SOVERSION) $(DESTDIR)$(PREFIX)/lib/libshmlimit.so
-	install -m 644 $(BUILD)/shmlimit.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	$(if $(strip $(INSTALL_BINS)),install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 $(INSTALL_BINS) $(DESTDIR)$(PREFIX)/bin/)
-	$(if $(strip $(INSTALL_LIBS)),install -m 755 $(INSTALL_LIBS) $(DESTDIR)$(PREFIX)/lib/)
-	$(if $(strip $(INSTALL_MANS)),install -d $(DESTDIR)$(PREFIX)/share/man/man1 && install -m 644 $(INSTALL_MANS) $(DESTDIR)$(PREFIX)/share/man/man1/)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 libshmlimit/include/shmlimit.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIB_SO_V) $(DESTDIR)$(LIBDIR)/
+	ln -sf libshmlimit.so.$(SHL_SOVERSION) $(DESTDIR)$(LIBDIR)/libshmlimit.so
+	install -m 644 $(BUILD)/shmlimit.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(if $(strip $(INSTALL_BINS)),install -d $(DESTDIR)$(BINDIR) && install -m 755 $(INSTALL_BINS) $(DESTDIR)$(BINDIR)/)
+	$(if $(strip $(INSTALL_LIBS)),install -m 755 $(INSTALL_LIBS) $(DESTDIR)$(LIBDIR)/)
+	$(if $(strip $(INSTALL_MANS)),install -d $(DESTDIR)$(MANDIR)/man1 && install -m 644 $(INSTALL_MANS) $(DESTDIR)$(MANDIR)/man1/)
+
+# Removes exactly what install copies (directories stay: others may share them).
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/shmlimit.h $(DESTDIR)$(PKGCONFIGDIR)/shmlimit.pc
+	rm -f $(addprefix $(DESTDIR)$(LIBDIR)/,libshmlimit.a libshmlimit.so libshmlimit.so.$(SHL_SOVERSION) $(notdir $(INSTALL_LIBS)))
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(INSTALL_BINS)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(INSTALL_MANS)))
 
 clean:
 	rm -rf $(BUILD)
