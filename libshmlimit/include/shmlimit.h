@@ -149,6 +149,20 @@ SHL_API char *shl_config_to_json(const shl_config *cfg);
 
 SHL_API void shl_config_free(shl_config *cfg);
 
+/* A pool of a configuration with every default resolved: the numbers a
+ * segment created from it enforces (e.g. the RPM burst max(1, rpm / 60)). */
+typedef struct shl_pool_info {
+	char name[SHL_NAME_MAX + 1];
+	uint64_t limit[SHL_NBUCKETS]; /* per minute */
+	uint64_t burst[SHL_NBUCKETS]; /* bucket capacities */
+	int otpm_reserve;             /* 1: otpm_mode "reserve" */
+	int cache_reads_count;        /* 1: cache reads count toward ITPM */
+} shl_pool_info;
+
+/* Pool `i` (0.., in the configuration's order) of `cfg`: 0, or -ESRCH past
+ * the last pool, -EINVAL for a NULL argument. */
+SHL_API int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out);
+
 /* ------------------------------------------------------------------ */
 /* Segments                                                             */
 /* ------------------------------------------------------------------ */

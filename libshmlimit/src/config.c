@@ -691,6 +691,32 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 	return 0;
 }
 
+int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out)
+{
+	if (cfg == NULL || out == NULL)
+		return -EINVAL;
+	const struct shl_cfg_slot *s = &cfg->slot;
+	/* A parsed configuration's pools are dense; a copy of a live one
+	 * (shl_config_get) may have gaps where an apply removed a pool: the
+	 * i-th pool in use is meant either way. */
+	int k = 0;
+	for (unsigned p = 0; p < s->npools && p < SHL_MAX_POOLS; p++) {
+		const struct shl_pool_cfg *pc = &s->pools[p];
+		if (!(pc->flags & SHL_PF_USED) || k++ != i)
+			continue;
+		memset(out, 0, sizeof(*out));
+		memcpy(out->name, pc->name, SHL_NAME_MAX);
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			out->limit[d] = pc->limit[d];
+			out->burst[d] = pc->burst[d];
+		}
+		out->otpm_reserve = (pc->flags & SHL_PF_OTPM_RESERVE) != 0;
+		out->cache_reads_count = (pc->flags & SHL_PF_CACHE_READS) != 0;
+		return 0;
+	}
+	return -ESRCH;
+}
+
 const char *shl_preset_json(int tier)
 {
 	if (tier < 1 || tier > shl__npresets)
