@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "shmlimit.h"
 
@@ -100,6 +101,11 @@ int tool_read_file(const char *path, char **buf, size_t *len)
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 	if (f == NULL)
 		return -errno;
+	struct stat st;
+	if (f != stdin && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f); /* fopen opens a directory; reading it is EISDIR, said plainly */
+		return -EISDIR;
+	}
 	size_t cap = 4096, n = 0;
 	char *b = malloc(cap);
 	if (b == NULL)

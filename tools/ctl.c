@@ -142,16 +142,31 @@ static int lib_error(const char *name, int r, const shl_err *e)
 	return tool_exit_code(r);
 }
 
-/* Parse a token count option. */
-static int count_arg(const char *opt, const char *s, uint64_t *out)
+/* Parse a token count option (at most `max`). */
+static int count_arg_max(const char *opt, const char *s, uint64_t max, uint64_t *out)
 {
-	if (tool_parse_u64(s, UINT64_MAX / 2, out) != 0) {
+	int r = tool_parse_u64(s, max, out);
+	if (r == -ERANGE) {
+		fprintf(stderr, PROG " %s: --%s: %s is more than %llu tokens\n", current->name, opt, s,
+			(unsigned long long)max);
+		return -1;
+	}
+	if (r != 0) {
 		fprintf(stderr, PROG " %s: --%s: '%s' is not a non-negative integer\n", current->name,
 			opt, s);
 		return -1;
 	}
 	return 0;
 }
+
+static int count_arg(const char *opt, const char *s, uint64_t *out)
+{
+	return count_arg_max(opt, s, UINT64_MAX / 2, out);
+}
+
+/* A request's token counts (shl_cost): the library refuses one over
+ * 2^32 - 1 (-EOVERFLOW); the flag that gave it is named here instead. */
+#define COST_MAX UINT32_MAX
 
 /* Positional arguments after options: exactly n. */
 static int want_args(int argc, char **argv, int n, const char *names)
@@ -196,7 +211,8 @@ static int load_config(const char *tier, const char *file, shl_config **cfg)
 	int r = tool_read_file(file, &buf, &len);
 	if (r < 0) {
 		fprintf(stderr, PROG " %s: cannot read %s: %s\n", current->name,
-			strcmp(file, "-") == 0 ? "standard input" : file, strerror(-r));
+			strcmp(file, "-") == 0 ? "standard input" : file,
+			r == -EISDIR ? "it is a directory, not a configuration file" : strerror(-r));
 		return TX_FAIL;
 	}
 	r = shl_config_parse(buf, len, cfg, &e);
@@ -499,6 +515,8 @@ static int cmd_check(int argc, char **argv)
 	shl_err e;
 	memset(&e, 0, sizeof(e));
 	r = shl_attach(name, SHL_ATTACH_RDONLY | SHL_ATTACH_ANY_OWNER, &h, &e);
+	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENOMEM || r == -ENAMETOOLONG)
+		return lib_error(name, r, &e); /* not a finding about the segment */
 	if (r < 0) {
 		/* An unreadable header is a finding, reported like the others. */
 		printf("%s: BAD\n%s\n", name, e.msg[0] ? e.msg : shl_strerror(r));
@@ -527,22 +545,22 @@ static int cost_opt(int c, shl_cost *cost, int64_t *wait_ns)
 	int bad = 0;
 	switch (c) {
 	case 'i':
-		bad = count_arg("input", optarg, &cost->input_tokens);
+		bad = count_arg_max("input", optarg, COST_MAX, &cost->input_tokens);
 		break;
 	case 'o':
-		bad = count_arg("output", optarg, &cost->max_tokens);
+		bad = count_arg_max("output", optarg, COST_MAX, &cost->max_tokens);
 		break;
 	case 'm':
-		bad = count_arg("max-tokens", optarg, &cost->max_tokens);
+		bad = count_arg_max("max-tokens", optarg, COST_MAX, &cost->max_tokens);
 		break;
 	case OPT_CW5M:
-		bad = count_arg("cache-write-5m", optarg, &cost->cache_write_5m);
+		bad = count_arg_max("cache-write-5m", optarg, COST_MAX, &cost->cache_write_5m);
 		break;
 	case OPT_CW1H:
-		bad = count_arg("cache-write-1h", optarg, &cost->cache_write_1h);
+		bad = count_arg_max("cache-write-1h", optarg, COST_MAX, &cost->cache_write_1h);
 		break;
 	case OPT_CREAD:
-		bad = count_arg("cache-read", optarg, &cost->cache_read);
+		bad = count_arg_max("cache-read", optarg, COST_MAX, &cost->cache_read);
 		break;
 	case 'B':
 		cost->batch = 1;

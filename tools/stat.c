@@ -414,10 +414,13 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'j':
-			mode = MODE_JSON;
-			break;
 		case 'p':
-			mode = MODE_PROM;
+			if (mode != MODE_TABLE && mode != (c == 'j' ? MODE_JSON : MODE_PROM)) {
+				fprintf(stderr, PROG ": --json and --prometheus exclude each other "
+						     "(give one)\n");
+				return TX_USAGE;
+			}
+			mode = c == 'j' ? MODE_JSON : MODE_PROM;
 			break;
 		case 'h':
 			usage(stdout);

@@ -293,6 +293,13 @@ if [ "$(id -u)" -eq 0 ] && command -v runuser >/dev/null && id nobody >/dev/null
 	grep -q "permission denied" "$TMP/err" && ok "message says permission denied" || bad "msg: $(cat "$TMP/err")"
 	chmod 0600 /dev/shm/$N
 	expect 4 "stat as nobody without read permission" runuser -u nobody -- "$BIN/shmlimit-stat" $N
+	# issue 13, defect 8: check and create --force by someone who may not.
+	expect 4 "ctl check as nobody without read permission" runuser -u nobody -- "$BIN/shmlimit-ctl" check $N
+	if grep -q "BAD" "$TMP/out" "$TMP/err"; then bad "check of an unreadable segment says BAD: $(cat "$TMP/out")"
+	else grep -q "permission denied" "$TMP/err" && ok "check says permission denied, not BAD" || bad "check msg: $(cat "$TMP/out" "$TMP/err")"; fi
+	expect 4 "create --force over another user's segment" runuser -u nobody -- "$BIN/shmlimit-ctl" create $N --tier 2 --force
+	grep -q "permission denied" "$TMP/err" && ! grep -q "already exists" "$TMP/err" && ok "create --force says permission denied" || bad "create --force msg: $(cat "$TMP/err")"
+	check "the owner's segment is still there" [ -e /dev/shm/$N ]
 else
 	skipped "not root or no runuser/nobody: read-only attach by another user not checked"
 fi
@@ -598,6 +605,27 @@ for kind in fifo dir socket; do
 	done
 	rm -rf /dev/shm/$N
 done
+
+# ---------------------------------------------------------------- messages (issue 13, defect 8)
+N=$P-msg
+"$CTL" create $N --tier 1 >/dev/null
+expect 2 "try --input 4294967296 (over a request's 2^32 - 1 tokens)" "$CTL" try $N claude-haiku-4-5 --input 4294967296
+grep -q -- "--input" "$TMP/err" && ! grep -q "segment" "$TMP/err" && ok "the message names --input, not the segment" || bad "msg: $(cat "$TMP/err")"
+expect 2 "route --cache-read 4294967296" "$CTL" route $N claude-haiku-4-5 --cache-read 4294967296
+grep -q -- "--cache-read" "$TMP/err" && ok "the message names --cache-read" || bad "msg: $(cat "$TMP/err")"
+expect 10 "try --output 4294967295 is a count (that no bucket holds: exit 10)" "$CTL" try $N claude-haiku-4-5 --input 1 --output 4294967295
+expect 2 "stat --json --prometheus together" "$STAT" --json --prometheus $N
+grep -q -- "--json.*--prometheus\|--prometheus.*--json" "$TMP/err" && ok "the message names both flags" || bad "msg: $(cat "$TMP/err")"
+check "no output for refused flags" [ ! -s "$TMP/out" ]
+mkdir -p "$TMP/cfgdir"
+expect 1 "create --config DIR" "$CTL" create $P-msgdir --config "$TMP/cfgdir"
+grep -q "is a directory" "$TMP/err" && ! grep -q "Input/output" "$TMP/err" && ok "the message says it is a directory" || bad "msg: $(cat "$TMP/err")"
+expect 1 "apply DIR" "$CTL" apply $N "$TMP/cfgdir"
+grep -q "is a directory" "$TMP/err" && ok "apply: the message says it is a directory" || bad "msg: $(cat "$TMP/err")"
+python3 -c 'print("[" * 5000 + "]" * 5000)' >"$TMP/deep.json"
+expect 7 "create from JSON nested 5000 deep" "$CTL" create $P-msgdeep --config "$TMP/deep.json"
+grep -q "nested" "$TMP/err" && ok "the message says nested too deep" || bad "msg: $(cat "$TMP/err")"
+"$CTL" rm $N >/dev/null
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

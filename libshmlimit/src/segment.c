@@ -241,8 +241,15 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	}
 	if (out)
 		*out = NULL;
-	if (flags & SHL_CREATE_REPLACE)
-		shm_unlink(path);
+	if ((flags & SHL_CREATE_REPLACE) && shm_unlink(path) != 0 && errno != ENOENT) {
+		/* Not ours to remove (another user's, in the sticky /dev/shm):
+		 * say so, rather than "already exists" from the O_EXCL below. */
+		r = -errno;
+		shl__err(err, "segment '%s': cannot replace it: %s", path,
+			 r == -EPERM || r == -EACCES ? "permission denied (another user's segment)"
+						     : strerror(-r));
+		return r == -EACCES ? -EPERM : r;
+	}
 	mode_t mode = (flags & SHL_CREATE_GROUP) ? 0660 : 0600;
 	int fd = shl__shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0) {
