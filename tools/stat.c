@@ -258,15 +258,23 @@ static void prom_pool(FILE *f, const char *seg, const shl_stats *s, const char *
 	}
 }
 
-static const char *const prom_dims[SHL_NBUCKETS] = {"requests", "input_tokens", "output_tokens"};
+/* Requests and tokens are different units: never one metric.  The token
+ * buckets' metrics carry kind="input" (ITPM) or kind="output" (OTPM). */
+static const char *const prom_token_dims[2] = {"input", "output"};
 static const char *const prom_tokens[4] = {"input", "output", "cache_read", "cache_write"};
 static const char *const prom_results[6] = {"admitted", "refused", "waited",
 					    "settled",  "cancelled", "server_429"};
 
+/* i: 0 is the RPM bucket (requests metrics); for tokens metrics i 0, 1 are
+ * ITPM and OTPM (t_ variants add 1). */
 static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
 static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
 static double g_avail(const shl_pool_stats *ps, int i) { return ps->available[i]; }
 static double g_used(const shl_pool_stats *ps, int i) { return (double)ps->used_last_minute[i]; }
+static double t_limit(const shl_pool_stats *ps, int i) { return g_limit(ps, i + 1); }
+static double t_burst(const shl_pool_stats *ps, int i) { return g_burst(ps, i + 1); }
+static double t_avail(const shl_pool_stats *ps, int i) { return g_avail(ps, i + 1); }
+static double t_used(const shl_pool_stats *ps, int i) { return g_used(ps, i + 1); }
 static double g_hold(const shl_pool_stats *ps, int i)
 {
 	(void)i;
@@ -300,17 +308,27 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_head(f, "created_timestamp_seconds", "gauge", "When the segment was created.");
 	fprintf(f, "shmlimit_created_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)(s->created_unix_ns / 1000000000LL));
-	prom_pool(f, seg, s, "pool_limit_per_second", "gauge",
-		  "Configured refill rate of the bucket (the per-minute limit / 60).", "dimension",
-		  prom_dims, SHL_NBUCKETS, g_limit);
-	prom_pool(f, seg, s, "pool_burst", "gauge", "Bucket capacity in units.", "dimension",
-		  prom_dims, SHL_NBUCKETS, g_burst);
-	prom_pool(f, seg, s, "pool_available", "gauge",
-		  "Units available in the bucket now (negative: in debt).", "dimension", prom_dims,
-		  SHL_NBUCKETS, g_avail);
-	prom_pool(f, seg, s, "pool_used_last_minute", "gauge",
-		  "Units settled in the last 60 seconds.", "dimension", prom_dims, SHL_NBUCKETS,
-		  g_used);
+	prom_pool(f, seg, s, "pool_limit_requests_per_second", "gauge",
+		  "Refill rate of the requests bucket (the RPM limit / 60).", NULL, NULL, 1, g_limit);
+	prom_pool(f, seg, s, "pool_limit_tokens_per_second", "gauge",
+		  "Refill rate of a tokens bucket (the ITPM or OTPM limit / 60).", "kind",
+		  prom_token_dims, 2, t_limit);
+	prom_pool(f, seg, s, "pool_burst_requests", "gauge",
+		  "Capacity of the requests bucket.", NULL, NULL, 1, g_burst);
+	prom_pool(f, seg, s, "pool_burst_tokens", "gauge",
+		  "Capacity of a tokens bucket (input: ITPM, output: OTPM).", "kind",
+		  prom_token_dims, 2, t_burst);
+	prom_pool(f, seg, s, "pool_available_requests", "gauge",
+		  "Requests the bucket could admit now (negative: in debt).", NULL, NULL, 1,
+		  g_avail);
+	prom_pool(f, seg, s, "pool_available_tokens", "gauge",
+		  "Tokens available in the bucket now (negative: in debt).", "kind",
+		  prom_token_dims, 2, t_avail);
+	prom_pool(f, seg, s, "pool_used_last_minute_requests", "gauge",
+		  "Requests settled in the last 60 seconds.", NULL, NULL, 1, g_used);
+	prom_pool(f, seg, s, "pool_used_last_minute_tokens", "gauge",
+		  "Tokens counted against the bucket in the last 60 seconds.", "kind",
+		  prom_token_dims, 2, t_used);
 	prom_pool(f, seg, s, "pool_hold_seconds", "gauge",
 		  "Seconds the pool stays held back by a server retry-after (0: none).", NULL, NULL,
 		  1, g_hold);

@@ -220,6 +220,30 @@ for line in open(sys.argv[1]):
 PY
 grep -q "^shmlimit_pool_requests_total{segment=\"$N\",pool=\"sonnet\",result=\"admitted\"} $ADM$" "$TMP/prom.txt" && ok "prometheus admitted counter" || bad "prometheus admitted counter"
 grep -q "^shmlimit_spend_cap_dollars{segment=\"$N\"} 10$" "$TMP/prom.txt" && ok "prometheus spend cap" || bad "prometheus spend cap"
+# Naming (issue 13, defect 9): requests and tokens never share a metric, every
+# metric carries its unit, and the metrics are exactly those tools/README.md lists.
+check "prometheus names: no dimension label, units in names, as documented" python3 - "$TMP/prom.txt" tools/README.md <<'PY'
+import sys, re
+names, labels = set(), {}
+for line in open(sys.argv[1]):
+    m = re.match(r'([a-z_]+)\{([^}]*)\}', line)
+    if m:
+        names.add(m.group(1))
+        labels.setdefault(m.group(1), set()).update(re.findall(r'(\w+)=', m.group(2)))
+doc = set(re.findall(r'^\| `(shmlimit_[a-z_]+)` \|', open(sys.argv[2]).read(), re.M))
+if names - doc: sys.exit("undocumented: %s" % sorted(names - doc))
+missing = doc - names - {"shmlimit_attach_failures_total"}
+if missing: sys.exit("documented, not output: %s" % sorted(missing))
+for n, l in labels.items():
+    if "dimension" in l: sys.exit("%s mixes requests and tokens through a dimension label" % n)
+units = ("_requests", "_tokens", "_seconds", "_dollars", "_total", "_per_second", "_info")
+unitless = {"shmlimit_config_generation", "shmlimit_spend_exhausted"}
+for n in names:
+    if n not in unitless and not n.endswith(units): sys.exit("no unit in the name: " + n)
+    if "_requests" in n and "kind" in labels[n]: sys.exit("requests metric with a token kind: " + n)
+PY
+grep -q "^shmlimit_pool_burst_requests{segment=\"$N\",pool=\"sonnet\"} 3$" "$TMP/prom.txt" && ok "prometheus: burst of requests" || bad "burst_requests: $(grep burst "$TMP/prom.txt" | head -3)"
+grep -q "^shmlimit_pool_limit_tokens_per_second{segment=\"$N\",pool=\"sonnet\",kind=\"input\"} " "$TMP/prom.txt" && ok "prometheus: input token rate" || bad "limit_tokens: $(grep limit "$TMP/prom.txt" | head -3)"
 if command -v promtool >/dev/null 2>&1; then
 	if promtool check metrics <"$TMP/prom.txt" >"$TMP/pt" 2>&1; then ok "promtool check metrics"; else bad "promtool check metrics: $(cat "$TMP/pt")"; fi
 else
