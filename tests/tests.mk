@@ -14,7 +14,10 @@ CHECKS += check-unit
 
 # Sanitizers: the library and its suites rebuilt in their own build trees.
 #   check-asan: AddressSanitizer + UndefinedBehaviorSanitizer, whole suite
-#   check-tsan: ThreadSanitizer, the threaded suite
+#   check-tsan: ThreadSanitizer, every multi-threaded suite (threads: lookup and
+#               applies; mt: admission, waits, routing, settle, cancel, apply,
+#               reset, stats readers, attach/detach; pslot: per-thread slots)
+#               and the preload shim's threaded libcurl worker
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 .PHONY: check-asan check-tsan
 check-asan:
@@ -24,10 +27,12 @@ check-asan:
 	$(SAN_ENV) timeout 600 $(BUILD)/asan/test-unit
 	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-scribble --workers 3 --seconds 4
 	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-crash --workers 4 --kills 60 --seconds 10
-check-tsan:
+TSAN_SUITES := threads,mt,pslot
+check-tsan: $(BUILD)/shmlimit-mock $(BUILD)/shmlimit-preload-seg
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 SAN="-fsanitize=thread" \
-	  $(BUILD)/tsan/test-unit
-	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=threads timeout 600 $(BUILD)/tsan/test-unit
+	  $(BUILD)/tsan/test-unit $(BUILD)/tsan/libshmlimit-preload.so $(BUILD)/tsan/shmlimit-preload-worker
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=$(TSAN_SUITES) timeout 600 $(BUILD)/tsan/test-unit
+	timeout 120 tests/tsan-preload.sh $(BUILD)/tsan $(BUILD)
 CHECKS += check-asan check-tsan
 
 .PHONY: check-install
