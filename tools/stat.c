@@ -126,6 +126,14 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 		fprintf(f, " (no cap)");
 	fprintf(f, ", resets %s%s\n", resets,
 		s->spend_exhausted ? "  EXHAUSTED (server reported the cap reached)" : "");
+	if (s->attach_failures > 0) {
+		char when[64];
+		fmt_utc(when, sizeof(when), s->attach_last_unix_ns / 1000000000LL, 1);
+		fprintf(f, "ATTACH FAILURES %llu (workers left ungoverned): last uid %u pid %u at %s: "
+			   "%s\n",
+			(unsigned long long)s->attach_failures, s->attach_last_uid, s->attach_last_pid,
+			when, shl_strerror(s->attach_last_error));
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -165,6 +173,21 @@ static char *render_json(const char *name, const shl_stats *s)
 	cJSON_AddNumberToObject(sp, "resets_unix", (double)s->month_resets_unix);
 	fmt_utc(buf, sizeof(buf), s->month_resets_unix, 1);
 	cJSON_AddStringToObject(sp, "resets_utc", buf);
+
+	cJSON *af = cJSON_AddObjectToObject(root, "attach_failures");
+	cJSON_AddNumberToObject(af, "count", (double)s->attach_failures);
+	cJSON_AddNumberToObject(af, "owner_refusals", (double)s->attach_owner_refusals);
+	if (s->attach_failures > 0) {
+		cJSON_AddNumberToObject(af, "last_uid", s->attach_last_uid);
+		cJSON_AddNumberToObject(af, "last_pid", s->attach_last_pid);
+		cJSON_AddStringToObject(af, "last_error", shl_strerror(s->attach_last_error));
+		cJSON_AddNumberToObject(af, "last_unix", (double)(s->attach_last_unix_ns / 1000000000LL));
+	} else {
+		cJSON_AddNullToObject(af, "last_uid");
+		cJSON_AddNullToObject(af, "last_pid");
+		cJSON_AddNullToObject(af, "last_error");
+		cJSON_AddNullToObject(af, "last_unix");
+	}
 
 	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
 	for (int p = 0; p < s->npools; p++) {
@@ -351,6 +374,10 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_head(f, "spend_exhausted", "gauge",
 		  "1 when the server reported the monthly spend cap reached.");
 	fprintf(f, "shmlimit_spend_exhausted{segment=\"%s\"} %d\n", seg, s->spend_exhausted ? 1 : 0);
+	prom_head(f, "attach_failures_total", "counter",
+		  "Workers refused at attach after opening the segment read-write (left ungoverned).");
+	fprintf(f, "shmlimit_attach_failures_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->attach_failures);
 	prom_head(f, "spend_reset_timestamp_seconds", "gauge",
 		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
 	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,

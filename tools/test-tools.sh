@@ -651,5 +651,38 @@ expect 7 "create from JSON nested 5000 deep" "$CTL" create $P-msgdeep --config "
 grep -q "nested" "$TMP/err" && ok "the message says nested too deep" || bad "msg: $(cat "$TMP/err")"
 "$CTL" rm $N >/dev/null
 
+# ---------------------------------------------------------------- group segments (issue 13, defect 2)
+# Another user in the segment's group attaches a --group segment read-write
+# (try, settle) without any flag; a segment not made for a group still
+# refuses another owner, and the refusal is counted where stat shows it.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+	BIN=$TMP/gbin; mkdir -p "$BIN"; cp "$STAT" "$CTL" "$BIN/"; chmod 755 "$TMP" "$BIN" "$BIN"/*
+	G="setpriv --reuid=65534 --regid=65534 --groups=$(id -g) --"
+	N=$P-grp
+	"$CTL" create $N --tier 1 --group >/dev/null
+	# shellcheck disable=SC2086
+	expect 0 "try as another user of the segment's group" $G "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	T1=$(sed -n 's/.*ticket=//p' "$TMP/out")
+	# shellcheck disable=SC2086
+	expect 0 "settle as another user of the group" $G "$BIN/shmlimit-ctl" settle $N "$T1" --input 1
+	# shellcheck disable=SC2086
+	expect 4 "try as a user outside the group" setpriv --reuid=65534 --regid=65534 --clear-groups -- "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	N=$P-solo
+	"$CTL" create $N --tier 1 >/dev/null
+	chmod 0666 /dev/shm/$N
+	# shellcheck disable=SC2086
+	expect 4 "try as another user on a segment not created for a group" $G "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	grep -q "not created for a group" "$TMP/err" && ok "the message says why (not created for a group)" || bad "msg: $(cat "$TMP/err")"
+	"$STAT" $N >"$TMP/out"
+	grep -q "^ATTACH FAILURES 1 .*uid 65534 .*owned by another user" "$TMP/out" && ok "stat shows the refused attach" || bad "stat: $(tail -2 "$TMP/out")"
+	"$STAT" --json $N >"$TMP/g.json"
+	check "stat --json: attach_failures.count 1, last_uid 65534" python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["attach_failures"]; sys.exit(not (a["count"] == 1 and a["owner_refusals"] == 1 and a["last_uid"] == 65534))' "$TMP/g.json"
+	"$STAT" --prometheus $N >"$TMP/g.prom"
+	grep -q "^shmlimit_attach_failures_total{segment=\"$N\"} 1$" "$TMP/g.prom" && ok "prometheus attach failures counter" || bad "prom: $(grep attach "$TMP/g.prom")"
+	"$CTL" rm $P-grp >/dev/null; "$CTL" rm $N >/dev/null
+else
+	skipped "not root or no setpriv/nobody: group segments used by another user not checked"
+fi
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

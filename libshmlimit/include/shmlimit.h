@@ -180,7 +180,9 @@ typedef struct shl shl_t;
 
 /* Flags for shl_attach. */
 #define SHL_ATTACH_RDONLY 0x1    /* map read-only (stats); admissions fail with -EACCES */
-#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid */
+#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid (a segment
+				    created with SHL_CREATE_GROUP needs it only from
+				    outside the file's group) */
 
 /*
  * Create a segment from `cfg` (O_EXCL; -EEXIST if it exists unless
@@ -574,6 +576,16 @@ typedef struct shl_stats {
 	int month_year, month;       /* the month counted (UTC), month 1..12 */
 	int64_t month_resets_unix;   /* next 00:00 UTC on the 1st, seconds */
 	shl_pool_stats pools[SHL_MAX_POOLS];
+	/* Workers refused at attach after opening the segment read-write
+	 * (another user's segment not created for a group: -EPERM; a corrupt
+	 * configuration: -EUCLEAN), and the last of them.  Failures before
+	 * the file could be written (no segment, permission denied by its
+	 * mode, not a libshmlimit segment) cannot be recorded here. */
+	uint64_t attach_failures;
+	uint64_t attach_owner_refusals; /* of which -EPERM */
+	int64_t attach_last_unix_ns;
+	uint32_t attach_last_uid, attach_last_pid;
+	int attach_last_error;          /* negative errno */
 } shl_stats;
 
 /* A snapshot: no value is torn between two updates (the month's spend

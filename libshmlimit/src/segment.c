@@ -343,6 +343,44 @@ static const char *squatter_kind(const char *path)
 	return lstat(p, &st) == 0 && !S_ISREG(st.st_mode) ? mode_kind(st.st_mode) : "something";
 }
 
+/* Is `gid` the caller's effective group or one of its supplementary groups? */
+static int in_group(gid_t gid)
+{
+	if (gid == getegid())
+		return 1;
+	gid_t g[256];
+	int n = getgroups(256, g);
+	for (int i = 0; i < n; i++)
+		if (g[i] == gid)
+			return 1;
+	return 0;
+}
+
+/*
+ * Leave a trace of a refused attach in the segment (layout.h, struct
+ * shl_attach_log), for shmlimit-stat: only called with `fd` open read-write
+ * on an object whose header validated, so the bytes written are ours.
+ * Best effort: a failure to map is ignored (the caller's error stands).
+ */
+static void attach_log(int fd, int err)
+{
+	const size_t off = __builtin_offsetof(struct shl_seg, ext);
+	_Static_assert(__builtin_offsetof(struct shl_seg, ext) % 4096 == 0, "ext on a page");
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
+	if (p == MAP_FAILED)
+		return;
+	struct shl_attach_log *al = &((struct shl_seg_ext *)p)->attach;
+	/* relaxed: counters and a last-seen record, read by statistics only. */
+	atomic_fetch_add_explicit(&al->failures, 1, memory_order_relaxed);
+	if (err == -EPERM)
+		atomic_fetch_add_explicit(&al->owner_refusals, 1, memory_order_relaxed);
+	atomic_store_explicit(&al->last_unix_ns, shl__unix_ns(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_uid, (uint32_t)geteuid(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_pid, (uint32_t)getpid(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_error, err, memory_order_relaxed);
+	munmap(p, 4096);
+}
+
 static int validate_header(const struct shl_hdr *hd, off_t size, const char *path, shl_err *e)
 {
 	if (__atomic_load_n(&hd->magic, __ATOMIC_ACQUIRE) != SHL_MAGIC) {
@@ -425,12 +463,8 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		shl__err(err, "segment '%s': fcntl: %s", path, strerror(-r));
 		goto fail;
 	}
-	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER)) {
-		r = -EPERM;
-		shl__err(err, "segment '%s' is owned by uid %u, not by you (uid %u)", path,
-			 (unsigned)st.st_uid, (unsigned)geteuid());
-		goto fail;
-	}
+	/* The header first: whether the segment was created for a group
+	 * decides the owner check below. */
 	struct shl_hdr hd;
 	memset(&hd, 0, sizeof(hd));
 	if (st.st_size < (off_t)sizeof(hd) || pread(fd, &hd, sizeof(hd), 0) != (ssize_t)sizeof(hd)) {
@@ -441,6 +475,21 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 	}
 	if ((r = validate_header(&hd, st.st_size, path, err)) != 0)
 		goto fail;
+	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER) &&
+	    !((hd.flags & SHL_CREATE_GROUP) && in_group(st.st_gid))) {
+		r = -EPERM;
+		if (hd.flags & SHL_CREATE_GROUP)
+			shl__err(err, "segment '%s' is owned by uid %u and made for group %u, which "
+				 "you (uid %u) are not in", path, (unsigned)st.st_uid,
+				 (unsigned)st.st_gid, (unsigned)geteuid());
+		else
+			shl__err(err, "segment '%s' is owned by uid %u, not by you (uid %u), and was "
+				 "not created for a group (shmlimit-ctl create --group)", path,
+				 (unsigned)st.st_uid, (unsigned)geteuid());
+		if (!rd)
+			attach_log(fd, r);
+		goto fail;
+	}
 	struct shl_seg *seg = shl__mmap(SHL_SEG_SIZE, PROT_READ | (rd ? 0 : PROT_WRITE), fd);
 	if (seg == MAP_FAILED) {
 		r = -errno;
@@ -455,6 +504,8 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		goto fail;
 	}
 	if ((r = handle_open(hp, err)) != 0) {
+		if (r == -EUCLEAN && !rd)
+			attach_log(fd, r);
 		munmap(seg, SHL_SEG_SIZE);
 		handle_free(hp);
 		goto fail;

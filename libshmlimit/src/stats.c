@@ -89,5 +89,13 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 #undef LD
 	}
 	out->npools = k;
+	/* relaxed: statistics; the last_* fields may mix two racing failures. */
+	const struct shl_attach_log *al = &seg->ext.attach;
+	out->attach_failures = atomic_load_explicit(&al->failures, memory_order_relaxed);
+	out->attach_owner_refusals = atomic_load_explicit(&al->owner_refusals, memory_order_relaxed);
+	out->attach_last_unix_ns = atomic_load_explicit(&al->last_unix_ns, memory_order_relaxed);
+	out->attach_last_uid = atomic_load_explicit(&al->last_uid, memory_order_relaxed);
+	out->attach_last_pid = atomic_load_explicit(&al->last_pid, memory_order_relaxed);
+	out->attach_last_error = atomic_load_explicit(&al->last_error, memory_order_relaxed);
 	return 0;
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/wait.h>
 
 #include "testutil.h"
@@ -132,10 +133,106 @@ static void test_config_messages(void)
 	CU_ASSERT_EQUAL(parse_err(zero, &e), 0); /* a zero written so is still zero */
 }
 
+/* ------------------------------------------------------------------ */
+/* 2. A segment created with SHL_CREATE_GROUP is attachable read-write   */
+/*    by the group's other users without SHL_ATTACH_ANY_OWNER; a process */
+/*    that could open a segment read-write but is refused leaves a trace */
+/*    in the segment (shl_stats.attach_*), which shmlimit-stat shows.    */
+/* ------------------------------------------------------------------ */
+
+#define OTHER_UID 65534 /* nobody */
+
+/* Run shl_attach(name, flags) and one admission as OTHER_UID with the
+ * supplementary group `gid`, in a child.  Returns the attach result
+ * (negative errno), 1 when attached and admitted, or 100 + why when the
+ * child could not become that user. */
+static int attach_as_other(const char *name, unsigned flags, gid_t gid)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		gid_t g[1] = {gid};
+		if (setgroups(1, g) != 0 || setgid(OTHER_UID) != 0 || setuid(OTHER_UID) != 0)
+			_exit(101);
+		shl_t *h = NULL;
+		int r = shl_attach(name, flags, &h, NULL);
+		if (r < 0)
+			_exit(-r > 99 ? 99 : -r);
+		shl_cost c = {.input_tokens = 1, .max_tokens = 1};
+		shl_ticket t;
+		int m = shl_lookup(h, "claude-haiku-4-5");
+		r = shl_try(h, m, &c, &t, NULL);
+		if (r == 0)
+			r = shl_cancel(h, &t);
+		shl_detach(h);
+		_exit(r == 0 ? 0 : 98);
+	}
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return 200;
+	int code = WEXITSTATUS(st);
+	return code == 0 ? 1 : code >= 98 ? 100 + code : -code;
+}
+
+static void test_group_segment_other_user(void)
+{
+	if (geteuid() != 0) {
+		printf("\n    skipped: needs root to become uid %d in a child\n", OTHER_UID);
+		return;
+	}
+	char grp[64], solo[64];
+	snprintf(grp, sizeof(grp), "%s", tu_name());
+	snprintf(solo, sizeof(solo), "%s", tu_name());
+	shl_config *c = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_config_preset(1, &c), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_create(grp, c, SHL_CREATE_GROUP, NULL, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_create(solo, c, 0, NULL, NULL), 0);
+	shl_config_free(c);
+	gid_t gid = getegid();
+	/* A group member attaches the group segment read-write and admits. */
+	int r = attach_as_other(grp, 0, gid);
+	if (r >= 100) {
+		printf("\n    skipped: could not become uid %d (%d)\n", OTHER_UID, r);
+		goto out;
+	}
+	CU_ASSERT_EQUAL(r, 1);
+	/* Not a member: the mode bits refuse it (EACCES), nothing to record. */
+	CU_ASSERT_EQUAL(attach_as_other(grp, 0, OTHER_UID), -EACCES);
+	/* The owner check stays for a segment not created for a group, even
+	 * when its mode lets others open it: EPERM, recorded in the segment. */
+	char path[128];
+	snprintf(path, sizeof(path), "/dev/shm/%s", solo);
+	CU_ASSERT_EQUAL(chmod(path, 0666), 0);
+	int64_t before = shl_now();
+	CU_ASSERT_EQUAL(attach_as_other(solo, 0, gid), -EPERM);
+	CU_ASSERT_EQUAL(attach_as_other(solo, 0, gid), -EPERM);
+	CU_ASSERT_EQUAL(attach_as_other(solo, SHL_ATTACH_ANY_OWNER, gid), 1);
+	shl_t *h = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(solo, SHL_ATTACH_RDONLY, &h, NULL), 0);
+	shl_stats st;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.attach_failures, 2);
+	CU_ASSERT_EQUAL(st.attach_last_error, -EPERM);
+	CU_ASSERT_EQUAL(st.attach_last_uid, OTHER_UID);
+	CU_ASSERT(st.attach_last_pid > 0);
+	CU_ASSERT(st.attach_last_unix_ns > 0);
+	(void)before;
+	shl_detach(h);
+	/* The group segment recorded nothing: every attach there was allowed
+	 * or refused before the file could be written. */
+	CU_ASSERT_EQUAL_FATAL(shl_attach(grp, SHL_ATTACH_RDONLY, &h, NULL), 0);
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.attach_failures, 0);
+	shl_detach(h);
+out:
+	shl_unlink(grp);
+	shl_unlink(solo);
+}
+
 void suite_issue13(void)
 {
 	CU_pSuite s = CU_add_suite("issue13", NULL, NULL);
 	TU_ADD(s, test_pool_index_after_apply);
 	TU_ADD(s, test_config_nul_in_string);
 	TU_ADD(s, test_config_messages);
+	TU_ADD(s, test_group_segment_other_user);
 }
