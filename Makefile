@@ -7,7 +7,9 @@
 #   make install    honours PREFIX, DESTDIR, BINDIR, LIBDIR, INCLUDEDIR, MANDIR (uninstall: the same)
 #
 # Each component keeps its rules in its own fragment (*/*.mk), included below.
-# Missing Debian packages are installed by scripts/deps.sh (as root) or named.
+# make never installs anything: a missing Debian package is named, with the
+# command that installs it (scripts/deps.sh --check); scripts/deps.sh GROUP
+# installs (as root), and .ci/run calls it.
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -33,8 +35,12 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 SAN ?=
+# Every component sees the public header only; the library's own sources,
+# its tests and the fuzzers add LIB_CFLAGS' -Ilibshmlimit/src (internal.h,
+# layout.h).  make lint checks that nothing else includes them.
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CPPFLAGS) $(CFLAGS) $(SAN) \
-             -Ilibshmlimit/include -Ilibshmlimit/src $(DEP_CFLAGS)
+             -Ilibshmlimit/include $(DEP_CFLAGS)
+LIB_CFLAGS = $(ALL_CFLAGS) -Ilibshmlimit/src
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
 LIB_SRC := $(wildcard libshmlimit/src/*.c)
@@ -52,32 +58,31 @@ INSTALL_BINS :=
 INSTALL_LIBS :=
 INSTALL_MANS :=
 
-.PHONY: all deps check install uninstall clean demo bench bench-quick
-all: deps-build
+.PHONY: all check install uninstall clean demo bench bench-quick
+all: build-all
 
-# Install (or name) missing build dependencies once, then build everything.
-deps-build: $(BUILD)/.deps-build
-	@$(MAKE) --no-print-directory build-all
+# Name missing packages (never install them) before the first compile:
+# one stamp per group set, redone when scripts/deps.sh changes.
+DEPS_CHECK := scripts/deps.sh --check
 $(BUILD)/.deps-build: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh build
+	@$(DEPS_CHECK) build
 	@touch $@
-deps: $(BUILD)/.deps-build
 $(BUILD)/.deps-test: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh build test
+	@$(DEPS_CHECK) build test
 	@touch $@
 
 $(BUILD)/lib/%.o: libshmlimit/src/%.c libshmlimit/include/shmlimit.h $(wildcard libshmlimit/src/*.h) | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
 # Presets are data: each tier*.json becomes a C string, never hand-copied numbers.
 $(BUILD)/lib/presets_gen.c: $(PRESETS) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	scripts/embed.sh $(PRESETS) > $@
 $(BUILD)/lib/presets_gen.o: $(BUILD)/lib/presets_gen.c
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
@@ -111,6 +116,42 @@ build-all: $(ALL_TARGETS)
 check: $(BUILD)/.deps-test
 	@$(MAKE) --no-print-directory build-all
 	@tests/run-suites.sh $(CHECKS)
+
+# The edit-compile-test loop (under a minute): the library's unit suites but
+# the multi-process one (config included), the tools without their timed
+# section, the flag and man-page docs.  `make check` stays the one full test.
+FAST_SUITES := layout,config,bucket,spend,segment,admit,threads,fault,review,pslot,lease,issue13,mt,rule
+.PHONY: check-fast lint
+check-fast: $(UNIT_BIN) $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) $(BUILD)/.deps-test
+	SHL_TEST_ONLY=$(FAST_SUITES) timeout 60 $(UNIT_BIN) >$(BUILD)/check-fast-unit.log 2>&1 || \
+	  { tail -n 40 $(BUILD)/check-fast-unit.log; exit 1; }
+	@grep -E '^ +(tests|asserts) ' $(BUILD)/check-fast-unit.log
+	SHL_FAST=1 timeout 90 tools/test-tools.sh $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) \
+	  >$(BUILD)/check-fast-tools.log 2>&1 || { grep -A5 '^FAIL' $(BUILD)/check-fast-tools.log; \
+	  tail -n 1 $(BUILD)/check-fast-tools.log; exit 1; }
+	@tail -n 1 $(BUILD)/check-fast-tools.log
+	timeout 60 tools/check-flag-docs.sh
+	timeout 60 tools/check-man.sh
+
+# Static checks, not part of make check: clang-tidy (.clang-tidy) and
+# cppcheck over the library, the tools and the planner, the include
+# boundary (scripts/check-includes.sh), every flag documented, every man
+# page rendering without a warning.  Needs scripts/deps.sh lint.
+LINT_SRC := $(LIB_SRC) $(wildcard tools/*.c) $(wildcard plan/*.c)
+lint: $(BUILD)/.deps-lint
+	scripts/check-includes.sh
+	tools/check-flag-docs.sh
+	tools/check-man.sh
+	cppcheck --quiet --enable=warning,portability --inline-suppr --suppress=varFuncNullUB \
+	  --error-exitcode=1 --std=c11 -D_GNU_SOURCE -D__x86_64__ -Ilibshmlimit/include \
+	  libshmlimit/src tools plan
+	clang-tidy --quiet $(LINT_SRC) -- -std=c11 -D_GNU_SOURCE -Ilibshmlimit/include \
+	  -Ilibshmlimit/src $(DEP_CFLAGS)
+	@echo "lint: includes, flag docs, man pages, cppcheck, clang-tidy: clean"
+$(BUILD)/.deps-lint: scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@$(DEPS_CHECK) test lint
+	@touch $@
 
 install: build-all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)

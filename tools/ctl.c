@@ -120,6 +120,8 @@ int load_config(const char *tier, const char *file, shl_config **cfg)
 			return lib_error(tier, r, NULL);
 		return 0;
 	}
+	if (file == NULL)
+		return usage_error("give --tier N or a configuration FILE", NULL);
 	char *buf = NULL;
 	size_t len = 0;
 	int r = tool_read_file(file, &buf, &len);

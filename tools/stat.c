@@ -157,7 +157,8 @@ static char *render_json(const char *name, const shl_stats *s)
 		return NULL;
 	cJSON_AddStringToObject(root, "segment", name);
 	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
-	cJSON_AddNumberToObject(root, "created_unix", (double)(s->created_unix_ns / 1000000000LL));
+	int64_t created_s = s->created_unix_ns / 1000000000LL; /* whole seconds */
+	cJSON_AddNumberToObject(root, "created_unix", (double)created_s);
 	cJSON_AddNumberToObject(root, "npools", s->npools);
 	cJSON_AddNumberToObject(root, "nmodels", s->nmodels);
 
@@ -181,7 +182,8 @@ static char *render_json(const char *name, const shl_stats *s)
 		cJSON_AddNumberToObject(af, "last_uid", s->attach_last_uid);
 		cJSON_AddNumberToObject(af, "last_pid", s->attach_last_pid);
 		cJSON_AddStringToObject(af, "last_error", shl_strerror(s->attach_last_error));
-		cJSON_AddNumberToObject(af, "last_unix", (double)(s->attach_last_unix_ns / 1000000000LL));
+		int64_t last_s = s->attach_last_unix_ns / 1000000000LL; /* whole seconds */
+		cJSON_AddNumberToObject(af, "last_unix", (double)last_s);
 	} else {
 		cJSON_AddNullToObject(af, "last_uid");
 		cJSON_AddNullToObject(af, "last_pid");

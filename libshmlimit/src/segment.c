@@ -653,7 +653,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	const struct shl_cfg_slot *in = &cfg->slot, *old = &l->slot;
 	/* Keep each pool that keeps its name at its index; place new pools in
 	 * indexes no live pool uses. */
-	int map[SHL_MAX_POOLS];
+	int map[SHL_MAX_POOLS] = {0}; /* every entry below in->npools is set first */
 	int taken[SHL_MAX_POOLS] = {0};
 	for (unsigned i = 0; i < in->npools; i++) {
 		map[i] = -1;

@@ -2,7 +2,7 @@
  * test_layout.c - pins every offset of the shared-memory layout.
  *
  * Any change here is a change of the segment format other processes read:
- * it needs SHL_LAYOUT_VERSION bumped and the byte table in internal.h
+ * it needs SHL_LAYOUT_VERSION bumped and the byte table in layout.h
  * redrawn.  The expected numbers are the table's, written out by hand.
  */
 #include <stddef.h>

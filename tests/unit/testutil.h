@@ -49,6 +49,7 @@ TU_SUITE(suite_pslot);
 TU_SUITE(suite_lease);
 TU_SUITE(suite_issue13);
 TU_SUITE(suite_mt);
+TU_SUITE(suite_rule);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
