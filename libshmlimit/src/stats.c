@@ -96,6 +96,9 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 	out->attach_last_unix_ns = atomic_load_explicit(&al->last_unix_ns, memory_order_relaxed);
 	out->attach_last_uid = atomic_load_explicit(&al->last_uid, memory_order_relaxed);
 	out->attach_last_pid = atomic_load_explicit(&al->last_pid, memory_order_relaxed);
-	out->attach_last_error = atomic_load_explicit(&al->last_error, memory_order_relaxed);
+	int32_t le = atomic_load_explicit(&al->last_error, memory_order_relaxed);
+	/* A scribbled word is not an errno: report it as corruption (and
+	 * never hand shl_strerror INT_MIN to negate). */
+	out->attach_last_error = le <= 0 && le >= -4095 ? le : -EUCLEAN;
 	return 0;
 }
