@@ -228,6 +228,39 @@ out:
 	shl_unlink(solo);
 }
 
+/* ------------------------------------------------------------------ */
+/* 3. A FIFO (or a directory) squatting a segment's name blocked a        */
+/*    read-only attach in open(2) forever.  Now -EPROTO at once, naming   */
+/*    what is there.  alarm(): a regression kills the run, never hangs.  */
+/* ------------------------------------------------------------------ */
+
+static void test_squatted_name(void)
+{
+	char name[64], path[128];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	snprintf(path, sizeof(path), "/dev/shm/%s", name);
+	shl_t *h = NULL;
+	shl_err e;
+	CU_ASSERT_EQUAL_FATAL(mkfifo(path, 0666), 0);
+	alarm(10);
+	for (int rd = 0; rd < 2; rd++) {
+		memset(&e, 0, sizeof(e));
+		CU_ASSERT_EQUAL(shl_attach(name, rd ? SHL_ATTACH_RDONLY | SHL_ATTACH_ANY_OWNER : 0, &h, &e),
+				-EPROTO);
+		CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "a FIFO"));
+	}
+	unlink(path);
+	CU_ASSERT_EQUAL_FATAL(mkdir(path, 0777), 0);
+	for (int rd = 0; rd < 2; rd++) {
+		memset(&e, 0, sizeof(e));
+		CU_ASSERT_EQUAL(shl_attach(name, rd ? SHL_ATTACH_RDONLY : 0, &h, &e), -EPROTO);
+		CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "a directory"));
+	}
+	alarm(0);
+	rmdir(path);
+	CU_ASSERT_PTR_NULL(h);
+}
+
 void suite_issue13(void)
 {
 	CU_pSuite s = CU_add_suite("issue13", NULL, NULL);
@@ -235,4 +268,5 @@ void suite_issue13(void)
 	TU_ADD(s, test_config_nul_in_string);
 	TU_ADD(s, test_config_messages);
 	TU_ADD(s, test_group_segment_other_user);
+	TU_ADD(s, test_squatted_name);
 }
