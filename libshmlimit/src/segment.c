@@ -348,12 +348,16 @@ static int in_group(gid_t gid)
 {
 	if (gid == getegid())
 		return 1;
-	gid_t g[256];
-	int n = getgroups(256, g);
-	for (int i = 0; i < n; i++)
-		if (g[i] == gid)
-			return 1;
-	return 0;
+	int n = getgroups(0, NULL);
+	gid_t *g = n > 0 ? shl__malloc((size_t)n * sizeof(*g)) : NULL;
+	int in = 0;
+	if (g != NULL) {
+		n = getgroups(n, g);
+		for (int i = 0; i < n && !in; i++)
+			in = g[i] == gid;
+		free(g);
+	}
+	return in; /* no memory: not in the group, the owner check stands */
 }
 
 /*
