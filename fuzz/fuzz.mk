@@ -14,7 +14,7 @@ FUZZ_BIN := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 $(BUILD)/.deps-fuzz: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh build fuzz
+	@$(DEPS_CHECK) build fuzz
 	@touch $@
 
 $(BUILD)/fuzz/libshmlimit.a: $(LIB_SRC) $(wildcard libshmlimit/src/*.h) libshmlimit/include/shmlimit.h | $(BUILD)/.deps-fuzz

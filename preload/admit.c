@@ -189,13 +189,16 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	char lim[96] = "";
 	shl_stats *st = malloc(sizeof(*st));
 	if (st != NULL && shl_stats_get(g_shl, st) == 0) {
-		if (why->pool >= 0 && why->pool < st->npools)
-			snprintf(pool, sizeof(pool), "%s", st->pools[why->pool].name);
-		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && why->pool >= 0 &&
-		    why->pool < st->npools)
+		/* pools[] is compacted: find the refusing pool by its index. */
+		const shl_pool_stats *ps = NULL;
+		for (int k = 0; k < st->npools && ps == NULL; k++)
+			if (st->pools[k].index == why->pool)
+				ps = &st->pools[k];
+		if (ps != NULL)
+			snprintf(pool, sizeof(pool), "%s", ps->name);
+		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && ps != NULL)
 			snprintf(lim, sizeof(lim), " (limit %" PRIu64 "/min, burst %" PRIu64 ")",
-				 st->pools[why->pool].limit[why->dim],
-				 st->pools[why->pool].burst[why->dim]);
+				 ps->limit[why->dim], ps->burst[why->dim]);
 		else if (why->dim == SHL_DIM_SPEND)
 			snprintf(lim, sizeof(lim), " (cap $%.2f, spent $%.2f this month)",
 				 (double)st->spend_cap / SHL_UNITS_PER_USD,

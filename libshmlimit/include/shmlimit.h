@@ -155,6 +155,20 @@ SHL_API char *shl_config_to_json(const shl_config *cfg);
 
 SHL_API void shl_config_free(shl_config *cfg);
 
+/* A pool of a configuration with every default resolved: the numbers a
+ * segment created from it enforces (e.g. the RPM burst max(1, rpm / 60)). */
+typedef struct shl_pool_info {
+	char name[SHL_NAME_MAX + 1];
+	uint64_t limit[SHL_NBUCKETS]; /* per minute */
+	uint64_t burst[SHL_NBUCKETS]; /* bucket capacities */
+	int otpm_reserve;             /* 1: otpm_mode "reserve" */
+	int cache_reads_count;        /* 1: cache reads count toward ITPM */
+} shl_pool_info;
+
+/* Pool `i` (0.., in the configuration's order) of `cfg`: 0, or -ESRCH past
+ * the last pool, -EINVAL for a NULL argument. */
+SHL_API int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out);
+
 /* ------------------------------------------------------------------ */
 /* Segments                                                             */
 /* ------------------------------------------------------------------ */
@@ -172,7 +186,9 @@ typedef struct shl shl_t;
 
 /* Flags for shl_attach. */
 #define SHL_ATTACH_RDONLY 0x1    /* map read-only (stats); admissions fail with -EACCES */
-#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid */
+#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid (a segment
+				    created with SHL_CREATE_GROUP needs it only from
+				    outside the file's group) */
 
 /*
  * Create a segment from `cfg` (O_EXCL; -EEXIST if it exists unless
@@ -590,11 +606,25 @@ typedef struct shl_stats {
 	int month_year, month;       /* the month counted (UTC), month 1..12 */
 	int64_t month_resets_unix;   /* next 00:00 UTC on the 1st, seconds */
 	shl_pool_stats pools[SHL_MAX_POOLS];
+	/* Workers refused at attach after opening the segment read-write
+	 * (another user's segment not created for a group: -EPERM; a corrupt
+	 * configuration: -EUCLEAN), and the last of them.  Failures before
+	 * the file could be written (no segment, permission denied by its
+	 * mode, not a libshmlimit segment) cannot be recorded here. */
+	uint64_t attach_failures;
+	uint64_t attach_owner_refusals; /* of which -EPERM */
+	int64_t attach_last_unix_ns;
+	uint32_t attach_last_uid, attach_last_pid;
+	int attach_last_error;          /* negative errno */
 } shl_stats;
 
 /* A snapshot: no value is torn between two updates (the month's spend
  * never shows a lease moved half-way); counts of different pools and
- * fields may come from instants a few microseconds apart. */
+ * fields may come from instants a few microseconds apart.  pools[0 ..
+ * npools-1] are the pools in use, in index order, without gaps: after an
+ * apply removed a pool, pools[k].index (the index tickets, refusals,
+ * shl_hold and shl_clamp use) is not k.  Find a pool by its index there,
+ * or by name with shl_pool_find. */
 SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
 
 /* ------------------------------------------------------------------ */
