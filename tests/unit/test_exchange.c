@@ -6,6 +6,7 @@
  * every figure is exact.
  */
 #include <math.h>
+#include <pthread.h>
 
 #include "testutil.h"
 #include "wire.h"
@@ -481,6 +482,53 @@ static void test_learning(void)
 	close_seg();
 }
 
+/* Four threads settle at once: every sample lands in the ring (one
+ * fetch_add each), and the quantile is that of what they all taught. */
+static _Atomic int learn_errors;
+
+/* No CUnit assertion in a thread (CUnit is not thread-safe): errors are
+ * counted and asserted on by the main thread. */
+static void *learn_worker(void *arg)
+{
+	const char *b = arg;
+	static const char resp[] = "{\"usage\":{\"input_tokens\":900,\"output_tokens\":1}}";
+	for (int i = 0; i < 50; i++) {
+		shl_exchange *x = NULL;
+		int64_t rel;
+		if (shl_ex_open(h, SHL_EX_MESSAGES, b, strlen(b), &x, NULL) != 0 ||
+		    shl_ex_reserve(h, x, 0, &rel, NULL) != 0 || shl_ex_start(h, x, NULL) != 0) {
+			atomic_fetch_add(&learn_errors, 1);
+			shl_ex_free(x);
+			continue;
+		}
+		shl_ex_status(x, 200);
+		shl_ex_body(x, resp, strlen(resp));
+		if (shl_ex_finish(h, x, 1) != SHL_EX_SETTLED)
+			atomic_fetch_add(&learn_errors, 1);
+		shl_ex_free(x);
+	}
+	return NULL;
+}
+
+static void test_learning_threads(void)
+{
+	open_seg(tu_pool_cfg(600000, 6000000, 60000, 1000, 1000000, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 600, NULL);
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, learn_worker, b), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	CU_ASSERT_EQUAL(atomic_load(&learn_errors), 0);
+	shl_stats st;
+	const shl_pool_stats *p = pool0(&st);
+	CU_ASSERT_EQUAL(p->est_samples, 200);
+	CU_ASSERT_DOUBLE_EQUAL(p->est_ratio, 1.5, 1e-9);
+	CU_ASSERT_EQUAL(p->settled, 200);
+	free(b);
+	close_seg();
+}
+
 /* An exchange adopts a ticket its caller admitted (the shim's routing). */
 static void test_adopt(void)
 {
@@ -548,6 +596,7 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_fallbacks);
 	TU_ADD(s, test_stream_rules);
 	TU_ADD(s, test_learning);
+	TU_ADD(s, test_learning_threads);
 	TU_ADD(s, test_adopt);
 	TU_ADD(s, test_reserve_start);
 }
