@@ -255,9 +255,14 @@ static void test_early_clamps(void)
 		if (!raw)
 			/* input: still the estimate's 100 taken, not yet clamped */
 			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 1000000 - 100, 1e-6);
+		/* message_start: the server counted 150 (the estimate said 100),
+		 * and R = 990000 counts them: the input clamps now, to end at R
+		 * once the settlement charges the other 50 */
 		body(x, "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
-			"{\"input_tokens\":100,\"output_tokens\":1}}}\n\n"
-			"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\n");
+			"{\"input_tokens\":150,\"output_tokens\":1}}}\n\n");
+		p = pool0(&st);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 990000 + 50, 1e-6);
+		body(x, "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\n");
 		CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
 		p = pool0(&st);
 		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_RPM], 500, 1e-6);
