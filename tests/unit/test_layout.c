@@ -54,6 +54,13 @@ static void test_lines(void)
 	AT(struct shl_seg_ext, unknown, 64);
 	AT(struct shl_seg_ext, cluster, 1088);
 	AT(struct shl_pool_ext, learn, 0);
+	CU_ASSERT_EQUAL(sizeof(struct shl_learn), 512);
+	AT(struct shl_learn, count, 0);
+	AT(struct shl_learn, ratio, 8);
+	AT(struct shl_learn, owner, 16);
+	AT(struct shl_learn, ring, 64);
+	CU_ASSERT_EQUAL(SHL_LEARN_RING, 112);
+	AT(struct shl_pool_ext, learn.ring[111], 508);
 	AT(struct shl_pool_ext, observed, 512);
 	AT(struct shl_pool_ext, cluster, 576);
 	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x191000);
@@ -95,6 +102,7 @@ static void test_pool_runtime(void)
 	AT(struct shl_pool_rt, waited, 424);
 	AT(struct shl_pool_rt, clamps, 432);
 	AT(struct shl_pool_rt, pad, 440);
+	AT(struct shl_pool_rt, horizon, 504); /* shl_reserve's latest future release */
 	CU_ASSERT_EQUAL(sizeof(struct shl_pool_rt), 512);
 }
 
@@ -113,6 +121,7 @@ static void test_config_slot(void)
 	AT(struct shl_pool_cfg, burst, 56);
 	AT(struct shl_pool_cfg, price, 80);
 	AT(struct shl_pool_cfg, flags, 120);
+	AT(struct shl_pool_cfg, margin_ppm, 124); /* pools[].margin, parts per million */
 	AT(struct shl_model_cfg, match, 0);
 	AT(struct shl_model_cfg, pool, 64);
 	AT(struct shl_model_cfg, flags, 68);
