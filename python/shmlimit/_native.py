@@ -49,6 +49,11 @@ SHL_EX_MESSAGES = 1
 SHL_EX_COUNT = 2
 SHL_EX_BATCH = 3
 
+SHL_EX_SETTLED = 0
+SHL_EX_ESTIMATED = 1
+SHL_EX_CANCELLED = 2
+SHL_EX_UNADMITTED = 3
+
 DIM_NAMES = {0: "rpm", 1: "itpm", 2: "otpm", 3: "spend", 4: "hold", -1: "none"}
 
 
