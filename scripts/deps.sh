@@ -1,7 +1,7 @@
 #!/bin/sh
 # deps.sh - make sure the Debian packages a target needs are installed.
 #
-# Usage: scripts/deps.sh GROUP...   (groups: build, test, bench, fuzz, prom, valgrind)
+# Usage: scripts/deps.sh GROUP...   (groups: build, test, bench, fuzz, prom, valgrind, python)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 # Every package the project uses is listed here once, by group.
 set -eu
@@ -12,6 +12,7 @@ pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"
 pkgs_valgrind="valgrind"
+pkgs_python="python3 python3-httpx python3-pytest"
 
 want=""
 for g in "$@"; do

@@ -8,7 +8,8 @@ The library is looked for, in this order:
 2. The build tree: ``build/libshmlimit.so.1`` next to this package's
    ``python/`` directory (a checkout where ``make`` has run).
 3. The installation prefix: ``<prefix>/lib/libshmlimit.so.1`` when this
-   package lives in ``<prefix>/lib/pythonX.Y/...`` (``make install``).
+   package lives under ``<prefix>/lib/`` (``make install`` puts it in
+   ``<prefix>/lib/shmlimit/python/``).
 4. The system: ``libshmlimit.so.1`` through the dynamic loader.
 
 ctypes releases the GIL for the duration of every call into a ``CDLL``, so
@@ -180,13 +181,17 @@ def _candidates() -> List[str]:
     tree = os.path.normpath(os.path.join(here, "..", "..", "build"))
     for n in ("libshmlimit.so.1", "libshmlimit.so"):
         out.append(os.path.join(tree, n))
-    # <prefix>/lib/pythonX.Y/dist-packages/shmlimit -> <prefix>/lib
-    parts = here.split(os.sep)
-    for i in range(len(parts) - 1, 0, -1):
-        if parts[i] == "lib" and i + 1 < len(parts) and parts[i + 1].startswith("python"):
-            prefix_lib = os.sep.join(parts[: i + 1]) or os.sep
-            out.append(os.path.join(prefix_lib, "libshmlimit.so.1"))
+    # make install: <prefix>/lib/shmlimit/python/shmlimit, or a package installed
+    # under <prefix>/lib/pythonX.Y/...: the nearest ancestor named lib
+    d = here
+    while True:
+        parent = os.path.dirname(d)
+        if parent == d:
             break
+        if os.path.basename(parent) == "lib":
+            out.append(os.path.join(parent, "libshmlimit.so.1"))
+            break
+        d = parent
     out.append("libshmlimit.so.1")
     out.append("libshmlimit.so")
     return out
