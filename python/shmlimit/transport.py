@@ -319,8 +319,8 @@ class _Base:
                   f" ({err.msg.decode('utf-8', 'replace')}); such requests pass through ungoverned")
             return None
         if r < 0:
-            _note("body:" + path, f"a request body to {path} cannot be read"
-                  f" ({err.msg.decode('utf-8', 'replace') or lib.strerror(r)}); such requests pass through ungoverned")
+            why = err.msg.decode("utf-8", "replace") or f"a request body to {path} cannot be read ({lib.strerror(r)})"
+            _note("body:" + path, f"{why}; such requests pass through ungoverned")
             return None
         return _Exchange(lib, hp, x.value)
 
