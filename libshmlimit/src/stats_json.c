@@ -7,7 +7,8 @@
  * segment, generation, created_unix, npools, nmodels, spend{month,
  * spent_usd, cap_usd, exhausted, resets_unix, resets_utc}, pools[]{name,
  * limit, burst, available, used_last_minute, used_pct, otpm_mode,
- * cache_reads_count, hold_seconds, counters, tokens, spend_usd, prices}.
+ * cache_reads_count, hold_seconds, counters, tokens, spend_usd, estimate,
+ * prices}.
  * USD amounts are units / 1e9, prices USD per million tokens.  `segment`
  * is the name without shm_open's leading '/' (the tool prints the name as
  * typed; "fleet" and "/fleet" are the same segment).
@@ -111,6 +112,12 @@ static int add_pool(cJSON *arr, const shl_pool_stats *ps)
 		bad |= cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write) == NULL;
 	}
 	bad |= cJSON_AddNumberToObject(o, "spend_usd", usd(ps->spend)) == NULL;
+	cJSON *es = cJSON_AddObjectToObject(o, "estimate");
+	bad |= es == NULL;
+	if (!bad) {
+		bad |= cJSON_AddNumberToObject(es, "ratio", ps->est_ratio) == NULL;
+		bad |= cJSON_AddNumberToObject(es, "samples", (double)ps->est_samples) == NULL;
+	}
 	cJSON *pr = cJSON_AddObjectToObject(o, "prices");
 	bad |= pr == NULL;
 	for (int i = 0; !bad && i < 5; i++) /* units/token -> USD per million tokens */

@@ -158,6 +158,9 @@ static void test_fields(void)
 		CU_ASSERT_EQUAL(num(tk, "cache_read"), (double)ps->cache_read);
 		CU_ASSERT_EQUAL(num(tk, "cache_write"), (double)ps->cache_write);
 		CU_ASSERT_DOUBLE_EQUAL(num(o, "spend_usd"), (double)ps->spend / 1e9, 1e-12);
+		const cJSON *es = obj(o, "estimate");
+		CU_ASSERT_DOUBLE_EQUAL(num(es, "ratio"), ps->est_ratio, 1e-12);
+		CU_ASSERT_EQUAL(num(es, "samples"), (double)ps->est_samples);
 		const cJSON *pr = obj(o, "prices");
 		CU_ASSERT_DOUBLE_EQUAL(num(pr, "input"), p == 0 ? 3.0 : 1.0, 1e-12);
 		CU_ASSERT_DOUBLE_EQUAL(num(pr, "output"), p == 0 ? 15.0 : 5.0, 1e-12);
