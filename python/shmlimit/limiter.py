@@ -21,6 +21,7 @@ _EDQUOT = -errno.EDQUOT
 _ESRCH = -errno.ESRCH
 
 Usage = Union[Mapping[str, Any], Any]
+_FAST_KEYS = frozenset(("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read"))
 
 
 def _usage_struct(usage: Optional[Usage], kw: Mapping[str, int]) -> N.shl_usage:
@@ -122,7 +123,12 @@ class Ticket:
         """Settle with what the server reported: ``usage`` is the response's ``usage``
         (dict or SDK object), or give counts as keywords (``input_tokens=...,
         output_tokens=..., cache_write_5m=..., cache_write_1h=..., cache_read=...``)."""
-        u = _usage_struct(usage, counts)
+        if usage is None and counts.keys() <= _FAST_KEYS:  # counts in the library's own names
+            u = N.shl_usage(counts.get("input_tokens", 0), counts.get("output_tokens", 0),
+                            counts.get("cache_write_5m", 0), counts.get("cache_write_1h", 0),
+                            counts.get("cache_read", 0))
+        else:
+            u = _usage_struct(usage, counts)
         r = self._lim._lib.shl_settle(self._lim._hp, byref(self._t), byref(u))
         if r < 0:
             raise from_code(r, f"settle: {self._lim._lib.strerror(r)}")
@@ -265,14 +271,8 @@ class Limiter:
     @staticmethod
     def _cost(input_tokens: int, max_tokens: int, cache_write_5m: int, cache_write_1h: int,
               cache_read: int, batch: bool) -> N.shl_cost:
-        c = N.shl_cost()
-        c.input_tokens = input_tokens
-        c.max_tokens = max_tokens
-        c.cache_write_5m = cache_write_5m
-        c.cache_write_1h = cache_write_1h
-        c.cache_read = cache_read
-        c.batch = 1 if batch else 0
-        return c
+        return N.shl_cost(input_tokens, cache_write_5m, cache_write_1h, cache_read, max_tokens,
+                          1 if batch else 0)
 
     # -- admission --------------------------------------------------------------
     def acquire(self, model: str, *, input_tokens: int = 0, max_tokens: int = 0,
