@@ -124,9 +124,9 @@ class Ticket:
         (dict or SDK object), or give counts as keywords (``input_tokens=...,
         output_tokens=..., cache_write_5m=..., cache_write_1h=..., cache_read=...``)."""
         if usage is None and counts.keys() <= _FAST_KEYS:  # counts in the library's own names
-            u = N.shl_usage(counts.get("input_tokens", 0), counts.get("output_tokens", 0),
-                            counts.get("cache_write_5m", 0), counts.get("cache_write_1h", 0),
-                            counts.get("cache_read", 0))
+            u = N.shl_usage()
+            for k, v in counts.items():
+                setattr(u, k, v)
         else:
             u = _usage_struct(usage, counts)
         r = self._lim._lib.shl_settle(self._lim._hp, byref(self._t), byref(u))
@@ -271,8 +271,20 @@ class Limiter:
     @staticmethod
     def _cost(input_tokens: int, max_tokens: int, cache_write_5m: int, cache_write_1h: int,
               cache_read: int, batch: bool) -> N.shl_cost:
-        return N.shl_cost(input_tokens, cache_write_5m, cache_write_1h, cache_read, max_tokens,
-                          1 if batch else 0)
+        c = N.shl_cost()  # set only what is given: cheaper than the constructor's arguments
+        if input_tokens:
+            c.input_tokens = input_tokens
+        if max_tokens:
+            c.max_tokens = max_tokens
+        if cache_write_5m:
+            c.cache_write_5m = cache_write_5m
+        if cache_write_1h:
+            c.cache_write_1h = cache_write_1h
+        if cache_read:
+            c.cache_read = cache_read
+        if batch:
+            c.batch = 1
+        return c
 
     # -- admission --------------------------------------------------------------
     def acquire(self, model: str, *, input_tokens: int = 0, max_tokens: int = 0,
@@ -335,10 +347,19 @@ class Limiter:
                 raise from_code(_ETIMEDOUT, f"{model}: {lib.strerror(_ETIMEDOUT)}", why=why, model=model)
             time.sleep(wait / 1e9)
 
-    def try_acquire(self, model: str, **cost: Any) -> Ticket:
+    def try_acquire(self, model: str, *, input_tokens: int = 0, max_tokens: int = 0,
+                    cache_write_5m: int = 0, cache_write_1h: int = 0, cache_read: int = 0,
+                    batch: bool = False) -> Ticket:
         """Admit now or raise :class:`Refused` with the exact wait; never blocks."""
-        cost["timeout"] = 0
-        return self.acquire(model, **cost)
+        lib = self._lib
+        m = self.lookup(model)
+        cost = self._cost(input_tokens, max_tokens, cache_write_5m, cache_write_1h, cache_read, batch)
+        t = N.shl_ticket()
+        why = N.shl_refusal()
+        r = lib.shl_try(self._hp, m, byref(cost), byref(t), byref(why))
+        if r < 0:
+            raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
+        return Ticket(self, t, cost, model, 0.0)
 
     def acquire_async(self, model: str, *, input_tokens: int = 0, max_tokens: int = 0,
                       cache_write_5m: int = 0, cache_write_1h: int = 0, cache_read: int = 0,
