@@ -29,7 +29,7 @@ check-python: $(LIB_SO) $(BUILD)/shmlimit-mock $(BUILD)/shmlimit-stat $(BUILD)/l
 install: install-python
 install-python:
 	install -d $(DESTDIR)$(SHL_PYLIB)/shmlimit/_hook $(DESTDIR)$(PYSITE) $(DESTDIR)$(PREFIX)/bin
-	install -m 644 $(PY_SRC) $(DESTDIR)$(SHL_PYLIB)/shmlimit/
+	install -m 644 $(PY_SRC) python/shmlimit/py.typed $(DESTDIR)$(SHL_PYLIB)/shmlimit/
 	install -m 644 python/shmlimit/_hook/__init__.py python/shmlimit/_hook/sitecustomize.py \
 	  $(DESTDIR)$(SHL_PYLIB)/shmlimit/_hook/
 	echo '$(SHL_PYLIB)' > $(DESTDIR)$(PYSITE)/shmlimit.pth

@@ -56,6 +56,11 @@ from typing import Iterable, Iterator, AsyncIterator, Optional, Set, Tuple
 
 import httpx
 
+try:  # asyncio or trio, whichever runs the AsyncClient (httpx's own async dependency)
+    from anyio import sleep as _async_sleep
+except ImportError:  # pragma: no cover
+    from asyncio import sleep as _async_sleep
+
 from . import _native as N
 from .errors import from_code
 
@@ -199,12 +204,13 @@ def _handle(segment: Optional[str]):
 class _Exchange:
     """A governed request and its response; finish() runs once, from any thread."""
 
-    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "__weakref__")
+    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "pid", "__weakref__")
 
     def __init__(self, lib, hp, x):
         self.lib = lib
         self.hp = hp
         self.x = x
+        self.pid = os.getpid()
         self.done = False
         self.lock = threading.Lock()
         self.decoder = None
@@ -239,6 +245,8 @@ class _Exchange:
             if self.done:
                 return
             self.done = True
+        if os.getpid() != self.pid:
+            return  # a fork child's copy (its exit runs the finalizers): the parent settles it
         try:
             r = self.lib.shl_ex_finish(self.hp, self.x, sent)
         finally:
@@ -253,9 +261,7 @@ def _sent(exc: BaseException) -> int:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                         httpx.UnsupportedProtocol, httpx.ProxyError)):
         return 0
-    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
-        return 1
-    return 1
+    return 1  # a read or write error, a timeout, a cancelled task: it may have been sent
 
 
 def _refusal_response(code: int, why, model: str, segment: str) -> httpx.Response:
@@ -431,8 +437,8 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
     """The asyncio counterpart of :class:`GovernedTransport` (same arguments; default inner
     transport ``httpx.AsyncHTTPTransport()``).  It never blocks the event loop: the
     admission wait is an ``await asyncio.sleep`` until the release time the library
-    computed, and every library call it makes returns at once.  A task cancelled while
-    it waits gives its place back."""
+    computed (anyio's sleep: asyncio or trio), and every library call it makes returns at
+    once.  A task cancelled while it waits gives its place back."""
 
     def __init__(self, transport: Optional[httpx.AsyncBaseTransport] = None, *,
                  segment: Optional[str] = None, hosts: Optional[Iterable[str]] = None,
@@ -483,7 +489,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
                 wait = max(0, why.wait_ns)
                 if deadline is not None and lib.shl_now() + wait > deadline:
                     return self._refused(ex, _ETIMEDOUT, why)
-                await asyncio.sleep(wait / 1e9)
+                await _async_sleep(wait / 1e9)
                 continue
             if r < 0:
                 return self._refused(ex, r, why)
@@ -491,7 +497,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
                 d = rel.value - lib.shl_now()
                 if d <= 0:
                     break
-                await asyncio.sleep(d / 1e9)
+                await _async_sleep(d / 1e9)
             r = lib.shl_ex_start(hp, x, byref(why))
             if r == 0:
                 return None
@@ -500,7 +506,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
             wait = max(0, why.wait_ns)
             if deadline is not None and lib.shl_now() + wait > deadline:
                 return self._refused(ex, _ETIMEDOUT, why)
-            await asyncio.sleep(wait / 1e9)
+            await _async_sleep(wait / 1e9)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
