@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 
 import httpx
 import pytest
@@ -243,3 +244,27 @@ def test_env_hosts(mock, segment, monkeypatch):
     with httpx.Client(transport=shmlimit.GovernedTransport(), base_url=m.url) as c:
         assert c.post("/v1/messages", json=message_body(1)).status_code == 200
     assert pool(shmlimit.Limiter(seg).stats())["counters"]["settled"] == 1
+
+
+def test_fork_child_does_not_settle_parent_exchange(mock, segment):
+    """A child forked while a response is open exits normally (its atexit runs the
+    finalizers it inherited): the exchange is the parent's, settled once, by the parent."""
+    import os
+    m = mock()
+    seg = segment()
+    with client(m, seg) as c:
+        with c.stream("POST", "/v1/messages", json=message_body(1, stream=True)) as r:
+            pid = os.fork()
+            if pid == 0:  # what a normal exit does: the atexit handlers (weakref finalizers)
+                import atexit
+                try:
+                    atexit._run_exitfuncs()
+                finally:
+                    os._exit(0)
+            _, st = os.waitpid(pid, 0)
+            assert os.WEXITSTATUS(st) == 0
+            assert pool(shmlimit.Limiter(seg).stats())["counters"]["settled"] == 0
+            for _ in r.iter_raw():
+                pass
+    p = pool(shmlimit.Limiter(seg).stats())
+    assert p["counters"]["settled"] == 1 and p["counters"]["admitted"] == 1
