@@ -129,9 +129,10 @@ class Ticket:
                 setattr(u, k, v)
         else:
             u = _usage_struct(usage, counts)
-        r = self._lim._lib.shl_settle(self._lim._hp, byref(self._t), byref(u))
+        lim = self._lim
+        r = lim._settle(lim._hp, byref(self._t), byref(u))
         if r < 0:
-            raise from_code(r, f"settle: {self._lim._lib.strerror(r)}")
+            raise from_code(r, f"settle: {lim._lib.strerror(r)}")
 
     def cancel(self) -> None:
         """Give everything back: the request was never sent."""
@@ -225,6 +226,8 @@ class Limiter:
             raise from_code(r, f'segment "{name}": {msg}')
         self._h = h
         self._hp = h.value
+        self._try = self._lib.shl_try  # bound once: the admit/settle path is a few calls
+        self._settle = self._lib.shl_settle
         self._models: Dict[str, int] = {}
         self._gen = self._lib.shl_generation(self._hp)
         self._gen_checked = time.monotonic()
@@ -351,14 +354,13 @@ class Limiter:
                     cache_write_5m: int = 0, cache_write_1h: int = 0, cache_read: int = 0,
                     batch: bool = False) -> Ticket:
         """Admit now or raise :class:`Refused` with the exact wait; never blocks."""
-        lib = self._lib
         m = self.lookup(model)
         cost = self._cost(input_tokens, max_tokens, cache_write_5m, cache_write_1h, cache_read, batch)
         t = N.shl_ticket()
         why = N.shl_refusal()
-        r = lib.shl_try(self._hp, m, byref(cost), byref(t), byref(why))
+        r = self._try(self._hp, m, byref(cost), byref(t), byref(why))
         if r < 0:
-            raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
+            raise from_code(r, f"{model}: {self._lib.strerror(r)}", why=why, model=model)
         return Ticket(self, t, cost, model, 0.0)
 
     def acquire_async(self, model: str, *, input_tokens: int = 0, max_tokens: int = 0,
