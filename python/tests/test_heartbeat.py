@@ -127,7 +127,7 @@ def test_acquire_async_hundreds_waiting(segment):
 
 
 def test_transport_hundreds_waiting(mock, segment):
-    m = mock(config(rpm=1200, burst={"rpm": 5}))
+    m = mock(config(rpm=1200, burst={"rpm": 10}))
     seg = segment(config(rpm=1200, burst={"rpm": 2}))
 
     async def body(seconds):

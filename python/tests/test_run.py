@@ -110,7 +110,7 @@ def test_python_worker_governed(mock, segment, mode):
 def test_mixed_fleet_one_segment(mock, segment):
     """Python (sync and async), curl and, when built, Node workers under shmlimit-run,
     sharing one segment at saturation: zero 429s, settled = the server's usage."""
-    mcfg = config(rpm=600, burst={"rpm": 5})
+    mcfg = config(rpm=600, burst={"rpm": 8})
     m = mock(mcfg)
     seg = segment(config(rpm=600, burst={"rpm": 2}))  # as in test_fleet.py
     env = child_env(SHMLIMIT_HOSTS=m.hostport)
