@@ -52,7 +52,7 @@ PY_WORKER = textwrap.dedent("""
 """)
 
 NODE_WORKER = textwrap.dedent("""
-    const [url, n, tag] = process.argv.slice(2);
+    const [url, n, tag] = process.argv.slice(1);  // node -e CODE ARGS: no script path
     (async () => {
       const st = [];
       for (let i = 0; i < Number(n); i++) {
