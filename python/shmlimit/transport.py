@@ -301,20 +301,27 @@ class _Base:
             self._max_wait_ns = -1 if max_wait < 0 else int(max_wait * 1e9)
         self._refusal = refusal
 
-    def _open(self, request: httpx.Request, body: Optional[bytes]):
-        """An _Exchange for a governed request, or None to pass it through."""
+    def _open(self, request: httpx.Request):
+        """(lib, handle, kind) for a governed request, or None to pass it through."""
         url = request.url
         port = url.port or (443 if url.scheme == "https" else 80)
         if (url.host.lower(), port) not in self._hosts:
             return None
-        got = _handle(self._segment)
-        if got is None:
+        try:
+            lib = N.load()
+        except N.LibraryNotFound as e:
+            _note("lib", f"{e}; requests pass through ungoverned")
             return None
-        lib, hp = got
+        if not lib.has_ex:
+            _note("noex", f"{lib.path} has no request reader (shl_ex_*); requests pass through ungoverned")
+            return None
         kind = lib.shl_ex_kind(request.method.encode(), url.raw_path)
         if kind == N.SHL_EX_NONE:
             return None
-        return lib, hp, kind
+        got = _handle(self._segment)
+        if got is None:
+            return None
+        return got[0], got[1], kind
 
     def _read(self, lib, hp, kind, body: bytes, path: str) -> Optional[_Exchange]:
         x = c_void_p()
@@ -370,7 +377,7 @@ class GovernedTransport(_Base, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
             return self._inner.handle_request(request)
-        got = self._open(request, None)
+        got = self._open(request)
         if got is None:
             return self._inner.handle_request(request)
         lib, hp, kind = got
@@ -449,7 +456,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
             return await self._inner.handle_async_request(request)
-        got = self._open(request, None)
+        got = self._open(request)
         if got is None:
             return await self._inner.handle_async_request(request)
         lib, hp, kind = got
