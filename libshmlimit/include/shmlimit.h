@@ -579,7 +579,10 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  *     the request;
  *   - then the anthropic-ratelimit-*-remaining headers clamp the buckets,
  *     as of when they arrived, plus the output generated since: each token
- *     is charged once, whichever of settle and clamp came first;
+ *     is charged once, whichever of settle and clamp came first (the
+ *     requests and output-tokens counts already clamp when the headers are
+ *     over: the blank line of raw headers, or the first body bytes; the
+ *     input count, of a stream, at its message_start);
  *   - a usage read on a 2xx teaches the pool's estimate ratio.
  * Returns SHL_EX_SETTLED, SHL_EX_ESTIMATED (usage unreadable: charged the
  * estimate), SHL_EX_CANCELLED, SHL_EX_UNADMITTED (no ticket: nothing to

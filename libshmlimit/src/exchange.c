@@ -40,6 +40,8 @@ struct shl_exchange {
 	int ticket_open;
 	struct shl__resp resp;
 	int64_t headers_at;   /* shl_now() when the last header of a final response arrived */
+	int early_done;       /* the headers' RPM and OTPM clamps are applied */
+	int itpm_done;        /* a stream's message_start gave the input count early */
 	int finished;
 	int outcome;          /* shl_ex_finish's result, once finished */
 };
@@ -196,11 +198,18 @@ int shl_ex_adopt(shl_exchange *x, const shl_ticket *t)
 /* The response                                                        */
 /* ------------------------------------------------------------------ */
 
+static void early_feedback(shl_exchange *x);
+static void early_input(shl_exchange *x);
+
 static void header_line(shl_exchange *x, const char *line, size_t len)
 {
 	shl__resp_header(&x->resp, line, len);
-	if (x->resp.status >= 200)
+	if (x->resp.status >= 200) {
 		x->headers_at = shl__now();
+		x->early_done = 0;
+		if (len <= 2 && (len == 0 || line[0] == '\r' || line[0] == '\n'))
+			early_feedback(x); /* the blank line ends a final header block */
+	}
 }
 
 void shl_ex_status(shl_exchange *x, int status)
@@ -235,8 +244,13 @@ void shl_ex_header(shl_exchange *x, const char *name, size_t name_len, const cha
 
 void shl_ex_body(shl_exchange *x, const void *p, size_t len)
 {
-	if (x != NULL && p != NULL)
-		shl__resp_body(&x->resp, p, len);
+	if (x == NULL || p == NULL)
+		return;
+	if (!x->early_done && x->headers_at != 0)
+		early_feedback(x); /* headers given as name/value pairs: they are over */
+	shl__resp_body(&x->resp, p, len);
+	if (!x->itpm_done && x->resp.sse && x->resp.usage_seen && !x->resp.usage_bad)
+		early_input(x);
 }
 
 void shl_ex_header_in_body(shl_exchange *x, int on)
@@ -282,6 +296,56 @@ static void split_writes(const shl_exchange *x, shl_usage *u)
 		u->cache_write_1h = (uint64_t)share;
 	}
 	u->cache_write_5m = total - u->cache_write_1h;
+}
+
+/*
+ * The headers are complete: the requests and output-tokens remaining counts
+ * clamp the buckets at once, since settlement never changes what this
+ * request holds in them (one request; its output is charged when it is
+ * generated, and the server counts it then too).  The input count waits
+ * for the settlement (feedback()), which alone knows the server's count of
+ * this request; clamping to it now and settling the estimate's error later
+ * would charge that error twice.  Doing the first two again at the end is
+ * harmless: the same floor, moved by exactly what settlement charged.
+ */
+static void early_feedback(shl_exchange *x)
+{
+	x->early_done = 1;
+	if (!x->ticket_open || x->h == NULL || x->resp.status < 200)
+		return;
+	if (x->resp.remaining[SHL_DIM_RPM] >= 0)
+		shl__clamp_at(x->h, x->pool, SHL_DIM_RPM, (uint64_t)x->resp.remaining[SHL_DIM_RPM], 0,
+			      x->headers_at);
+	if (x->resp.remaining[SHL_DIM_OTPM] >= 0)
+		shl__clamp_at(x->h, x->pool, SHL_DIM_OTPM, (uint64_t)x->resp.remaining[SHL_DIM_OTPM],
+			      0, x->headers_at);
+}
+
+/*
+ * A stream's message_start says what the server counted for the input (S):
+ * the input remaining count R, which includes S, can clamp now instead of
+ * when the stream ends.  The bucket holds the estimate E and settlement
+ * will charge S - E (or give E - S back), so it is clamped to R + S - E now,
+ * to end at R.  The clamp at the end (feedback()) is the exact one in any
+ * case (a usage found unbelievable later is settled otherwise).
+ */
+static void early_input(shl_exchange *x)
+{
+	x->itpm_done = 1;
+	const struct shl__resp *r = &x->resp;
+	if (!x->ticket_open || x->h == NULL || r->status < 200 || x->headers_at == 0 ||
+	    r->remaining[SHL_DIM_ITPM] < 0)
+		return;
+	struct shl_local *l = shl__local(x->h);
+	if (l == NULL || x->pool < 0 || (unsigned)x->pool >= l->slot.npools)
+		return;
+	/* each count <= SHL_WIRE_USAGE_MAX: no overflow */
+	uint64_t srv = r->usage.input_tokens + r->usage.cache_write_5m + r->usage.cache_write_1h;
+	if (l->slot.pools[x->pool].flags & SHL_PF_CACHE_READS)
+		srv += r->usage.cache_read;
+	uint64_t rem = (uint64_t)r->remaining[SHL_DIM_ITPM], est = x->ticket.itpm;
+	rem = srv >= est ? shl__add_sat(rem, srv - est) : rem > est - srv ? rem - (est - srv) : 0;
+	shl__clamp_at(x->h, x->pool, SHL_DIM_ITPM, rem, 0, x->headers_at);
 }
 
 /* What the server says about the pool, after the settlement: holds, the

@@ -6,6 +6,7 @@
  * every figure is exact.
  */
 #include <math.h>
+#include <pthread.h>
 
 #include "testutil.h"
 #include "wire.h"
@@ -81,6 +82,12 @@ static void admit(shl_exchange *x)
 static void hdr(shl_exchange *x, const char *n, const char *v)
 {
 	shl_ex_header(x, n, strlen(n), v, strlen(v));
+}
+
+/* A raw header line, as libcurl hands it over. */
+static void rawhdr(shl_exchange *x, const char *line)
+{
+	shl_ex_header(x, line, strlen(line), NULL, 0);
 }
 
 static void body(shl_exchange *x, const char *s)
@@ -217,6 +224,56 @@ static void test_charged_once(void)
 	close_seg();
 }
 
+/* The requests and output remaining counts clamp as soon as the headers are
+ * over (settlement never changes what the request holds there), so a long
+ * stream does not keep them from the segment; the input count waits for
+ * the settlement.  Name/value headers are over at the first body bytes. */
+static void test_early_clamps(void)
+{
+	char *b = body_of("abcd", 100, NULL);
+	for (int raw = 0; raw < 2; raw++) {
+		open_seg(big_pool(NULL));
+		shl_exchange *x = open_ex(b);
+		admit(x);
+		if (raw) {
+			rawhdr(x, "HTTP/1.1 200 OK\r\n");
+			rawhdr(x, "anthropic-ratelimit-requests-remaining: 500\r\n");
+			rawhdr(x, "anthropic-ratelimit-output-tokens-remaining: 990000\r\n");
+			rawhdr(x, "anthropic-ratelimit-input-tokens-remaining: 990000\r\n");
+			rawhdr(x, "\r\n");
+		} else {
+			shl_ex_status(x, 200);
+			hdr(x, "anthropic-ratelimit-requests-remaining", "500");
+			hdr(x, "anthropic-ratelimit-output-tokens-remaining", "990000");
+			hdr(x, "anthropic-ratelimit-input-tokens-remaining", "990000");
+			body(x, "event: message_start\n");
+		}
+		shl_stats st;
+		const shl_pool_stats *p = pool0(&st);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_RPM], 500, 1e-6);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_OTPM], 990000, 1e-6);
+		if (!raw)
+			/* input: still the estimate's 100 taken, not yet clamped */
+			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 1000000 - 100, 1e-6);
+		/* message_start: the server counted 150 (the estimate said 100),
+		 * and R = 990000 counts them: the input clamps now, to end at R
+		 * once the settlement charges the other 50 */
+		body(x, "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
+			"{\"input_tokens\":150,\"output_tokens\":1}}}\n\n");
+		p = pool0(&st);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 990000 + 50, 1e-6);
+		body(x, "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\n");
+		CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+		p = pool0(&st);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_RPM], 500, 1e-6);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_OTPM], 990000 - 50, 1e-6);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 990000, 1e-6);
+		shl_ex_free(x);
+		close_seg();
+	}
+	free(b);
+}
+
 /* The old order, for the record: clamp first, then settle, charges the
  * estimate's error twice (what test_charged_once guards against). */
 static void test_clamp_then_settle_double_counts(void)
@@ -240,10 +297,10 @@ static void test_429_kinds(void)
 	/* a rate-limit 429: retry-after-ms wins over retry-after */
 	shl_exchange *x = open_ex(b);
 	admit(x);
-	shl_ex_header(x, "HTTP/1.1 429 Too Many Requests\r\n", 32, NULL, 0);
-	shl_ex_header(x, "retry-after: 2\r\n", 16, NULL, 0);
-	shl_ex_header(x, "retry-after-ms: 3500.5\r\n", 24, NULL, 0);
-	shl_ex_header(x, "\r\n", 2, NULL, 0);
+	rawhdr(x, "HTTP/1.1 429 Too Many Requests\r\n");
+	rawhdr(x, "retry-after: 2\r\n");
+	rawhdr(x, "retry-after-ms: 3500.5\r\n");
+	rawhdr(x, "\r\n");
 	body(x, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}");
 	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
 	shl_stats st;
@@ -430,6 +487,53 @@ static void test_learning(void)
 	close_seg();
 }
 
+/* Four threads settle at once: every sample lands in the ring (one
+ * fetch_add each), and the quantile is that of what they all taught. */
+static _Atomic int learn_errors;
+
+/* No CUnit assertion in a thread (CUnit is not thread-safe): errors are
+ * counted and asserted on by the main thread. */
+static void *learn_worker(void *arg)
+{
+	const char *b = arg;
+	static const char resp[] = "{\"usage\":{\"input_tokens\":900,\"output_tokens\":1}}";
+	for (int i = 0; i < 50; i++) {
+		shl_exchange *x = NULL;
+		int64_t rel;
+		if (shl_ex_open(h, SHL_EX_MESSAGES, b, strlen(b), &x, NULL) != 0 ||
+		    shl_ex_reserve(h, x, 0, &rel, NULL) != 0 || shl_ex_start(h, x, NULL) != 0) {
+			atomic_fetch_add(&learn_errors, 1);
+			shl_ex_free(x);
+			continue;
+		}
+		shl_ex_status(x, 200);
+		shl_ex_body(x, resp, strlen(resp));
+		if (shl_ex_finish(h, x, 1) != SHL_EX_SETTLED)
+			atomic_fetch_add(&learn_errors, 1);
+		shl_ex_free(x);
+	}
+	return NULL;
+}
+
+static void test_learning_threads(void)
+{
+	open_seg(tu_pool_cfg(600000, 6000000, 60000, 1000, 1000000, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 600, NULL);
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, learn_worker, b), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	CU_ASSERT_EQUAL(atomic_load(&learn_errors), 0);
+	shl_stats st;
+	const shl_pool_stats *p = pool0(&st);
+	CU_ASSERT_EQUAL(p->est_samples, 200);
+	CU_ASSERT_DOUBLE_EQUAL(p->est_ratio, 1.5, 1e-9);
+	CU_ASSERT_EQUAL(p->settled, 200);
+	free(b);
+	close_seg();
+}
+
 /* An exchange adopts a ticket its caller admitted (the shim's routing). */
 static void test_adopt(void)
 {
@@ -492,10 +596,12 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_json_usage);
 	TU_ADD(s, test_charged_once);
 	TU_ADD(s, test_clamp_then_settle_double_counts);
+	TU_ADD(s, test_early_clamps);
 	TU_ADD(s, test_429_kinds);
 	TU_ADD(s, test_fallbacks);
 	TU_ADD(s, test_stream_rules);
 	TU_ADD(s, test_learning);
+	TU_ADD(s, test_learning_threads);
 	TU_ADD(s, test_adopt);
 	TU_ADD(s, test_reserve_start);
 }
