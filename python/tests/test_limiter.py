@@ -221,3 +221,21 @@ def test_pickle_and_fork(segment):
     _, st = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(st) == 0
     assert pool(lim2.stats())["tokens"]["input"] == 3
+
+
+def test_timeout_zero_admits_when_there_is_room(segment):
+    """timeout=0 means "only now": admitted at once when the pool has room (sync: shl_try;
+    async: shl_reserve with no wait allowed), refused when it has none."""
+    lim = shmlimit.Limiter(segment(config(rpm=60, burst={"rpm": 1})))
+
+    async def main():
+        t = await lim.acquire_async("claude-sonnet-4-5", input_tokens=1, timeout=0)
+        with pytest.raises(shmlimit.Refused):
+            await lim.acquire_async("claude-sonnet-4-5", input_tokens=1, timeout=0)
+        return t
+
+    asyncio.run(main()).cancel()
+    t = lim.acquire("claude-sonnet-4-5", input_tokens=1, timeout=0)
+    with pytest.raises(shmlimit.Refused):
+        lim.acquire("claude-sonnet-4-5", input_tokens=1, timeout=0)
+    t.cancel()
