@@ -1,0 +1,47 @@
+# node.mk - the Node.js package (node/README.md): build/node/shmlimit.node,
+# the N-API addon, and its tests.
+#
+# The addon is built with the system's node_api.h (NODE_INCLUDE, default
+# /usr/include/node; Debian's libnode-dev), never a downloaded one, and
+# contains libshmlimit statically (whole archive: the parts it references
+# weakly must be linked in; hidden with --exclude-libs).  Without
+# node_api.h the addon is skipped with a message, and so is check-node.
+
+NODE_INCLUDE ?= /usr/include/node
+NODE ?= node
+NPM ?= npm
+NODE_ADDON := $(BUILD)/node/shmlimit.node
+NODE_HAVE_API := $(wildcard $(NODE_INCLUDE)/node_api.h)
+NODE_TESTS := $(sort $(wildcard node/test/*.test.js))
+
+ifneq ($(NODE_HAVE_API),)
+ALL_TARGETS += $(NODE_ADDON)
+else
+ALL_TARGETS += node-skip
+endif
+CHECKS += check-node
+
+.PHONY: node-skip check-node node-addon
+node-addon: $(NODE_ADDON)
+node-skip:
+	@echo "node: $(NODE_INCLUDE)/node_api.h not found (Debian: libnode-dev); the Node.js addon is not built"
+
+$(NODE_ADDON): node/addon.c libshmlimit/include/shmlimit.h $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(NODE_INCLUDE) -shared -o $@ node/addon.c \
+	  -Wl,--whole-archive $(LIB_A) -Wl,--no-whole-archive -Wl,--exclude-libs,ALL \
+	  $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread
+
+# The tests need the TypeScript SDK: `npm ci` from the committed lock file
+# into node/test/node_modules, again whenever the lock file changes.
+node/test/node_modules/.package-lock.json: node/test/package-lock.json node/test/package.json
+	cd node/test && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+ifneq ($(NODE_HAVE_API),)
+check-node: $(NODE_ADDON) $(BUILD)/shmlimit-mock node/test/node_modules/.package-lock.json
+	SHMLIMIT_BUILD=$(abspath $(BUILD)) timeout 600 $(NODE) --test --test-concurrency=1 $(NODE_TESTS)
+else
+check-node:
+	@echo "check-node: skipped: $(NODE_INCLUDE)/node_api.h not found (Debian: libnode-dev)"
+endif
