@@ -5,6 +5,9 @@
 
 #define S 1000000000LL
 
+/* No reservation ahead of any refund here (bucket.c, "Reservations"). */
+static _Atomic uint64_t no_horizon;
+
 static void test_take_exact(void)
 {
 	_Atomic uint64_t tat = 0;
@@ -42,7 +45,7 @@ static void test_give_charge_raise(void)
 	_Atomic uint64_t *tat = &b.tat;
 	uint64_t iv = 10, tol = 100, mark;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 100, tol, &mark), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 50, mark), 50);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 50, mark, &no_horizon), 50);
 	CU_ASSERT_EQUAL(atomic_load(tat), 1050);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 50);
 	CU_ASSERT_EQUAL(shl__bucket_take(tat, 1000, 50, tol), 0);
@@ -58,7 +61,7 @@ static void test_give_charge_raise(void)
 	CU_ASSERT_EQUAL(atomic_load(t2), 1030);
 	/* Giving back more than the word holds floors at 0, no wrap (a
 	 * mark far ahead lets the whole 5000 through). */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b2, 1000, 5000, 10000), 5000);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b2, 1000, 5000, 10000, &no_horizon), 5000);
 	CU_ASSERT_EQUAL(atomic_load(t2), 0);
 	/* Raise only raises. */
 	shl__bucket_raise(t2, 700);
@@ -125,16 +128,16 @@ static void test_refund_shifted_by_earlier_refund(void)
 	uint64_t x0, x1, x2, y1, y2;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x0), 0);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x1), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x0), 500); /* cancel X0 */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x0, &no_horizon), 500); /* cancel X0 */
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 1500);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 500);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x2), 0);
 	now = 1500;
 	/* X1 is all gone by now: nothing to give. */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x1), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x1, &no_horizon), 0);
 	int64_t w1 = shl__bucket_take_at(&b, now, 1000, tol, &y1);
 	CU_ASSERT_EQUAL(w1, 500); /* X2 still holds 500 */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x2), 500); /* cancel X2 */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x2, &no_horizon), 500); /* cancel X2 */
 	int64_t w2 = shl__bucket_take_at(&b, now, 500, tol, &y2);
 	CU_ASSERT_EQUAL(w2, 0);
 	/* Admitted at 1500, net: at most the burst. */
@@ -155,14 +158,14 @@ static void test_refund_ledger_wraps(void)
 	atomic_store(&b.refunded, UINT64_MAX - 100);
 	uint64_t m;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 700, 1000, &m), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 300, m), 300);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 300, m, &no_horizon), 300);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 199); /* wrapped */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m), 200); /* 700-300 left, 200 gone by */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon), 200); /* 700-300 left, 200 gone by */
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 1200);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon), 0);
 	/* A mark far in the past (or a scribbled ledger) gives nothing more
 	 * than asked. */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 5, m + (1ULL << 40)), 5);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 5, m + (1ULL << 40), &no_horizon), 5);
 }
 
 /*
@@ -216,7 +219,7 @@ static void model_check(unsigned seed, int steps)
 			uint64_t left = tk[k].cost - tk[k].given;
 			/* a cancel (all that is left), or a partial refund (settle). */
 			uint64_t ask = op < 80 ? left : RND() % (left + 1);
-			uint64_t g = shl__bucket_refund(&b, now, ask, tk[k].mark);
+			uint64_t g = shl__bucket_refund(&b, now, ask, tk[k].mark, &no_horizon);
 			CU_ASSERT(g <= ask);
 			tk[k].given += g;
 			if (op < 80 || RND() % 3 == 0)
