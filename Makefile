@@ -87,7 +87,7 @@ $(BUILD)/shmlimit.pc: shmlimit.pc.in Makefile
 # Static link line for our own programs and tests.
 SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
 
-include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk)
+include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk node/*.mk)
 
 build-all: $(ALL_TARGETS)
 
