@@ -16,7 +16,7 @@ CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG)
 CHECKS += check-preload
 
-$(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
+$(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h libshmlimit/src/wire.h | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -c $< -o $@
 

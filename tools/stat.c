@@ -114,6 +114,8 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 			"", (unsigned long long)ps->tokens_in, (unsigned long long)ps->tokens_out,
 			(unsigned long long)ps->cache_read, (unsigned long long)ps->cache_write,
 			tool_usd(ps->spend));
+		fprintf(f, "%-12s estimate ratio %.3f (learned from %llu settlements)\n", "",
+			ps->est_ratio, (unsigned long long)ps->est_samples);
 		if (ps->hold_ns > 0)
 			fprintf(f, "%-12s HELD by a server retry-after for %.1f s more\n", "",
 				(double)ps->hold_ns / 1e9);
@@ -200,6 +202,9 @@ static char *render_json(const char *name, const shl_stats *s)
 		cJSON_AddNumberToObject(t, "cache_read", (double)ps->cache_read);
 		cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write);
 		cJSON_AddNumberToObject(o, "spend_usd", tool_usd(ps->spend));
+		cJSON *es = cJSON_AddObjectToObject(o, "estimate");
+		cJSON_AddNumberToObject(es, "ratio", ps->est_ratio);
+		cJSON_AddNumberToObject(es, "samples", (double)ps->est_samples);
 		cJSON *pr = cJSON_AddObjectToObject(o, "prices");
 		for (int i = 0; i < 5; i++) /* units/token -> USD per million tokens */
 			cJSON_AddNumberToObject(pr, price_key[i],
@@ -277,6 +282,16 @@ static double g_spend(const shl_pool_stats *ps, int i)
 	(void)i;
 	return tool_usd(ps->spend);
 }
+static double g_ratio(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return ps->est_ratio;
+}
+static double g_samples(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->est_samples;
+}
 static double g_tokens(const shl_pool_stats *ps, int i)
 {
 	const uint64_t v[4] = {ps->tokens_in, ps->tokens_out, ps->cache_read, ps->cache_write};
@@ -322,6 +337,11 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  prom_tokens, 4, g_tokens);
 	prom_pool(f, seg, s, "pool_spend_dollars_total", "counter",
 		  "USD settled on the pool since creation.", NULL, NULL, 1, g_spend);
+	prom_pool(f, seg, s, "pool_estimate_ratio", "gauge",
+		  "Learned ratio of the server's input count to the raw estimate (95th percentile "
+		  "of the last 112 settlements; 1 before any).", NULL, NULL, 1, g_ratio);
+	prom_pool(f, seg, s, "pool_estimate_samples_total", "counter",
+		  "Settlements the estimate ratio was learned from.", NULL, NULL, 1, g_samples);
 	prom_head(f, "spend_month_dollars", "gauge", "USD spent this calendar month (UTC).");
 	fprintf(f, "shmlimit_spend_month_dollars{segment=\"%s\"} %.17g\n", seg,
 		tool_usd(s->spend_month));

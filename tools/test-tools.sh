@@ -192,6 +192,8 @@ assert c["refused"] >= 1, "refused"
 eq(p["tokens"]["input"], 1000, "tokens.input"); eq(p["tokens"]["output"], 200, "tokens.output")
 assert abs(p["spend_usd"] - 0.006) < 1e-12, "pool spend_usd %r" % p["spend_usd"]
 eq(p["prices"], {"input": 3, "output": 15, "cache_write_5m": 3.75, "cache_write_1h": 6, "cache_read": 0.3}, "prices")
+# settled through shl_settle, not a read response: nothing learned yet
+eq(p["estimate"], {"ratio": 1, "samples": 0}, "estimate")
 PY
 then ok "stat --json: every field checked"; else bad "stat --json field check"; fi
 
@@ -200,6 +202,7 @@ expect 0 "stat table" "$STAT" $N
 grep -q "^sonnet  *requests  *1  *3 " "$TMP/out" && ok "table row: sonnet rpm limit 1 burst 3" || bad "table: $(head -4 "$TMP/out")"
 grep -q "^spend [0-9-]*: \$0.006000 of \$10.00 cap" "$TMP/out" && ok "table spend line" || bad "spend line: $(grep spend "$TMP/out")"
 grep -q "admitted $ADM " "$TMP/out" && ok "table counters" || bad "counters: $(grep admitted "$TMP/out")"
+grep -q "estimate ratio 1.000 (learned from 0 settlements)" "$TMP/out" && ok "table estimate ratio" || bad "estimate: $(grep estimate "$TMP/out")"
 expect 0 "SHMLIMIT_SEGMENT names the segment" env SHMLIMIT_SEGMENT=$N "$STAT" --json
 expect 2 "stat without a name" env -u SHMLIMIT_SEGMENT "$STAT"
 
@@ -220,6 +223,7 @@ for line in open(sys.argv[1]):
 PY
 grep -q "^shmlimit_pool_requests_total{segment=\"$N\",pool=\"sonnet\",result=\"admitted\"} $ADM$" "$TMP/prom.txt" && ok "prometheus admitted counter" || bad "prometheus admitted counter"
 grep -q "^shmlimit_spend_cap_dollars{segment=\"$N\"} 10$" "$TMP/prom.txt" && ok "prometheus spend cap" || bad "prometheus spend cap"
+grep -q "^shmlimit_pool_estimate_ratio{segment=\"$N\",pool=\"sonnet\"} 1$" "$TMP/prom.txt" && ok "prometheus estimate ratio" || bad "prometheus estimate ratio: $(grep estimate_ratio "$TMP/prom.txt")"
 if command -v promtool >/dev/null 2>&1; then
 	if promtool check metrics <"$TMP/prom.txt" >"$TMP/pt" 2>&1; then ok "promtool check metrics"; else bad "promtool check metrics: $(cat "$TMP/pt")"; fi
 else

@@ -530,8 +530,11 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
  *      capacity it does not use.  A word that moved so that it needs a
  *      later release (a lost race), or a hold that arrived and covers rel:
  *      give back what was taken, by the refund rule, and start again at 1;
- *   3. reserve the worst-case spend now, as shl_try does (admit_finish); a
- *      refusal gives the takes back (-EDQUOT).
+ * The worst-case spend is reserved first, now, as shl_try reserves it (a
+ * refusal, -EDQUOT, then takes nothing from the buckets: a take at a
+ * future release also moves a bucket's word up to that release, which no
+ * refund gives back).  Step 2 then only fails for a hostile writer (given
+ * up after SHL_RESERVE_TRIES: the spend goes back, -EAGAIN).
  * The ticket's admitted_at is rel.  OTPM in "actual" mode takes nothing
  * (need 0): the release only waits for its bucket to be out of debt.
  *
@@ -540,6 +543,35 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
  * need it is released after it (the words take no notice of size: a large
  * request is never overtaken by small ones).
  */
+/* A release past the deadline: -ETIMEDOUT, why->wait_ns the whole wait. */
+static int late(struct shl_pool_rt *rt, shl_refusal *why, int dim, int p, uint64_t wait,
+		const uint64_t need[SHL_NBUCKETS], const uint64_t burst[SHL_NBUCKETS])
+{
+	int b = dim >= 0 && dim < SHL_NBUCKETS;
+	return refuse(rt, why, dim, p, wait > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)wait,
+		      b ? need[dim] : 0, b ? burst[dim] : 0, -ETIMEDOUT);
+}
+
+static void ticket_fill(shl_ticket *t, const struct shl_local *l, const struct shl_pool_local *pl,
+			int p, int model, int64_t units, int batch, uint32_t month, int64_t at,
+			uint64_t need_i, uint64_t need_o, const uint64_t mark[SHL_NBUCKETS])
+{
+	t->model = model;
+	t->pool = p;
+	t->state = 1;
+	t->batch = batch != 0;
+	t->rpm = 1;
+	t->itpm = need_i;
+	t->otpm = need_o;
+	t->spend = units;
+	t->month = month; /* where a refund must go */
+	t->pad = pl->name_hash;
+	t->generation = l->gen;
+	t->admitted_at = at;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		t->full_at[d] = mark[d];
+}
+
 static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait, shl_ticket *t,
 			shl_refusal *why, double keep)
 {
@@ -585,6 +617,32 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 	const uint64_t deadline = max_wait < 0 ? UINT64_MAX
 				  : (uint64_t)max_wait > UINT64_MAX - n ? UINT64_MAX
 									: n + (uint64_t)max_wait;
+	/* Nothing is taken for a release past the deadline: a first look. */
+	{
+		int64_t wmax;
+		int wdim = waits(rt, n, cost_ns, tol, &wmax);
+		uint64_t rel = n + (uint64_t)wmax; /* both < 2^63 */
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (hold > 0 && (uint64_t)hold > rel) {
+			rel = (uint64_t)hold;
+			wdim = SHL_DIM_HOLD;
+		}
+		if (rel > deadline)
+			return late(rt, why, wdim, p, rel - n, need, pl->burst);
+	}
+	/* The spend, now (see above). */
+	uint32_t month = shl__month(h, now), charged = month;
+	struct shl_pslot *ps = shl__pslot(h);
+	if (!shl__lease_take(h, l, ps, month, units)) {
+		int64_t r = lease_reserve(h, l, ps, month, units);
+		if (r < 0) {
+			int64_t cur = shl__spend_read(&h->seg->spendl, month);
+			return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
+				      (uint64_t)l->spend_cap, (int)r);
+		}
+		charged = (uint32_t)r;
+	}
 	for (int tries = 0; tries < SHL_RESERVE_TRIES; tries++) {
 		/* 1. the release, from the words as they are now */
 		int64_t wmax;
@@ -597,10 +655,9 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			wdim = SHL_DIM_HOLD;
 		}
 		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
-			uint64_t w = rel - n;
-			int b = wdim >= 0 && wdim < SHL_NBUCKETS;
-			return refuse(rt, why, wdim, p, w > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)w,
-				      b ? need[wdim] : 0, b ? pl->burst[wdim] : 0, -ETIMEDOUT);
+			/* The words moved since the first look: give the spend back. */
+			shl__lease_adjust(h, l, ps, month, charged, -units);
+			return late(rt, why, wdim, p, rel - n, need, pl->burst);
 		}
 		/* 2. the horizon, then every bucket at rel */
 		if (rel > n) {
@@ -634,17 +691,19 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			rollback(rt, d, cost_ns, mark); /* the buckets before d */
 			continue;
 		}
-		/* 3. the spend, now */
-		int r = admit_finish(h, l, pl, rt, p, model, units, c->batch, t, why, now, need_i,
-				     need_o, mark[0], mark[1], mark[2]);
-		if (r != 0)
-			return r;
-		t->admitted_at = (int64_t)rel;
+		if (ps != NULL)
+			shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
+		else
+			/* relaxed: a statistic. */
+			atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
 		if (rel > n)
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->waited, 1, memory_order_relaxed);
+		ticket_fill(t, l, pl, p, model, units, c->batch, charged, (int64_t)rel, need_i, need_o,
+			    mark);
 		return 0;
 	}
+	shl__lease_adjust(h, l, ps, month, charged, -units);
 	return refuse(rt, why, SHL_DIM_NONE, p, 1, 0, 0, -EAGAIN); /* contended beyond reason */
 }
 
@@ -1044,7 +1103,7 @@ static int pool_ok(shl_t *h, int pool, struct shl_local **lp)
 	return 0;
 }
 
-int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+int shl__hold(shl_t *h, int pool, int64_t duration_ns, int count_429)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1061,11 +1120,18 @@ int shl_hold(shl_t *h, int pool, int64_t duration_ns)
 	       !atomic_compare_exchange_weak_explicit(&rt->hold_until, &old, until,
 						      memory_order_relaxed, memory_order_relaxed))
 		;
-	atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
+	if (count_429)
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
 	return 0;
 }
 
-int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+{
+	return shl__hold(h, pool, duration_ns, 1);
+}
+
+int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1076,17 +1142,24 @@ int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
 	const struct shl_pool_local *pl = &l->pools[pool];
 	if (remaining >= pl->burst[dim])
 		return 0;
-	/* At most `remaining` units available: the bucket is full no earlier
-	 * than (burst - remaining) intervals from now. */
-	int64_t now = shl__now();
-	uint64_t floor = (uint64_t)now + (pl->burst[dim] - remaining) * pl->interval[dim];
+	/* At most `remaining` units were available at `at`, and `after` more
+	 * have been used since: the bucket is full no earlier than
+	 * (burst - remaining + after) intervals after `at`. */
+	uint64_t owe = shl__add_sat(pl->burst[dim] - remaining, after);
+	uint64_t floor = shl__add_sat((uint64_t)(at < 0 ? 0 : at), shl__mul_sat(owe, pl->interval[dim]));
 	struct shl_pool_rt *rt = &h->seg->pools[pool];
 	/* relaxed: a hint for the statistic below (bucket words, bucket.c). */
 	uint64_t before = atomic_load_explicit(&rt->bkt[dim].tat, memory_order_relaxed);
 	shl__bucket_raise(&rt->bkt[dim].tat, floor);
 	if (before < floor)
+		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->clamps, 1, memory_order_relaxed);
 	return 0;
+}
+
+int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+{
+	return shl__clamp_at(h, pool, dim, remaining, 0, shl__now());
 }
 
 int shl_spend_exhaust(shl_t *h)

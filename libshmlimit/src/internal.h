@@ -77,6 +77,11 @@ static inline int64_t shl__now(void);
 SHL_HIDDEN uint32_t shl__month_of(int64_t unix_ns, int64_t *next_month_unix_s);
 
 /* config.c */
+/* pools[].margin's default, 0.2%: three times the 0.06% by which network
+ * jitter was seen to bunch requests spaced at the limit (gaps of 0.9994 s
+ * at 60 RPM enforced as one a second); it leaves at most 0.2% of a limit
+ * unused (README, Configuration). */
+#define SHL_MARGIN_DEFAULT_PPM 2000u
 SHL_HIDDEN int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e);
 SHL_HIDDEN void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s);
 SHL_HIDDEN uint64_t shl__slot_checksum(const struct shl_cfg_slot *s);
@@ -116,6 +121,14 @@ static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns
 {
 	return shl__add_sat(tat > n ? tat : n, cost_ns);
 }
+
+/* admit.c: feedback with the details the exchange needs.  shl__hold counts
+ * a server 429 only with `count_429` (a 529 holds without being one);
+ * shl__clamp_at clamps as of the instant `at` the server reported
+ * `remaining`, with `after` units used since then that it had not counted. */
+SHL_HIDDEN int shl__hold(struct shl *h, int pool, int64_t duration_ns, int count_429);
+SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,
+			     uint64_t after, int64_t at);
 
 /* spend.c */
 SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,

@@ -112,7 +112,21 @@
  *   +1600  2496  reserved (zero)
  *
  * Pool extension (0x181000 + 1024 * p; layout 3):
- *   +0     512   learn: the input estimate's learned ratio (settles write)
+ *   +0     512   learn: the input estimate's learned ratio (struct shl_learn;
+ *                settles write, learn.c):
+ *     +0   u64 count      samples ever added (the next goes to count % 112);
+ *                         fetch_add by each settle that learns
+ *     +8   u32 ratio      the upper quantile (p95) of the ring, fixed point,
+ *                         4096 = 1.0; 0: nothing learned yet.  Recomputed and
+ *                         stored by the settle that added the last sample
+ *     +12  u32 reserved
+ *     +16  u64 owner      1 << 32 | the name hash of the pool the samples
+ *                         belong to (0: none); a pool index reused by
+ *                         another pool after an apply starts afresh
+ *     +24  40 bytes reserved (zero)
+ *     +64  u32 ring[112]  the last 112 ratios (server count / raw estimate),
+ *                         same fixed point, 0 = empty
+ *   +512   64    observed: the limits the server's headers report
  *   +512   64    observed: the limits the server's headers report
  *   +576   256   cluster: this host's leases of the global buckets
  *   +832   192   reserved (zero)
@@ -308,8 +322,18 @@ struct shl_seg_ext {
 	uint8_t reserved[2496];
 };
 
+#define SHL_LEARN_RING 112
+struct shl_learn {
+	_Atomic uint64_t count;
+	_Atomic uint32_t ratio;
+	uint32_t reserved0;
+	_Atomic uint64_t owner;
+	uint8_t reserved[40];
+	_Atomic uint32_t ring[SHL_LEARN_RING];
+};
+
 struct shl_pool_ext {
-	uint8_t learn[512];
+	struct shl_learn learn;
 	uint8_t observed[64];
 	uint8_t cluster[256];
 	uint8_t reserved[192];
@@ -352,6 +376,8 @@ _Static_assert(__builtin_offsetof(struct shl_seg, ext) == 0x180000, "segment ext
 _Static_assert(__builtin_offsetof(struct shl_seg, pext) == 0x181000, "pool extensions");
 _Static_assert(sizeof(struct shl_seg_ext) == 4096, "segment extension size");
 _Static_assert(sizeof(struct shl_pool_ext) == 1024, "pool extension size");
+_Static_assert(sizeof(struct shl_learn) == 512, "learn area size");
+_Static_assert(__builtin_offsetof(struct shl_learn, ring) == 64, "learn ring");
 _Static_assert(sizeof(struct shl_seg) == 0x191000, "segment size");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");

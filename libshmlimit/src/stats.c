@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "wire.h"
 
 int shl_stats_get(shl_t *h, shl_stats *out)
 {
@@ -80,6 +81,7 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		o->cache_write = LD(cache_write) + pc_cnt[SHL_PS_CACHE_WRITE];
 		o->spend = (int64_t)((uint64_t)LD(spend) + pc_cnt[SHL_PS_SPEND]);
 #undef LD
+		o->est_ratio = (double)shl__learn_ratio(h, (int)p, &o->est_samples) / SHL_LEARN_ONE;
 	}
 	out->npools = k;
 	return 0;

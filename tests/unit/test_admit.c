@@ -370,7 +370,7 @@ static void test_lookup_tables_bounded(void)
 static void test_route(void)
 {
 	/* three pools: a (rpm burst 2), b (rpm burst 1), c (itpm burst 100) */
-	const char *pr = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+	const char *pr = "\"margin\":0,\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
 			 "\"cache_write_1h\":1,\"cache_read\":1}";
 	char j[2048];
 	snprintf(j, sizeof(j),
@@ -443,9 +443,9 @@ static void test_route_spend(void)
 	/* cap $0.01 = 10,000,000 units.  a: $100 / MTok output (100,000 units
 	 * a token), rpm burst 1; b: $1 / MTok (1,000 a token), rpm burst 10;
 	 * c: like b but an input burst of 5 tokens. */
-	const char *pa = "\"prices\":{\"input\":1,\"output\":100,\"cache_write_5m\":1,"
+	const char *pa = "\"margin\":0,\"prices\":{\"input\":1,\"output\":100,\"cache_write_5m\":1,"
 			 "\"cache_write_1h\":1,\"cache_read\":1}";
-	const char *pb = "\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
+	const char *pb = "\"margin\":0,\"prices\":{\"input\":1,\"output\":1,\"cache_write_5m\":1,"
 			 "\"cache_write_1h\":1,\"cache_read\":1}";
 	char j[2048];
 	snprintf(j, sizeof(j),

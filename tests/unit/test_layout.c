@@ -54,6 +54,13 @@ static void test_lines(void)
 	AT(struct shl_seg_ext, unknown, 64);
 	AT(struct shl_seg_ext, cluster, 1088);
 	AT(struct shl_pool_ext, learn, 0);
+	CU_ASSERT_EQUAL(sizeof(struct shl_learn), 512);
+	AT(struct shl_learn, count, 0);
+	AT(struct shl_learn, ratio, 8);
+	AT(struct shl_learn, owner, 16);
+	AT(struct shl_learn, ring, 64);
+	CU_ASSERT_EQUAL(SHL_LEARN_RING, 112);
+	AT(struct shl_pool_ext, learn.ring[111], 508);
 	AT(struct shl_pool_ext, observed, 512);
 	AT(struct shl_pool_ext, cluster, 576);
 	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x191000);
