@@ -116,8 +116,10 @@ export interface GovernedFetchOptions {
   hosts?: string;
   /** Admission wait, ms (default: SHMLIMIT_WAIT_MS, else 60000; 0 no wait; < 0 no deadline). */
   waitMs?: number;
-  /** No stderr line for a refused request. */
-  quiet?: boolean;
+  /** A refused request (not sent): 'response' (default) answers with a local 429 shaped like
+   *  the API's (x-shmlimit-refused: the dimension; x-should-retry: false when waiting cannot
+   *  help; the spend cap as enforced_spend_limit_reached); 'raise' rejects with a RefusedError. */
+  refusal?: 'response' | 'raise';
 }
 
 /** Wrap fetch so Messages API requests are admitted and settled:

@@ -538,6 +538,32 @@ function wrapResponse(a, x, res) {
   return wrapped;
 }
 
+/*
+ * A refused request, answered locally without sending: a response shaped
+ * like the API's own 429 (rate_limit_error; for the spend cap with
+ * error.details.error_code "enforced_spend_limit_reached"), with
+ * retry-after / retry-after-ms when waiting helps and x-should-retry: false
+ * when it cannot, and x-shmlimit-refused: the dimension.  The SDKs and
+ * applications handle it as they handle the server's (the Python
+ * transport answers the same way).
+ */
+function refusalResponse(e) {
+  const headers = { 'content-type': 'application/json', 'x-shmlimit-refused': e.dim };
+  const error = { type: 'rate_limit_error', message: `${e.message}; not sent` };
+  if (e.code === 'EDQUOT') {
+    error.details = { error_code: 'enforced_spend_limit_reached' };
+    headers['x-should-retry'] = 'false';
+  } else if (!e.retryable) {
+    headers['x-should-retry'] = 'false';
+  } else {
+    const ms = Math.max(1, Math.ceil(e.waitMs));
+    headers['retry-after'] = String(Math.max(1, Math.ceil(ms / 1000)));
+    headers['retry-after-ms'] = String(ms);
+  }
+  return new Response(JSON.stringify({ type: 'error', error, request_id: null }),
+                      { status: 429, headers });
+}
+
 const GOVERNED = Symbol.for('shmlimit.governedFetch');
 
 /**
@@ -549,12 +575,18 @@ const GOVERNED = Symbol.for('shmlimit.governedFetch');
  * options: segment (default SHMLIMIT_SEGMENT), limiter (a Limiter to use
  * instead), hosts ("host:port,..."; default SHMLIMIT_HOSTS), waitMs
  * (default SHMLIMIT_WAIT_MS, else 60000; 0: no wait; < 0: no deadline),
- * quiet (no stderr line for refusals).
- * A refused request is not sent: the promise rejects with a RefusedError.
+ * refusal: 'response' (default) or 'raise'.
+ * A refused request is not sent: it is answered by a local 429 shaped like
+ * the API's (see refusalResponse), or with refusal 'raise' the promise
+ * rejects with a RefusedError.
  */
 function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
   if (typeof fetchImpl !== 'function') throw new TypeError('governedFetch needs a fetch function');
   if (fetchImpl[GOVERNED]) return fetchImpl;
+  const refusalMode = options.refusal ?? 'response';
+  if (refusalMode !== 'response' && refusalMode !== 'raise') {
+    throw new TypeError("governedFetch: options.refusal must be 'response' or 'raise'");
+  }
   const warn = warner();
   let st = null; /* {a, h, hosts, waitMs} once initialised; {off: true} to pass through */
 
@@ -662,7 +694,7 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
       await admit(x, what, signal || undefined);
     } catch (e) {
       a.exFinish(x, false);
-      if (e instanceof RefusedError && !options.quiet) process.stderr.write(`${e.message}\n`);
+      if (e instanceof RefusedError && refusalMode === 'response') return refusalResponse(e);
       throw e;
     }
     let res;
