@@ -678,11 +678,13 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
     const x = opened[0];
     if (typeof x === 'number') {
       if (x === ESRCH) {
-        warn('model', `${method} ${u.pathname}: no pool for this model in the configuration; ` +
-                      'passes through ungoverned');
+        /* count_tokens and batches are governed only when configured */
+        if (kind === 1) {
+          warn('model', `${opened[1] || 'a model'}; its requests pass through ungoverned`);
+        }
       } else if (x === EINVAL) {
-        warn('body', `${method} ${u.pathname}: the body is not a request shmlimit can read` +
-                     `${opened[1] ? ` (${opened[1]})` : ''}; passes through ungoverned`);
+        warn('body', `a request body to ${u.pathname} is not a JSON request with a model` +
+                     `${opened[1] ? ` (${opened[1]})` : ''}; such requests pass through ungoverned`);
       } else {
         warn('open', `${method} ${u.pathname}: ${a.strerror(x)}; passes through ungoverned`);
       }

@@ -40,7 +40,7 @@ node/test/node_modules/.package-lock.json: node/test/package-lock.json node/test
 
 ifneq ($(NODE_HAVE_API),)
 check-node: $(NODE_ADDON) $(BUILD)/shmlimit-mock node/test/node_modules/.package-lock.json
-	SHMLIMIT_BUILD=$(abspath $(BUILD)) timeout 600 $(NODE) --test --test-concurrency=1 $(NODE_TESTS)
+	SHMLIMIT_BUILD=$(abspath $(BUILD)) timeout 600 $(NODE) --test --test-concurrency=1 --expose-gc $(NODE_TESTS)
 else
 check-node:
 	@echo "check-node: skipped: $(NODE_INCLUDE)/node_api.h not found (Debian: libnode-dev)"
