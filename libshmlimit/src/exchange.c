@@ -155,28 +155,28 @@ int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *rele
 		return -EINVAL;
 	if (x->ticket_open || x->finished)
 		return -EALREADY;
-	shl_refusal local;
-	if (why == NULL)
-		why = &local;
-	/* shl_try until shl_reserve is in this build: no place in line. */
-	int r = shl_try(h, x->model, &x->cost, &x->ticket, why);
-	if (r == 0) {
-		x->ticket_open = 1;
-		x->pool = x->ticket.pool;
-		if (release_ns != NULL)
-			*release_ns = x->ticket.admitted_at;
-		return 0;
-	}
-	if (r == -EAGAIN && max_wait_ns >= 0 && why->wait_ns > max_wait_ns)
-		return -ETIMEDOUT;
-	return r;
+	int r = shl_reserve(h, x->model, &x->cost, max_wait_ns, &x->ticket, why);
+	if (r != 0)
+		return r;
+	x->ticket_open = 1;
+	x->pool = x->ticket.pool;
+	if (release_ns != NULL)
+		*release_ns = x->ticket.admitted_at;
+	return 0;
 }
 
 int shl_ex_start(shl_t *h, shl_exchange *x, shl_refusal *why)
 {
 	if (h == NULL || x == NULL || !x->ticket_open)
 		return -EINVAL;
-	return 0;
+	int r = shl_start(h, &x->ticket, why);
+	if (r == -EAGAIN || r == -EDQUOT) {
+		/* Not to be sent now: give the place back (reserve again later). */
+		shl_cancel(h, &x->ticket);
+		x->ticket_open = 0;
+		memset(&x->ticket, 0, sizeof(x->ticket));
+	}
+	return r;
 }
 
 int shl_ex_adopt(shl_exchange *x, const shl_ticket *t)

@@ -59,7 +59,7 @@ int main(void)
 		      {"multiproc", suite_multiproc}, {"threads", suite_threads},
 		      {"fault", suite_fault}, {"review", suite_review},
 		      {"pslot", suite_pslot}, {"lease", suite_lease},
-		      {"fair", suite_fair}, {"exchange", suite_exchange}};
+		      {"exchange", suite_exchange}, {"fair", suite_fair}};
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		if (only == NULL || strcmp(only, suites[i].name) == 0)
 			suites[i].fn();

@@ -454,6 +454,35 @@ static void test_adopt(void)
 	close_seg();
 }
 
+/* A place in line: the second request of a one-request bucket is reserved
+ * for later; started early it is refused and its place given back; started
+ * at its release it goes. */
+static void test_reserve_start(void)
+{
+	open_seg(tu_pool_cfg(60, 6000000, 6000000, 1, 1000000, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 10, NULL);
+	shl_exchange *x1 = open_ex(b), *x2 = open_ex(b);
+	admit(x1);
+	int64_t rel = 0;
+	shl_refusal why;
+	CU_ASSERT_EQUAL(shl_ex_reserve(h, x2, 0, &rel, &why), -ETIMEDOUT); /* 0: only now */
+	CU_ASSERT_EQUAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
+	CU_ASSERT(rel > tu_boot);
+	CU_ASSERT_EQUAL(shl_ex_reserve(h, x2, -1, &rel, &why), -EALREADY);
+	CU_ASSERT_EQUAL(shl_ex_start(h, x2, &why), -EAGAIN);
+	CU_ASSERT_PTR_NULL(shl_ex_ticket(x2)); /* given back */
+	CU_ASSERT_EQUAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
+	tu_boot = rel;
+	CU_ASSERT_EQUAL(shl_ex_start(h, x2, &why), 0);
+	CU_ASSERT_PTR_NOT_NULL(shl_ex_ticket(x2));
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x2, 0), SHL_EX_CANCELLED);
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 0), SHL_EX_CANCELLED);
+	shl_ex_free(x1);
+	shl_ex_free(x2);
+	free(b);
+	close_seg();
+}
+
 TU_SUITE(suite_exchange)
 {
 	CU_pSuite s = CU_add_suite("exchange", NULL, NULL);
@@ -468,4 +497,5 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_stream_rules);
 	TU_ADD(s, test_learning);
 	TU_ADD(s, test_adopt);
+	TU_ADD(s, test_reserve_start);
 }
