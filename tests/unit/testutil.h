@@ -49,7 +49,6 @@ TU_SUITE(suite_pslot);
 TU_SUITE(suite_lease);
 TU_SUITE(suite_exchange);
 TU_SUITE(suite_fair);
-TU_SUITE(suite_exchange);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
