@@ -33,15 +33,15 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/* A configuration for the mock and the segment alike.  Sonnet: 600 RPM with
- * a burst of 5 (10 requests a second); haiku: 6000 RPM, burst 1 (100 a
- * second); a pool that is never the bottleneck for the bench. */
+/* The segment's configuration.  Sonnet: 300 RPM with a burst of 5 (5
+ * requests a second); haiku: 6000 RPM, burst 1 (100 a second); tight: a
+ * small ITPM capacity (1000) and spend to refuse on. */
 function fleetConfig(over = {}) {
   const prices = { input: 3, output: 15, cache_write_5m: 3.75, cache_write_1h: 6, cache_read: 0.3 };
   return {
     spend_cap_usd: 100,
     pools: [
-      { name: 'sonnet', rpm: 600, itpm: 400000, otpm: 200000, burst: { rpm: 5 }, prices },
+      { name: 'sonnet', rpm: 300, itpm: 400000, otpm: 200000, burst: { rpm: 5 }, prices },
       { name: 'haiku', rpm: 6000, itpm: 4000000, otpm: 2000000, burst: { rpm: 1 }, prices },
       { name: 'tight', rpm: 60, itpm: 1000, otpm: 1000, prices },
     ],
@@ -57,12 +57,12 @@ function fleetConfig(over = {}) {
 /*
  * The mock's limits: the segment's, with 3 more requests of RPM burst for
  * the sonnet pool.  A request reaches the server some time after its
- * admission, and on a loaded 2-core machine a process can be kept off the
- * CPU for 200 ms and more in between (loop.test.js sees it), which bunches
- * arrivals up by as much: 3 requests at 10 a second absorb 300 ms of that
- * (the network does the same to real workers).  Over any longer interval
- * the server still allows no more than the segment; an ungoverned fleet
- * gets 429s from it (register.test.js checks).
+ * release, and on a loaded 2-core machine a process can be kept off the
+ * CPU for hundreds of ms in between (its timers then fire together),
+ * which bunches arrivals up by as much: 3 requests at 5 a second absorb
+ * 600 ms of that (the network does the same to real workers, less).  Over
+ * any longer interval the server still allows no more than the segment;
+ * an ungoverned fleet gets 429s from it (register.test.js checks).
  */
 function serverConfig(cfg = fleetConfig()) {
   const c = JSON.parse(JSON.stringify(cfg));

@@ -25,28 +25,28 @@ async function client(m, reqs, env) {
 test('two SDK workers, no code change: zero server 429s, settlement equals the server usage', async () => {
   const m = await startMock();
   const seg = newSegment();
-  const env = { ...PRELOAD, SHMLIMIT_SEGMENT: seg, SHMLIMIT_HOSTS: m.host, MOCK_URL: m.url, N: '12' };
+  const env = { ...PRELOAD, SHMLIMIT_SEGMENT: seg, SHMLIMIT_HOSTS: m.host, MOCK_URL: m.url, N: '8' };
   const [a, b] = await Promise.all([runNode([WORKER], env), runNode([WORKER], env)]);
   for (const r of [a, b]) {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '', 'nothing on stderr');
     const o = JSON.parse(r.stdout);
     assert.deepEqual(o.failed, []);
-    assert.equal(o.ok, 24);
+    assert.equal(o.ok, 16);
   }
   const ms = await m.stats();
   assert.equal(ms.rate_limited, 0, 'server 429s');
-  assert.equal(ms.by_status['200'], 48);
+  assert.equal(ms.by_status['200'], 32);
   /* the same workers ungoverned: the server refuses them (the check above can fail) */
   const m2 = await startMock();
   const u = await runNode([WORKER], { ...env, NODE_OPTIONS: '', MOCK_URL: m2.url });
   assert.ok(JSON.parse(u.stdout).failed.length > 0);
   assert.ok((await m2.stats()).rate_limited > 0);
   const p = poolStats(seg, 'sonnet');
-  assert.equal(p.admitted, 48);
-  assert.equal(p.settled, 48);
+  assert.equal(p.admitted, 32);
+  assert.equal(p.settled, 32);
   assert.equal(p.server_429, 0);
-  assert.ok(p.waited + p.refused > 24, `waited ${p.waited}, refused ${p.refused}: not saturated`);
+  assert.ok(p.waited + p.refused > 16, `waited ${p.waited}, refused ${p.refused}: not saturated`);
   assert.equal(p.input, ms.usage.input_tokens);
   assert.equal(p.output, ms.usage.output_tokens);
 });

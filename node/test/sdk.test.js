@@ -28,7 +28,7 @@ test('SDK at saturation, JSON and SSE: zero server 429s, settlement equals the s
   const m = await startMock();
   const seg = newSegment();
   const c = client(m, seg);
-  const N = 24; /* of each kind; sonnet admits 5 at once, then 10 a second */
+  const N = 12; /* of each kind; sonnet admits 5 at once, then 5 a second */
   const jobs = [];
   for (let i = 0; i < N; i++) {
     const text = `Question ${i}: ${'why is the sky blue? '.repeat(1 + (i % 7))}`;
