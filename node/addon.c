@@ -23,8 +23,8 @@
  *     does that for every client (the preload shim, Python, this addon).
  *   - Cancel a ticket that JavaScript dropped without settling it: the
  *     request may have been sent, so its worst case stays charged (the
- *     same as a worker killed between admission and settle).  The slot is
- *     only freed (`drop`).
+ *     same as a worker killed between admission and settle), and its slot
+ *     stays taken; past 100,000 open tickets one stderr line says so.
  *
  * Handles are reference counted: tickets and exchanges hold their handle,
  * so `close` detaches only once the last of them is gone.
@@ -73,7 +73,13 @@ enum {
 	OUT_CAPACITY = 5,
 	OUT_MODEL = 6,    /* the ticket's model entry and pool */
 	OUT_TPOOL = 7,
-	OUT_LEN = 8
+	/* What JavaScript writes before reserve / settle: numbers passed
+	 * through memory rather than as arguments, which N-API would convert
+	 * one call each. */
+	IN_0 = 8,         /* reserve: input, cw5m, cw1h, cache_read, max_tokens,
+			     batch, max_wait_ns; settle: input, output, cw5m,
+			     cw1h, cache_read */
+	OUT_LEN = 16
 };
 
 struct handle {
@@ -101,6 +107,7 @@ struct state {
 	napi_ref out_ref;
 	struct slot *slots;
 	int nslots, free_head;
+	int warned; /* the open-tickets line was written */
 };
 
 /* ------------------------------------------------------------------ */
@@ -166,15 +173,6 @@ static napi_value int32v(napi_env env, int v)
 	napi_value r;
 	napi_create_int32(env, v, &r);
 	return r;
-}
-
-/* A number argument as a token count: negative or not a number is 0. */
-static uint64_t arg_u64(napi_env env, napi_value v)
-{
-	double d = 0;
-	if (napi_get_value_double(env, v, &d) != napi_ok || !(d > 0))
-		return 0;
-	return d >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)d;
 }
 
 static int64_t arg_i64(napi_env env, napi_value v)
@@ -339,7 +337,7 @@ static napi_value js_set_out(napi_env env, napi_callback_info info)
 	void *data;
 	if (napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
 	    type != napi_float64_array || len < OUT_LEN) {
-		napi_throw_type_error(env, "EINVAL", "setOut needs a Float64Array of 8");
+		napi_throw_type_error(env, "EINVAL", "setOut needs a Float64Array of 16");
 		return NULL;
 	}
 	if (st->out_ref != NULL)
@@ -357,6 +355,13 @@ static napi_value js_set_out(napi_env env, napi_callback_info info)
 static int slot_take(struct state *st)
 {
 	if (st->free_head < 0) {
+		if (st->nslots >= 100000 && !st->warned) {
+			st->warned = 1;
+			fprintf(stderr, "shmlimit: %d tickets open in this process: are tickets "
+					"settled or cancelled?\n", st->nslots);
+		}
+		if (st->nslots > INT32_MAX / 2)
+			return -ENOMEM;
 		int n = st->nslots ? st->nslots * 2 : 64;
 		struct slot *s = realloc(st->slots, (size_t)n * sizeof(*s));
 		if (s == NULL)
@@ -393,32 +398,41 @@ static struct slot *arg_slot(napi_env env, struct state *st, napi_value v)
 	return &st->slots[i];
 }
 
+/* A number JavaScript wrote into the array, as a token count (not a
+ * number, or negative: 0). */
+static uint64_t in_u64(double d)
+{
+	if (!(d > 0))
+		return 0;
+	return d >= 18446744073709549568.0 ? UINT64_MAX : (uint64_t)d;
+}
+
 /*
- * reserve(handle, model, input, cw5m, cw1h, cacheRead, maxTokens, batch,
- *         maxWaitNs) -> ticket slot (>= 0) or a negative code.
+ * reserve(handle, model) -> ticket slot (>= 0) or a negative code, with
+ * out[IN_0..] = input, cw5m, cw1h, cacheRead, maxTokens, batch, maxWaitNs
+ * (maxWaitNs < 0: no deadline).
  * out[DELAY_NS]: how long until the release (<= 0: it may be sent now, and
  * no start is needed: shl_reserve has just checked holds and spend);
  * a refusal in out[DIM..CAPACITY].
  */
 static napi_value js_reserve(napi_env env, napi_callback_info info)
 {
-	ARGS(9);
+	ARGS(2);
 	struct handle *hd = arg_handle(env, argv[0]);
 	if (hd == NULL)
 		return int32v(env, -EINVAL);
 	int32_t model = -1;
 	napi_get_value_int32(env, argv[1], &model);
+	const double *in = st->out + IN_0;
 	shl_cost c = {
-		.input_tokens = arg_u64(env, argv[2]),
-		.cache_write_5m = arg_u64(env, argv[3]),
-		.cache_write_1h = arg_u64(env, argv[4]),
-		.cache_read = arg_u64(env, argv[5]),
-		.max_tokens = arg_u64(env, argv[6]),
+		.input_tokens = in_u64(in[0]),
+		.cache_write_5m = in_u64(in[1]),
+		.cache_write_1h = in_u64(in[2]),
+		.cache_read = in_u64(in[3]),
+		.max_tokens = in_u64(in[4]),
+		.batch = in[5] != 0,
 	};
-	bool batch = false;
-	napi_get_value_bool(env, argv[7], &batch);
-	c.batch = batch;
-	int64_t max_wait = arg_i64(env, argv[8]);
+	int64_t max_wait = in[6] < 0 ? -1 : in[6] > 9.2e18 ? INT64_MAX : (int64_t)in[6];
 	int i = slot_take(st);
 	if (i < 0)
 		return int32v(env, i);
@@ -465,20 +479,21 @@ static napi_value js_start(napi_env env, napi_callback_info info)
 	return int32v(env, r);
 }
 
-/* settle(slot, input, output, cw5m, cw1h, cacheRead) -> 0 or a negative code;
- * the slot is freed. */
+/* settle(slot) -> 0 or a negative code, with out[IN_0..] = input, output,
+ * cw5m, cw1h, cacheRead; the slot is freed. */
 static napi_value js_settle(napi_env env, napi_callback_info info)
 {
-	ARGS(6);
+	ARGS(1);
 	struct slot *s = arg_slot(env, st, argv[0]);
 	if (s == NULL)
 		return int32v(env, -EALREADY);
+	const double *in = st->out + IN_0;
 	shl_usage u = {
-		.input_tokens = arg_u64(env, argv[1]),
-		.output_tokens = arg_u64(env, argv[2]),
-		.cache_write_5m = arg_u64(env, argv[3]),
-		.cache_write_1h = arg_u64(env, argv[4]),
-		.cache_read = arg_u64(env, argv[5]),
+		.input_tokens = in_u64(in[0]),
+		.output_tokens = in_u64(in[1]),
+		.cache_write_5m = in_u64(in[2]),
+		.cache_write_1h = in_u64(in[3]),
+		.cache_read = in_u64(in[4]),
 	};
 	int r = shl_settle(s->hd->h, &s->t, &u);
 	slot_put(st, (int)(s - st->slots));
@@ -497,14 +512,28 @@ static napi_value js_cancel(napi_env env, napi_callback_info info)
 	return int32v(env, r);
 }
 
-/* drop(slot): free the slot of a ticket JavaScript lost, without a refund. */
-static napi_value js_drop(napi_env env, napi_callback_info info)
+/* cLoop(handle, model, n) -> ns per shl_reserve + shl_settle pair, looped
+ * in C: the benchmark's reference for the library's own share. */
+static napi_value js_c_loop(napi_env env, napi_callback_info info)
 {
-	ARGS(1);
-	struct slot *s = arg_slot(env, st, argv[0]);
-	if (s != NULL)
-		slot_put(st, (int)(s - st->slots));
-	return NULL;
+	ARGS(3);
+	struct handle *hd = arg_handle(env, argv[0]);
+	int32_t model = -1, n = 0;
+	napi_get_value_int32(env, argv[1], &model);
+	napi_get_value_int32(env, argv[2], &n);
+	if (hd == NULL || n <= 0 || shl_reserve == NULL)
+		return int32v(env, -EINVAL);
+	shl_cost c = {.input_tokens = 100, .max_tokens = 64};
+	shl_usage u = {.input_tokens = 100, .output_tokens = 20};
+	int64_t t0 = shl_now();
+	for (int i = 0; i < n; i++) {
+		shl_ticket t;
+		if (shl_reserve(hd->h, model, &c, 0, &t, NULL) == 0)
+			shl_settle(hd->h, &t, &u);
+	}
+	napi_value v;
+	napi_create_double(env, (double)(shl_now() - t0) / n, &v);
+	return v;
 }
 
 /* noop(a, b): nothing, for the benchmark's bare call pair (bench/node-cost.js). */
@@ -865,12 +894,12 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{"attach", js_attach},     {"close", js_close},       {"create", js_create},
 		{"unlink", js_unlink},     {"lookup", js_lookup},     {"setOut", js_set_out},
 		{"reserve", js_reserve},   {"start", js_start},       {"settle", js_settle},
-		{"cancel", js_cancel},     {"drop", js_drop},         {"noop", js_noop},
+		{"cancel", js_cancel},     {"noop", js_noop},
 		{"stats", js_stats},       {"strerror", js_strerror}, {"dimName", js_dim_name},
 		{"errName", js_err_name},  {"exKind", js_ex_kind},    {"exOpen", js_ex_open},
 		{"exReserve", js_ex_reserve}, {"exStart", js_ex_start},
 		{"exResponse", js_ex_response}, {"exBody", js_ex_body},
-		{"exFinish", js_ex_finish}, {"features", js_features},
+		{"exFinish", js_ex_finish}, {"features", js_features}, {"cLoop", js_c_loop},
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

@@ -34,6 +34,7 @@ const OUT_NEED = 4;
 const OUT_CAPACITY = 5;
 const OUT_MODEL = 6;
 const OUT_TPOOL = 7;
+const IN_0 = 8; /* numbers for reserve and settle, written here, not passed */
 
 /* Negative errno values the library returns (Linux). */
 const EAGAIN = -11;
@@ -84,7 +85,7 @@ function load() {
     loadError.code = 'ENOADDON';
     throw loadError;
   }
-  out = new Float64Array(8);
+  out = new Float64Array(16);
   addon.setOut(out);
   return addon;
 }
@@ -201,25 +202,29 @@ function maxWaitNs(deadline) {
 
 /* Usage in the API's shape (snake_case, as in a response's `usage`) or
  * camelCase; cache writes split by cache_creation when given, else 5 min. */
-function usageArgs(u) {
+const num = (v) => (typeof v === 'number' && v > 0 ? v : 0);
+function usageInto(u) {
   if (!u) u = {};
-  const n = (v) => (typeof v === 'number' && v > 0 ? v : 0);
   const cc = u.cache_creation || {};
-  let cw5m = n(u.cacheWrite5m ?? cc.ephemeral_5m_input_tokens);
-  let cw1h = n(u.cacheWrite1h ?? cc.ephemeral_1h_input_tokens);
-  const cw = n(u.cache_creation_input_tokens);
+  let cw5m = num(u.cacheWrite5m ?? cc.ephemeral_5m_input_tokens);
+  const cw1h = num(u.cacheWrite1h ?? cc.ephemeral_1h_input_tokens);
+  const cw = num(u.cache_creation_input_tokens);
   if (cw5m + cw1h === 0 && cw > 0) cw5m = cw;
-  return [n(u.inputTokens ?? u.input_tokens), n(u.outputTokens ?? u.output_tokens),
-          cw5m, cw1h, n(u.cacheRead ?? u.cache_read_input_tokens)];
+  out[IN_0] = num(u.inputTokens ?? u.input_tokens);
+  out[IN_0 + 1] = num(u.outputTokens ?? u.output_tokens);
+  out[IN_0 + 2] = cw5m;
+  out[IN_0 + 3] = cw1h;
+  out[IN_0 + 4] = num(u.cacheRead ?? u.cache_read_input_tokens);
 }
 
-/* Tickets JavaScript lost without settling: free their slot (the worst
- * case stays charged, as for a worker killed between admission and settle). */
-const lostTickets = typeof FinalizationRegistry === 'function'
-  ? new FinalizationRegistry((slot) => { if (addon) addon.drop(slot); })
-  : null;
-
-/** An admission: settle it with the server's usage, or cancel it if never sent. */
+/**
+ * An admission: settle it with the server's usage, or cancel it if never
+ * sent.  A ticket dropped without either keeps its worst case charged (as
+ * a worker killed between admission and settle does) and its slot in the
+ * addon's table (about 150 bytes) until the process exits: tracking
+ * dropped tickets (a FinalizationRegistry) would cost four times the
+ * admission itself.
+ */
 class Ticket {
   constructor(slot, model, pool) {
     this._slot = slot;
@@ -227,7 +232,6 @@ class Ticket {
     this.model = model;
     /** The pool index it was admitted on. */
     this.pool = pool;
-    if (lostTickets) lostTickets.register(this, slot, this);
   }
 
   _done() {
@@ -235,7 +239,6 @@ class Ticket {
     if (s < 0) throw new ShmlimitError(`${PREFIX}ticket already settled or cancelled`,
                                        'EALREADY', EALREADY);
     this._slot = -1;
-    if (lostTickets) lostTickets.unregister(this);
     return s;
   }
 
@@ -247,8 +250,8 @@ class Ticket {
    */
   settle(usage) {
     const a = addon;
-    const [i, o, w5, w1, cr] = usageArgs(usage);
-    const r = a.settle(this._done(), i, o, w5, w1, cr);
+    usageInto(usage);
+    const r = a.settle(this._done());
     if (r < 0) throw new ShmlimitError(`${PREFIX}settle: ${a.strerror(r)}`, a.errName(r), r);
   }
 
@@ -302,8 +305,19 @@ class Limiter {
   }
 
   _reserve(m, o, waitNs) {
-    return addon.reserve(this._h, m, o.inputTokens, o.cacheWrite5m, o.cacheWrite1h,
-                         o.cacheRead, o.maxTokens, !!o.batch, waitNs);
+    out[IN_0] = num(o.inputTokens);
+    out[IN_0 + 1] = num(o.cacheWrite5m);
+    out[IN_0 + 2] = num(o.cacheWrite1h);
+    out[IN_0 + 3] = num(o.cacheRead);
+    out[IN_0 + 4] = num(o.maxTokens);
+    out[IN_0 + 5] = o.batch ? 1 : 0;
+    out[IN_0 + 6] = waitNs;
+    return addon.reserve(this._h, m);
+  }
+
+  /* The addon's number array (for the benchmark's bare addon calls). */
+  _io() {
+    return out;
   }
 
   _refuse(r, model) {
