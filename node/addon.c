@@ -35,33 +35,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
 #include <node_api.h>
 
 #include "shmlimit.h"
 
-/*
- * Fair waiting (shl_reserve / shl_start), the exchange component (shl_ex_*)
- * and shl_stats_json are referenced weakly: against a library without
- * them the addon still loads, admits with shl_try's exact wait instead of
- * a place in line, reports statistics from shl_stats_get, and `features()`
- * tells JavaScript that governedFetch cannot govern (it then fails open).
- */
-#pragma weak shl_reserve
-#pragma weak shl_start
-#pragma weak shl_stats_json
-#pragma weak shl_ex_kind
-#pragma weak shl_ex_open
-#pragma weak shl_ex_model
-#pragma weak shl_ex_stream
-#pragma weak shl_ex_ticket
-#pragma weak shl_ex_reserve
-#pragma weak shl_ex_start
-#pragma weak shl_ex_status
-#pragma weak shl_ex_header
-#pragma weak shl_ex_body
-#pragma weak shl_ex_finish
-#pragma weak shl_ex_free
 
 /* The result array, as JavaScript reads it (node/index.js: OUT_*). */
 enum {
@@ -438,16 +415,7 @@ static napi_value js_reserve(napi_env env, napi_callback_info info)
 		return int32v(env, i);
 	struct slot *s = &st->slots[i];
 	shl_refusal why = {.dim = SHL_DIM_NONE};
-	int r;
-	if (shl_reserve != NULL) {
-		r = shl_reserve(hd->h, model, &c, max_wait, &s->t, &why);
-	} else {
-		/* No place in line: -EAGAIN with the exact wait, and JavaScript
-		 * tries again after it (or -ETIMEDOUT past the deadline). */
-		r = shl_try(hd->h, model, &c, &s->t, &why);
-		if (r == -EAGAIN && max_wait >= 0 && why.wait_ns > max_wait)
-			r = -ETIMEDOUT;
-	}
+	int r = shl_reserve(hd->h, model, &c, max_wait, &s->t, &why);
 	if (r < 0) {
 		fill_refusal(st, &why);
 		s->hd = NULL;
@@ -471,8 +439,6 @@ static napi_value js_start(napi_env env, napi_callback_info info)
 	if (s == NULL)
 		return int32v(env, -EALREADY);
 	shl_refusal why = {.dim = SHL_DIM_NONE};
-	if (shl_start == NULL)
-		return int32v(env, 0);
 	int r = shl_start(s->hd->h, &s->t, &why);
 	if (r < 0)
 		fill_refusal(st, &why);
@@ -521,7 +487,7 @@ static napi_value js_c_loop(napi_env env, napi_callback_info info)
 	int32_t model = -1, n = 0;
 	napi_get_value_int32(env, argv[1], &model);
 	napi_get_value_int32(env, argv[2], &n);
-	if (hd == NULL || n <= 0 || shl_reserve == NULL)
+	if (hd == NULL || n <= 0)
 		return int32v(env, -EINVAL);
 	shl_cost c = {.input_tokens = 100, .max_tokens = 64};
 	shl_usage u = {.input_tokens = 100, .output_tokens = 20};
@@ -547,67 +513,6 @@ static napi_value js_noop(napi_env env, napi_callback_info info)
 /* Statistics and names                                                */
 /* ------------------------------------------------------------------ */
 
-/* The counters of shl_stats_get under the names of `shmlimit-stat --json`,
- * for a library without shl_stats_json. */
-static char *stats_json_fallback(shl_t *h)
-{
-	shl_stats *s = malloc(sizeof(*s));
-	cJSON *root = cJSON_CreateObject();
-	char *out = NULL;
-	if (s == NULL || root == NULL || shl_stats_get(h, s) < 0)
-		goto done;
-	cJSON_AddStringToObject(root, "segment", shl_name(h));
-	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
-	cJSON *sp = cJSON_AddObjectToObject(root, "spend");
-	cJSON_AddNumberToObject(sp, "spent_usd", (double)s->spend_month / SHL_UNITS_PER_USD);
-	if (s->spend_cap >= 0)
-		cJSON_AddNumberToObject(sp, "cap_usd", (double)s->spend_cap / SHL_UNITS_PER_USD);
-	else
-		cJSON_AddNullToObject(sp, "cap_usd");
-	cJSON_AddBoolToObject(sp, "exhausted", s->spend_exhausted != 0);
-	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
-	for (int p = 0; p < s->npools; p++) {
-		const shl_pool_stats *ps = &s->pools[p];
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddItemToArray(pools, o);
-		cJSON_AddStringToObject(o, "name", ps->name);
-		cJSON *c = cJSON_AddObjectToObject(o, "counters");
-		cJSON_AddNumberToObject(c, "admitted", (double)ps->admitted);
-		cJSON_AddNumberToObject(c, "refused", (double)ps->refused);
-		cJSON_AddNumberToObject(c, "waited", (double)ps->waited);
-		cJSON_AddNumberToObject(c, "settled", (double)ps->settled);
-		cJSON_AddNumberToObject(c, "cancelled", (double)ps->cancelled);
-		cJSON_AddNumberToObject(c, "server_429", (double)ps->server_429);
-		cJSON *t = cJSON_AddObjectToObject(o, "tokens");
-		cJSON_AddNumberToObject(t, "input", (double)ps->tokens_in);
-		cJSON_AddNumberToObject(t, "output", (double)ps->tokens_out);
-		cJSON_AddNumberToObject(t, "cache_read", (double)ps->cache_read);
-		cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write);
-		cJSON_AddNumberToObject(o, "spend_usd", (double)ps->spend / SHL_UNITS_PER_USD);
-	}
-	out = cJSON_PrintUnformatted(root);
-done:
-	cJSON_Delete(root);
-	free(s);
-	return out;
-}
-
-/* features() -> {fair, exchange, statsJson}: which parts the library has. */
-static napi_value js_features(napi_env env, napi_callback_info info)
-{
-	ARGS(0);
-	napi_value o, a, b, c;
-	napi_create_object(env, &o);
-	napi_get_boolean(env, shl_reserve != NULL && shl_start != NULL, &a);
-	napi_get_boolean(env, shl_ex_open != NULL && shl_ex_finish != NULL && shl_ex_kind != NULL,
-			 &b);
-	napi_get_boolean(env, shl_stats_json != NULL, &c);
-	napi_set_named_property(env, o, "fair", a);
-	napi_set_named_property(env, o, "exchange", b);
-	napi_set_named_property(env, o, "statsJson", c);
-	return o;
-}
-
 /* stats(handle) -> the JSON text of shl_stats_json, or throws. */
 static napi_value js_stats(napi_env env, napi_callback_info info)
 {
@@ -617,7 +522,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info)
 		throw_code(env, -EINVAL, "stats", NULL);
 		return NULL;
 	}
-	char *j = shl_stats_json != NULL ? shl_stats_json(hd->h) : stats_json_fallback(hd->h);
+	char *j = shl_stats_json(hd->h);
 	if (j == NULL) {
 		throw_code(env, -ENOMEM, "shl_stats_json", NULL);
 		return NULL;
@@ -899,7 +804,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{"errName", js_err_name},  {"exKind", js_ex_kind},    {"exOpen", js_ex_open},
 		{"exReserve", js_ex_reserve}, {"exStart", js_ex_start},
 		{"exResponse", js_ex_response}, {"exBody", js_ex_body},
-		{"exFinish", js_ex_finish}, {"features", js_features}, {"cLoop", js_c_loop},
+		{"exFinish", js_ex_finish}, {"cLoop", js_c_loop},
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

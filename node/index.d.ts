@@ -130,5 +130,3 @@ export function governedFetch<F extends FetchLike>(fetch?: F, options?: Governed
 export function create(segment: string, config: string | object, options?: { replace?: boolean }): void;
 /** Remove a segment's name. */
 export function unlink(segment: string): void;
-/** Which parts the library was built with. */
-export function features(): { fair: boolean; exchange: boolean; statsJson: boolean };

@@ -350,7 +350,7 @@ class Limiter {
     for (;;) {
       if (signal && signal.aborted) throw abortReason(signal);
       const slot = this._reserve(m, options, maxWaitNs(deadline));
-      if (slot === EAGAIN) { /* a library without places in line: retry after the wait */
+      if (slot === EAGAIN) { /* the line moved under a hostile writer: again after the wait */
         const wait = out[OUT_WAIT_NS] / 1e6;
         if (performance.now() + wait > deadline) throw this._refuse(ETIMEDOUT, model);
         await sleep(wait, signal);
@@ -614,12 +614,6 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
       warn('addon', `${e.message}; requests pass through ungoverned`);
       return { off: true };
     }
-    const f = a.features();
-    if (!f.exchange) {
-      warn('addon', 'this libshmlimit has no request reader (shl_ex_*); ' +
-                    'requests pass through ungoverned');
-      return { off: true };
-    }
     let lim = options.limiter;
     if (!lim) {
       const seg = options.segment ?? process.env.SHMLIMIT_SEGMENT;
@@ -658,7 +652,7 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
         if (r === 0) return;
       }
       if (r !== EAGAIN) throw refusal(a, r, what, st.lim._poolName(out[OUT_POOL] | 0));
-      /* a hold (or, without places in line, a refusal): wait, then again */
+      /* a hold arrived while it waited (its place is given back): wait, then again */
       const wait = out[OUT_WAIT_NS] / 1e6;
       if (performance.now() + wait > deadline) {
         throw refusal(a, ETIMEDOUT, what, st.lim._poolName(out[OUT_POOL] | 0));
@@ -736,6 +730,4 @@ module.exports = {
   unlink,
   /** The addon, loaded (throws when it cannot load); for benchmarks and tests. */
   get addon() { return load(); },
-  /** Which parts the library was built with: {fair, exchange, statsJson}. */
-  features() { return load().features(); },
 };

@@ -3,9 +3,9 @@
 #
 # The addon is built with the system's node_api.h (NODE_INCLUDE, default
 # /usr/include/node; Debian's libnode-dev), never a downloaded one, and
-# contains libshmlimit statically (whole archive: the parts it references
-# weakly must be linked in; hidden with --exclude-libs).  Without
-# node_api.h the addon is skipped with a message, and so is check-node.
+# contains libshmlimit statically, hidden (--exclude-libs: it exports only
+# the N-API entry points).  Without node_api.h the addon is skipped with a
+# message, and so is check-node.
 
 NODE_INCLUDE ?= /usr/include/node
 NODE ?= node
@@ -29,8 +29,7 @@ node-skip:
 $(NODE_ADDON): node/addon.c libshmlimit/include/shmlimit.h $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(NODE_INCLUDE) -shared -o $@ node/addon.c \
-	  -Wl,--whole-archive $(LIB_A) -Wl,--no-whole-archive -Wl,--exclude-libs,ALL \
-	  $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread
+	  -Wl,--exclude-libs,ALL $(ALL_LDFLAGS) $(LIB_A) $(DEP_LIBS) -lpthread
 
 # The tests need the TypeScript SDK: `npm ci` from the committed lock file
 # into node/test/node_modules, again whenever the lock file changes.
