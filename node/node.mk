@@ -44,3 +44,20 @@ else
 check-node:
 	@echo "check-node: skipped: $(NODE_INCLUDE)/node_api.h not found (Debian: libnode-dev)"
 endif
+
+# `make install`: the package where shmlimit-run looks for register.js
+# ($(PREFIX)/lib/shmlimit/node, SHL_NODE_REGISTER of python/python.mk), the
+# addon next to index.js (which loads it from there first).
+SHL_NODE_DIR = $(PREFIX)/lib/shmlimit/node
+NODE_PKG_FILES := node/index.js node/index.d.ts node/register.js node/package.json node/README.md
+.PHONY: install-node
+ifneq ($(NODE_HAVE_API),)
+install: install-node
+install-node: $(NODE_ADDON)
+	install -d $(DESTDIR)$(SHL_NODE_DIR)
+	install -m 644 $(NODE_PKG_FILES) $(DESTDIR)$(SHL_NODE_DIR)/
+	install -m 755 $(NODE_ADDON) $(DESTDIR)$(SHL_NODE_DIR)/
+else
+install-node:
+	@echo "install-node: skipped: $(NODE_INCLUDE)/node_api.h not found"
+endif
