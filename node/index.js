@@ -366,7 +366,17 @@ class Limiter {
         a.cancel(slot);
         throw e;
       }
-      const r = a.start(slot);
+      let r = a.start(slot);
+      /* the timer came a little early (dim none: not a hold): the rest */
+      while (r === EAGAIN && out[OUT_DIM] === -1 && out[OUT_WAIT_NS] > 0) {
+        try {
+          await sleep(out[OUT_WAIT_NS] / 1e6, signal);
+        } catch (e) {
+          a.cancel(slot);
+          throw e;
+        }
+        r = a.start(slot);
+      }
       if (r === 0) return new Ticket(slot, model, pool);
       a.cancel(slot);
       if (r !== EAGAIN) throw this._refuse(r, model);
