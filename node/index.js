@@ -701,8 +701,8 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
           warn('model', `${opened[1] || 'a model'}; its requests pass through ungoverned`);
         }
       } else if (x === EINVAL) {
-        warn('body', `a request body to ${u.pathname} is not a JSON request with a model` +
-                     `${opened[1] ? ` (${opened[1]})` : ''}; such requests pass through ungoverned`);
+        warn('body', `${opened[1] || `a request body to ${u.pathname} is not a JSON request ` +
+                     'with a model'}; such requests pass through ungoverned`);
       } else {
         warn('open', `${method} ${u.pathname}: ${a.strerror(x)}; passes through ungoverned`);
       }

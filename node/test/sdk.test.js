@@ -203,3 +203,46 @@ test('a wait past SHMLIMIT_WAIT_MS is a local 429 with the wait as retry-after-m
   lim.close();
   assert.equal((await m.stats()).requests, 0);
 });
+
+test('every shape of fetch input is read without being consumed', async () => {
+  const m = await startMock();
+  const seg = newSegment();
+  const gf = governedFetch(fetch, { segment: seg, hosts: m.host, refusal: 'raise' });
+  const text = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5,
+                                messages: [{ role: 'user', content: 'shapes' }] });
+  const url = `${m.url}/v1/messages`;
+  const rs = [
+    await gf(url, { method: 'POST', body: text }),
+    await gf(new URL(url), { method: 'post', body: new TextEncoder().encode(text) }),
+    await gf(new Request(url, { method: 'POST', body: text })),
+    await gf(url, { method: 'POST', body: new Blob([text]) }),
+    await gf(url, { method: 'POST', body: new TextEncoder().encode(text).buffer }),
+  ];
+  for (const r of rs) {
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).usage.output_tokens, 5);
+  }
+  const p = poolStats(seg, 'sonnet');
+  assert.equal(p.settled, rs.length);
+  const ms = await m.stats();
+  assert.equal(ms.by_status['200'], rs.length);
+  assert.equal(p.input, ms.usage.input_tokens);
+});
+
+test('count_tokens is governed when the configuration has its entry', async () => {
+  const cfg = fleetConfig();
+  cfg.pools.push({ name: 'counting', rpm: 600, itpm: 1000000, otpm: 1000000,
+                   prices: { input: 0, output: 0, cache_write_5m: 0, cache_write_1h: 0, cache_read: 0 } });
+  cfg.models.push({ match: 'count_tokens', pool: 'counting' });
+  const m = await startMock();
+  const seg = newSegment(cfg);
+  const c = client(m, seg);
+  const r = await c.messages.countTokens({
+    model: 'claude-sonnet-4-5', messages: [{ role: 'user', content: 'how many tokens is this?' }],
+  });
+  assert.ok(r.input_tokens > 0);
+  const p = poolStats(seg, 'counting');
+  assert.equal(p.admitted, 1);
+  assert.equal(p.settled, 1);
+  assert.equal(poolStats(seg, 'sonnet').admitted, 0, 'not charged to the model\'s pool');
+});
