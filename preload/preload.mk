@@ -16,7 +16,7 @@ CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG)
 CHECKS += check-preload
 
-$(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h libshmlimit/src/wire.h | $(BUILD)/.deps-build
+$(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -c $< -o $@
 
@@ -34,6 +34,7 @@ $(PRELOAD_WORKER): preload/tests/worker.c | $(BUILD)/.deps-build
 check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test
 	timeout 120 preload/tests/run.sh $(BUILD)
 	timeout 120 preload/tests/route.sh $(BUILD)
+	timeout 120 preload/tests/learn.sh $(BUILD)
 
 # A segment helper for the tests (create / stats / rm), library only.
 $(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)

@@ -576,8 +576,8 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  *     server_429.  A 529 holds the pool for its retry-after (1 s when
  *     absent), not counted as a 429;
  *   - count_tokens: zero usage; a batch accepted (2xx): its estimate;
- *   - usage read: that usage (a stream cut before its final message_delta:
- *     at least the output its text deltas showed; cache writes without a
+ *   - usage read: that usage (a stream cut by an error event before its
+ *     final message_delta: at least the output its text deltas showed; cache writes without a
  *     5 min / 1 h breakdown split by the request's own breakpoints);
  *   - a 2xx without believable usage: the estimate and max_tokens;
  *   - no status but sent: the input estimate; an error status: nothing but

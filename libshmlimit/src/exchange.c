@@ -357,8 +357,10 @@ int shl_ex_finish(shl_t *h, shl_exchange *x, int sent)
 		u = r->usage;
 		if (!r->cw_split)
 			split_writes(x, &u);
-		if (r->sse && !r->final_seen) {
-			/* Cut before the final count: what its text showed. */
+		if (r->sse && r->stream_error && !r->final_seen) {
+			/* Cut by an error event (529 overloaded) before the final
+			 * count: the output its text showed.  (A stream cut by the
+			 * transport keeps what it reported, as documented.) */
 			uint64_t seen = tokens_of(r->out_units);
 			if (seen > u.output_tokens)
 				u.output_tokens = seen > SHL_WIRE_USAGE_MAX ? SHL_WIRE_USAGE_MAX : seen;
