@@ -7,9 +7,10 @@
  * On a loaded machine the loop's thread can wait for a CPU for more than
  * 50 ms, which says nothing about the loop.  So each tick also reads the
  * thread's scheduler statistics (/proc/self/task/PID/schedstat: time on the
- * CPU, time runnable but waiting for one), and a gap counts against the
- * loop only for the part the thread was not waiting for a CPU: time it was
- * running (JavaScript or a busy C call) or asleep in a blocking call.  The
+ * CPU, time runnable but waiting for one), and a gap is a stall when the
+ * thread spent more than 50 ms of it running (JavaScript or a busy C call)
+ * or more than 50 ms asleep (a blocking call), not counting the time it
+ * waited for a CPU.  The
  * detector is checked first against a loop that really blocks, asleep
  * (Atomics.wait, as a C call that sleeps) and busy.  Without schedstat the
  * whole gap counts.
@@ -56,8 +57,12 @@ async function watchLoop(work) {
     const cpu = Number(ticks[i][1] - ticks[i - 1][1]) / 1e6;
     const runq = Number(ticks[i][2] - ticks[i - 1][2]) / 1e6;
     maxGapMs = Math.max(maxGapMs, gap);
-    if (gap - runq > GAP_MS) {
-      stalls.push({ gapMs: Math.round(gap), onCpuMs: Math.round(cpu), waitingForCpuMs: Math.round(runq) });
+    /* the rest of the gap: running (busy), or asleep (a blocking call);
+     * either one over GAP_MS is a stall */
+    const asleep = haveSchedstat ? gap - runq - cpu : gap;
+    if (cpu > GAP_MS || asleep > GAP_MS) {
+      stalls.push({ gapMs: Math.round(gap), onCpuMs: Math.round(cpu), asleepMs: Math.round(asleep),
+                    waitingForCpuMs: Math.round(runq) });
     }
   }
   return { stalls, ticks: ticks.length, maxGapMs };
