@@ -417,14 +417,12 @@ function unlink(segment) {
 /* governedFetch                                                       */
 /* ------------------------------------------------------------------ */
 
-/* One stderr line per cause per wrapper. */
-function warner() {
-  const seen = new Set();
-  return (cause, msg) => {
-    if (seen.has(cause)) return;
-    seen.add(cause);
-    process.stderr.write(`${PREFIX}${msg}\n`);
-  };
+/* One stderr line per cause and process (as the shim and the Python transport). */
+const warned = new Set();
+function warn(cause, msg) {
+  if (warned.has(cause)) return;
+  warned.add(cause);
+  process.stderr.write(`${PREFIX}${msg}\n`);
 }
 
 /* SHMLIMIT_HOSTS: "host:port,[::1]:8080,host" (no port: 443), after
@@ -611,7 +609,6 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
   if (refusalMode !== 'response' && refusalMode !== 'raise') {
     throw new TypeError("governedFetch: options.refusal must be 'response' or 'raise'");
   }
-  const warn = warner();
   let st = null; /* {a, h, hosts, waitMs} once initialised; {off: true} to pass through */
 
   function setup() {
