@@ -588,6 +588,18 @@ function refusalResponse(e) {
 
 const GOVERNED = Symbol.for('shmlimit.governedFetch');
 
+/* One handle per segment for every governedFetch of the process: a handle
+ * takes one of the segment's 64 statistics slots per thread using it. */
+const shared = new Map();
+function sharedLimiter(segment) {
+  let lim = shared.get(segment);
+  if (!lim) {
+    lim = new Limiter(segment);
+    shared.set(segment, lim);
+  }
+  return lim;
+}
+
 /**
  * Wrap a fetch function so that Claude Messages API requests to governed
  * hosts (api.anthropic.com:443, and SHMLIMIT_HOSTS or options.hosts) wait
@@ -629,7 +641,7 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
         return { off: true };
       }
       try {
-        lim = new Limiter(seg);
+        lim = sharedLimiter(seg);
       } catch (e) {
         warn('attach', `segment "${seg}": ${e.message}; requests pass through ungoverned`);
         return { off: true };
