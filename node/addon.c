@@ -12,8 +12,9 @@
  *     ticket table, the result array) lives in the instance data, so
  *     workers that load the addon do not share it; libshmlimit itself is
  *     safe across threads.
- *   - The hot path allocates nothing: a ticket lives in a slot of a table
- *     owned by the environment and is named by its index, and what a call
+ *   - The hot path allocates nothing (once the table has grown): a ticket
+ *     lives in a slot of a table owned by the environment and is named by
+ *     its index, and what a call
  *     has to say besides its return code (a release time, a refusal) is
  *     written into a Float64Array that JavaScript handed over once
  *     (`setOut`).  So admit + settle is two N-API calls with numbers only.
@@ -38,7 +39,6 @@
 #include <node_api.h>
 
 #include "shmlimit.h"
-
 
 /* The result array, as JavaScript reads it (node/index.js: OUT_*). */
 enum {
@@ -737,18 +737,15 @@ static napi_value js_ex_body(napi_env env, napi_callback_info info)
 	ARGS(2);
 	struct exch *e = arg_exch(env, argv[0]);
 	napi_typedarray_type type;
-	size_t len = 0, off = 0;
+	size_t len = 0;
 	void *data = NULL;
-	napi_value ab;
 	if (e == NULL || e->finished ||
-	    napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &off) != napi_ok)
+	    napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok)
 		return NULL;
-	if (len > 0 && data != NULL) {
-		size_t esz = type == napi_uint8_array || type == napi_int8_array ||
-				     type == napi_uint8_clamped_array ? 1 : 0;
-		if (esz == 1)
-			shl_ex_body(e->x, data, len);
-	}
+	/* bytes only (fetch's chunks are Uint8Arrays): len counts elements */
+	if (len > 0 && data != NULL && (type == napi_uint8_array || type == napi_int8_array ||
+					type == napi_uint8_clamped_array))
+		shl_ex_body(e->x, data, len);
 	return NULL;
 }
 
