@@ -29,7 +29,6 @@
 
 #include "shim.h"
 
-
 static size_t app_write_call(struct hs *s, char *p, size_t size, size_t n, void *ud)
 {
 	if (s->app_write != NULL)

@@ -9,9 +9,10 @@
  *   admit.c     whether a transfer is governed, and its admission
  *   settle.c    reading the response as the application receives it, and
  *               settling the admission with what the server reported
- *   (what a request costs and what its response says are read by
- *   libshmlimit's request/response component, shl_ex_*)
- * *   route.c     opt-in routing across pools (SHMLIMIT_ROUTE)
+ *   route.c     opt-in routing across pools (SHMLIMIT_ROUTE)
+ * What a request costs and what its response says are read, and the
+ * settlement rules applied, by libshmlimit's request/response component
+ * (shl_ex_*): no copy of them lives here.
  * Nothing here is exported from libshmlimit-preload.so: the build hides every
  * symbol but the hooks (preload/preload.map).
  */
