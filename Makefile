@@ -109,7 +109,7 @@ FORCE:
 # Static link line for our own programs and tests.
 SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
 
-include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk python/*.mk)
+include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk python/*.mk node/*.mk)
 
 build-all: $(ALL_TARGETS)
 
