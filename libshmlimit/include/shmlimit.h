@@ -624,6 +624,11 @@ SHL_API void shl_ex_free(shl_exchange *x);
  */
 SHL_API char *shl_stats_json(shl_t *h);
 
+/* The same document for a snapshot taken with shl_stats_get, `name` as the
+ * segment's name (what `shmlimit-stat --json` prints). */
+struct shl_stats;
+SHL_API char *shl_stats_to_json(const struct shl_stats *s, const char *name);
+
 /* ------------------------------------------------------------------ */
 /* Statistics                                                           */
 /* ------------------------------------------------------------------ */
