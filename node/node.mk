@@ -50,7 +50,7 @@ endif
 # addon next to index.js (which loads it from there first).
 SHL_NODE_DIR = $(PREFIX)/lib/shmlimit/node
 NODE_PKG_FILES := node/index.js node/index.d.ts node/register.js node/package.json node/README.md
-.PHONY: install-node
+.PHONY: install-node uninstall-node
 ifneq ($(NODE_HAVE_API),)
 install: install-node
 install-node: $(NODE_ADDON)
@@ -61,3 +61,7 @@ else
 install-node:
 	@echo "install-node: skipped: $(NODE_INCLUDE)/node_api.h not found"
 endif
+
+uninstall: uninstall-node
+uninstall-node:
+	rm -rf $(DESTDIR)$(SHL_NODE_DIR)

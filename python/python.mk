@@ -21,7 +21,7 @@ PY_SRC := $(wildcard python/shmlimit/*.py)
 
 CHECKS += check-python
 
-.PHONY: check-python install-python
+.PHONY: check-python install-python uninstall-python
 check-python: $(LIB_SO) $(BUILD)/shmlimit-mock $(BUILD)/shmlimit-stat $(BUILD)/libshmlimit-preload.so $(BUILD)/.deps-test
 	@scripts/deps.sh --check python
 	cd python && timeout 900 $(SHL_PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -38,3 +38,9 @@ install-python:
 	    -e 's|@SHL_NODE_REGISTER@|$(SHL_NODE_REGISTER)|' \
 	  python/shmlimit-run > $(DESTDIR)$(PREFIX)/bin/shmlimit-run
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/shmlimit-run
+
+uninstall: uninstall-python
+uninstall-python:
+	rm -rf $(DESTDIR)$(SHL_PYLIB)/shmlimit
+	rm -f $(DESTDIR)$(PYSITE)/shmlimit.pth $(DESTDIR)$(PREFIX)/bin/shmlimit-run
+	-rmdir $(DESTDIR)$(SHL_PYLIB) 2>/dev/null
