@@ -1116,7 +1116,7 @@ static int pool_ok(shl_t *h, int pool, struct shl_local **lp)
 	return 0;
 }
 
-int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+int shl__hold(shl_t *h, int pool, int64_t duration_ns, int count_429)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1133,11 +1133,18 @@ int shl_hold(shl_t *h, int pool, int64_t duration_ns)
 	       !atomic_compare_exchange_weak_explicit(&rt->hold_until, &old, until,
 						      memory_order_relaxed, memory_order_relaxed))
 		;
-	atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
+	if (count_429)
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
 	return 0;
 }
 
-int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+{
+	return shl__hold(h, pool, duration_ns, 1);
+}
+
+int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1148,17 +1155,24 @@ int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
 	const struct shl_pool_local *pl = &l->pools[pool];
 	if (remaining >= pl->burst[dim])
 		return 0;
-	/* At most `remaining` units available: the bucket is full no earlier
-	 * than (burst - remaining) intervals from now. */
-	int64_t now = shl__now();
-	uint64_t floor = (uint64_t)now + (pl->burst[dim] - remaining) * pl->interval[dim];
+	/* At most `remaining` units were available at `at`, and `after` more
+	 * have been used since: the bucket is full no earlier than
+	 * (burst - remaining + after) intervals after `at`. */
+	uint64_t owe = shl__add_sat(pl->burst[dim] - remaining, after);
+	uint64_t floor = shl__add_sat((uint64_t)(at < 0 ? 0 : at), shl__mul_sat(owe, pl->interval[dim]));
 	struct shl_pool_rt *rt = &h->seg->pools[pool];
 	/* relaxed: a hint for the statistic below (bucket words, bucket.c). */
 	uint64_t before = atomic_load_explicit(&rt->bkt[dim].tat, memory_order_relaxed);
 	shl__bucket_raise(&rt->bkt[dim].tat, floor);
 	if (before < floor)
+		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->clamps, 1, memory_order_relaxed);
 	return 0;
+}
+
+int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+{
+	return shl__clamp_at(h, pool, dim, remaining, 0, shl__now());
 }
 
 int shl_spend_exhaust(shl_t *h)
