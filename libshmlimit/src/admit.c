@@ -143,9 +143,8 @@ static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int
 						     const uint64_t cost_ns[SHL_NBUCKETS],
 						     const uint64_t mark[SHL_NBUCKETS])
 {
-	int64_t now = shl__now();
 	for (int k = 0; k < upto; k++)
-		shl__bucket_refund(&rt->bkt[k], now, cost_ns[k], mark[k], &rt->horizon);
+		shl__bucket_refund(&rt->bkt[k], SHL_NOW_FRESH, cost_ns[k], mark[k], &rt->horizon);
 }
 
 /* The read-only pass: the exact wait of each dimension, from the words as
@@ -1082,7 +1081,7 @@ static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int6
 	if (real > had)
 		shl__bucket_charge(&b->tat, now, shl__mul_sat(real - had, iv));
 	else if (shl_unlikely(had > real) && refunds)
-		shl__bucket_refund(b, now, shl__mul_sat(had - real, iv), mark, horizon);
+		shl__bucket_refund(b, SHL_NOW_FRESH, shl__mul_sat(had - real, iv), mark, horizon);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -1182,7 +1181,8 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
-			shl__bucket_refund(&rt->bkt[d], now, shl__mul_sat(had[d], pl->interval[d]),
+			shl__bucket_refund(&rt->bkt[d], SHL_NOW_FRESH,
+					   shl__mul_sat(had[d], pl->interval[d]),
 					   t->full_at[d], &rt->horizon);
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);

@@ -108,6 +108,7 @@ SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t 
 				       uint64_t tol, uint64_t *mark);
 SHL_HIDDEN uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns,
 				       uint64_t mark, _Atomic uint64_t *horizon);
+#define SHL_NOW_FRESH INT64_MIN /* shl__bucket_refund's `now`: read it in the loop */
 SHL_HIDDEN void shl__horizon_raise(_Atomic uint64_t *horizon, uint64_t release);
 SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
 SHL_HIDDEN void shl__bucket_raise(_Atomic uint64_t *tat, uint64_t floor);

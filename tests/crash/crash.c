@@ -32,6 +32,9 @@
  *   5. the run ended on its own (the caller runs it under timeout(1)).
  *
  * Usage: shmlimit-crash [--workers P] [--kills K] [--seconds S]
+ * With SHL_CRASH_DEBUG set, the first window over the bound is printed with
+ * every admission of that pool around it (release and call times, whether
+ * it came from a reservation, and when it was cancelled).
  */
 #include <errno.h>
 #include <signal.h>
@@ -55,6 +58,9 @@ struct adm {
 	_Atomic uint32_t cancelled; /* set BEFORE the cancel: a cut cancel only weakens the check */
 	_Atomic uint32_t otpm;      /* OTPM units held: t.otpm at admission, lowered BEFORE a
 				       settle that refunds part of it (same rule as `cancelled`) */
+	uint32_t reserved;          /* 1: from shl_reserve (debug output) */
+	int64_t called;             /* shl_now() before the call */
+	int64_t cancel_at;          /* shl_now() before a cancel (debug output) */
 };
 
 struct inst {
@@ -62,6 +68,7 @@ struct inst {
 	_Atomic int64_t pend_lo;  /* the cut call changed spend by 0 or this... */
 	_Atomic int64_t pend_hi;  /* ...or this (one of them, we cannot tell) */
 	_Atomic uint32_t nadm;
+	_Atomic uint32_t ahead; /* reservations whose release lay ahead */
 	struct adm a[MAXADM];
 };
 
@@ -114,6 +121,7 @@ static void worker(int id)
 		shl_price(h, models[mi], &c, &res);
 		shl_ticket t;
 		pend(w, 0, res); /* an admission reserves res, a refusal nothing */
+		int64_t called = shl_now();
 		int r = reserver ? shl_reserve(h, models[mi], &c, 10000000, &t, NULL)
 				 : shl_try(h, models[mi], &c, &t, NULL);
 		if (r != 0) {
@@ -127,6 +135,8 @@ static void worker(int id)
 			w->a[k].ts = t.admitted_at;
 			w->a[k].pool = (uint32_t)t.pool;
 			w->a[k].itpm = (uint32_t)t.itpm;
+			w->a[k].reserved = (uint32_t)reserver;
+			w->a[k].called = called;
 			atomic_store(&w->a[k].otpm, (uint32_t)t.otpm);
 			atomic_store(&w->a[k].cancelled, 0);
 			atomic_store(&w->nadm, k + 1);
@@ -136,6 +146,8 @@ static void worker(int id)
 			/* to the release, or half-way there to give the place up */
 			int64_t now = shl_now();
 			if (t.admitted_at > now)
+				atomic_fetch_add(&w->ahead, 1);
+			if (t.admitted_at > now)
 				sleep_until(give_up ? now + (t.admitted_at - now) / 2 : t.admitted_at);
 			if (!give_up && shl_start(h, &t, NULL) != 0)
 				give_up = 1;
@@ -143,8 +155,10 @@ static void worker(int id)
 		if (give_up) {
 			/* a request never sent: its units come back, so it must not
 			 * count toward the bound (net admissions are bounded) */
-			if (k < MAXADM)
+			if (k < MAXADM) {
+				w->a[k].cancel_at = shl_now();
 				atomic_store(&w->a[k].cancelled, 1);
+			}
 			pend(w, 0, -res);
 			shl_cancel(h, &t);
 			atomic_fetch_add(&w->done, -res);
@@ -267,7 +281,14 @@ int main(int argc, char **argv)
 		waitpid(pids[i], &st, 0);
 		clean &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
 	}
+	uint64_t ahead = 0;
+	for (int i = 0; i < next; i++)
+		ahead += atomic_load(&sh->in[i].ahead);
 	printf("crash: %d workers, %d kills, %d worker instances\n", P, kills, next);
+	char rwhat[128];
+	snprintf(rwhat, sizeof(rwhat), "reserve traffic: %llu reservations released ahead of their call",
+		 (unsigned long long)ahead);
+	check(ahead > 0, rwhat);
 	check(clean, "surviving workers exited cleanly when told");
 
 	/* 1. the bound, per pool, over every window between two admissions */
@@ -296,8 +317,31 @@ int main(int argc, char **argv)
 				ounits += atomic_load(&all[j].otpm);
 				unsigned __int128 dt = (unsigned __int128)(all[j].ts - all[i].ts);
 				if (j - i + 1 > BRPM + dt * RPM / 60000000000ULL ||
-				    units > BITPM + dt * ITPM / 60000000000ULL)
-					bad++;
+				    units > BITPM + dt * ITPM / 60000000000ULL) {
+					if (bad++ == 0 && getenv("SHL_CRASH_DEBUG")) {
+						printf("pool %d: window [%zu, %zu] dt %llu ns: %zu requests "
+						       "(allowed %llu), %llu tokens (allowed %llu)\n",
+						       pool, i, j, (unsigned long long)dt, j - i + 1,
+						       (unsigned long long)(BRPM + dt * RPM / 60000000000ULL),
+						       (unsigned long long)units,
+						       (unsigned long long)(BITPM + dt * ITPM / 60000000000ULL));
+						for (int q = 0; q < next; q++)
+							for (uint32_t k = 0; k < atomic_load(&sh->in[q].nadm); k++) {
+								struct adm *x = &sh->in[q].a[k];
+								int in_ts = x->ts >= all[i].ts - 30000000 &&
+									    x->ts <= all[j].ts + 1000000;
+								int in_call = x->called >= all[i].ts - 30000000 &&
+									      x->called <= all[j].ts + 1000000;
+								if (x->pool != (uint32_t)pool || !(in_ts || in_call))
+									continue;
+								printf("  inst %d: ts %lld called %lld itpm %u res %u "
+								       "cancelled %u at %lld\n", q,
+								       (long long)x->ts, (long long)x->called, x->itpm,
+								       x->reserved, atomic_load(&x->cancelled),
+								       (long long)x->cancel_at);
+							}
+					}
+				}
 				if (pool == 1 && ounits > BOTPM_B + dt * OTPM_B / 60000000000ULL)
 					bad_otpm++;
 				/* Windows whose allowance passes the pool's whole
