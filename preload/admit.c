@@ -203,7 +203,10 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	}
 	free(st);
 	char reason[160];
-	if (r == -ETIMEDOUT || r == -EAGAIN)
+	if (r == -EBUSY)
+		snprintf(reason, sizeof(reason), "the server's retry-after came in while it was "
+			 "connecting (%.3f s left); not sent", (double)why->wait_ns / 1e9);
+	else if (r == -ETIMEDOUT || r == -EAGAIN)
 		snprintf(reason, sizeof(reason), "admission in %.3f s is past the deadline (SHMLIMIT_WAIT_MS)",
 			 (double)why->wait_ns / 1e9);
 	else if (r == -E2BIG)
@@ -268,6 +271,7 @@ int shim_prepare(struct hs *s)
 	}
 	s->model = m;
 	s->admit_failed = 0;
+	s->placed = 0;
 	shim_route_plan(&s->route, g_shl, s->kind, m, s->req.model, s->postfields ? body : NULL,
 			blen);
 	shim_resp_init(&s->resp);
@@ -301,22 +305,134 @@ int shim_admit(struct hs *s)
 	return 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* The multi interface: a place in line, then a start (hold.c)         */
+/* ------------------------------------------------------------------ */
+
 /*
- * The multi interface: admission happens here, in libcurl's pre-request
- * callback, right before the request is written to its connection, so that
- * the admitted rate is the rate at which requests reach the server.  It
- * blocks the thread running the multi handle while it waits.
+ * Fair waiting (shl_reserve, then shl_start at the release) or, without
+ * it, shl_try again at each computed wait.  The switch: this line.
+ */
+#define SHIM_RESERVE 0
+
+static int refused(struct hs *s, int r, const shl_refusal *why)
+{
+	refuse_line(s, r, why);
+	s->admit_failed = 1;
+	return -1;
+}
+
+int shim_place(struct hs *s, int64_t now)
+{
+	shl_refusal why;
+	memset(&why, 0, sizeof(why));
+	why.dim = SHL_DIM_NONE;
+	s->placed = 1;
+	int64_t left = s->deadline == INT64_MAX ? -1 : s->deadline > now ? s->deadline - now : 0;
+	int r;
+	if (s->route.active)
+		/* shl_route never reserves: try the list now, again after the
+		 * shortest wait (routed requests wait in no line). */
+		r = shim_route_admit(&s->route, s->key, g_shl, s->model, &s->req.cost, 0,
+				     &s->ticket, &why);
+	else
+#if SHIM_RESERVE
+		r = shl_reserve(g_shl, s->model, &s->req.cost, left, &s->ticket, &why);
+#else
+		r = shl_try(g_shl, s->model, &s->req.cost, &s->ticket, &why);
+#endif
+	if (r == 0) {
+		s->pool = s->ticket.pool;
+		s->ticket_open = 1;
+		s->release_at = s->ticket.admitted_at > now ? s->ticket.admitted_at : now;
+		return 0;
+	}
+	if ((r == -EAGAIN || (r == -ETIMEDOUT && s->route.active)) && why.wait_ns >= 0) {
+		/* Not taken: try again after the wait, if the deadline allows. */
+		if (left >= 0 && why.wait_ns > left)
+			return refused(s, -ETIMEDOUT, &why);
+		s->release_at = now + why.wait_ns;
+		return 1;
+	}
+	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT)
+		return refused(s, r, &why);
+	shim_warn_once(C_ADMIT, "admission failed: %s; the request passes through ungoverned",
+		       shl_strerror(r));
+	return -2;
+}
+
+/* The ticket is of no use: give it back. */
+static inline void drop_ticket(struct hs *s)
+{
+	if (s->ticket_open) {
+		shl_cancel(g_shl, &s->ticket);
+		s->ticket_open = 0;
+	}
+}
+
+int shim_start(struct hs *s, int64_t now)
+{
+	for (int round = 0; round < 4; round++) {
+		if (!s->ticket_open) {
+			int r = shim_place(s, now);
+			if (r != 0)
+				return r;
+		}
+		if (s->release_at > now)
+			return 1;
+#if SHIM_RESERVE
+		shl_refusal why;
+		memset(&why, 0, sizeof(why));
+		why.dim = SHL_DIM_NONE;
+		int r = shl_start(g_shl, &s->ticket, &why);
+		if (r == 0)
+			return 0;
+		drop_ticket(s);
+		if (r == -EDQUOT)
+			return refused(s, r, &why);
+		if (r != -EAGAIN) {
+			shim_warn_once(C_ADMIT, "admission failed: %s; the request passes through "
+				       "ungoverned", shl_strerror(r));
+			return -2;
+		}
+		/* Held by a server retry-after since it was placed: a new place,
+		 * behind the hold. */
+#else
+		/* shl_try at the release time has checked the hold and the spend. */
+		return 0;
+#endif
+	}
+	return 1; /* the pool keeps moving under it: held until the next look */
+}
+
+/*
+ * libcurl's pre-request callback, right before the request is written to
+ * its connection.  A transfer placed and released by hold.c is checked one
+ * last time: a server hold or the spend cap that arrived while it was
+ * connecting stops it (not sent).  A transfer the shim could not hold back
+ * (no memory for the multi's state) is admitted here, as before the hold
+ * existed, blocking the thread that runs the multi handle while it waits.
  */
 int shim_prereq_admit(void *ud, char *pip, char *lip, int pport, int lport)
 {
 	struct hs *s = ud;
-	if (!s->ticket_open) {
-		if (s->admit_failed)
-			return CURL_PREREQFUNC_ABORT;
-		if (shim_admit(s) < 0) {
-			s->admit_failed = 1;
+	if (s->admit_failed)
+		return CURL_PREREQFUNC_ABORT;
+	if (s->placed) {
+#if SHIM_RESERVE
+		shl_refusal why;
+		memset(&why, 0, sizeof(why));
+		why.dim = SHL_DIM_NONE;
+		int r = s->ticket_open ? shl_start(g_shl, &s->ticket, &why) : 0;
+		if (r == -EAGAIN || r == -EDQUOT) {
+			drop_ticket(s);
+			refused(s, r == -EAGAIN ? -EBUSY : r, &why);
 			return CURL_PREREQFUNC_ABORT;
 		}
+#endif
+	} else if (!s->ticket_open && shim_admit(s) < 0) {
+		s->admit_failed = 1;
+		return CURL_PREREQFUNC_ABORT;
 	}
 	if (s->app_prereq != NULL)
 		return s->app_prereq(s->app_prereq_data, pip, lip, pport, lport);
