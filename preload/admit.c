@@ -313,7 +313,7 @@ int shim_admit(struct hs *s)
  * Fair waiting (shl_reserve, then shl_start at the release) or, without
  * it, shl_try again at each computed wait.  The switch: this line.
  */
-#define SHIM_RESERVE 0
+#define SHIM_RESERVE 1
 
 static int refused(struct hs *s, int r, const shl_refusal *why)
 {
