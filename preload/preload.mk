@@ -34,6 +34,7 @@ $(PRELOAD_WORKER): preload/tests/worker.c | $(BUILD)/.deps-build
 check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test
 	timeout 120 preload/tests/run.sh $(BUILD)
 	timeout 120 preload/tests/route.sh $(BUILD)
+	timeout 120 preload/tests/multi.sh $(BUILD)
 
 # A segment helper for the tests (create / stats / rm), library only.
 $(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)
