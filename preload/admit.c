@@ -351,7 +351,7 @@ int shim_place(struct hs *s, int64_t now)
 		/* Not taken: try again after the wait, if the deadline allows. */
 		if (left >= 0 && why.wait_ns > left)
 			return refused(s, -ETIMEDOUT, &why);
-		s->release_at = now + why.wait_ns;
+		s->release_at = why.wait_ns > INT64_MAX - now ? INT64_MAX : now + why.wait_ns;
 		return 1;
 	}
 	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT)

@@ -157,17 +157,27 @@ int shim_multi_pending(const struct shim_multi *m)
 	return n;
 }
 
-/* Milliseconds until the next release (rounded up), 0 when a refusal is
- * waiting to be reported, -1 when nothing is held. */
-static long next_ms(const struct shim_multi *m)
+/*
+ * Milliseconds until the next release (rounded up), -1 when nothing is
+ * held.  0 for a refusal not yet announced: the application's next call
+ * (poll, wait, its timer) comes at once, and its curl_multi_info_read finds
+ * the refusal; once only, so that a program that never reads messages does
+ * not spin.
+ */
+static long next_ms(struct shim_multi *m)
 {
 	int64_t first = INT64_MAX;
-	for (const struct hs *s = m ? m->list : NULL; s != NULL; s = s->next_held) {
-		if (s->hold == HOLD_REFUSED)
-			return 0;
+	int news = 0;
+	for (struct hs *s = m ? m->list : NULL; s != NULL; s = s->next_held) {
+		if (s->hold == HOLD_REFUSED && !s->announced) {
+			s->announced = 1;
+			news = 1;
+		}
 		if (s->hold == HOLD_WAITING && s->release_at < first)
 			first = s->release_at;
 	}
+	if (news)
+		return 0;
 	if (first == INT64_MAX)
 		return -1;
 	int64_t now = shl_now();
@@ -177,7 +187,16 @@ static long next_ms(const struct shim_multi *m)
 	return ms > 86400000 ? 86400000 : (long)ms;
 }
 
-long shim_multi_clamp(const struct shim_multi *m, long timeout_ms)
+/* Whether anything held back could shorten a timeout (no side effect). */
+static int holding(const struct shim_multi *m)
+{
+	for (const struct hs *s = m ? m->list : NULL; s != NULL; s = s->next_held)
+		if (s->hold == HOLD_WAITING || (s->hold == HOLD_REFUSED && !s->announced))
+			return 1;
+	return 0;
+}
+
+long shim_multi_clamp(struct shim_multi *m, long timeout_ms)
 {
 	long rel = next_ms(m);
 	if (rel < 0)
@@ -198,7 +217,7 @@ void shim_multi_rearm(struct shim_multi *m)
 {
 	if (m == NULL || !m->timer_wrapped || m->app_timer == NULL || m->rearming)
 		return;
-	if (!m->overridden && next_ms(m) < 0)
+	if (!m->overridden && !holding(m))
 		return; /* libcurl's own timer stands as it set it */
 	long lib = -1;
 	if (real.multi_timeout == NULL || real.multi_timeout(m->key, &lib) != CURLM_OK)
@@ -236,6 +255,7 @@ static void refuse_held(struct hs *s)
 {
 	shim_finish(s); /* no ticket: puts the application's callbacks back */
 	s->hold = HOLD_REFUSED;
+	s->announced = 0;
 	memset(&s->msg, 0, sizeof(s->msg));
 	s->msg.msg = CURLMSG_DONE;
 	s->msg.easy_handle = s->key;

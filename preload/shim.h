@@ -274,6 +274,7 @@ struct hs {
 	int64_t release_at;   /* shl_now() scale: when it may be started */
 	int64_t deadline;     /* SHMLIMIT_WAIT_MS after curl_multi_add_handle */
 	CURLMsg msg;          /* HOLD_REFUSED: the CURLMSG_DONE curl_multi_info_read gives */
+	int announced;        /* HOLD_REFUSED: a timeout of 0 was given for it once */
 };
 
 /* The state of `c`, or NULL.  The pointer stays valid until the handle is
@@ -341,7 +342,7 @@ void shim_multi_release(struct shim_multi *m);
 /* Transfers held back (not refused): added to libcurl's running count. */
 int shim_multi_held(const struct shim_multi *m);
 /* A poll or wait timeout (ms, -1: none) clamped to the next release. */
-long shim_multi_clamp(const struct shim_multi *m, long timeout_ms);
+long shim_multi_clamp(struct shim_multi *m, long timeout_ms);
 /* After a call that may have changed libcurl's timer: tell the
  * application's timer callback the shortest of it and the next release. */
 void shim_multi_rearm(struct shim_multi *m);

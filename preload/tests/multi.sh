@@ -122,6 +122,18 @@ check "spend cap: each later transfer refused with one line naming the cap" eq \
 	"$(grep -c 'shmlimit: refused.*spend limit' "$T/p2.err")" $((N - 1))
 check "spend cap: every ticket settled or cancelled" closed "$S2" p
 
+echo "# curl --parallel: a transfer whose place is past SHMLIMIT_WAIT_MS is refused when added"
+new_seg S2b "$T/rpm1.json"
+par_args
+n0=$(mock_num "$m_url" requests)
+SHMLIMIT_WAIT_MS=500 shim "$S2b" "$m_port" curl -s --parallel --parallel-max 8 "${args[@]}" 2>"$T/p2b.err"
+check "deadline: curl reports failure (exit 42)" eq $? 42
+check "deadline: only the first (the burst) reached the server" eq "$(mock_num "$m_url" requests)" $((n0 + 1))
+check "deadline: the others refused, one line each, past the deadline" eq \
+	"$(grep -c 'shmlimit: refused.*past the deadline' "$T/p2b.err")" $((N - 1))
+check "deadline: the first was answered" has msg_mock "$T/out1"
+check "deadline: 1 admitted, settled" eq "$(seg "$S2b" p.admitted)/$(seg "$S2b" p.settled)" "1/1"
+
 echo "# curl --parallel --parallel-max 8 at saturation, ITPM binding: zero server 429s"
 # ITPM binds: 24000 tokens a minute (400 a second, burst 1000); each request
 # is about 250 tokens: 16 of them, 8 at a time, take about 8 s at the limit.
