@@ -10,7 +10,12 @@
  *   - curl_easy_perform and curl_multi_add_handle decide whether the
  *     transfer is governed and wrap the application's callbacks (admit.c,
  *     settle.c); curl_easy_perform waits for admission before anything is
- *     sent, the multi interface in libcurl's pre-request callback;
+ *     sent; curl_multi_add_handle takes a place in line and holds the
+ *     transfer back until its release (hold.c), never waiting;
+ *   - curl_multi_perform, poll, wait, timeout, socket_action (socket,
+ *     socket_all), info_read, setopt (the timer callback) and cleanup
+ *     start held transfers when their time comes and keep the
+ *     application's loop going meanwhile (hold.c);
  *   - curl_easy_perform's return, curl_multi_info_read reporting a transfer
  *     done, curl_multi_remove_handle, curl_easy_reset and curl_easy_cleanup
  *     settle it (settle.c);

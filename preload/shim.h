@@ -9,6 +9,8 @@
  *   admit.c     whether a transfer is governed, and its admission
  *   settle.c    reading the response as the application receives it, and
  *               settling the admission with what the server reported
+ *   hold.c      multi transfers held back until their release, so that
+ *               waiting never stops the loop that drives a multi handle
  *   request.c   what a request body will cost
  *   response.c  what the server said it used
  *   route.c     opt-in routing across pools (SHMLIMIT_ROUTE)
