@@ -6,14 +6,16 @@
  * governed host (SHMLIMIT_HOSTS) and Messages API path, with a body the shim
  * can read (request.c parses it; a body from a read callback is read ahead
  * and replayed to libcurl byte for byte) and a model the segment knows.
- * shim_admit then waits for admission in the segment, through route.c (which
- * is plain shl_acquire unless SHMLIMIT_ROUTE is set): before anything is sent
- * in curl_easy_perform, or, for the multi interface, in libcurl's
- * pre-request callback just before the request is written (so that
- * admission time is sending time).
+ * curl_easy_perform then waits for admission (shim_admit, through route.c,
+ * which is plain shl_acquire unless SHMLIMIT_ROUTE is set) before anything is
+ * sent.  The multi interface never waits: shim_place takes the transfer's
+ * place in line (shl_reserve) and hold.c keeps it back until its release
+ * time, when shim_start checks what may have changed meanwhile (a server
+ * hold, the spend cap); libcurl's pre-request callback, just before the
+ * request is written, checks once more.
  *
  * What it deliberately does not do
- *   - It does not retry.  A refused request fails with
+ *   - It does not retry a refused request.  A refused request fails with
  *     CURLE_ABORTED_BY_CALLBACK before a byte of it is sent, after one line
  *     on stderr (and in the application's CURLOPT_ERRORBUFFER) that says
  *     which pool and which limit refused it.
