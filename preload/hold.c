@@ -231,6 +231,21 @@ void shim_multi_rearm(struct shim_multi *m)
 	m->rearming = 0;
 }
 
+static void refuse_held(struct hs *s, CURLcode result)
+{
+	if (s->ticket_open) {
+		shl_cancel(g_shl, &s->ticket);
+		s->ticket_open = 0;
+	}
+	shim_finish(s); /* no ticket: puts the application's callbacks back */
+	s->hold = HOLD_REFUSED;
+	s->announced = 0;
+	memset(&s->msg, 0, sizeof(s->msg));
+	s->msg.msg = CURLMSG_DONE;
+	s->msg.easy_handle = s->key;
+	s->msg.data.result = result;
+}
+
 /* Start one released transfer: the real curl_multi_add_handle. */
 static void start_one(struct shim_multi *m, struct hs *s)
 {
@@ -238,28 +253,25 @@ static void start_one(struct shim_multi *m, struct hs *s)
 	CURLMcode mc = real.multi_add(m->key, s->key);
 	if (mc == CURLM_OK)
 		return;
-	/* libcurl refused it now (e.g. a call from inside one of its
-	 * callbacks): back in line, tried again at the next look. */
-	if (s->ticket_open) {
-		shl_cancel(g_shl, &s->ticket);
-		s->ticket_open = 0;
-	}
 	s->hold = HOLD_WAITING;
 	s->held_by = m->key;
-	s->release_at = shl_now();
 	s->next_held = m->list;
 	m->list = s;
-}
-
-static void refuse_held(struct hs *s)
-{
-	shim_finish(s); /* no ticket: puts the application's callbacks back */
-	s->hold = HOLD_REFUSED;
-	s->announced = 0;
-	memset(&s->msg, 0, sizeof(s->msg));
-	s->msg.msg = CURLMSG_DONE;
-	s->msg.easy_handle = s->key;
-	s->msg.data.result = CURLE_ABORTED_BY_CALLBACK;
+	if (mc == CURLM_RECURSIVE_API_CALL) {
+		/* called from inside one of libcurl's callbacks: back in line,
+		 * tried again at the next look */
+		if (s->ticket_open) {
+			shl_cancel(g_shl, &s->ticket);
+			s->ticket_open = 0;
+		}
+		s->release_at = shl_now();
+		return;
+	}
+	/* What the application's own curl_multi_add_handle would have said,
+	 * as the transfer's result (the call itself returned CURLM_OK). */
+	shim_warn_once(C_ADMIT, "curl_multi_add_handle of a transfer held back failed "
+				"(CURLMcode %d); it is reported failed", (int)mc);
+	refuse_held(s, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT);
 }
 
 void shim_multi_release(struct shim_multi *m)
@@ -277,7 +289,7 @@ void shim_multi_release(struct shim_multi *m)
 		if (r == 1)
 			continue; /* back in line */
 		if (r == -1)
-			refuse_held(s);
+			refuse_held(s, CURLE_ABORTED_BY_CALLBACK);
 		else
 			start_one(m, s); /* 0: admitted; -2: passes through ungoverned */
 	}
@@ -306,7 +318,7 @@ CURLMcode shim_multi_add(CURLM *multi, struct hs *s)
 	m->list = s;
 	s->hold = HOLD_WAITING;
 	if (r == -1)
-		refuse_held(s);
+		refuse_held(s, CURLE_ABORTED_BY_CALLBACK);
 	shim_multi_rearm(m);
 	return CURLM_OK;
 }

@@ -21,6 +21,8 @@
  *     after its first libcurl call keeps what was read then.
  */
 #define CURL_DISABLE_TYPECHECK 1
+#define CURL_DISABLE_DEPRECATION 1    /* curl_multi_socket, curl_multi_socket_all */
+#define CURL_ALLOW_OLD_MULTI_SOCKET 1 /* curl_multi_socket: the function */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -155,9 +157,9 @@ static void init_real(void)
 	real.multi_socket_action = (CURLMcode(*)(CURLM *, curl_socket_t, int, int *))resolve(
 		"curl_multi_socket_action", (void *)curl_multi_socket_action);
 	real.multi_socket = (CURLMcode(*)(CURLM *, curl_socket_t, int *))resolve(
-		"curl_multi_socket", NULL);
-	real.multi_socket_all = (CURLMcode(*)(CURLM *, int *))resolve("curl_multi_socket_all",
-								      NULL);
+		"curl_multi_socket", (void *)curl_multi_socket);
+	real.multi_socket_all = (CURLMcode(*)(CURLM *, int *))resolve(
+		"curl_multi_socket_all", (void *)curl_multi_socket_all);
 	real.multi_timeout = (CURLMcode(*)(CURLM *, long *))resolve(
 		"curl_multi_timeout", (void *)curl_multi_timeout);
 	real.multi_setopt = (CURLMcode(*)(CURLM *, CURLMoption, ...))resolve(
