@@ -274,6 +274,7 @@ int shim_prepare(struct hs *s)
 	s->model = m;
 	s->admit_failed = 0;
 	s->placed = 0;
+	s->held_pool = 0;
 	shim_route_plan(&s->route, g_shl, s->kind, m, s->req.model, s->postfields ? body : NULL,
 			blen);
 	shim_resp_init(&s->resp);

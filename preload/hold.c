@@ -246,13 +246,14 @@ static void refuse_held(struct hs *s, CURLcode result)
 	s->msg.data.result = result;
 }
 
-/* Start one released transfer: the real curl_multi_add_handle. */
-static void start_one(struct shim_multi *m, struct hs *s)
+/* Start one released transfer: the real curl_multi_add_handle.  1 when
+ * libcurl took it. */
+static int start_one(struct shim_multi *m, struct hs *s)
 {
 	unlink_hs(m, s);
 	CURLMcode mc = real.multi_add(m->key, s->key);
 	if (mc == CURLM_OK)
-		return;
+		return 1;
 	s->hold = HOLD_WAITING;
 	s->held_by = m->key;
 	s->next_held = m->list;
@@ -265,19 +266,21 @@ static void start_one(struct shim_multi *m, struct hs *s)
 			s->ticket_open = 0;
 		}
 		s->release_at = shl_now();
-		return;
+		return 0;
 	}
 	/* What the application's own curl_multi_add_handle would have said,
 	 * as the transfer's result (the call itself returned CURLM_OK). */
 	shim_warn_once(C_ADMIT, "curl_multi_add_handle of a transfer held back failed "
 				"(CURLMcode %d); it is reported failed", (int)mc);
 	refuse_held(s, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT);
+	return 0;
 }
 
-void shim_multi_release(struct shim_multi *m)
+int shim_multi_release(struct shim_multi *m)
 {
 	if (m == NULL || m->releasing || m->list == NULL)
-		return;
+		return 0;
+	int started = 0;
 	m->releasing = 1;
 	int64_t now = shl_now();
 	struct hs *next;
@@ -291,9 +294,10 @@ void shim_multi_release(struct shim_multi *m)
 		if (r == -1)
 			refuse_held(s, CURLE_ABORTED_BY_CALLBACK);
 		else
-			start_one(m, s); /* 0: admitted; -2: passes through ungoverned */
+			started += start_one(m, s); /* 0: admitted; -2: ungoverned */
 	}
 	m->releasing = 0;
+	return started;
 }
 
 CURLMcode shim_multi_add(CURLM *multi, struct hs *s)

@@ -226,19 +226,22 @@ HOOK CURLMcode curl_multi_remove_handle(CURLM *multi, CURL *curl)
 }
 
 /*
- * The calls that drive a multi handle: each starts the held transfers whose
- * time has come, and counts those still held as running.
+ * The calls that drive a multi handle.  perform and socket_action start the
+ * held transfers whose time has come once libcurl has read what arrived
+ * (they run from the next call on) and count them, and those still held, as
+ * running; poll, wait and curl_multi_timeout wait no longer than until the
+ * next release.
  */
 HOOK CURLMcode curl_multi_perform(CURLM *multi, int *running_handles)
 {
 	shim_init();
 	if (real.multi_perform == NULL)
 		return CURLM_INTERNAL_ERROR;
-	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
 	CURLMcode mc = real.multi_perform(multi, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
 	if (m != NULL && running_handles != NULL)
-		*running_handles += shim_multi_held(m);
+		*running_handles += started + shim_multi_held(m);
 	return mc;
 }
 
@@ -249,12 +252,9 @@ HOOK CURLMcode curl_multi_poll(CURLM *multi, struct curl_waitfd extra_fds[],
 	if (real.multi_poll == NULL)
 		return CURLM_INTERNAL_ERROR;
 	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
-	if (m != NULL)
+	if (m != NULL) /* no longer than until the next release */
 		timeout_ms = (int)shim_multi_clamp(m, timeout_ms);
-	CURLMcode mc = real.multi_poll(multi, extra_fds, extra_nfds, timeout_ms, numfds);
-	shim_multi_release(m);
-	return mc;
+	return real.multi_poll(multi, extra_fds, extra_nfds, timeout_ms, numfds);
 }
 
 HOOK CURLMcode curl_multi_wait(CURLM *multi, struct curl_waitfd extra_fds[],
@@ -264,12 +264,9 @@ HOOK CURLMcode curl_multi_wait(CURLM *multi, struct curl_waitfd extra_fds[],
 	if (real.multi_wait == NULL)
 		return CURLM_INTERNAL_ERROR;
 	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
-	if (m != NULL)
+	if (m != NULL) /* no longer than until the next release */
 		timeout_ms = (int)shim_multi_clamp(m, timeout_ms);
-	CURLMcode mc = real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, numfds);
-	shim_multi_release(m);
-	return mc;
+	return real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, numfds);
 }
 
 HOOK CURLMcode curl_multi_timeout(CURLM *multi, long *timeout_ms)
@@ -290,11 +287,11 @@ HOOK CURLMcode curl_multi_socket_action(CURLM *multi, curl_socket_t sockfd, int 
 	shim_init();
 	if (real.multi_socket_action == NULL)
 		return CURLM_INTERNAL_ERROR;
-	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
 	CURLMcode mc = real.multi_socket_action(multi, sockfd, ev_bitmask, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
 	if (m != NULL && running_handles != NULL)
-		*running_handles += shim_multi_held(m);
+		*running_handles += started + shim_multi_held(m);
 	shim_multi_rearm(m);
 	return mc;
 }
@@ -305,11 +302,11 @@ HOOK CURLMcode curl_multi_socket(CURLM *multi, curl_socket_t sockfd, int *runnin
 	shim_init();
 	if (real.multi_socket == NULL)
 		return CURLM_INTERNAL_ERROR;
-	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
 	CURLMcode mc = real.multi_socket(multi, sockfd, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
 	if (m != NULL && running_handles != NULL)
-		*running_handles += shim_multi_held(m);
+		*running_handles += started + shim_multi_held(m);
 	shim_multi_rearm(m);
 	return mc;
 }
@@ -319,11 +316,11 @@ HOOK CURLMcode curl_multi_socket_all(CURLM *multi, int *running_handles)
 	shim_init();
 	if (real.multi_socket_all == NULL)
 		return CURLM_INTERNAL_ERROR;
-	struct shim_multi *m = app_multi(multi);
-	shim_multi_release(m);
 	CURLMcode mc = real.multi_socket_all(multi, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
 	if (m != NULL && running_handles != NULL)
-		*running_handles += shim_multi_held(m);
+		*running_handles += started + shim_multi_held(m);
 	shim_multi_rearm(m);
 	return mc;
 }

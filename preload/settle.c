@@ -6,7 +6,8 @@
  * in front of the application's: each passes libcurl's bytes on unchanged
  * and feeds response.c only what the application accepted.  When the
  * response headers are complete, the anthropic-ratelimit-*-remaining values
- * clamp the pool's buckets (shl_clamp).  When the transfer ends (perform
+ * clamp the pool's buckets (shl_clamp), and a 429's retry-after holds the
+ * pool (shl_hold) at once, so that transfers started meanwhile see it.  When the transfer ends (perform
  * returns, curl_multi_info_read reports it done, or the handle is removed,
  * reset or cleaned up), shim_finish settles the ticket with the usage the
  * server reported (or the documented estimate when it reported none),
@@ -56,6 +57,14 @@ static void feedback_headers(struct hs *s)
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		if (s->resp.remaining[d] >= 0)
 			shl_clamp(g_shl, s->pool, d, (uint64_t)s->resp.remaining[d]);
+	/* A 429 with a retry-after holds the pool as soon as its headers are
+	 * read, not only when the application gets round to the transfer's
+	 * completion: a held multi transfer released in between sees it
+	 * (hold.c); shim_finish then does not hold it again. */
+	if (s->resp.status == 429 && s->resp.retry_after_ms >= 0 && !s->held_pool) {
+		shl_hold(g_shl, s->pool, s->resp.retry_after_ms * 1000000);
+		s->held_pool = 1;
+	}
 }
 
 static size_t wrap_header(char *p, size_t size, size_t n, void *ud)
@@ -149,7 +158,7 @@ void shim_finish(struct hs *s)
 	if (st == 429) {
 		if (r->spend_cap)
 			shl_spend_exhaust(g_shl);
-		else
+		else if (!s->held_pool)
 			shl_hold(g_shl, s->pool,
 				 r->retry_after_ms >= 0 ? r->retry_after_ms * 1000000 : HOLD_DEFAULT_NS);
 	}

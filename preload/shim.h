@@ -270,6 +270,7 @@ struct hs {
 
 	/* the multi interface (hold.c): a transfer held back until its release */
 	int placed;           /* admitted at release, not in the pre-request callback */
+	int held_pool;        /* a 429's retry-after held the pool at its headers */
 	enum { HOLD_NONE = 0, HOLD_WAITING, HOLD_REFUSED, HOLD_REPORTED } hold;
 	CURLM *held_by;       /* the multi the application added it to (hold != NONE) */
 	struct hs *next_held; /* in held_by's list */
@@ -339,8 +340,13 @@ struct shim_multi;
 CURLMcode shim_multi_add(CURLM *multi, struct hs *s);
 /* The multi's state, or NULL (nothing held, no timer wrapped). */
 struct shim_multi *shim_multi_find(CURLM *multi);
-/* Start the held transfers whose release time has come. */
-void shim_multi_release(struct shim_multi *m);
+/*
+ * Start the held transfers whose release time has come; returns how many
+ * were added to libcurl's multi handle.  Called after the calls that read
+ * responses (perform, socket_action, info_read with nothing left), so that
+ * what those responses said (a 429's hold) is known when a transfer starts.
+ */
+int shim_multi_release(struct shim_multi *m);
 /* Transfers held back (not refused): added to libcurl's running count. */
 int shim_multi_held(const struct shim_multi *m);
 /* A poll or wait timeout (ms, -1: none) clamped to the next release. */
