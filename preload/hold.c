@@ -15,11 +15,13 @@
  *     shl_reserve, or shl_try and its computed wait) and, unless it may go
  *     now, keeps it here, outside the real multi handle, with its release
  *     time;
- *   - the shim's hooks of curl_multi_perform, poll, wait, socket_action
- *     (and the deprecated socket, socket_all) and info_read start the
- *     transfers whose time has come (shim_start checks the pool's hold and
- *     the spend state again; a hold that arrived meanwhile puts it back in
- *     line behind the hold) and only then add them to the real multi;
+ *   - the shim's hooks of curl_multi_perform, socket_action (and the
+ *     deprecated socket, socket_all) and info_read (with no message left)
+ *     start the transfers whose time has come, after libcurl has read what
+ *     arrived (a 429's retry-after holds the pool at its headers: settle.c);
+ *     shim_start checks the pool's hold and the spend state again (a hold
+ *     that arrived meanwhile puts it back in line behind the hold), and
+ *     only then are they added to the real multi;
  *   - the running count those calls return includes held transfers, so a
  *     program does not think it is done; poll, wait and curl_multi_timeout
  *     are clamped to the next release; an application timer callback
