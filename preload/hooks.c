@@ -41,6 +41,7 @@
 #define CURL_DISABLE_TYPECHECK 1
 #define CURL_DISABLE_DEPRECATION 1  /* curl_multi_socket, curl_multi_socket_all */
 #define CURL_ALLOW_OLD_MULTI_SOCKET 1 /* curl_multi_socket is a function, not a macro */
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,9 +265,22 @@ HOOK CURLMcode curl_multi_wait(CURLM *multi, struct curl_waitfd extra_fds[],
 	if (real.multi_wait == NULL)
 		return CURLM_INTERNAL_ERROR;
 	struct shim_multi *m = app_multi(multi);
-	if (m != NULL) /* no longer than until the next release */
-		timeout_ms = (int)shim_multi_clamp(m, timeout_ms);
-	return real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, numfds);
+	if (m == NULL)
+		return real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, numfds);
+	timeout_ms = (int)shim_multi_clamp(m, timeout_ms); /* no longer than until the next release */
+	int n = 0;
+	CURLMcode mc = real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, &n);
+	if (numfds != NULL)
+		*numfds = n;
+	/* libcurl's curl_multi_wait returns at once when it has nothing to wait
+	 * on, as when everything is held back here: then wait for the release
+	 * (as curl_multi_poll would), unless libcurl has a timer of its own. */
+	long lib = 0;
+	if (mc == CURLM_OK && n == 0 && extra_nfds == 0 && timeout_ms > 0 &&
+	    shim_multi_held(m) > 0 && real.multi_timeout != NULL &&
+	    real.multi_timeout(multi, &lib) == CURLM_OK && lib < 0)
+		poll(NULL, 0, (int)shim_multi_clamp(m, timeout_ms));
+	return mc;
 }
 
 HOOK CURLMcode curl_multi_timeout(CURLM *multi, long *timeout_ms)
