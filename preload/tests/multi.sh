@@ -188,4 +188,14 @@ check "socket: every ticket settled or cancelled" closed "$S4" p
 check "socket: segment input tokens = server's" eq "$(seg "$S4" p.tokens_in)" "$(mock_num "$w_url" input_tokens)"
 check "socket: no stderr from the shim" eq "$(grep -c shmlimit "$T/w.err")" 0
 
+echo "# curl_multi_perform + curl_multi_wait (worker --wait): held transfers count as running"
+start_mock w2 --config "$T/rpm2.json"
+new_seg S5 "$T/rpm2.json"
+shim "$S5" "$w2_port" "$WORKER" --url "$w2_url/v1/messages" --threads 2 --requests 3 --wait \
+	--model claude-haiku-4-5 > "$T/w2.out" 2>"$T/w2.err"
+check "wait: all 6 transfers succeeded, running never 0 too early" has "6 ok, 0 failed" "$T/w2.out"
+check "wait: transfers were held back (admissions waited)" ge "$(seg "$S5" p.waited)" 3
+check "wait: the server refused none" eq "$(mock_num "$w2_url" rate_limited)" 0
+check "wait: every ticket settled" eq "$(seg "$S5" p.admitted)/$(seg "$S5" p.settled)" "6/6"
+
 harness_done

@@ -9,7 +9,7 @@
  * libshmlimit: the tests run it under LD_PRELOAD.
  *
  *   shmlimit-preload-worker --url URL [--threads N] [--requests M] [--model ID]
- *                           [--fork K] [--socket [--abandon]]
+ *                           [--fork K] [--socket [--abandon] | --wait]
  *
  * --fork K: while the threads run, fork K children that each send --requests
  * requests from their single thread (fork safety of the shim).
@@ -21,6 +21,10 @@
  * and no timer set would wait forever: it is counted as a failure
  * ("stalled") instead.  --abandon: each thread also adds one more transfer
  * and removes it again at once, before its first socket_action.
+ *
+ * --wait: each thread runs its --requests transfers at once on its own multi
+ * handle with curl_multi_perform and curl_multi_wait (no callbacks); a
+ * running count of 0 with transfers not yet done is counted as a failure.
  *
  * Prints "worker: N ok, M failed" and exits 0 when every request got a 200
  * whose body has a usage object (JSON) or a message_stop event (SSE).
@@ -52,7 +56,7 @@ static const char *g_model = "claude-haiku-4-5";
 static long g_requests = 5;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static long n_ok, n_fail;
-static int g_socket, g_abandon;
+static int g_socket, g_abandon, g_wait;
 
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
@@ -277,11 +281,55 @@ static void run_socket(long id)
 	curl_multi_cleanup(multi);
 }
 
+/* ---- --wait: curl_multi_perform and curl_multi_wait, no callbacks ---- */
+
+static void run_wait(long id)
+{
+	CURLM *multi = curl_multi_init();
+	for (long i = 0; i < g_requests; i++)
+		curl_multi_add_handle(multi, xfer_new(curl_easy_init(), id, i)->c);
+	long left = g_requests;
+	while (left > 0) {
+		int running = 0, n = 0;
+		curl_multi_perform(multi, &running);
+		CURLMsg *msg;
+		int q;
+		while ((msg = curl_multi_info_read(multi, &q)) != NULL) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			CURL *c = msg->easy_handle;
+			CURLcode rc = msg->data.result;
+			struct xfer *x = NULL;
+			curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **)&x);
+			curl_multi_remove_handle(multi, c);
+			xfer_done(x, rc);
+			curl_easy_cleanup(c);
+			left--;
+		}
+		if (left > 0 && running == 0) {
+			/* a program would think it is done and stop here */
+			fprintf(stderr, "worker: thread %ld: running 0 with %ld transfers left\n", id,
+				left);
+			pthread_mutex_lock(&mu);
+			n_fail += left;
+			pthread_mutex_unlock(&mu);
+			break;
+		}
+		if (left > 0)
+			curl_multi_wait(multi, NULL, 0, 1000, &n);
+	}
+	curl_multi_cleanup(multi);
+}
+
 static void *run(void *arg)
 {
 	long id = (long)(intptr_t)arg;
 	if (g_socket) {
 		run_socket(id);
+		return NULL;
+	}
+	if (g_wait) {
+		run_wait(id);
 		return NULL;
 	}
 	CURL *tmpl = curl_easy_init();
@@ -316,9 +364,11 @@ int main(int argc, char **argv)
 			g_socket = 1;
 		else if (strcmp(argv[i], "--abandon") == 0)
 			g_abandon = 1;
+		else if (strcmp(argv[i], "--wait") == 0)
+			g_wait = 1;
 		else {
 			fprintf(stderr, "usage: %s --url URL [--threads N] [--requests M] [--model ID] "
-				"[--fork K] [--socket [--abandon]]\n",
+				"[--fork K] [--socket [--abandon] | --wait]\n",
 				argv[0]);
 			return 2;
 		}
