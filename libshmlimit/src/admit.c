@@ -34,6 +34,14 @@
  * which is the conservative direction; a process killed after admission and
  * before settle leaves its worst-case spend reserved for the month.
  *
+ * A request that cannot go now may take its place in line instead
+ * (shl_reserve; shl_acquire and shl_route wait through it): the same
+ * takes, made for a release time ahead of now, so that every later request
+ * finds the words pushed past it (reserve_impl below; bucket.c,
+ * "Reservations", for why the refund rule then measures from the pool's
+ * horizon).  shl_start re-checks, at the release, what may have changed
+ * meanwhile (a hold, the spend cap).
+ *
  * Settlement replaces the estimate with the server's usage: ITPM counts
  * input + cache-creation tokens (+ cache reads in pools configured so),
  * OTPM counts actual output (or, in "reserve" mode, refunds the unused part

@@ -813,6 +813,13 @@ int shl_check(shl_t *h, char *report, size_t len)
 			rep(report, len, &at, "pools[%u].hold_until: over a day ahead of now\n", p);
 			bad = 1;
 		}
+		/* relaxed: a reading; a reservation's release, shl_reserve. */
+		uint64_t hz = atomic_load_explicit(&rt->horizon, memory_order_relaxed);
+		if (hz > (uint64_t)(now + year)) {
+			rep(report, len, &at, "pools[%u].horizon: %llu ns is over a year ahead of now "
+			    "(%lld)\n", p, (unsigned long long)hz, (long long)now);
+			bad = 1;
+		}
 	}
 	uint64_t w = atomic_load_explicit(&seg->spendl.spend, memory_order_relaxed);
 	uint32_t m = shl__month(h, now);
