@@ -40,7 +40,7 @@ cat >"$T/route.json" <<'J'
 J
 ROUTE=claude-opus-4-5,claude-sonnet-4-5,claude-haiku-4-5
 
-"$MOCK" --port 0 --port-file "$T/port" --max-seconds 100 --max-requests 500 2>"$T/mock.err" &
+"$MOCK" --port 0 --port-file "$T/port" --max-seconds 300 --max-requests 500 2>"$T/mock.err" &
 MPID=$!
 PIDS="$MPID"
 for _ in $(seq 1 200); do [ -s "$T/port" ] || ! kill -0 $MPID 2>/dev/null && break; sleep 0.05; done

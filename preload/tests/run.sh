@@ -25,7 +25,7 @@ harness_init preload-test
 # start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
 start_mock() {
 	local name=$1; shift
-	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 100 --max-requests 2000 "$@" \
+	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 300 --max-requests 2000 "$@" \
 		2>"$T/$name.err" &
 	local pid=$! i=0
 	PIDS="$PIDS $pid"
