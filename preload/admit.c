@@ -4,12 +4,13 @@
  * When a transfer starts (curl_easy_perform, or curl_multi_add_handle),
  * shim_prepare decides whether it is a governed request: a POST to a
  * governed host (SHMLIMIT_HOSTS) and Messages API path, with a body the shim
- * can read (request.c parses it; a body from a read callback is read ahead
- * and replayed to libcurl byte for byte) and a model the segment knows.
+ * can read (libshmlimit's shl_ex_open reads it; a body from a read callback
+ * is read ahead and replayed to libcurl byte for byte) and a model the
+ * segment knows.
  * curl_easy_perform then waits for admission (shim_admit, through route.c,
  * which is plain shl_acquire unless SHMLIMIT_ROUTE is set) before anything is
  * sent.  The multi interface never waits: shim_place takes the transfer's
- * place in line (shl_reserve) and hold.c keeps it back until its release
+ * place in line (shl_ex_reserve) and hold.c keeps it back until its release
  * time, when shim_start checks what may have changed meanwhile (a server
  * hold, the spend cap); libcurl's pre-request callback, just before the
  * request is written, checks once more.
@@ -127,16 +128,7 @@ static enum shim_kind url_kind(const char *url)
 		ok = g_hosts[i].port == port && strcasecmp(g_hosts[i].name, host) == 0;
 	if (!ok)
 		return SHIM_KIND_NONE;
-	size_t plen = strcspn(path, "?#");
-	while (plen > 1 && path[plen - 1] == '/')
-		plen--;
-	if (plen == 12 && memcmp(path, "/v1/messages", 12) == 0)
-		return SHIM_KIND_MESSAGES;
-	if (plen == 25 && memcmp(path, "/v1/messages/count_tokens", 25) == 0)
-		return SHIM_KIND_COUNT;
-	if (plen == 20 && memcmp(path, "/v1/messages/batches", 20) == 0)
-		return SHIM_KIND_BATCH;
-	return SHIM_KIND_NONE;
+	return (enum shim_kind)shl_ex_kind("POST", path);
 }
 
 /* Install our read/seek callbacks over a body read ahead. */
@@ -191,13 +183,16 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	char lim[96] = "";
 	shl_stats *st = malloc(sizeof(*st));
 	if (st != NULL && shl_stats_get(g_shl, st) == 0) {
-		if (why->pool >= 0 && why->pool < st->npools)
-			snprintf(pool, sizeof(pool), "%s", st->pools[why->pool].name);
-		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && why->pool >= 0 &&
-		    why->pool < st->npools)
+		/* pools[] is compacted: find the refusing pool by its index. */
+		const shl_pool_stats *ps = NULL;
+		for (int k = 0; k < st->npools && ps == NULL; k++)
+			if (st->pools[k].index == why->pool)
+				ps = &st->pools[k];
+		if (ps != NULL)
+			snprintf(pool, sizeof(pool), "%s", ps->name);
+		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && ps != NULL)
 			snprintf(lim, sizeof(lim), " (limit %" PRIu64 "/min, burst %" PRIu64 ")",
-				 st->pools[why->pool].limit[why->dim],
-				 st->pools[why->pool].burst[why->dim]);
+				 ps->limit[why->dim], ps->burst[why->dim]);
 		else if (why->dim == SHL_DIM_SPEND)
 			snprintf(lim, sizeof(lim), " (cap $%.2f, spent $%.2f this month)",
 				 (double)st->spend_cap / SHL_UNITS_PER_USD,
@@ -211,6 +206,10 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	else if (r == -ETIMEDOUT || r == -EAGAIN)
 		snprintf(reason, sizeof(reason), "admission in %.3f s is past the deadline (SHMLIMIT_WAIT_MS)",
 			 (double)why->wait_ns / 1e9);
+	else if (r == -E2BIG && shl_ex_ratio(s->ex) != 1.0 && why->dim == SHL_DIM_ITPM)
+		snprintf(reason, sizeof(reason), "needs %" PRIu64 " (the estimate times the pool's "
+			 "learned ratio %.3f), more than the capacity %" PRIu64
+			 "; it can never be admitted", why->need, shl_ex_ratio(s->ex), why->capacity);
 	else if (r == -E2BIG)
 		snprintf(reason, sizeof(reason), "needs %" PRIu64 ", more than the capacity %" PRIu64
 			 "; it can never be admitted", why->need, why->capacity);
@@ -218,7 +217,7 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 		snprintf(reason, sizeof(reason), "%s", shl_strerror(r));
 	char line[512];
 	snprintf(line, sizeof(line), "shmlimit: refused POST %s model %s: pool %s: %s limit%s: %s",
-		 kind_path(s->kind), s->req.model, pool, shl_dim_name(why->dim), lim, reason);
+		 kind_path(s->kind), shl_ex_model(s->ex), pool, shl_dim_name(why->dim), lim, reason);
 	fprintf(stderr, "%s\n", line);
 	if (s->errbuf != NULL) {
 		size_t n = strlen(line);
@@ -232,7 +231,7 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 /*
  * Decide whether the transfer is governed: a POST to a governed host and
  * path, with a body we can read and a model the configuration knows.
- * Returns 1 governed (s->req, s->kind, s->model set), 0 pass through.
+ * Returns 1 governed (s->ex, s->kind, s->model set), 0 pass through.
  */
 int shim_prepare(struct hs *s)
 {
@@ -255,30 +254,32 @@ int shim_prepare(struct hs *s)
 		body = s->rbuf;
 		blen = s->rlen;
 	}
-	if (body == NULL || shim_req_parse(body, blen, s->kind, &s->req) != 0) {
+	shl_ex_free(s->ex);
+	s->ex = NULL;
+	shl_err err = {{0}};
+	int r = body == NULL ? -EINVAL : shl_ex_open(g_shl, s->kind, body, blen, &s->ex, &err);
+	if (r == -EINVAL) {
 		shim_warn_once(C_BODY, "a request body to %s is not a JSON request with a model; "
 				  "such requests pass through ungoverned", kind_path(s->kind));
 		return 0;
 	}
-	int m;
-	if (s->kind == SHIM_KIND_MESSAGES)
-		m = shl_lookup(g_shl, s->req.model);
-	else
-		m = shl_lookup(g_shl, s->kind == SHIM_KIND_COUNT ? "count_tokens" : "message_batches");
-	if (m < 0) {
+	if (r == -ESRCH) {
+		/* count_tokens and batches without a model entry pass silently */
 		if (s->kind == SHIM_KIND_MESSAGES)
-			shim_warn_once(C_MODEL, "model \"%s\": %s; its requests pass through ungoverned",
-				  s->req.model, shl_strerror(m));
+			shim_warn_once(C_MODEL, "%s; its requests pass through ungoverned", err.msg);
 		return 0;
 	}
-	s->model = m;
+	if (r < 0) {
+		shim_warn_once(C_NOMEM, "reading a request: %s; it passes through ungoverned",
+			       shl_strerror(r));
+		return 0;
+	}
+	s->model = shl_ex_model_entry(s->ex);
 	s->admit_failed = 0;
 	s->placed = 0;
-	s->held_pool = 0;
-	shim_route_plan(&s->route, g_shl, s->kind, m, s->req.model, s->postfields ? body : NULL,
-			blen);
-	shim_resp_init(&s->resp);
-	s->resp.header_in_body = s->header_in_body;
+	shim_route_plan(&s->route, g_shl, s->kind, s->model, shl_ex_model(s->ex),
+			s->postfields ? body : NULL, blen);
+	shl_ex_header_in_body(s->ex, s->header_in_body);
 	return 1;
 }
 
@@ -292,7 +293,9 @@ int shim_admit(struct hs *s)
 	shl_refusal why;
 	memset(&why, 0, sizeof(why));
 	why.dim = SHL_DIM_NONE;
-	int r = shim_route_admit(&s->route, s->key, g_shl, s->model, &s->req.cost, g_wait_ns,
+	shl_cost cost;
+	shl_ex_cost(s->ex, &cost);
+	int r = shim_route_admit(&s->route, s->key, g_shl, s->model, &cost, g_wait_ns,
 				 &s->ticket, &why);
 	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT) {
 		refuse_line(s, r, &why);
@@ -305,6 +308,7 @@ int shim_admit(struct hs *s)
 	}
 	s->pool = s->ticket.pool;
 	s->ticket_open = 1;
+	shl_ex_adopt(s->ex, &s->ticket); /* the exchange settles it */
 	return 1;
 }
 
@@ -313,8 +317,8 @@ int shim_admit(struct hs *s)
 /* ------------------------------------------------------------------ */
 
 /*
- * Fair waiting (shl_reserve, then shl_start at the release) or, without
- * it, shl_try again at each computed wait.  The switch: this line.
+ * Fair waiting (shl_ex_reserve, then shl_ex_start at the release) or,
+ * without it, shl_try again at each computed wait.  The switch: this line.
  */
 #define SHIM_RESERVE 1
 
@@ -332,22 +336,29 @@ int shim_place(struct hs *s, int64_t now)
 	why.dim = SHL_DIM_NONE;
 	s->placed = 1;
 	int64_t left = s->deadline == INT64_MAX ? -1 : s->deadline > now ? s->deadline - now : 0;
-	int r;
-	if (s->route.active)
+	int64_t release = now;
+	shl_cost cost;
+	shl_ex_cost(s->ex, &cost);
+	int r, adopt = 1;
+	if (s->route.active) {
 		/* shl_route never reserves: try the list now, again after the
 		 * shortest wait (routed requests wait in no line). */
-		r = shim_route_admit(&s->route, s->key, g_shl, s->model, &s->req.cost, 0,
-				     &s->ticket, &why);
-	else
+		r = shim_route_admit(&s->route, s->key, g_shl, s->model, &cost, 0, &s->ticket, &why);
+	} else {
 #if SHIM_RESERVE
-		r = shl_reserve(g_shl, s->model, &s->req.cost, left, &s->ticket, &why);
+		r = shl_ex_reserve(g_shl, s->ex, left, &release, &why);
+		adopt = 0; /* the exchange holds the reservation */
 #else
-		r = shl_try(g_shl, s->model, &s->req.cost, &s->ticket, &why);
+		r = shl_try(g_shl, s->model, &cost, &s->ticket, &why);
 #endif
+	}
 	if (r == 0) {
-		s->pool = s->ticket.pool;
+		if (adopt)
+			shl_ex_adopt(s->ex, &s->ticket); /* the exchange settles it */
+		const shl_ticket *t = shl_ex_ticket(s->ex);
+		s->pool = t != NULL ? t->pool : s->ticket.pool;
 		s->ticket_open = 1;
-		s->release_at = s->ticket.admitted_at > now ? s->ticket.admitted_at : now;
+		s->release_at = release > now ? release : now;
 		return 0;
 	}
 	if ((r == -EAGAIN || (r == -ETIMEDOUT && s->route.active)) && why.wait_ns >= 0) {
@@ -364,15 +375,6 @@ int shim_place(struct hs *s, int64_t now)
 	return -2;
 }
 
-/* The ticket is of no use: give it back. */
-static inline void drop_ticket(struct hs *s)
-{
-	if (s->ticket_open) {
-		shl_cancel(g_shl, &s->ticket);
-		s->ticket_open = 0;
-	}
-}
-
 int shim_start(struct hs *s, int64_t now)
 {
 	for (int round = 0; round < 4; round++) {
@@ -387,10 +389,11 @@ int shim_start(struct hs *s, int64_t now)
 		shl_refusal why;
 		memset(&why, 0, sizeof(why));
 		why.dim = SHL_DIM_NONE;
-		int r = shl_start(g_shl, &s->ticket, &why);
+		int r = shl_ex_start(g_shl, s->ex, &why);
 		if (r == 0)
 			return 0;
-		drop_ticket(s);
+		if (r == -EAGAIN || r == -EDQUOT)
+			s->ticket_open = 0; /* shl_ex_start has cancelled the reservation */
 		if (r == -EDQUOT)
 			return refused(s, r, &why);
 		if (r != -EAGAIN) {
@@ -426,9 +429,9 @@ int shim_prereq_admit(void *ud, char *pip, char *lip, int pport, int lport)
 		shl_refusal why;
 		memset(&why, 0, sizeof(why));
 		why.dim = SHL_DIM_NONE;
-		int r = s->ticket_open ? shl_start(g_shl, &s->ticket, &why) : 0;
+		int r = s->ticket_open ? shl_ex_start(g_shl, s->ex, &why) : 0;
 		if (r == -EAGAIN || r == -EDQUOT) {
-			drop_ticket(s);
+			s->ticket_open = 0; /* shl_ex_start has cancelled it */
 			refused(s, r == -EAGAIN ? -EBUSY : r, &why);
 			return CURL_PREREQFUNC_ABORT;
 		}

@@ -235,11 +235,7 @@ void shim_multi_rearm(struct shim_multi *m)
 
 static void refuse_held(struct hs *s, CURLcode result)
 {
-	if (s->ticket_open) {
-		shl_cancel(g_shl, &s->ticket);
-		s->ticket_open = 0;
-	}
-	shim_finish(s); /* no ticket: puts the application's callbacks back */
+	shim_cancel(s); /* never sent: nothing charged; the application's callbacks back */
 	s->hold = HOLD_REFUSED;
 	s->announced = 0;
 	memset(&s->msg, 0, sizeof(s->msg));
@@ -261,12 +257,8 @@ static int start_one(struct shim_multi *m, struct hs *s)
 	s->next_held = m->list;
 	m->list = s;
 	if (mc == CURLM_RECURSIVE_API_CALL) {
-		/* called from inside one of libcurl's callbacks: back in line,
-		 * tried again at the next look */
-		if (s->ticket_open) {
-			shl_cancel(g_shl, &s->ticket);
-			s->ticket_open = 0;
-		}
+		/* called from inside one of libcurl's callbacks: kept, with its
+		 * place, and tried again at the next look */
 		s->release_at = shl_now();
 		return 0;
 	}
@@ -310,13 +302,8 @@ CURLMcode shim_multi_add(CURLM *multi, struct hs *s)
 	int r = m != NULL ? shim_start(s, now) : 0; /* no state: admitted in prereq */
 	if (r == 0 || r == -2) {
 		CURLMcode mc = real.multi_add(multi, s->key);
-		if (mc != CURLM_OK) {
-			if (s->ticket_open) {
-				shl_cancel(g_shl, &s->ticket);
-				s->ticket_open = 0;
-			}
-			shim_unhook(s);
-		}
+		if (mc != CURLM_OK)
+			shim_cancel(s); /* nothing sent: cancelled */
 		return mc;
 	}
 	s->held_by = multi;
@@ -355,11 +342,7 @@ void shim_multi_drop(struct hs *s)
 		unlink_hs(m, s);
 	s->held_by = NULL;
 	s->hold = HOLD_NONE;
-	if (s->ticket_open) {
-		shl_cancel(g_shl, &s->ticket);
-		s->ticket_open = 0;
-	}
-	shim_unhook(s);
+	shim_cancel(s); /* never given to libcurl: nothing charged */
 }
 
 int shim_multi_timer_setopt(CURLM *multi, CURLMoption opt, void (*fv)(void), void *pv,
