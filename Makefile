@@ -109,11 +109,18 @@ FORCE:
 # Static link line for our own programs and tests.
 SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
 
-include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk)
+include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk python/*.mk node/*.mk)
 
 build-all: $(ALL_TARGETS)
 
-check: $(BUILD)/.deps-test
+# The README's two commands, `make demo` and `make check`, install what they
+# need first (scripts/deps.sh: apt-get as root, else the command to run);
+# every other target, the build above all, only names what is missing.
+DEPS_CHECK_GROUPS := build test fuzz valgrind python
+check:
+	@scripts/deps.sh $(DEPS_CHECK_GROUPS)
+	@scripts/deps.sh prom >/dev/null 2>&1 || echo "check: promtool not installed; its check will be skipped"
+	@$(MAKE) --no-print-directory $(BUILD)/.deps-test
 	@$(MAKE) --no-print-directory build-all
 	@tests/run-suites.sh $(CHECKS)
 

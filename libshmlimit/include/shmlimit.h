@@ -551,7 +551,12 @@ SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until ad
 SHL_API int shl_ex_model_entry(const shl_exchange *x);
 SHL_API double shl_ex_ratio(const shl_exchange *x);
 
-/* shl_reserve for the exchange's request; *release_ns as t->admitted_at. */
+/*
+ * shl_reserve for the exchange's request; *release_ns as t->admitted_at.
+ * Until shl_reserve is in this build, it is shl_try: 0 (admitted now,
+ * *release_ns = now) or -EAGAIN with why->wait_ns (call again then), and
+ * -ETIMEDOUT at once when that wait is past `max_wait_ns` (< 0: none).
+ */
 SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *release_ns,
 			   shl_refusal *why);
 /* shl_start for the exchange; on -EAGAIN / -EDQUOT the reservation has

@@ -667,7 +667,12 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			rel = (uint64_t)hold;
 			wdim = SHL_DIM_HOLD;
 		}
-		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
+		/* The deadline from this reading too: a request that may go
+		 * now (rel == n1) is never late, whatever max_wait. */
+		const uint64_t dl1 = max_wait < 0 ? UINT64_MAX
+				     : (uint64_t)max_wait > UINT64_MAX - n1 ? UINT64_MAX
+									     : n1 + (uint64_t)max_wait;
+		if (rel > dl1 || rel > (uint64_t)INT64_MAX) {
 			/* The words moved since the first look: give the spend back. */
 			shl__lease_adjust(h, l, ps, month, charged, -units);
 			return late(rt, why, wdim, p, rel - n1, need, pl->burst);

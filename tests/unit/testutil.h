@@ -52,6 +52,7 @@ TU_SUITE(suite_fair);
 TU_SUITE(suite_issue13);
 TU_SUITE(suite_mt);
 TU_SUITE(suite_rule);
+TU_SUITE(suite_ticking);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
