@@ -88,7 +88,7 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(LIB_SO_V): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libshmlimit.so.$(SHL_SOVERSION) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread
+	$(CC) -shared -Wl,-soname,libshmlimit.so.$(SHL_SOVERSION) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread -ldl
 $(LIB_SO): $(LIB_SO_V)
 	ln -sf libshmlimit.so.$(SHL_SOVERSION) $@
 # The .pc file records the install directories: a stamp holding them is
@@ -107,7 +107,7 @@ $(BUILD)/shmlimit.pc: shmlimit.pc.in $(BUILD)/.pc-dirs
 FORCE:
 
 # Static link line for our own programs and tests.
-SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
+SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread -ldl
 
 include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk python/*.mk node/*.mk)
 

@@ -9,7 +9,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
-for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
+for pair in stat:shmlimit-stat ctl:shmlimit-ctl agent:shmlimit-agent; do
 	src=$(ls tools/${pair%%:*}.c tools/${pair%%:*}-*.c tools/${pair%%:*}.h 2>/dev/null) man=man/${pair#*:}.1
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
 	# shellcheck disable=SC2086

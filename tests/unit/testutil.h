@@ -53,6 +53,7 @@ TU_SUITE(suite_issue13);
 TU_SUITE(suite_mt);
 TU_SUITE(suite_rule);
 TU_SUITE(suite_ticking);
+TU_SUITE(suite_cluster);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
