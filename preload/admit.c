@@ -7,14 +7,16 @@
  * can read (libshmlimit's shl_ex_open reads it; a body from a read callback
  * is read ahead and replayed to libcurl byte for byte) and a model the
  * segment knows.
- * shim_admit then waits for admission in the segment, through route.c (which
- * is plain shl_acquire unless SHMLIMIT_ROUTE is set): before anything is sent
- * in curl_easy_perform, or, for the multi interface, in libcurl's
- * pre-request callback just before the request is written (so that
- * admission time is sending time).
+ * curl_easy_perform then waits for admission (shim_admit, through route.c,
+ * which is plain shl_acquire unless SHMLIMIT_ROUTE is set) before anything is
+ * sent.  The multi interface never waits: shim_place takes the transfer's
+ * place in line (shl_ex_reserve) and hold.c keeps it back until its release
+ * time, when shim_start checks what may have changed meanwhile (a server
+ * hold, the spend cap); libcurl's pre-request callback, just before the
+ * request is written, checks once more.
  *
  * What it deliberately does not do
- *   - It does not retry.  A refused request fails with
+ *   - It does not retry a refused request.  A refused request fails with
  *     CURLE_ABORTED_BY_CALLBACK before a byte of it is sent, after one line
  *     on stderr (and in the application's CURLOPT_ERRORBUFFER) that says
  *     which pool and which limit refused it.
@@ -198,7 +200,10 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	}
 	free(st);
 	char reason[160];
-	if (r == -ETIMEDOUT || r == -EAGAIN)
+	if (r == -EBUSY)
+		snprintf(reason, sizeof(reason), "the server's retry-after came in while it was "
+			 "connecting (%.3f s left); not sent", (double)why->wait_ns / 1e9);
+	else if (r == -ETIMEDOUT || r == -EAGAIN)
 		snprintf(reason, sizeof(reason), "admission in %.3f s is past the deadline (SHMLIMIT_WAIT_MS)",
 			 (double)why->wait_ns / 1e9);
 	else if (r == -E2BIG && shl_ex_ratio(s->ex) != 1.0 && why->dim == SHL_DIM_ITPM)
@@ -271,6 +276,7 @@ int shim_prepare(struct hs *s)
 	}
 	s->model = shl_ex_model_entry(s->ex);
 	s->admit_failed = 0;
+	s->placed = 0;
 	shim_route_plan(&s->route, g_shl, s->kind, s->model, shl_ex_model(s->ex),
 			s->postfields ? body : NULL, blen);
 	shl_ex_header_in_body(s->ex, s->header_in_body);
@@ -306,22 +312,133 @@ int shim_admit(struct hs *s)
 	return 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* The multi interface: a place in line, then a start (hold.c)         */
+/* ------------------------------------------------------------------ */
+
 /*
- * The multi interface: admission happens here, in libcurl's pre-request
- * callback, right before the request is written to its connection, so that
- * the admitted rate is the rate at which requests reach the server.  It
- * blocks the thread running the multi handle while it waits.
+ * Fair waiting (shl_ex_reserve, then shl_ex_start at the release) or,
+ * without it, shl_try again at each computed wait.  The switch: this line.
+ */
+#define SHIM_RESERVE 1
+
+static int refused(struct hs *s, int r, const shl_refusal *why)
+{
+	refuse_line(s, r, why);
+	s->admit_failed = 1;
+	return -1;
+}
+
+int shim_place(struct hs *s, int64_t now)
+{
+	shl_refusal why;
+	memset(&why, 0, sizeof(why));
+	why.dim = SHL_DIM_NONE;
+	s->placed = 1;
+	int64_t left = s->deadline == INT64_MAX ? -1 : s->deadline > now ? s->deadline - now : 0;
+	int64_t release = now;
+	shl_cost cost;
+	shl_ex_cost(s->ex, &cost);
+	int r, adopt = 1;
+	if (s->route.active) {
+		/* shl_route never reserves: try the list now, again after the
+		 * shortest wait (routed requests wait in no line). */
+		r = shim_route_admit(&s->route, s->key, g_shl, s->model, &cost, 0, &s->ticket, &why);
+	} else {
+#if SHIM_RESERVE
+		r = shl_ex_reserve(g_shl, s->ex, left, &release, &why);
+		adopt = 0; /* the exchange holds the reservation */
+#else
+		r = shl_try(g_shl, s->model, &cost, &s->ticket, &why);
+#endif
+	}
+	if (r == 0) {
+		if (adopt)
+			shl_ex_adopt(s->ex, &s->ticket); /* the exchange settles it */
+		const shl_ticket *t = shl_ex_ticket(s->ex);
+		s->pool = t != NULL ? t->pool : s->ticket.pool;
+		s->ticket_open = 1;
+		s->release_at = release > now ? release : now;
+		return 0;
+	}
+	if ((r == -EAGAIN || (r == -ETIMEDOUT && s->route.active)) && why.wait_ns >= 0) {
+		/* Not taken: try again after the wait, if the deadline allows. */
+		if (left >= 0 && why.wait_ns > left)
+			return refused(s, -ETIMEDOUT, &why);
+		s->release_at = why.wait_ns > INT64_MAX - now ? INT64_MAX : now + why.wait_ns;
+		return 1;
+	}
+	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT)
+		return refused(s, r, &why);
+	shim_warn_once(C_ADMIT, "admission failed: %s; the request passes through ungoverned",
+		       shl_strerror(r));
+	return -2;
+}
+
+int shim_start(struct hs *s, int64_t now)
+{
+	for (int round = 0; round < 4; round++) {
+		if (!s->ticket_open) {
+			int r = shim_place(s, now);
+			if (r != 0)
+				return r;
+		}
+		if (s->release_at > now)
+			return 1;
+#if SHIM_RESERVE
+		shl_refusal why;
+		memset(&why, 0, sizeof(why));
+		why.dim = SHL_DIM_NONE;
+		int r = shl_ex_start(g_shl, s->ex, &why);
+		if (r == 0)
+			return 0;
+		if (r == -EAGAIN || r == -EDQUOT)
+			s->ticket_open = 0; /* shl_ex_start has cancelled the reservation */
+		if (r == -EDQUOT)
+			return refused(s, r, &why);
+		if (r != -EAGAIN) {
+			shim_warn_once(C_ADMIT, "admission failed: %s; the request passes through "
+				       "ungoverned", shl_strerror(r));
+			return -2;
+		}
+		/* Held by a server retry-after since it was placed: a new place,
+		 * behind the hold. */
+#else
+		/* shl_try at the release time has checked the hold and the spend. */
+		return 0;
+#endif
+	}
+	return 1; /* the pool keeps moving under it: held until the next look */
+}
+
+/*
+ * libcurl's pre-request callback, right before the request is written to
+ * its connection.  A transfer placed and released by hold.c is checked one
+ * last time: a server hold or the spend cap that arrived while it was
+ * connecting stops it (not sent).  A transfer the shim could not hold back
+ * (no memory for the multi's state) is admitted here, as before the hold
+ * existed, blocking the thread that runs the multi handle while it waits.
  */
 int shim_prereq_admit(void *ud, char *pip, char *lip, int pport, int lport)
 {
 	struct hs *s = ud;
-	if (!s->ticket_open) {
-		if (s->admit_failed)
-			return CURL_PREREQFUNC_ABORT;
-		if (shim_admit(s) < 0) {
-			s->admit_failed = 1;
+	if (s->admit_failed)
+		return CURL_PREREQFUNC_ABORT;
+	if (s->placed) {
+#if SHIM_RESERVE
+		shl_refusal why;
+		memset(&why, 0, sizeof(why));
+		why.dim = SHL_DIM_NONE;
+		int r = s->ticket_open ? shl_ex_start(g_shl, s->ex, &why) : 0;
+		if (r == -EAGAIN || r == -EDQUOT) {
+			s->ticket_open = 0; /* shl_ex_start has cancelled it */
+			refused(s, r == -EAGAIN ? -EBUSY : r, &why);
 			return CURL_PREREQFUNC_ABORT;
 		}
+#endif
+	} else if (!s->ticket_open && shim_admit(s) < 0) {
+		s->admit_failed = 1;
+		return CURL_PREREQFUNC_ABORT;
 	}
 	if (s->app_prereq != NULL)
 		return s->app_prereq(s->app_prereq_data, pip, lip, pport, lport);

@@ -10,7 +10,12 @@
  *   - curl_easy_perform and curl_multi_add_handle decide whether the
  *     transfer is governed and wrap the application's callbacks (admit.c,
  *     settle.c); curl_easy_perform waits for admission before anything is
- *     sent, the multi interface in libcurl's pre-request callback;
+ *     sent; curl_multi_add_handle takes a place in line and holds the
+ *     transfer back until its release (hold.c), never waiting;
+ *   - curl_multi_perform, poll, wait, timeout, socket_action (socket,
+ *     socket_all), info_read, setopt (the timer callback) and cleanup
+ *     start held transfers when their time comes and keep the
+ *     application's loop going meanwhile (hold.c);
  *   - curl_easy_perform's return, curl_multi_info_read reporting a transfer
  *     done, curl_multi_remove_handle, curl_easy_reset and curl_easy_cleanup
  *     settle it (settle.c);
@@ -34,6 +39,9 @@
  * is linked in statically and hidden.
  */
 #define CURL_DISABLE_TYPECHECK 1
+#define CURL_DISABLE_DEPRECATION 1  /* curl_multi_socket, curl_multi_socket_all */
+#define CURL_ALLOW_OLD_MULTI_SOCKET 1 /* curl_multi_socket is a function, not a macro */
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +140,8 @@ HOOK CURLMcode curl_multi_add_handle(CURLM *multi, CURL *curl)
 		return real.multi_add(multi, curl);
 	}
 	struct hs *s = hs_find(curl);
+	if (s != NULL && s->held_by != NULL)
+		return CURLM_ADDED_ALREADY; /* held back, so in a multi already */
 	if (s == NULL || s->hooked || s->prereqd)
 		return real.multi_add(multi, curl);
 	if (shim_prepare(s) > 0 && shim_hook_callbacks(s) == 0) {
@@ -139,21 +149,29 @@ HOOK CURLMcode curl_multi_add_handle(CURLM *multi, CURL *curl)
 		    real.easy_setopt(curl, CURLOPT_PREREQDATA, s) == CURLE_OK) {
 			s->prereqd = 1;
 			shim_route_reserve(&s->route, curl);
-		} else {
-			shim_warn_once(C_NOPREREQ, "this libcurl has no CURLOPT_PREREQFUNCTION (7.80.0); "
-						 "multi transfers pass through ungoverned");
-			shim_unhook(s);
+			/* A place in line now; started now, or held back (hold.c). */
+			return shim_multi_add(multi, s);
 		}
+		shim_warn_once(C_NOPREREQ, "this libcurl has no CURLOPT_PREREQFUNCTION (7.80.0); "
+					   "multi transfers pass through ungoverned");
+		shim_unhook(s);
 	}
 	CURLMcode mc = real.multi_add(multi, curl);
-	if (mc != CURLM_OK && s->ticket_open) {
-		shl_ex_finish(g_shl, s->ex, 0); /* nothing sent: cancelled */
-		s->ticket_open = 0;
+	if (mc != CURLM_OK)
 		shim_unhook(s);
-	} else if (mc != CURLM_OK) {
-		shim_unhook(s);
-	}
 	return mc;
+}
+
+/* Is `multi` libcurl's private multi handle of our curl_easy_perform? */
+static int private_multi(CURLM *multi)
+{
+	return tl_easy != NULL && multi == tl_easy_multi;
+}
+
+/* The shim's state of a multi the application drives, or NULL. */
+static struct shim_multi *app_multi(CURLM *multi)
+{
+	return g_shl == NULL || private_multi(multi) ? NULL : shim_multi_find(multi);
 }
 
 HOOK CURLMsg *curl_multi_info_read(CURLM *multi, int *msgs_in_queue)
@@ -161,9 +179,25 @@ HOOK CURLMsg *curl_multi_info_read(CURLM *multi, int *msgs_in_queue)
 	shim_init();
 	if (real.multi_info_read == NULL)
 		return NULL;
-	CURLMsg *msg = real.multi_info_read(multi, msgs_in_queue);
-	if (g_shl == NULL || msg == NULL || msg->msg != CURLMSG_DONE ||
-	    (tl_easy != NULL && multi == tl_easy_multi))
+	int q = 0;
+	CURLMsg *msg = real.multi_info_read(multi, &q);
+	if (msgs_in_queue != NULL)
+		*msgs_in_queue = q;
+	if (g_shl == NULL || private_multi(multi))
+		return msg;
+	struct shim_multi *m = shim_multi_find(multi);
+	if (msg == NULL && m != NULL) {
+		/* libcurl has nothing more: a transfer refused while held back */
+		msg = shim_multi_message(m, &q);
+		if (msg == NULL)
+			shim_multi_release(m);
+		if (msgs_in_queue != NULL)
+			*msgs_in_queue = q;
+		return msg;
+	}
+	if (msgs_in_queue != NULL && m != NULL)
+		*msgs_in_queue = q + shim_multi_pending(m);
+	if (msg == NULL || msg->msg != CURLMSG_DONE)
 		return msg;
 	struct hs *s = hs_find(msg->easy_handle);
 	if (s != NULL && (s->ticket_open || s->hooked || s->replaying || s->prereqd))
@@ -176,19 +210,192 @@ HOOK CURLMcode curl_multi_remove_handle(CURLM *multi, CURL *curl)
 	shim_init();
 	if (real.multi_remove == NULL)
 		return CURLM_INTERNAL_ERROR;
+	struct hs *s = NULL;
+	if (g_shl != NULL && curl != NULL && curl != tl_easy) {
+		s = hs_find(curl);
+		if (s != NULL && s->held_by != NULL && s->held_by == multi) {
+			/* held back: never in libcurl's multi; cancelled here */
+			shim_multi_drop(s);
+			shim_multi_rearm(shim_multi_find(multi));
+			return CURLM_OK;
+		}
+	}
 	CURLMcode mc = real.multi_remove(multi, curl);
-	if (g_shl == NULL || curl == NULL || curl == tl_easy)
-		return mc;
-	struct hs *s = hs_find(curl);
 	if (s != NULL && (s->ticket_open || s->hooked || s->replaying || s->prereqd))
 		shim_finish(s); /* removed before (or without) reading its completion */
 	return mc;
+}
+
+/*
+ * The calls that drive a multi handle.  perform and socket_action start the
+ * held transfers whose time has come once libcurl has read what arrived
+ * (they run from the next call on) and count them, and those still held, as
+ * running; poll, wait and curl_multi_timeout wait no longer than until the
+ * next release.
+ */
+HOOK CURLMcode curl_multi_perform(CURLM *multi, int *running_handles)
+{
+	shim_init();
+	if (real.multi_perform == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode mc = real.multi_perform(multi, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
+	if (m != NULL && running_handles != NULL)
+		*running_handles += started + shim_multi_held(m);
+	return mc;
+}
+
+HOOK CURLMcode curl_multi_poll(CURLM *multi, struct curl_waitfd extra_fds[],
+			       unsigned int extra_nfds, int timeout_ms, int *numfds)
+{
+	shim_init();
+	if (real.multi_poll == NULL)
+		return CURLM_INTERNAL_ERROR;
+	struct shim_multi *m = app_multi(multi);
+	if (m != NULL) /* no longer than until the next release */
+		timeout_ms = (int)shim_multi_clamp(m, timeout_ms);
+	return real.multi_poll(multi, extra_fds, extra_nfds, timeout_ms, numfds);
+}
+
+HOOK CURLMcode curl_multi_wait(CURLM *multi, struct curl_waitfd extra_fds[],
+			       unsigned int extra_nfds, int timeout_ms, int *numfds)
+{
+	shim_init();
+	if (real.multi_wait == NULL)
+		return CURLM_INTERNAL_ERROR;
+	struct shim_multi *m = app_multi(multi);
+	if (m == NULL)
+		return real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, numfds);
+	timeout_ms = (int)shim_multi_clamp(m, timeout_ms); /* no longer than until the next release */
+	int n = 0;
+	CURLMcode mc = real.multi_wait(multi, extra_fds, extra_nfds, timeout_ms, &n);
+	if (numfds != NULL)
+		*numfds = n;
+	/* libcurl's curl_multi_wait returns at once when it has nothing to wait
+	 * on, as when everything is held back here: then wait for the release
+	 * (as curl_multi_poll would), unless libcurl has a timer of its own. */
+	long lib = 0;
+	if (mc == CURLM_OK && n == 0 && extra_nfds == 0 && timeout_ms > 0 &&
+	    shim_multi_held(m) > 0 && real.multi_timeout != NULL &&
+	    real.multi_timeout(multi, &lib) == CURLM_OK && lib < 0)
+		poll(NULL, 0, (int)shim_multi_clamp(m, timeout_ms));
+	return mc;
+}
+
+HOOK CURLMcode curl_multi_timeout(CURLM *multi, long *timeout_ms)
+{
+	shim_init();
+	if (real.multi_timeout == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode mc = real.multi_timeout(multi, timeout_ms);
+	struct shim_multi *m = app_multi(multi);
+	if (mc == CURLM_OK && m != NULL && timeout_ms != NULL)
+		*timeout_ms = shim_multi_clamp(m, *timeout_ms);
+	return mc;
+}
+
+HOOK CURLMcode curl_multi_socket_action(CURLM *multi, curl_socket_t sockfd, int ev_bitmask,
+					int *running_handles)
+{
+	shim_init();
+	if (real.multi_socket_action == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode mc = real.multi_socket_action(multi, sockfd, ev_bitmask, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
+	if (m != NULL && running_handles != NULL)
+		*running_handles += started + shim_multi_held(m);
+	shim_multi_rearm(m);
+	return mc;
+}
+
+/* The deprecated forms of curl_multi_socket_action, hooked the same way. */
+HOOK CURLMcode curl_multi_socket(CURLM *multi, curl_socket_t sockfd, int *running_handles)
+{
+	shim_init();
+	if (real.multi_socket == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode mc = real.multi_socket(multi, sockfd, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
+	if (m != NULL && running_handles != NULL)
+		*running_handles += started + shim_multi_held(m);
+	shim_multi_rearm(m);
+	return mc;
+}
+
+HOOK CURLMcode curl_multi_socket_all(CURLM *multi, int *running_handles)
+{
+	shim_init();
+	if (real.multi_socket_all == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode mc = real.multi_socket_all(multi, running_handles);
+	struct shim_multi *m = app_multi(multi);
+	int started = shim_multi_release(m); /* after the responses were read */
+	if (m != NULL && running_handles != NULL)
+		*running_handles += started + shim_multi_held(m);
+	shim_multi_rearm(m);
+	return mc;
+}
+
+HOOK CURLMcode curl_multi_setopt(CURLM *multi, CURLMoption opt, ...)
+{
+	long lv = 0;
+	void *pv = NULL;
+	void (*fv)(void) = NULL;
+	curl_off_t ov = 0;
+	int type;
+	va_list ap;
+	/* Decode the argument by option-number range, as libcurl does. */
+	va_start(ap, opt);
+	if (opt < CURLOPTTYPE_OBJECTPOINT) {
+		lv = va_arg(ap, long);
+		type = 0;
+	} else if (opt < CURLOPTTYPE_FUNCTIONPOINT) {
+		pv = va_arg(ap, void *);
+		type = 1;
+	} else if (opt < CURLOPTTYPE_OFF_T) {
+		fv = va_arg(ap, void (*)(void));
+		type = 2;
+	} else {
+		ov = va_arg(ap, curl_off_t);
+		type = 3;
+	}
+	va_end(ap);
+
+	shim_init();
+	if (real.multi_setopt == NULL)
+		return CURLM_INTERNAL_ERROR;
+	CURLMcode rc;
+	if (g_shl != NULL && multi != NULL && !private_multi(multi) &&
+	    (opt == CURLMOPT_TIMERFUNCTION || opt == CURLMOPT_TIMERDATA) &&
+	    shim_multi_timer_setopt(multi, opt, fv, pv, &rc))
+		return rc;
+	switch (type) {
+	case 0: return real.multi_setopt(multi, opt, lv);
+	case 1: return real.multi_setopt(multi, opt, pv);
+	case 2: return real.multi_setopt(multi, opt, fv);
+	default: return real.multi_setopt(multi, opt, ov);
+	}
+}
+
+HOOK CURLMcode curl_multi_cleanup(CURLM *multi)
+{
+	shim_init();
+	if (g_shl != NULL && multi != NULL && !private_multi(multi))
+		shim_multi_forget(multi); /* held transfers are cancelled */
+	if (real.multi_cleanup == NULL)
+		return CURLM_INTERNAL_ERROR;
+	return real.multi_cleanup(multi);
 }
 
 HOOK void curl_easy_cleanup(CURL *curl)
 {
 	shim_init();
 	struct hs *s = (g_shl != NULL && curl != NULL) ? hs_find(curl) : NULL;
+	if (s != NULL && s->held_by != NULL)
+		shim_multi_drop(s); /* cleaned up while held back: cancelled */
 	if (s != NULL)
 		shim_finish(s);
 	if (real.easy_cleanup != NULL)
@@ -201,6 +408,8 @@ HOOK void curl_easy_reset(CURL *curl)
 {
 	shim_init();
 	struct hs *s = (g_shl != NULL && curl != NULL) ? hs_find(curl) : NULL;
+	if (s != NULL && s->held_by != NULL)
+		shim_multi_drop(s);
 	if (s != NULL)
 		shim_finish(s);
 	if (real.easy_reset != NULL)

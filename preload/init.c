@@ -21,6 +21,8 @@
  *     after its first libcurl call keeps what was read then.
  */
 #define CURL_DISABLE_TYPECHECK 1
+#define CURL_DISABLE_DEPRECATION 1    /* curl_multi_socket, curl_multi_socket_all */
+#define CURL_ALLOW_OLD_MULTI_SOCKET 1 /* curl_multi_socket: the function */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -52,6 +54,7 @@ struct shim_real real;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 shl_t *g_shl;          /* NULL: pass everything through */
 struct cds_lfht *g_ht; /* CURL * -> struct hs */
+struct cds_lfht *g_mt; /* CURLM * -> struct shim_multi (hold.c) */
 int64_t g_wait_ns;
 struct host g_hosts[MAX_HOSTS];
 int g_nhosts;
@@ -145,6 +148,24 @@ static void init_real(void)
 		"curl_multi_remove_handle", (void *)curl_multi_remove_handle);
 	real.multi_info_read = (CURLMsg * (*)(CURLM *, int *)) resolve(
 		"curl_multi_info_read", (void *)curl_multi_info_read);
+	real.multi_perform = (CURLMcode(*)(CURLM *, int *))resolve(
+		"curl_multi_perform", (void *)curl_multi_perform);
+	real.multi_poll = (CURLMcode(*)(CURLM *, struct curl_waitfd *, unsigned int, int, int *))
+		resolve("curl_multi_poll", (void *)curl_multi_poll);
+	real.multi_wait = (CURLMcode(*)(CURLM *, struct curl_waitfd *, unsigned int, int, int *))
+		resolve("curl_multi_wait", (void *)curl_multi_wait);
+	real.multi_socket_action = (CURLMcode(*)(CURLM *, curl_socket_t, int, int *))resolve(
+		"curl_multi_socket_action", (void *)curl_multi_socket_action);
+	real.multi_socket = (CURLMcode(*)(CURLM *, curl_socket_t, int *))resolve(
+		"curl_multi_socket", (void *)curl_multi_socket);
+	real.multi_socket_all = (CURLMcode(*)(CURLM *, int *))resolve(
+		"curl_multi_socket_all", (void *)curl_multi_socket_all);
+	real.multi_timeout = (CURLMcode(*)(CURLM *, long *))resolve(
+		"curl_multi_timeout", (void *)curl_multi_timeout);
+	real.multi_setopt = (CURLMcode(*)(CURLM *, CURLMoption, ...))resolve(
+		"curl_multi_setopt", (void *)curl_multi_setopt);
+	real.multi_cleanup = (CURLMcode(*)(CURLM *))resolve("curl_multi_cleanup",
+							    (void *)curl_multi_cleanup);
 }
 
 static void do_init(void)
@@ -171,7 +192,10 @@ static void do_init(void)
 
 	/* Fixed size, no auto-resize: no call_rcu worker thread to survive fork. */
 	struct cds_lfht *ht = cds_lfht_new(1024, 1024, 1024, 0, NULL);
-	if (ht == NULL) {
+	struct cds_lfht *mt = ht != NULL ? cds_lfht_new(64, 64, 64, 0, NULL) : NULL;
+	if (ht == NULL || mt == NULL) {
+		if (ht != NULL)
+			cds_lfht_destroy(ht, NULL);
 		shim_warn_once(C_NOMEM, "out of memory; requests pass through ungoverned");
 		return;
 	}
@@ -184,9 +208,11 @@ static void do_init(void)
 		shim_warn_once(C_ATTACH, "segment \"%s\": %s%s%s; requests pass through ungoverned", seg,
 			  shl_strerror(r), err.msg[0] ? ": " : "", err.msg);
 		cds_lfht_destroy(ht, NULL);
+		cds_lfht_destroy(mt, NULL);
 		return;
 	}
 	g_ht = ht;
+	g_mt = mt;
 	g_shl = h;
 	shim_route_init(h, (void (*)(void))real.easy_setopt);
 }

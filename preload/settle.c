@@ -13,7 +13,9 @@
  * was never sent, holds the pool after a 429 (its retry-after, or 1 s) or
  * marks the spend cap reached, and clamps the buckets to the remaining
  * headers (each token charged once); then the application's callbacks and
- * body are put back.
+ * body are put back.  (A 429's retry-after already holds the pool when its
+ * headers are over, so that held multi transfers started before the
+ * application reads this one's completion see it: hold.c.)
  *
  * What it deliberately does not do
  *   - It never changes what the application receives: a chunk the
@@ -137,5 +139,16 @@ void shim_finish(struct hs *s)
 	if (shl_ex_finish(g_shl, s->ex, request_was_sent(s)) == SHL_EX_ESTIMATED)
 		shim_warn_once(C_RESP, "a response's usage could not be read; such requests are charged "
 				       "their estimate and max_tokens");
+	shim_unhook(s);
+}
+
+/* A transfer that was never given to libcurl (held back, then removed or
+ * refused): its place is cancelled, nothing charged. */
+void shim_cancel(struct hs *s)
+{
+	if (s->ticket_open) {
+		s->ticket_open = 0;
+		shl_ex_finish(g_shl, s->ex, 0);
+	}
 	shim_unhook(s);
 }

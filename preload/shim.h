@@ -9,6 +9,8 @@
  *   admit.c     whether a transfer is governed, and its admission
  *   settle.c    reading the response as the application receives it, and
  *               settling the admission with what the server reported
+ *   hold.c      multi transfers held back until their release, so that
+ *               waiting never stops the loop that drives a multi handle
  *   route.c     opt-in routing across pools (SHMLIMIT_ROUTE)
  * What a request costs and what its response says are read, and the
  * settlement rules applied, by libshmlimit's request/response component
@@ -98,6 +100,15 @@ struct shim_real {
 	CURLMcode (*multi_add)(CURLM *, CURL *);
 	CURLMcode (*multi_remove)(CURLM *, CURL *);
 	CURLMsg *(*multi_info_read)(CURLM *, int *);
+	CURLMcode (*multi_perform)(CURLM *, int *);
+	CURLMcode (*multi_poll)(CURLM *, struct curl_waitfd *, unsigned int, int, int *);
+	CURLMcode (*multi_wait)(CURLM *, struct curl_waitfd *, unsigned int, int, int *);
+	CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+	CURLMcode (*multi_socket)(CURLM *, curl_socket_t, int *);
+	CURLMcode (*multi_socket_all)(CURLM *, int *);
+	CURLMcode (*multi_timeout)(CURLM *, long *);
+	CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+	CURLMcode (*multi_cleanup)(CURLM *);
 };
 
 #define MAX_HOSTS 32
@@ -111,6 +122,7 @@ struct host {
 extern struct shim_real real;
 extern shl_t *g_shl;          /* NULL: pass everything through */
 extern struct cds_lfht *g_ht; /* CURL * -> struct hs */
+extern struct cds_lfht *g_mt; /* CURLM * -> struct shim_multi */
 extern int64_t g_wait_ns;
 extern struct host g_hosts[MAX_HOSTS];
 extern int g_nhosts;
@@ -172,6 +184,16 @@ struct hs {
 	size_t rlen, rpos;
 	int rdone;            /* read-ahead reached the end of the body */
 	struct shim_route route; /* SHMLIMIT_ROUTE (route.c) */
+
+	/* the multi interface (hold.c): a transfer held back until its release */
+	int placed;           /* admitted at release, not in the pre-request callback */
+	enum { HOLD_NONE = 0, HOLD_WAITING, HOLD_REFUSED, HOLD_REPORTED } hold;
+	CURLM *held_by;       /* the multi the application added it to (hold != NONE) */
+	struct hs *next_held; /* in held_by's list */
+	int64_t release_at;   /* shl_now() scale: when it may be started */
+	int64_t deadline;     /* SHMLIMIT_WAIT_MS after curl_multi_add_handle */
+	CURLMsg msg;          /* HOLD_REFUSED: the CURLMSG_DONE curl_multi_info_read gives */
+	int announced;        /* HOLD_REFUSED: a timeout of 0 was given for it once */
 };
 
 /* The state of `c`, or NULL.  The pointer stays valid until the handle is
@@ -197,7 +219,7 @@ int hs_record(struct hs *s, CURLoption opt, long lv, void *pv, void (*fv)(void),
 /*
  * Deciding and admitting (admit.c).  shim_prepare: is the transfer governed
  * (a POST to a governed host and path, a readable body, a known model)?
- * Returns 1 governed (s->req, s->kind, s->model set), 0 pass through.
+ * Returns 1 governed (s->ex, s->kind, s->model set), 0 pass through.
  */
 int shim_prepare(struct hs *s);
 /* Wait for admission of a prepared transfer.  Returns 1 admitted (ticket
@@ -207,6 +229,61 @@ int shim_admit(struct hs *s);
 /* The multi interface's CURLOPT_PREREQFUNCTION while a transfer is hooked. */
 int shim_prereq_admit(void *ud, char *pip, char *lip, int pport, int lport);
 
+/*
+ * The multi interface: take the transfer's place in line without waiting.
+ * Returns 0 with the ticket open and s->release_at its release time (now or
+ * later); 1 with no ticket, to try again at s->release_at; -1 refused (the
+ * refusal line printed, s->admit_failed set); -2 an internal failure (one
+ * stderr line; the transfer passes through ungoverned).
+ */
+int shim_place(struct hs *s, int64_t now);
+/*
+ * A held transfer's release time has come: check again what may have
+ * changed while it waited (a server hold, the spend cap).  Returns 0 (ticket
+ * open: start it now), 1 (held again until s->release_at), -1 refused,
+ * -2 internal failure (pass through ungoverned), as shim_place.
+ */
+int shim_start(struct hs *s, int64_t now);
+
+/*
+ * Holding multi transfers back (hold.c).  Per multi handle, used by the
+ * thread that uses the multi handle.
+ */
+struct shim_multi;
+/* curl_multi_add_handle of a prepared, hooked transfer: place it, then add
+ * it to the real multi now or hold it back.  The application sees CURLM_OK
+ * unless the real add fails. */
+CURLMcode shim_multi_add(CURLM *multi, struct hs *s);
+/* The multi's state, or NULL (nothing held, no timer wrapped). */
+struct shim_multi *shim_multi_find(CURLM *multi);
+/*
+ * Start the held transfers whose release time has come; returns how many
+ * were added to libcurl's multi handle.  Called after the calls that read
+ * responses (perform, socket_action, info_read with nothing left), so that
+ * what those responses said (a 429's hold) is known when a transfer starts.
+ */
+int shim_multi_release(struct shim_multi *m);
+/* Transfers held back (not refused): added to libcurl's running count. */
+int shim_multi_held(const struct shim_multi *m);
+/* A poll or wait timeout (ms, -1: none) clamped to the next release. */
+long shim_multi_clamp(struct shim_multi *m, long timeout_ms);
+/* After a call that may have changed libcurl's timer: tell the
+ * application's timer callback the shortest of it and the next release. */
+void shim_multi_rearm(struct shim_multi *m);
+/* curl_multi_info_read when libcurl has no message: a refused held
+ * transfer's CURLMSG_DONE, or NULL.  *left: such messages still queued. */
+CURLMsg *shim_multi_message(struct shim_multi *m, int *left);
+int shim_multi_pending(const struct shim_multi *m);
+/* A held transfer leaves its multi (remove_handle, easy cleanup or reset):
+ * its ticket is cancelled, the application's callbacks put back. */
+void shim_multi_drop(struct hs *s);
+/* curl_multi_setopt of CURLMOPT_TIMERFUNCTION / TIMERDATA: 1 when the
+ * shim took the call over (do not pass it on), 0 pass it on as is. */
+int shim_multi_timer_setopt(CURLM *multi, CURLMoption opt, void (*fv)(void), void *pv,
+			    CURLMcode *rc);
+/* curl_multi_cleanup: drop every held transfer, forget the multi. */
+void shim_multi_forget(CURLM *multi);
+
 /* Reading the response and settling (settle.c). */
 /* Wrap the application's write and header callbacks.  0, or -1 (nothing installed). */
 int shim_hook_callbacks(struct hs *s);
@@ -214,5 +291,8 @@ int shim_hook_callbacks(struct hs *s);
 void shim_unhook(struct hs *s);
 /* The transfer is over (or abandoned): settle, then restore the handle. */
 void shim_finish(struct hs *s);
+/* A transfer never given to libcurl (held back, then removed or refused):
+ * its place cancelled, nothing charged; the handle restored. */
+void shim_cancel(struct hs *s);
 
 #endif

@@ -588,7 +588,8 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  * The rules, in order (preload/README.md, "What is charged at settlement"):
  *   - a 429: the spend-cap one (error_code enforced_spend_limit_reached)
  *     stops the month's spend; any other holds the pool for retry-after-ms
- *     or retry-after (1 s when absent, 1 h at most); both count in
+ *     or retry-after (1 s when absent, 1 h at most; with a retry-after the
+ *     hold starts as soon as the headers are over); both count in
  *     server_429.  A 529 holds the pool for its retry-after (1 s when
  *     absent), not counted as a 429;
  *   - count_tokens: zero usage; a batch accepted (2xx): its estimate;

@@ -41,6 +41,7 @@ struct shl_exchange {
 	struct shl__resp resp;
 	int64_t headers_at;   /* shl_now() when the last header of a final response arrived */
 	int early_done;       /* the headers' RPM and OTPM clamps are applied */
+	int held;             /* a 429's retry-after has held the pool, at its headers */
 	int itpm_done;        /* a stream's message_start gave the input count early */
 	int finished;
 	int outcome;          /* shl_ex_finish's result, once finished */
@@ -319,6 +320,15 @@ static void early_feedback(shl_exchange *x)
 	if (x->resp.remaining[SHL_DIM_OTPM] >= 0)
 		shl__clamp_at(x->h, x->pool, SHL_DIM_OTPM, (uint64_t)x->resp.remaining[SHL_DIM_OTPM],
 			      0, x->headers_at);
+	/* A 429's retry-after holds the pool as soon as the headers are over,
+	 * not only when the caller gets round to finishing the exchange: what
+	 * it starts meanwhile (the preload shim's multi transfers held back
+	 * and released between two reads of their loop) sees the hold.
+	 * feedback() then counts the 429 and does not hold again. */
+	if (x->resp.status == 429 && x->resp.retry_after_ms >= 0 && !x->held) {
+		shl__hold(x->h, x->pool, x->resp.retry_after_ms * 1000000, 0);
+		x->held = 1;
+	}
 }
 
 /*
@@ -359,6 +369,12 @@ static void feedback(shl_t *h, shl_exchange *x, const shl_usage *u, int settled)
 	if (st == 429) {
 		if (r->spend_cap) {
 			shl_spend_exhaust(h);
+			if (x->pool >= 0 && x->pool < SHL_MAX_POOLS && !h->rdonly)
+				/* relaxed: a statistic. */
+				atomic_fetch_add_explicit(&h->seg->pools[x->pool].server_429, 1,
+							  memory_order_relaxed);
+		} else if (x->held) {
+			/* held at the headers (early_feedback): counted here, once */
 			if (x->pool >= 0 && x->pool < SHL_MAX_POOLS && !h->rdonly)
 				/* relaxed: a statistic. */
 				atomic_fetch_add_explicit(&h->seg->pools[x->pool].server_429, 1,

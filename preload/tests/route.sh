@@ -40,7 +40,7 @@ cat >"$T/route.json" <<'J'
 J
 ROUTE=claude-opus-4-5,claude-sonnet-4-5,claude-haiku-4-5
 
-"$MOCK" --port 0 --port-file "$T/port" --max-seconds 100 --max-requests 500 2>"$T/mock.err" &
+"$MOCK" --port 0 --port-file "$T/port" --max-seconds 300 --max-requests 500 2>"$T/mock.err" &
 MPID=$!
 PIDS="$MPID"
 for _ in $(seq 1 200); do [ -s "$T/port" ] || ! kill -0 $MPID 2>/dev/null && break; sleep 0.05; done
@@ -166,7 +166,7 @@ SHMLIMIT_ROUTE=claude-opus-4-5 shim curl -s -o /dev/null "$URL" -d "$OPUS" 2>"$T
 check "a list of one model routes nothing (exit 42)" eq $? 42
 check "... one stderr line says so" has "needs at least two models" "$T/one.err"
 
-echo "# curl --parallel (multi interface): rewritten in the pre-request callback"
+echo "# curl --parallel (multi interface): rewritten when each transfer starts"
 refill
 tok() { sget $1 '(p["tokens"]["input"], p["tokens"]["output"])' | tr -d '(),'; }
 for p in opus sonnet haiku; do tok $p >"$T/tok0.$p"; done

@@ -25,7 +25,7 @@ harness_init preload-test
 # start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
 start_mock() {
 	local name=$1; shift
-	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 100 --max-requests 2000 "$@" \
+	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 300 --max-requests 2000 "$@" \
 		2>"$T/$name.err" &
 	local pid=$! i=0
 	PIDS="$PIDS $pid"
@@ -63,8 +63,11 @@ body() { # body MODEL MAX_TOKENS STREAM TEXT
 echo "# exports"
 nm -D --defined-only "$SO" | awk '{print $3}' | sort > "$T/exports"
 printf '%s\n' curl_easy_cleanup curl_easy_duphandle curl_easy_perform curl_easy_reset \
-	curl_easy_setopt curl_multi_add_handle curl_multi_info_read curl_multi_remove_handle > "$T/want"
-check "the shim exports exactly its eight hooks" cmp -s "$T/exports" "$T/want"
+	curl_easy_setopt curl_multi_add_handle curl_multi_cleanup curl_multi_info_read \
+	curl_multi_perform curl_multi_poll curl_multi_remove_handle curl_multi_setopt \
+	curl_multi_socket curl_multi_socket_action curl_multi_socket_all curl_multi_timeout \
+	curl_multi_wait > "$T/want"
+check "the shim exports exactly its seventeen hooks" cmp -s "$T/exports" "$T/want"
 
 start_mock m --config "$CFG"
 new_seg S1

@@ -341,6 +341,53 @@ static void test_429_kinds(void)
 	close_seg();
 }
 
+/*
+ * A 429's retry-after holds the pool as soon as its headers are over, before
+ * the exchange is finished (the preload shim starts held multi transfers
+ * between reading a response and finishing it); finishing counts the 429
+ * once and does not hold again.  A spend-cap 429 with a retry-after: held
+ * at the headers, the month stopped at the end, one 429 counted.
+ */
+static void test_429_holds_at_headers(void)
+{
+	open_seg(big_pool(NULL));
+	char *b = body_of("abcd", 10, NULL);
+	shl_exchange *x = open_ex(b);
+	admit(x);
+	rawhdr(x, "HTTP/1.1 429 Too Many Requests\r\n");
+	rawhdr(x, "retry-after: 3\r\n");
+	shl_stats st;
+	CU_ASSERT_EQUAL(pool0(&st)->hold_ns, 0); /* not before the headers are over */
+	rawhdr(x, "\r\n");
+	const shl_pool_stats *p = pool0(&st);
+	CU_ASSERT_EQUAL(p->hold_ns, 3 * S);
+	CU_ASSERT_EQUAL(p->server_429, 0);
+	tu_boot += S; /* finishing later does not move the hold's end */
+	body(x, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+	p = pool0(&st);
+	CU_ASSERT_EQUAL(p->hold_ns, 2 * S);
+	CU_ASSERT_EQUAL(p->server_429, 1);
+	shl_ex_free(x);
+
+	tu_boot += 10 * S;
+	x = open_ex(b);
+	admit(x);
+	shl_ex_header(x, "HTTP/1.1 429 Too Many Requests", 30, NULL, 0);
+	shl_ex_header(x, "retry-after", 11, "1", 1);
+	body(x, "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"details\":"
+		"{\"error_code\":\"enforced_spend_limit_reached\"}}}");
+	p = pool0(&st);
+	CU_ASSERT_EQUAL(p->hold_ns, S); /* headers over at the first body bytes */
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+	p = pool0(&st);
+	CU_ASSERT_EQUAL(st.spend_exhausted, 1);
+	CU_ASSERT_EQUAL(p->server_429, 2);
+	shl_ex_free(x);
+	free(b);
+	close_seg();
+}
+
 static void test_fallbacks(void)
 {
 	open_seg(big_pool(NULL));
@@ -598,6 +645,7 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_clamp_then_settle_double_counts);
 	TU_ADD(s, test_early_clamps);
 	TU_ADD(s, test_429_kinds);
+	TU_ADD(s, test_429_holds_at_headers);
 	TU_ADD(s, test_fallbacks);
 	TU_ADD(s, test_stream_rules);
 	TU_ADD(s, test_learning);
