@@ -607,8 +607,9 @@ static void sweep(const struct opts *o, struct results *R)
 	scenario_open(&sc, 1);
 	say("## 3b. Process-count sweep: shl, every process on one pool, admit+settle per second "
 	    "(the segment has %d process slots)\n\n", SHL_PSLOTS);
-	say("| P | admissions/s | ratio to P = %d |\n|---:|---:|---:|\n", o->sweep[0]);
-	double ref = 0, at256 = -1;
+	say("| P | admissions/s | ratio to P = %d | CPU ns per admit+settle | ratio to P = %d |\n"
+	    "|---:|---:|---:|---:|---:|\n", o->sweep[0], o->sweep[0]);
+	double ref = 0, cref = 0, at256 = -1;
 	for (int i = 0; i < o->nsweep; i++) {
 		int P = o->sweep[i], rc = 0;
 		struct bench_cont runs[3];
@@ -626,14 +627,19 @@ static void sweep(const struct opts *o, struct results *R)
 			failures++;
 			continue;
 		}
-		if (i == 0)
+		if (i == 0) {
 			ref = t->ops_per_s;
+			cref = t->cpu_ns_per_op;
+		}
 		double r = ref > 0 ? t->ops_per_s / ref : 0;
+		double c = cref > 0 ? t->cpu_ns_per_op / cref : 0;
 		if (P == 256)
 			at256 = r;
-		say("| %d | %.0f | %.3f |\n", P, t->ops_per_s, r);
+		say("| %d | %.0f | %.3f | %.0f | %.3f |\n", P, t->ops_per_s, r, t->cpu_ns_per_op, c);
 		row("sweep", "shl", "one-pool", P, "admissions_per_s", t->ops_per_s, "1/s");
 		row("sweep", "shl", "one-pool", P, "throughput_over_first", r, "x");
+		row("sweep", "shl", "one-pool", P, "cpu_ns_per_op", t->cpu_ns_per_op, "ns");
+		row("sweep", "shl", "one-pool", P, "cpu_per_op_over_first", c, "x");
 	}
 	say("\n| target | measured | verdict |\n|---|---|---|\n");
 	target("256 processes >= 0.8x the throughput of 2 (one pool)", at256 >= 0 && o->sweep[0] == 2,
