@@ -4,16 +4,18 @@
 #
 # Long flags are read from the `struct option` tables ({"name", ...}), short
 # ones from the *_SHORTOPTS strings; stat.c maps to man/shmlimit-stat.1 and
-# ctl.c to man/shmlimit-ctl.1.  A man page entry is the flag in roff form
+# ctl*.c (and ctl.h) to man/shmlimit-ctl.1.  A man page entry is the flag in roff form
 # (\-\-name, \-x); the README must mention it as `--name` / `-x`.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
 for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
-	src=tools/${pair%%:*}.c man=man/${pair#*:}.1
+	src=$(ls tools/${pair%%:*}.c tools/${pair%%:*}-*.c tools/${pair%%:*}.h 2>/dev/null) man=man/${pair#*:}.1
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
-	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' "$src" | sort -u)
-	shorts=$(sed -n 's/^#define [A-Z_]*SHORTOPTS "+\{0,1\}\([A-Za-z:]*\)".*/\1/p' "$src" |
+	# shellcheck disable=SC2086
+	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' $src | sort -u)
+	# shellcheck disable=SC2086
+	shorts=$(sed -n 's/^#define [A-Z_]*SHORTOPTS "+\{0,1\}\([A-Za-z:]*\)".*/\1/p' $src |
 		tr -d ':\n' | fold -w1 | sort -u)
 	[ -n "$longs" ] || { echo "FAIL no long options found in $src"; fail=$((fail + 1)); }
 	for f in $longs; do

@@ -3,20 +3,22 @@
 TOOLS_STAT := $(BUILD)/shmlimit-stat
 TOOLS_CTL := $(BUILD)/shmlimit-ctl
 TOOLS_COMMON := $(BUILD)/tools/common.o
+# shmlimit-ctl: the dispatcher, the admin and the admission commands, the ticket format.
+CTL_OBJ := $(patsubst %,$(BUILD)/tools/%.o,ctl ctl-admin ctl-admit ticket)
 TOOLS_ADMITTER := $(BUILD)/tools/test-admitter
 
 ALL_TARGETS += $(TOOLS_STAT) $(TOOLS_CTL)
 CHECKS += check-tools
 
-$(BUILD)/tools/%.o: tools/%.c tools/common.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
+$(BUILD)/tools/%.o: tools/%.c tools/common.h tools/ctl.h tools/ticket.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(TOOLS_STAT): $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(LIB_A)
 	$(CC) -o $@ $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
 
-$(TOOLS_CTL): $(BUILD)/tools/ctl.o $(TOOLS_COMMON) $(LIB_A)
-	$(CC) -o $@ $(BUILD)/tools/ctl.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
+$(TOOLS_CTL): $(CTL_OBJ) $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(CTL_OBJ) $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
 
 .PHONY: check-tools check-tools-docs
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs
