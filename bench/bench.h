@@ -27,7 +27,7 @@
 
 #include "shmlimit.h"
 
-#define BENCH_MAX_PROCS 64
+#define BENCH_MAX_PROCS 512 /* the sweep goes past the segment's process slots */
 #define BENCH_MAX_POOLS 16
 #define BENCH_NDIM 3 /* RPM, ITPM, OTPM */
 

@@ -45,6 +45,7 @@ static const struct bench_mech_ops *const all_mechs[MAX_MECHS] = {
 struct opts {
 	int quick, smoke;
 	int procs[MAX_P], nprocs;
+	int sweep[MAX_P], nsweep; /* shl only, one pool: the first count is the reference */
 	const struct bench_mech_ops *mechs[MAX_MECHS];
 	int nmechs;
 	int64_t dur_ns, sat_ns, unc_budget_ns;
@@ -88,13 +89,16 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: shmlimit-bench [--quick | --smoke] [--procs LIST] [--mechs LIST]\n"
-		"                      [--duration-ms N] [--sat-ms N] [--out DIR]\n"
+		"                      [--sweep LIST] [--duration-ms N] [--sat-ms N] [--out DIR]\n"
 		"                      [--redis-server PATH]\n"
 		"       shmlimit-bench --segment create|stats|unlink NAME\n"
 		"  --quick            short runs (the whole suite in well under a minute)\n"
 		"  --smoke            tiny runs as a test: exit 1 on failure or over-admission\n"
 		"  --procs LIST       process counts, comma-separated (default 1,2,4,8,16)\n"
 		"  --mechs LIST       shl,floor,mutex,flock,redis (default all)\n"
+		"  --sweep LIST       process counts for the shl process-count sweep, one pool,\n"
+		"                     as ratios to the first (default 2,64,128,256; smoke and\n"
+		"                     none: no sweep)\n"
 		"  --duration-ms N    each contention run (default 1000; quick 150; smoke 20)\n"
 		"  --sat-ms N         each saturation run (default 1000; quick 250; smoke 120)\n"
 		"  --out DIR          where results go (default build/bench)\n"
@@ -120,6 +124,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	memset(o, 0, sizeof(*o));
 	long long dur = -1, sat = -1;
 	const char *procs = "1,2,4,8,16", *mechs = "shl,floor,mutex,flock,redis";
+	const char *sweep = NULL;
 	o->out = "build/bench";
 	o->redis = "redis-server";
 	for (int i = 1; i < argc; i++) {
@@ -139,6 +144,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			procs = argv[++i];
 		else if (strcmp(a, "--mechs") == 0)
 			mechs = argv[++i];
+		else if (strcmp(a, "--sweep") == 0)
+			sweep = argv[++i];
 		else if (strcmp(a, "--out") == 0)
 			o->out = argv[++i];
 		else if (strcmp(a, "--redis-server") == 0)
@@ -170,6 +177,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		}
 		o->procs[o->nprocs++] = (int)p;
+	}
+	if (sweep == NULL)
+		sweep = o->smoke ? "none" : "2,64,128,256";
+	snprintf(buf, sizeof(buf), "%s", strcmp(sweep, "none") == 0 ? "" : sweep);
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		long long p;
+		if (parse_ll(t, 1, BENCH_MAX_PROCS, &p) != 0 || o->nsweep >= MAX_P) {
+			fprintf(stderr, "shmlimit-bench: --sweep: up to %d counts of 1..%d, or none\n",
+				MAX_P, BENCH_MAX_PROCS);
+			return -EINVAL;
+		}
+		o->sweep[o->nsweep++] = (int)p;
 	}
 	snprintf(buf, sizeof(buf), "%s", mechs);
 	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -572,6 +591,64 @@ static void target(const char *what, int known, int met, const char *fmt, ...)
 	row("target", "shl", "", 0, what, known ? (met ? 1 : 0) : -1, "met");
 }
 
+/*
+ * The process-count sweep (issue 13): libshmlimit alone, every process on
+ * one pool, at process counts past the segment's process slots, each as a
+ * ratio to the first count (2) of the same run.  What it watches: a
+ * process that finds no slot of its own falls back to the shared counters
+ * and the shared spend word, which costs every admission locked
+ * read-modify-writes on lines all processes write.
+ */
+static void sweep(const struct opts *o, struct results *R)
+{
+	int s = mech_index(o, "shl");
+	if (s < 0 || R->skipped[s] || o->nsweep == 0)
+		return;
+	const struct bench_mech_ops *ops = o->mechs[s];
+	struct bench_scenario sc;
+	scenario_open(&sc, 1);
+	say("## 3b. Process-count sweep: shl, every process on one pool, admit+settle per second "
+	    "(a segment has 512 process slots)\n\n");
+	say("| P | admissions/s | ratio to P = %d | CPU ns per admit+settle | ratio to P = %d |\n"
+	    "|---:|---:|---:|---:|---:|\n", o->sweep[0], o->sweep[0]);
+	double ref = 0, cref = 0, at256 = -1;
+	for (int i = 0; i < o->nsweep; i++) {
+		int P = o->sweep[i], rc = 0;
+		struct bench_cont runs[3];
+		for (int j = 0; j < o->tput_runs && rc == 0; j++)
+			rc = bench_contended(ops, &sc, P, BENCH_TPUT, 0, o->dur_ns / o->tput_runs,
+					     &runs[j]);
+		struct bench_cont *t = &runs[rc == 0 ? median_run(runs, o->tput_runs) : 0];
+		if (rc == 0 && (t->ops == 0 || t->refused > 0)) {
+			snprintf(t->msg, sizeof(t->msg), "%llu admissions, %llu refusals",
+				 (unsigned long long)t->ops, (unsigned long long)t->refused);
+			rc = -EPROTO;
+		}
+		if (rc != 0) {
+			say("| %d | failed: %s | |\n", P, t->msg);
+			failures++;
+			continue;
+		}
+		if (i == 0) {
+			ref = t->ops_per_s;
+			cref = t->cpu_ns_per_op;
+		}
+		double r = ref > 0 ? t->ops_per_s / ref : 0;
+		double c = cref > 0 ? t->cpu_ns_per_op / cref : 0;
+		if (P == 256)
+			at256 = r;
+		say("| %d | %.0f | %.3f | %.0f | %.3f |\n", P, t->ops_per_s, r, t->cpu_ns_per_op, c);
+		row("sweep", "shl", "one-pool", P, "admissions_per_s", t->ops_per_s, "1/s");
+		row("sweep", "shl", "one-pool", P, "throughput_over_first", r, "x");
+		row("sweep", "shl", "one-pool", P, "cpu_ns_per_op", t->cpu_ns_per_op, "ns");
+		row("sweep", "shl", "one-pool", P, "cpu_per_op_over_first", c, "x");
+	}
+	say("\n| target | measured | verdict |\n|---|---|---|\n");
+	target("256 processes >= 0.8x the throughput of 2 (one pool)", at256 >= 0 && o->sweep[0] == 2,
+	       at256 >= 0.8, "%.3fx", at256);
+	say("\n");
+}
+
 static void targets(const struct opts *o, struct results *R)
 {
 	int s = mech_index(o, "shl"), f = mech_index(o, "floor"), mu = mech_index(o, "mutex"),
@@ -844,6 +921,7 @@ int main(int argc, char **argv)
 	uncontended(&o, R);
 	contention(&o, R);
 	saturation(&o, R);
+	sweep(&o, R);
 	ratios(&o, R);
 	targets(&o, R);
 	if (redis_pid > 0)

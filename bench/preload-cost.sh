@@ -6,7 +6,9 @@
 # and without LD_PRELOAD=build/libshmlimit-preload.so, two ways:
 #   per process:  one curl process per request (a fleet of shell workers);
 #   one process:  one curl process sending N requests (a long-lived worker);
-# each timed best-of-3, alternating plain and shim runs.  The shim governs
+# each timed best-of-3, alternating plain and shim runs; and, when valgrind
+# is installed, one request of one process counted in instructions (the
+# shim's start-up cost without the noise of timing).  The shim governs
 # 127.0.0.1:PORT through a fresh segment (one generous pool for claude-*),
 # and the segment's admitted count must equal the shim's requests, or the
 # ratio would be of an ungoverned run and is reported as such.
@@ -129,9 +131,30 @@ while [ $r -lt $reps ]; do
 	best_op_shim=$(min "$best_op_shim" "$(run_one_process $shimenv)")
 	r=$((r + 1))
 done
+# Start-up, counted in instructions (valgrind --tool=callgrind): one
+# request in one curl process, without and with the shim.  Wall time of a
+# 6-8 ms process moves by more than the 2% target from run to run on a
+# shared machine; the instruction count moves by well under 0.1%.
+ir_plain= ir_shim=
+irun() {
+	env "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null curl -s -o /dev/null \
+		-w '%{http_code}\n' -H 'content-type: application/json' -H 'x-api-key: bench' \
+		-H 'anthropic-version: 2023-06-01' --data "@$tmp/body.json" "$url" \
+		2>"$tmp/vg.err" >>"$tmp/vgcodes"
+	sed -n 's/.*I *refs: *\([0-9,]*\).*/\1/p' "$tmp/vg.err" | tr -d ,
+}
+extra=0
+: >"$tmp/vgcodes"
+if command -v valgrind >/dev/null 2>&1; then
+	ir_plain=$(irun X=1)
+	# shellcheck disable=SC2086
+	ir_shim=$(irun $shimenv)
+	extra=1
+	grep -v '^200$' "$tmp/vgcodes" >>"$tmp/fail"
+fi
 fails=$(wc -l <"$tmp/fail")
 governed=$("$BENCH" --segment stats "$seg" | awk '{print $2}')
-expect=$(((n1 + n2) * reps))
+expect=$(((n1 + n2) * reps + extra))
 
 note "## 6. Preload cost per governed request (curl CLI against the local mock)"
 note ""
@@ -150,6 +173,23 @@ note "$l2"
 note ""
 note "Best of $reps runs each. Requests the shim governed (segment's admitted count): $governed of $expect; non-200 replies: $fails."
 note ""
+if [ -n "$ir_plain" ] && [ -n "$ir_shim" ]; then
+	note "Start-up and one request of one curl process, in instructions (valgrind --tool=callgrind):"
+	note ""
+	note "| curl, one request | instructions | ratio to plain |"
+	note "|---|---:|---:|"
+	note "| without shim | $ir_plain | 1.000 |"
+	note "$(awk -v p="$ir_plain" -v s="$ir_shim" 'BEGIN { printf "| with shim | %d | %.3f |", s, s / p }')"
+	note ""
+	note "$(awk -v p="$ir_plain" -v s="$ir_shim" -v t="$l1" 'BEGIN {
+		split(t, f, "|"); r = f[6] + 0
+		printf "Target (issue 13): a one-request curl under the shim within 2%% of plain: %+.1f%% in instructions, **%s** (in time, best of %d: %+.1f%%, which the load of a shared machine moves by more than that).",
+			100 * (s / p - 1), s / p <= 1.02 ? "met" : "MISSED", '"$reps"', 100 * (r - 1) }')"
+	note ""
+else
+	note "Instruction counts skipped: valgrind is not installed."
+	note ""
+fi
 if [ -f "$csv" ]; then
 	awk -v a="$best_pp_plain" -v b="$best_pp_shim" -v c="$best_op_plain" -v d="$best_op_shim" \
 		-v n1="$n1" -v n2="$n2" 'BEGIN {
@@ -160,6 +200,13 @@ if [ -f "$csv" ]; then
 		printf "preload,curl,one-process,1,us_per_request_shim,%.6g,us\n", d / n2 / 1000
 		printf "preload,curl,one-process,1,ratio_shim_over_plain,%.6g,x\n", d / c
 	}' >>"$csv"
+	if [ -n "$ir_plain" ] && [ -n "$ir_shim" ]; then
+		awk -v p="$ir_plain" -v s="$ir_shim" 'BEGIN {
+			printf "preload,curl,per-process,1,instructions_plain,%d,count\n", p
+			printf "preload,curl,per-process,1,instructions_shim,%d,count\n", s
+			printf "preload,curl,per-process,1,instructions_ratio_shim_over_plain,%.6g,x\n", s / p
+		}' >>"$csv"
+	fi
 fi
 if [ "$governed" != "$expect" ] || [ "$fails" -ne 0 ]; then
 	note "WARNING: the shim did not govern every request or some failed; the ratio above is not the shim's cost."

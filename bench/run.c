@@ -43,8 +43,9 @@ struct ctl {
 	int pad0[13];
 	struct {
 		uint64_t ops, refused, errors, nrec;
+		int64_t cpu_ns; /* CPU time in the measured loop */
 		int err;
-		char msg[188];
+		char msg[180];
 	} res[BENCH_MAX_PROCS];
 };
 
@@ -179,6 +180,8 @@ static void child_main(struct bench_mech *m, struct ctl *ctl, int id, int kind, 
 	uint64_t ops = 0, refused = 0, errors = 0, nrec = 0;
 	int err = 0;
 	double tpn = bench_ticks_per_ns();
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	struct bench_adm a;
 	/* At least one admission per worker, however late the scheduler runs
 	 * it: a wedged mechanism is still bounded by the parent's reaper. */
@@ -206,6 +209,8 @@ static void child_main(struct bench_mech *m, struct ctl *ctl, int id, int kind, 
 		if (kind == BENCH_LAT)
 			bench_hist_add(hist, (uint64_t)((double)(bench_ticks() - k0) / tpn));
 	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+	ctl->res[id].cpu_ns = (int64_t)(c1.tv_sec - c0.tv_sec) * 1000000000LL + (c1.tv_nsec - c0.tv_nsec);
 	ctl->res[id].ops = ops;
 	ctl->res[id].refused = refused;
 	ctl->res[id].errors = errors;
@@ -328,7 +333,9 @@ int bench_contended(const struct bench_mech_ops *ops, const struct bench_scenari
 	ops->teardown(&m);
 	out->seconds = (double)(t1 - t0) / 1e9;
 	uint64_t nrec = 0;
+	double cpu = 0;
 	for (int i = 0; i < started; i++) {
+		cpu += (double)ctl->res[i].cpu_ns;
 		out->ops += ctl->res[i].ops;
 		out->refused += ctl->res[i].refused;
 		out->errors += ctl->res[i].errors;
@@ -339,6 +346,7 @@ int bench_contended(const struct bench_mech_ops *ops, const struct bench_scenari
 		nrec += ctl->res[i].nrec;
 	}
 	out->ops_per_s = out->seconds > 0 ? (double)out->ops / out->seconds : 0;
+	out->cpu_ns_per_op = out->ops > 0 ? cpu / (double)out->ops : 0;
 	if (kind == BENCH_LAT) {
 		struct bench_hist *all = calloc(1, sizeof(*all));
 		if (all != NULL) {

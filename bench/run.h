@@ -27,6 +27,7 @@ struct bench_cont {
 	double seconds;
 	uint64_t ops, refused, errors;
 	double ops_per_s;
+	double cpu_ns_per_op; /* the workers' CPU time (thread clocks) per admit+settle */
 	double p50, p99, p999; /* ns per admit+settle (BENCH_LAT) */
 	/* BENCH_SAT */
 	uint64_t admitted, over;

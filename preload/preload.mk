@@ -6,25 +6,33 @@
 # version script) and reaches libcurl only through dlsym(RTLD_NEXT), so it
 # does not link libcurl; liburcu and cJSON are shared-library dependencies.
 
-PRELOAD_SRC := $(wildcard preload/*.c)
+# libshmlimit-preload.so is the stub (stub.c, libc only); the first hook of a
+# process that names a segment loads libshmlimit-preload-impl.so, the shim
+# itself, from the same directory (stub.c says why).
+PRELOAD_SRC := $(filter-out preload/stub.c,$(wildcard preload/*.c))
 PRELOAD_OBJ := $(patsubst preload/%.c,$(BUILD)/preload/%.o,$(PRELOAD_SRC))
 PRELOAD_SO := $(BUILD)/libshmlimit-preload.so
+PRELOAD_IMPL := $(BUILD)/libshmlimit-preload-impl.so
 PRELOAD_WORKER := $(BUILD)/shmlimit-preload-worker
 PRELOAD_SEG := $(BUILD)/shmlimit-preload-seg
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 
-ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG)
+ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_IMPL) $(PRELOAD_WORKER) $(PRELOAD_SEG)
 CHECKS += check-preload
 
 $(BUILD)/preload/%.o: preload/%.c preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -c $< -o $@
 
-$(PRELOAD_SO): $(PRELOAD_OBJ) $(LIB_A) preload/preload.map
-	$(CC) -shared -o $@ $(PRELOAD_OBJ) -Wl,--version-script=preload/preload.map \
+$(PRELOAD_IMPL): $(PRELOAD_OBJ) $(LIB_A) preload/impl.map
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) -Wl,--version-script=preload/impl.map \
 	  -Wl,--exclude-libs,ALL -Wl,--no-undefined -Wl,-z,nodelete \
 	  $(ALL_LDFLAGS) $(LIB_A) $(DEP_LIBS) -ldl -lpthread
+
+$(PRELOAD_SO): $(BUILD)/preload/stub.o preload/preload.map $(PRELOAD_IMPL)
+	$(CC) -shared -o $@ $(BUILD)/preload/stub.o -Wl,--version-script=preload/preload.map \
+	  -Wl,--no-undefined -Wl,-z,nodelete $(ALL_LDFLAGS) -ldl -lpthread
 
 # The multi-threaded libcurl worker used by the tests and usable on its own.
 $(PRELOAD_WORKER): preload/tests/worker.c | $(BUILD)/.deps-build
@@ -66,4 +74,4 @@ check-preload-bad: $(PRELOAD_SO) $(PRELOAD_SEG) $(PRELOAD_HDRCLIENT) $(BUILD)/sh
 # A segment helper for the tests (create / stats / rm), library only.
 $(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)
-INSTALL_LIBS += $(PRELOAD_SO)
+INSTALL_LIBS += $(PRELOAD_SO) $(PRELOAD_IMPL)

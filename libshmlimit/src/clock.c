@@ -39,22 +39,41 @@ int64_t shl__unix_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Proleptic Gregorian calendar arithmetic on days since 1970-01-01 (the
+ * well-known era-based algorithms), instead of gmtime_r and timegm: those
+ * read /etc/localtime on their first call (tzset), a file read that every
+ * short-lived process under the shim paid for. */
+static int64_t days_from_civil(int64_t y, unsigned m /* 1..12 */, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m /* 1..12 */)
+{
+	z += 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	unsigned mp = (5 * doy + 2) / 153;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 uint32_t shl__month_of(int64_t unix_ns, int64_t *next_month_unix_s)
 {
-	time_t s = (time_t)(unix_ns / 1000000000LL);
-	if (unix_ns < 0)
-		s = 0;
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	int64_t y = (int64_t)tm.tm_year + 1900, mon = tm.tm_mon; /* 0..11 */
-	if (next_month_unix_s != NULL) {
-		struct tm nx = {0};
-		nx.tm_year = (int)(mon == 11 ? y + 1 - 1900 : y - 1900);
-		nx.tm_mon = (int)(mon == 11 ? 0 : mon + 1);
-		nx.tm_mday = 1;
-		*next_month_unix_s = (int64_t)timegm(&nx);
-	}
-	int64_t m = (y - 1970) * 12 + mon;
+	int64_t s = unix_ns < 0 ? 0 : unix_ns / 1000000000LL, y;
+	unsigned mon; /* 1..12 */
+	civil_from_days(s / 86400, &y, &mon);
+	if (next_month_unix_s != NULL)
+		*next_month_unix_s = 86400 * (mon == 12 ? days_from_civil(y + 1, 1, 1)
+							: days_from_civil(y, mon + 1, 1));
+	int64_t m = (y - 1970) * 12 + (int64_t)mon - 1;
 	return m < 0 ? 0 : (uint32_t)m;
 }
 

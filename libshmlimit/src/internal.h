@@ -187,6 +187,24 @@ SHL_HIDDEN extern __thread struct shl_tls shl__tls[SHL_TLS_WAYS]
 SHL_HIDDEN extern _Atomic uint64_t shl__forkgen;
 SHL_HIDDEN uint64_t shl__hid_new(void);
 SHL_HIDDEN struct shl_pslot *shl__pslot_slow(struct shl *h);
+
+/* Process slot i (0 <= i < SHL_PSLOTS), wherever the layout keeps it. */
+static inline struct shl_pslot *shl__pslot_at(const struct shl_seg *seg, unsigned i)
+{
+	struct shl_seg *s = (struct shl_seg *)seg;
+	return i < SHL_PSLOTS_FIRST ? &s->pslots[i] : &s->pslots_more[i - SHL_PSLOTS_FIRST];
+}
+
+/* How many slots a reader has to look at: every slot ever claimed is below
+ * it (a scribbled value is clamped). */
+static inline unsigned shl__pslots_used(const struct shl_seg *seg)
+{
+	/* acquire: pairs with the raise in pslot.c's claim, made before the
+	 * claimer's first count. */
+	uint32_t n = atomic_load_explicit(&((struct shl_seg *)seg)->pslotl.used,
+					  memory_order_acquire);
+	return n < SHL_PSLOTS ? n : SHL_PSLOTS;
+}
 SHL_HIDDEN void shl__pslots_release(struct shl *h);
 SHL_HIDDEN uint64_t shl__owner_me(const struct shl *h);
 SHL_HIDDEN void shl__stats_rebase(struct shl_seg *seg, int p, int64_t now);

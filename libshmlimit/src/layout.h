@@ -17,11 +17,14 @@
  *   0x08100  41024   configuration slot 0
  *   0x12140  41024   configuration slot 1
  *   0x1C180  8192    statistics bases: 64 pools x 128 bytes
- *   0x1E180  3712    reserved (zero)
- *   0x1F000  1445888 process slots: 64 x 22592 bytes
+ *   0x1E180  64      process slot line: how many slots were ever claimed
+ *   0x1E1C0  3648    reserved (zero)
+ *   0x1F000  1445888 process slots 0..63: 64 x 22592 bytes
  *   0x180000 4096    segment extension (struct shl_seg_ext, below)
  *   0x181000 65536   pool extensions: 64 pools x 1024 bytes (struct shl_pool_ext)
- *   0x191000 -       end; the object is SHL_SEG_SIZE bytes (1,642,496)
+ *   0x191000 10121216 process slots 64..511: 448 x 22592 bytes
+ *   0xB38000 -       end; the object is SHL_SEG_SIZE bytes (11,763,712; pages
+ *                    nobody touched take no memory)
  *
  * Header (0x00000):
  *   +0   u64  magic          SHL_MAGIC ("SHMLIMT1" as bytes)
@@ -84,7 +87,14 @@
  *   +72  u64 win[3]      rpm, in, out the slots held in win_epoch then
  *   +96  32 bytes reserved
  *
- * Process slot (0x1F000 + 22592 * i): the statistics and spend lease of one
+ * Process slot line (0x1E180):
+ *   +0   u32  used         slots 0..used-1 may have been claimed: readers
+ *                          sum only those, claimers raise it (atomic max)
+ *                          before their first count
+ *   +4   60 bytes reserved (zero)
+ *
+ * Process slot i (0x1F000 + 22592 * i for i < 64, 0x191000 + 22592 *
+ * (i - 64) above; shl__pslot_at): the statistics and spend lease of one
  * (thread, handle); only the thread that owns it writes it (plain stores),
  * readers sum.  A slot keeps counting for its pools after its owner is
  * gone, so the totals include dead processes.
@@ -313,7 +323,11 @@ struct shl_cfg_slot {
 	struct shl_model_cfg models[SHL_MAX_MODELS];
 };
 
-#define SHL_PSLOTS 64
+/* 512 process slots: 64 where layout 3 began with them, the rest at the
+ * end, so that nothing else moved.  A process (thread) that finds none
+ * free falls back to the shared counters (pslot.c). */
+#define SHL_PSLOTS 512
+#define SHL_PSLOTS_FIRST 64
 #define SHL_PSTATS 8 /* admitted .. spend, in this order */
 
 struct shl_pool_base {
@@ -329,6 +343,12 @@ struct shl_pslot_pool {
 };
 enum { SHL_PS_ADMITTED, SHL_PS_SETTLED, SHL_PS_CANCELLED, SHL_PS_TOKENS_IN, SHL_PS_TOKENS_OUT,
        SHL_PS_CACHE_READ, SHL_PS_CACHE_WRITE, SHL_PS_SPEND };
+
+struct shl_pslot_line {
+	_Atomic uint32_t used; /* slots ever claimed: 0..used-1 (pslot.c) */
+	uint32_t pad0;
+	uint64_t pad[7];
+};
 
 struct shl_pslot {
 	_Atomic uint64_t owner;
@@ -441,10 +461,12 @@ struct shl_seg {
 	struct shl_pool_rt pools[SHL_MAX_POOLS];
 	struct shl_cfg_slot cfg[2];
 	struct shl_pool_base bases[SHL_MAX_POOLS];
-	uint8_t reserved2[3712];
-	struct shl_pslot pslots[SHL_PSLOTS];
+	struct shl_pslot_line pslotl;
+	uint8_t reserved2[3648];
+	struct shl_pslot pslots[SHL_PSLOTS_FIRST]; /* slots 0..63 */
 	struct shl_seg_ext ext;
 	struct shl_pool_ext pext[SHL_MAX_POOLS];
+	struct shl_pslot pslots_more[SHL_PSLOTS - SHL_PSLOTS_FIRST]; /* slots 64..511 */
 };
 
 #define SHL_SEG_BYTES sizeof(struct shl_seg)
@@ -474,7 +496,10 @@ _Static_assert(__builtin_offsetof(struct shl_seg_ext, unknown) == 64, "ext: unkn
 _Static_assert(sizeof(struct shl_pool_ext) == 1024, "pool extension size");
 _Static_assert(sizeof(struct shl_learn) == 512, "learn area size");
 _Static_assert(__builtin_offsetof(struct shl_learn, ring) == 64, "learn ring");
-_Static_assert(sizeof(struct shl_seg) == 0x191000, "segment size");
+_Static_assert(__builtin_offsetof(struct shl_seg, pslotl) == 0x1E180, "process slot line");
+_Static_assert(sizeof(struct shl_pslot_line) == 64, "process slot line size");
+_Static_assert(__builtin_offsetof(struct shl_seg, pslots_more) == 0x191000, "more process slots");
+_Static_assert(sizeof(struct shl_seg) == 0xB38000, "segment size");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");
 _Static_assert(sizeof(struct shl_bkt) == 16, "bucket pair");

@@ -953,8 +953,8 @@ int shl_check(shl_t *h, char *report, size_t len)
 			bad = 1;
 		}
 	}
-	for (unsigned i = 0; i < SHL_PSLOTS; i++) {
-		struct shl_pslot *ps = &seg->pslots[i];
+	for (unsigned i = 0, n = shl__pslots_used(seg); i < n; i++) {
+		struct shl_pslot *ps = shl__pslot_at(seg, i);
 		uint64_t o = atomic_load_explicit(&ps->owner, memory_order_relaxed);
 		uint32_t pid = (uint32_t)o;
 		if (o != 0 && (pid == 0 || pid > 0x7fffffffu)) {

@@ -161,11 +161,13 @@ int64_t shl__spend_read(const struct shl_spend_line *sp, uint32_t month)
  * never pass it either.  Readers subtract the leases (shl__spend_month).
  *
  *   - chunk = cap / 16384 (2^34 units, about 17 USD, with no cap);
- *   - a lease is taken only if at least 2 x chunk x SHL_PSLOTS units stay
- *     free under the cap after it; nearer the cap every reservation is
- *     the exact per-call CAS.  So leases never strand more than that, and
- *     refusals near the cap can start at most that much early (0.8% of
- *     the cap) while other live threads hold leases;
+ *   - a lease is taken only if at least 2 x chunk x N units stay free
+ *     under the cap after it, N the slots in use (at least 64; every slot
+ *     that can hold a lease is below that mark, pslot.c); nearer the cap
+ *     every reservation is the exact per-call CAS.  So leases never
+ *     strand more than that, and refusals near the cap can start at most
+ *     that much early (0.8% of the cap with up to 64 slots in use, 6.25%
+ *     with all 512) while other live threads hold leases;
  *   - refunds (settle below the reservation, cancel) go into the settling
  *     thread's lease; above 2 x chunk, the excess goes back to the word;
  *   - a lease belongs to one month (its tag) and one configuration
@@ -254,7 +256,8 @@ static int lease_refill(struct shl *h, const struct shl_local *l, struct shl_psl
 	/* Multi-host: the cap is this host's leased budget (cluster.c). */
 	int64_t cap = l->cluster ? shl__cluster_cap(h, l, month) : l->spend_cap;
 	if (chunk > 0 && units >= 0) {
-		uint64_t guard = 2 * chunk * SHL_PSLOTS;
+		unsigned used = shl__pslots_used(h->seg);
+		uint64_t guard = 2 * chunk * (used > SHL_PSLOTS_FIRST ? used : SHL_PSLOTS_FIRST);
 		uint32_t ch = month;
 		int r = reserve_guarded(sp, month, units + (int64_t)chunk, cap,
 					cap == INT64_MAX ? 0 : guard, &ch);
@@ -358,17 +361,21 @@ int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month, uint64_t spe
 		if (tries >= 2)
 			sched_yield();
 		int odd = 0;
-		for (int i = 0; i < SHL_PSLOTS; i++) {
+		/* A slot claimed after this load holds no lease taken before
+		 * the word is read below. */
+		unsigned n = shl__pslots_used(sg);
+		for (unsigned i = 0; i < n; i++) {
 			/* acquire: pairs with the release store in lease_close. */
-			seq[i] = atomic_load_explicit(&sg->pslots[i].lease_seq, memory_order_acquire);
+			seq[i] = atomic_load_explicit(&shl__pslot_at(sg, i)->lease_seq,
+						      memory_order_acquire);
 			odd |= (int)(seq[i] & 1);
 		}
 		/* acquire: pairs with the release CAS of a lease move; seeing
 		 * one means the re-read below sees its odd lease_seq. */
 		uint64_t w = atomic_load_explicit(&sg->spendl.spend, memory_order_acquire);
 		uint64_t tag = w & ~SHL_SPEND_MASK, u = w & SHL_SPEND_MASK, leased = 0;
-		for (int i = 0; i < SHL_PSLOTS; i++) {
-			struct shl_pslot *ps = &sg->pslots[i];
+		for (unsigned i = 0; i < n; i++) {
+			struct shl_pslot *ps = shl__pslot_at(sg, i);
 			/* acquire: pairs with the release stores of the lease
 			 * (and publishes its lease_gen), as for the word. */
 			uint64_t lw = atomic_load_explicit(&ps->lease, memory_order_acquire);
@@ -381,9 +388,10 @@ int64_t shl__spend_month(const struct shl_seg *seg, uint32_t month, uint64_t spe
 		v = rel(w, month) == OLDER ? 0 : leased >= u ? 0 : (int64_t)(u - leased);
 		/* relaxed: after the acquire loads above, which order them. */
 		int same = !odd;
-		for (int i = 0; same && i < SHL_PSLOTS; i++)
-			same = atomic_load_explicit(&sg->pslots[i].lease_seq,
+		for (unsigned i = 0; same && i < n; i++)
+			same = atomic_load_explicit(&shl__pslot_at(sg, i)->lease_seq,
 						    memory_order_relaxed) == seq[i];
+		same = same && shl__pslots_used(sg) == n;
 		if (same)
 			break;
 	}

@@ -68,6 +68,11 @@ printf '%s\n' curl_easy_cleanup curl_easy_duphandle curl_easy_perform curl_easy_
 	curl_multi_socket curl_multi_socket_action curl_multi_socket_all curl_multi_timeout \
 	curl_multi_wait > "$T/want"
 check "the shim exports exactly its seventeen hooks" cmp -s "$T/exports" "$T/want"
+# The stub forwards every hook to the implementation's of the same name.
+nm -D --defined-only "$B/libshmlimit-preload-impl.so" | awk '{print $3}' | sort > "$T/impl"
+echo shim_impl_start | sort -m - "$T/want" > "$T/want_impl"
+check "the implementation exports the same hooks and the stub's entry" cmp -s "$T/impl" "$T/want_impl"
+check "the stub needs nothing but libc" eq "$(readelf -d "$SO" | grep -c NEEDED)" 1
 
 start_mock m --config "$CFG"
 new_seg S1

@@ -73,8 +73,8 @@ static void test_lines(void)
 	AT(struct shl_pool_ext, learn.ring[111], 508);
 	AT(struct shl_pool_ext, observed, 512);
 	AT(struct shl_pool_ext, cluster, 576);
-	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0x191000);
-	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0x191000);
+	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pext) + 64 * sizeof(struct shl_pool_ext), 0x191000);
+	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0xB38000);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, bases) % 64, 0);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pslots) % 64, 0);
 	/* Every concurrently written line starts on a cache line. */
@@ -155,7 +155,13 @@ static void test_pslots(void)
 	AT(struct shl_pslot, lease_seq, 40);
 	AT(struct shl_pslot, pools, 64);
 	CU_ASSERT_EQUAL(sizeof(struct shl_pslot), 22592);
-	CU_ASSERT_EQUAL(SHL_PSLOTS, 64);
+	CU_ASSERT_EQUAL(SHL_PSLOTS, 512);
+	CU_ASSERT_EQUAL(SHL_PSLOTS_FIRST, 64);
+	AT(struct shl_seg, pslotl, 0x1E180);
+	AT(struct shl_pslot_line, used, 0);
+	CU_ASSERT_EQUAL(sizeof(struct shl_pslot_line), 64);
+	AT(struct shl_seg, pslots_more, 0x191000);
+	CU_ASSERT_EQUAL(sizeof(struct shl_seg), 0xB38000);
 	AT(struct shl_pslot_pool, cnt, 0);
 	AT(struct shl_pslot_pool, win, 64);
 	CU_ASSERT_EQUAL(sizeof(struct shl_pslot_pool), 352);

@@ -2,8 +2,8 @@
  * test_pslot.c - process slots for the statistics (pslot.c): a dead
  * process's slot is reused and its counts stay in the totals, a forked
  * child gets a slot of its own, reset zeroes what the slots hold, threads
- * each write their own slot, and the fallback to the shared counters when
- * every slot is taken.
+ * each write their own slot, the fallback to the shared counters when
+ * every slot is taken, and exact totals with more processes than slots.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -22,8 +22,8 @@ static shl_config *big_cfg(const char *cap)
 static int slots_owned_by(shl_t *h, pid_t pid)
 {
 	int n = 0;
-	for (int i = 0; i < SHL_PSLOTS; i++)
-		if ((uint32_t)atomic_load(&h->seg->pslots[i].owner) == (uint32_t)pid)
+	for (unsigned i = 0; i < SHL_PSLOTS; i++)
+		if ((uint32_t)atomic_load(&shl__pslot_at(h->seg, i)->owner) == (uint32_t)pid)
 			n++;
 	return n;
 }
@@ -84,9 +84,10 @@ static void test_dead_slot_counted_and_reused(void)
 	 * must reuse the dead child's slot. */
 	uint64_t me = shl__owner_me(h);
 	int taken = 0;
-	for (int i = 0; i < SHL_PSLOTS; i++) {
+	atomic_store(&h->seg->pslotl.used, SHL_PSLOTS); /* as claims raise it */
+	for (unsigned i = 0; i < SHL_PSLOTS; i++) {
 		uint64_t z = 0;
-		if (atomic_compare_exchange_strong(&h->seg->pslots[i].owner, &z, me))
+		if (atomic_compare_exchange_strong(&shl__pslot_at(h->seg, i)->owner, &z, me))
 			taken++;
 	}
 	CU_ASSERT_EQUAL(taken, SHL_PSLOTS - 1);
@@ -127,9 +128,9 @@ static void test_fork_child_own_slot(void)
 	one(h, m, 1);
 	CU_ASSERT_EQUAL(slots_owned_by(h, getpid()), 1);
 	struct shl_pslot *mine = NULL;
-	for (int i = 0; i < SHL_PSLOTS; i++)
-		if ((uint32_t)atomic_load(&h->seg->pslots[i].owner) == (uint32_t)getpid())
-			mine = &h->seg->pslots[i];
+	for (unsigned i = 0; i < SHL_PSLOTS; i++)
+		if ((uint32_t)atomic_load(&shl__pslot_at(h->seg, i)->owner) == (uint32_t)getpid())
+			mine = shl__pslot_at(h->seg, i);
 	CU_ASSERT_FATAL(mine != NULL);
 	uint64_t before = atomic_load(&mine->pools[0].cnt[SHL_PS_ADMITTED]);
 	pid_t pid = fork();
@@ -250,8 +251,9 @@ static void test_no_free_slot_falls_back(void)
 	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
 	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h2, NULL), 0);
 	uint64_t other = shl__owner_me(h2);
-	for (int i = 0; i < SHL_PSLOTS; i++)
-		atomic_store(&h->seg->pslots[i].owner, other);
+	atomic_store(&h->seg->pslotl.used, SHL_PSLOTS); /* as claims raise it */
+	for (unsigned i = 0; i < SHL_PSLOTS; i++)
+		atomic_store(&shl__pslot_at(h->seg, i)->owner, other);
 	int m = shl_lookup(h, "m");
 	for (int i = 0; i < 3; i++)
 		one(h, m, 1);
@@ -267,6 +269,106 @@ static void test_no_free_slot_falls_back(void)
 	shl_config_free(c);
 }
 
+/* More processes than process slots: 100 processes run at once while all
+ * but 32 of the 512 slots are held by a live owner, so some processes
+ * count in slots (reused from detached or dead ones as processes come and
+ * go) and the rest in the shared counters.  Half of them exit without
+ * detaching.  Every admission, settle, cancel, token and unit of spend is
+ * counted exactly once, in the pool's totals and in the month's spend. */
+#define MANY_PROCS 100
+#define MANY_EACH 60
+static void test_more_procs_than_slots(void)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s", tu_name());
+	shl_config *c = big_cfg("1000");
+	CU_ASSERT_EQUAL_FATAL(shl_create(name, c, 0, NULL, NULL), 0);
+	shl_t *h = NULL, *h2 = NULL;
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h, NULL), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_attach(name, 0, &h2, NULL), 0);
+	uint64_t other = shl__owner_me(h2);
+	atomic_store(&h->seg->pslotl.used, SHL_PSLOTS - 32); /* as claims raise it */
+	for (unsigned i = 0; i < SHL_PSLOTS - 32; i++)
+		atomic_store(&shl__pslot_at(h->seg, i)->owner, other);
+	struct {
+		_Atomic int go, slotless;
+	} *g = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CU_ASSERT_FATAL(g != MAP_FAILED);
+	pid_t pids[MANY_PROCS];
+	int started = 0;
+	for (int i = 0; i < MANY_PROCS; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			break;
+		if (pid == 0) {
+			shl_t *hc = NULL;
+			if (shl_attach(name, 0, &hc, NULL) != 0)
+				_exit(3);
+			int m = shl_lookup(hc, "m");
+			while (!atomic_load(&g->go)) /* all at once: more than the slots */
+				sched_yield();
+			for (int k = 0; k < MANY_EACH; k++) {
+				shl_cost cc = {.input_tokens = 10, .max_tokens = 20};
+				shl_usage u = {.input_tokens = 10, .output_tokens = 5};
+				shl_ticket t;
+				if (shl_try(hc, m, &cc, &t, NULL) != 0)
+					_exit(4);
+				if (k % 3 == 2 ? shl_cancel(hc, &t) != 0 : shl_settle(hc, &t, &u) != 0)
+					_exit(5);
+				if (k == 0 && shl__pslot(hc) == NULL)
+					atomic_fetch_add(&g->slotless, 1);
+				if (k % 16 == 0)
+					sched_yield(); /* let the others interleave */
+			}
+			if (i % 2 == 0)
+				shl_detach(hc);
+			_exit(0);
+		}
+		pids[started++] = pid;
+	}
+	CU_ASSERT_EQUAL(started, MANY_PROCS);
+	atomic_store(&g->go, 1);
+	int ok = 0;
+	for (int i = 0; i < started; i++) {
+		int st;
+		waitpid(pids[i], &st, 0);
+		ok += WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
+	CU_ASSERT_EQUAL(ok, started);
+	const uint64_t n = (uint64_t)started * MANY_EACH, settled = (uint64_t)started * 40,
+		       cancelled = (uint64_t)started * 20;
+	shl_stats s;
+	CU_ASSERT_EQUAL_FATAL(shl_stats_get(h, &s), 0);
+	CU_ASSERT_EQUAL(s.pools[0].admitted, n);
+	CU_ASSERT_EQUAL(s.pools[0].settled, settled);
+	CU_ASSERT_EQUAL(s.pools[0].cancelled, cancelled);
+	CU_ASSERT_EQUAL(s.pools[0].tokens_in, settled * 10);
+	CU_ASSERT_EQUAL(s.pools[0].tokens_out, settled * 5);
+	CU_ASSERT_EQUAL(s.pools[0].used_last_minute[SHL_DIM_RPM], settled);
+	int64_t per = 0;
+	shl_usage u = {.input_tokens = 10, .output_tokens = 5};
+	CU_ASSERT_EQUAL(shl_price_usage(h, shl_lookup(h, "m"), &u, 0, &per), 0);
+	CU_ASSERT(per > 0);
+	CU_ASSERT_EQUAL(s.pools[0].spend, (int64_t)settled * per);
+	CU_ASSERT_EQUAL(s.spend_month, (int64_t)settled * per);
+	CU_ASSERT_EQUAL(shl__lifetime(h->seg), (int64_t)settled * per);
+	/* Every process counted either in a slot (the 32 free ones, taken
+	 * again after a detach or an owner's death) or in the shared counters. */
+	uint64_t claims = 0;
+	for (unsigned i = 0; i < SHL_PSLOTS; i++)
+		claims += atomic_load(&shl__pslot_at(h->seg, i)->claims);
+	CU_ASSERT(claims >= 32);
+	CU_ASSERT(claims <= MANY_PROCS);
+	CU_ASSERT(atomic_load(&g->slotless) > 0); /* the fallback was used too */
+	CU_ASSERT_EQUAL(claims + (uint64_t)atomic_load(&g->slotless), (uint64_t)started);
+	munmap(g, 4096);
+	CU_ASSERT_EQUAL(shl_check(h, NULL, 0), 0);
+	shl_detach(h);
+	shl_detach(h2);
+	shl_unlink(name);
+	shl_config_free(c);
+}
+
 void suite_pslot(void)
 {
 	CU_pSuite s = CU_add_suite("pslot", NULL, NULL);
@@ -275,6 +377,7 @@ void suite_pslot(void)
 	TU_ADD(s, test_reset_counts_slots);
 	TU_ADD(s, test_threads_own_slots);
 	TU_ADD(s, test_no_free_slot_falls_back);
+	TU_ADD(s, test_more_procs_than_slots);
 }
 
 /* ------------------------------------------------------------------ */
@@ -501,9 +604,10 @@ static void test_dead_lease_returned(void)
 	CU_ASSERT(word_units(h) > 10 * 3000);      /* but still counted in the word */
 	/* Take every slot but the dead one, then claim it. */
 	uint64_t me = shl__owner_me(h);
-	for (int i = 0; i < SHL_PSLOTS; i++) {
+	atomic_store(&h->seg->pslotl.used, SHL_PSLOTS); /* as claims raise it */
+	for (unsigned i = 0; i < SHL_PSLOTS; i++) {
 		uint64_t z = 0;
-		atomic_compare_exchange_strong(&h->seg->pslots[i].owner, &z, me);
+		atomic_compare_exchange_strong(&shl__pslot_at(h->seg, i)->owner, &z, me);
 	}
 	shl__tls[0].hid = 0; /* forget this thread's slot: claim again */
 	CU_ASSERT(shl__pslot(h) != NULL);
