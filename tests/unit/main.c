@@ -56,7 +56,8 @@ int main(void)
 		      {"segment", suite_segment}, {"admit", suite_admit},
 		      {"multiproc", suite_multiproc}, {"threads", suite_threads},
 		      {"fault", suite_fault}, {"review", suite_review},
-		      {"pslot", suite_pslot}, {"lease", suite_lease}};
+		      {"pslot", suite_pslot}, {"lease", suite_lease},
+		      {"account", suite_account}};
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		if (only == NULL || strcmp(only, suites[i].name) == 0)
 			suites[i].fn();
