@@ -11,9 +11,14 @@ cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
 for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
 	src=tools/${pair%%:*}.c man=man/${pair#*:}.1
+	# shmlimit-ctl's commands may live in files of their own (sync.c).
+	[ "${pair%%:*}" = ctl ] && src="$src $(ls tools/sync.c 2>/dev/null)"
+	src=$(echo $src)
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
-	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' "$src" | sort -u)
-	shorts=$(sed -n 's/^#define [A-Z_]*SHORTOPTS "+\{0,1\}\([A-Za-z:]*\)".*/\1/p' "$src" |
+	# shellcheck disable=SC2086
+	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' $src | sort -u)
+	# shellcheck disable=SC2086
+	shorts=$(sed -n 's/^#define [A-Z_]*SHORTOPTS "+\{0,1\}\([A-Za-z:]*\)".*/\1/p' $src |
 		tr -d ':\n' | fold -w1 | sort -u)
 	[ -n "$longs" ] || { echo "FAIL no long options found in $src"; fail=$((fail + 1)); }
 	for f in $longs; do

@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "shmlimit.h"
+#include "sync.h"
 
 #define PROG "shmlimit-ctl"
 
@@ -183,10 +184,14 @@ static int load_config(const char *tier, const char *file, shl_config **cfg)
 	shl_err e;
 	memset(&e, 0, sizeof(e));
 	if (tier) {
-		uint64_t t;
-		if (tool_parse_u64(tier, 4, &t) != 0 || t < 1)
-			return usage_error("--tier: expected 1, 2, 3 or 4, got", tier);
-		int r = shl_config_preset((int)t, cfg);
+		/* start, build, scale; the numbered tiers 1..4 as aliases. */
+		if (shl_preset_json_named(tier) == NULL) {
+			fprintf(stderr, PROG " %s: --tier: no preset '%s' (presets: %s; 1..4 name "
+					"tier1..tier4)\n", current->name, tier, shl_preset_names());
+			fprintf(stderr, "Try '" PROG " %s --help'.\n", current->name);
+			return TX_USAGE;
+		}
+		int r = shl_config_preset_named(tier, cfg);
 		if (r < 0)
 			return lib_error(tier, r, NULL);
 		return 0;
@@ -359,7 +364,7 @@ static int cmd_create(int argc, char **argv)
 	}
 	if (r < 0)
 		return lib_error(name, r, &e);
-	printf("created %s from %s%s\n", name, tier ? "tier " : "", tier ? tier : file);
+	printf("created %s from %s%s\n", name, tier ? "preset " : "", tier ? tier : file);
 	return TX_OK;
 }
 
@@ -412,6 +417,22 @@ static int cmd_show(int argc, char **argv)
 		return r;
 	shl_config *cfg = NULL;
 	r = shl_config_get(h, &cfg);
+	static struct {
+		char name[SHL_NAME_MAX + 1];
+		int observed;
+	} cfg_prov[SHL_MAX_POOLS + 1];
+	shl_stats *st = malloc(sizeof(*st));
+	int k = 0;
+	if (r == 0 && st != NULL && shl_stats_get(h, st) == 0)
+		for (int i = 0; i < st->npools; i++)
+			if (st->pools[i].provisional) {
+				snprintf(cfg_prov[k].name, sizeof(cfg_prov[k].name), "%s",
+					 st->pools[i].name);
+				cfg_prov[k++].observed = st->pools[i].observed[0] != 0 ||
+							 st->pools[i].observed[1] != 0 ||
+							 st->pools[i].observed[2] != 0;
+			}
+	free(st);
 	shl_detach(h);
 	if (r < 0)
 		return lib_error(name, r, NULL);
@@ -423,6 +444,13 @@ static int cmd_show(int argc, char **argv)
 	}
 	puts(json);
 	free(json);
+	/* Provisional pools said so, on stderr (stdout stays the JSON). */
+	for (unsigned i = 0; cfg_prov[i].name[0] && i < SHL_MAX_POOLS; i++)
+		fprintf(stderr, PROG " show: pool '%s' has provisional limits (%s): the lowest "
+				"published numbers for its model class, until the server's "
+				"rate-limit headers or 'shmlimit-ctl sync' replace them\n",
+			cfg_prov[i].name, cfg_prov[i].observed ? "the server's numbers are in force" :
+								 "no server numbers seen yet");
 	return TX_OK;
 }
 
@@ -874,18 +902,20 @@ static int cmd_cancel(int argc, char **argv)
 /* ------------------------------------------------------------------ */
 
 static const struct subcmd subcmds[] = {
-	{"create", "create NAME (--tier N | --config FILE) [--force] [--group]",
-	 "Create a segment from a built-in tier preset (1..4) or a JSON configuration\n"
-	 "file ('-' reads standard input).\n"
-	 "  -t, --tier N         use the built-in tier N preset\n"
+	{"create", "create NAME (--tier TIER | --config FILE) [--force] [--group]",
+	 "Create a segment from a built-in tier preset or a JSON configuration file\n"
+	 "('-' reads standard input).  TIER: start, build or scale (today's tiers;\n"
+	 "their pool limits are provisional stand-ins until the server's headers or\n"
+	 "'sync' replace them), or 1..4 (the older numbered tiers).\n"
+	 "  -t, --tier TIER      use the built-in preset of that tier\n"
 	 "  -c, --config FILE    use the configuration in FILE\n"
 	 "  -f, --force          replace an existing segment of that name\n"
 	 "  -g, --group          mode 0660 (group may attach) instead of 0600\n",
 	 cmd_create},
-	{"apply", "apply NAME (FILE | --tier N)",
+	{"apply", "apply NAME (FILE | --tier TIER)",
 	 "Replace a live segment's configuration without stopping its workers.\n"
 	 "Pools keep their state by name; workers see the new limits at once.\n"
-	 "  -t, --tier N         apply the built-in tier N preset instead of FILE\n",
+	 "  -t, --tier TIER      apply a built-in preset (start, build, scale, 1..4)\n",
 	 cmd_apply},
 	{"show", "show NAME",
 	 "Print the live configuration as JSON that create and apply accept back.\n", cmd_show},
@@ -948,6 +978,7 @@ static const struct subcmd subcmds[] = {
 	 cmd_settle},
 	{"cancel", "cancel NAME TICKET",
 	 "Refund an admission made by try or route whose request was never sent.\n", cmd_cancel},
+	{"sync", SYNC_SYNOPSIS, SYNC_HELP, cmd_sync}, /* tools/sync.c */
 };
 #define NSUB (sizeof(subcmds) / sizeof(subcmds[0]))
 

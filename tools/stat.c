@@ -43,6 +43,21 @@ static const char *const price_key[5] = {"input", "output", "cache_write_5m", "c
 
 static volatile sig_atomic_t stop_flag;
 
+/* The segment's table of unknown model ids, read with each snapshot. */
+#define UNKNOWN_MAX 16
+static shl_unknown_model unknown_ids[UNKNOWN_MAX];
+static int n_unknown;
+
+static const char *policy_name(int p)
+{
+	return p == 1 ? "refuse" : p == 2 ? "pool" : "pass";
+}
+
+static int has_observed(const shl_pool_stats *ps)
+{
+	return ps->observed[0] || ps->observed[1] || ps->observed[2];
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -117,7 +132,35 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 		if (ps->hold_ns > 0)
 			fprintf(f, "%-12s HELD by a server retry-after for %.1f s more\n", "",
 				(double)ps->hold_ns / 1e9);
+		if (has_observed(ps) || ps->provisional) {
+			/* Configured vs what the server's headers said, and what
+			 * the bucket runs at. */
+			fprintf(f, "%-12s limits/min configured %llu/%llu/%llu%s", "",
+				(unsigned long long)ps->limit[0], (unsigned long long)ps->limit[1],
+				(unsigned long long)ps->limit[2],
+				ps->provisional ? " (provisional: a preset's stand-in)" : "");
+			if (has_observed(ps))
+				fprintf(f, "  observed %llu/%llu/%llu",
+					(unsigned long long)ps->observed[0],
+					(unsigned long long)ps->observed[1],
+					(unsigned long long)ps->observed[2]);
+			else
+				fprintf(f, "  observed none yet");
+			fprintf(f, "  in force %llu/%llu/%llu%s\n",
+				(unsigned long long)ps->effective[0],
+				(unsigned long long)ps->effective[1],
+				(unsigned long long)ps->effective[2],
+				ps->follow_server ? "" : " (follow_server off: only lowered)");
+		}
 	}
+	fprintf(f, "unknown models: %s", policy_name(s->unknown_model));
+	if (s->unknown_model == 2 && s->unknown_pool >= 0)
+		fprintf(f, " to pool %s", s->pools[s->unknown_pool].name);
+	if (n_unknown == 0)
+		fprintf(f, ", none seen\n");
+	for (int i = 0; i < n_unknown; i++)
+		fprintf(f, "%s%s (%llu)%s", i ? ", " : "; seen: ", unknown_ids[i].id,
+			(unsigned long long)unknown_ids[i].seen, i + 1 == n_unknown ? "\n" : "");
 	fprintf(f, "spend %04d-%02d: $%.6f", s->month_year, s->month, tool_usd(s->spend_month));
 	if (s->spend_cap >= 0)
 		fprintf(f, " of $%.2f cap (%.1f%%)", tool_usd(s->spend_cap),
@@ -173,6 +216,15 @@ static char *render_json(const char *name, const shl_stats *s)
 		cJSON_AddItemToArray(pools, o);
 		cJSON_AddStringToObject(o, "name", ps->name);
 		cJSON_AddItemToObject(o, "limit", dims_obj(ps->limit));
+		if (has_observed(ps))
+			cJSON_AddItemToObject(o, "observed", dims_obj(ps->observed));
+		else
+			cJSON_AddNullToObject(o, "observed");
+		cJSON_AddNumberToObject(o, "observed_unix",
+					(double)(ps->observed_unix_ns / 1000000000LL));
+		cJSON_AddItemToObject(o, "effective", dims_obj(ps->effective));
+		cJSON_AddBoolToObject(o, "follow_server", ps->follow_server != 0);
+		cJSON_AddBoolToObject(o, "provisional", ps->provisional != 0);
 		cJSON_AddItemToObject(o, "burst", dims_obj(ps->burst));
 		cJSON *av = cJSON_AddObjectToObject(o, "available");
 		cJSON *pc = cJSON_CreateObject();
@@ -205,6 +257,19 @@ static char *render_json(const char *name, const shl_stats *s)
 			cJSON_AddNumberToObject(pr, price_key[i],
 						(double)ps->prices[i] /
 							(double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
+	}
+	cJSON *um = cJSON_AddObjectToObject(root, "unknown_model");
+	cJSON_AddStringToObject(um, "policy", policy_name(s->unknown_model));
+	if (s->unknown_model == 2 && s->unknown_pool >= 0)
+		cJSON_AddStringToObject(um, "pool", s->pools[s->unknown_pool].name);
+	else
+		cJSON_AddNullToObject(um, "pool");
+	cJSON *ul = cJSON_AddArrayToObject(um, "seen");
+	for (int i = 0; i < n_unknown; i++) {
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddItemToArray(ul, e);
+		cJSON_AddStringToObject(e, "model", unknown_ids[i].id);
+		cJSON_AddNumberToObject(e, "lookups", (double)unknown_ids[i].seen);
 	}
 	char *out = cJSON_Print(root);
 	cJSON_Delete(root);
@@ -265,6 +330,13 @@ static const char *const prom_results[6] = {"admitted", "refused", "waited",
 
 static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
 static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
+static double g_observed(const shl_pool_stats *ps, int i) { return (double)ps->observed[i] / 60.0; }
+static double g_effective(const shl_pool_stats *ps, int i) { return (double)ps->effective[i] / 60.0; }
+static double g_provisional(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return ps->provisional ? 1.0 : 0.0;
+}
 static double g_avail(const shl_pool_stats *ps, int i) { return ps->available[i]; }
 static double g_used(const shl_pool_stats *ps, int i) { return (double)ps->used_last_minute[i]; }
 static double g_hold(const shl_pool_stats *ps, int i)
@@ -303,6 +375,15 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_pool(f, seg, s, "pool_limit_per_second", "gauge",
 		  "Configured refill rate of the bucket (the per-minute limit / 60).", "dimension",
 		  prom_dims, SHL_NBUCKETS, g_limit);
+	prom_pool(f, seg, s, "pool_observed_limit_per_second", "gauge",
+		  "Refill rate the server's rate-limit headers report (0: none reported yet).",
+		  "dimension", prom_dims, SHL_NBUCKETS, g_observed);
+	prom_pool(f, seg, s, "pool_effective_limit_per_second", "gauge",
+		  "Refill rate the bucket runs at (configured, or observed: follow_server).",
+		  "dimension", prom_dims, SHL_NBUCKETS, g_effective);
+	prom_pool(f, seg, s, "pool_provisional", "gauge",
+		  "1 when the configured limits are a preset's stand-ins.", NULL, NULL, 1,
+		  g_provisional);
 	prom_pool(f, seg, s, "pool_burst", "gauge", "Bucket capacity in units.", "dimension",
 		  prom_dims, SHL_NBUCKETS, g_burst);
 	prom_pool(f, seg, s, "pool_available", "gauge",
@@ -337,6 +418,14 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
 	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)s->month_resets_unix);
+	prom_head(f, "unknown_model_lookups", "gauge",
+		  "Lookups that met a model id no configured entry matches, by id.");
+	for (int i = 0; i < n_unknown; i++) {
+		char id[2 * sizeof(unknown_ids[i].id) + 4];
+		prom_escape(id, sizeof(id), unknown_ids[i].id);
+		fprintf(f, "shmlimit_unknown_model_lookups{segment=\"%s\",model=\"%s\"} %llu\n", seg,
+			id, (unsigned long long)unknown_ids[i].seen);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -478,6 +567,9 @@ int main(int argc, char **argv)
 			rc = tool_exit_code(r);
 			break;
 		}
+		n_unknown = shl_unknown_list(h, unknown_ids, UNKNOWN_MAX);
+		if (n_unknown < 0)
+			n_unknown = 0;
 		char *text = render(mode, name, &s);
 		if (text == NULL) {
 			fprintf(stderr, PROG ": out of memory\n");

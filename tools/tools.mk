@@ -15,8 +15,11 @@ $(BUILD)/tools/%.o: tools/%.c tools/common.h libshmlimit/include/shmlimit.h | $(
 $(TOOLS_STAT): $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(LIB_A)
 	$(CC) -o $@ $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
 
-$(TOOLS_CTL): $(BUILD)/tools/ctl.o $(TOOLS_COMMON) $(LIB_A)
-	$(CC) -o $@ $(BUILD)/tools/ctl.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
+# sync (tools/sync.c) talks to the Rate Limits API with libcurl.
+CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+$(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o: tools/sync.h
+$(TOOLS_CTL): $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
 
 .PHONY: check-tools check-tools-docs
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs
