@@ -77,9 +77,42 @@ static int get_num(const cJSON *obj, const char *key, double dflt, double *out)
 	return 0;
 }
 
+static const char *const dims[NDIM] = {"rpm", "itpm", "otpm"};
+
+/* The bucket capacity when the configuration gives none: RPM one second's
+ * worth rounded up, at least 1; ITPM / OTPM one minute's worth. */
+static double default_burst(int d, double limit)
+{
+	if (d != DIM_RPM)
+		return limit;
+	double b = ceil(limit / 60.0);
+	return b < 1 ? 1 : b;
+}
+
+/* The tolerance (see the top of the file) of a bucket of capacity `burst`. */
+static double tolerance(int d, double burst)
+{
+	return d == DIM_RPM ? 1.0 : ceil(burst / 100.0);
+}
+
+/* --strict-interval: one interval's worth, no tolerance.  Called with the
+ * pool's mutex held (or before any thread starts). */
+static void make_strict(struct pool *p, int d)
+{
+	if (d == DIM_RPM) {
+		p->burst[d] = 1;
+	} else {
+		p->burst[d] = ceil(p->limit[d] / 60.0);
+		if (p->burst[d] < 1)
+			p->burst[d] = 1;
+	}
+	p->tol[d] = 0;
+	if (p->level[d] > p->burst[d])
+		p->level[d] = p->burst[d];
+}
+
 static int load_pool(const cJSON *jp, struct pool *p, char *err, size_t errlen)
 {
-	static const char *const dims[NDIM] = {"rpm", "itpm", "otpm"};
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(jp, "name");
 	if (!cJSON_IsString(name) || name->valuestring[0] == '\0' ||
 	    strlen(name->valuestring) >= sizeof(p->name)) {
@@ -99,12 +132,7 @@ static int load_pool(const cJSON *jp, struct pool *p, char *err, size_t errlen)
 				 p->name, dims[d]);
 			return -EINVAL;
 		}
-		double dflt = p->limit[d];
-		if (d == DIM_RPM) {
-			dflt = ceil(p->limit[d] / 60.0);
-			if (dflt < 1)
-				dflt = 1;
-		}
+		double dflt = default_burst(d, p->limit[d]);
 		if (cJSON_IsObject(burst) &&
 		    get_num(burst, dims[d], dflt, &p->burst[d]) < 0) {
 			snprintf(err, errlen, "pool %s: \"burst.%s\" must be a number >= 0",
@@ -113,12 +141,14 @@ static int load_pool(const cJSON *jp, struct pool *p, char *err, size_t errlen)
 		} else if (!cJSON_IsObject(burst)) {
 			p->burst[d] = dflt;
 		}
+		p->burst_set[d] = cJSON_IsObject(burst) &&
+			cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(burst, dims[d]));
 		if (p->limit[d] > 0 && p->burst[d] < 1) {
 			snprintf(err, errlen, "pool %s: burst.%s must be at least 1",
 				 p->name, dims[d]);
 			return -EINVAL;
 		}
-		p->tol[d] = d == DIM_RPM ? 1.0 : ceil(p->burst[d] / 100.0);
+		p->tol[d] = tolerance(d, p->burst[d]);
 		p->level[d] = p->burst[d];
 	}
 	const cJSON *mode = cJSON_GetObjectItemCaseSensitive(jp, "otpm_mode");
@@ -326,9 +356,11 @@ int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
 
 void pool_settle(struct pool *p, uint64_t reserved, uint64_t out)
 {
-	if (p->limit[DIM_OTPM] <= 0)
-		return;
 	pthread_mutex_lock(&p->mu);
+	if (p->limit[DIM_OTPM] <= 0) {
+		pthread_mutex_unlock(&p->mu);
+		return;
+	}
 	refill(p, mono_ns());
 	p->level[DIM_OTPM] += (double)reserved - (double)out;
 	if (p->level[DIM_OTPM] > p->burst[DIM_OTPM])
@@ -353,15 +385,17 @@ void pool_headers(struct pool *p, struct sbuf *h, const double *over)
 {
 	static const char *const hname[NDIM] = {"requests", "input-tokens",
 						"output-tokens"};
-	double level[NDIM];
+	double level[NDIM], limit[NDIM], burst[NDIM];
 	pthread_mutex_lock(&p->mu);
 	refill(p, mono_ns());
 	memcpy(level, p->level, sizeof(level));
+	memcpy(limit, p->limit, sizeof(limit));  /* POST /mock/limits changes them */
+	memcpy(burst, p->burst, sizeof(burst));
 	pthread_mutex_unlock(&p->mu);
 
 	double remaining[NDIM] = {0}, until_full[NDIM] = {0};
 	for (int d = 0; d < NDIM; d++) {
-		if (p->limit[d] <= 0)
+		if (limit[d] <= 0)
 			continue;
 		double r = level[d] < 0 ? 0 : floor(level[d]);
 		if (d != DIM_RPM)  /* tokens: nearest thousand, like the real API */
@@ -369,19 +403,19 @@ void pool_headers(struct pool *p, struct sbuf *h, const double *over)
 		if (over != NULL && over[d] >= 0) /* x-mock-remaining */
 			r = over[d];
 		remaining[d] = r;
-		until_full[d] = (p->burst[d] - level[d]) * 60.0 / p->limit[d];
+		until_full[d] = (burst[d] - level[d]) * 60.0 / limit[d];
 		char when[40];
 		reset_time(until_full[d], when, sizeof(when));
 		sbuf_printf(h, "anthropic-ratelimit-%s-limit: %.0f\r\n"
 			    "anthropic-ratelimit-%s-remaining: %.0f\r\n"
 			    "anthropic-ratelimit-%s-reset: %s\r\n",
-			    hname[d], p->limit[d], hname[d], r, hname[d], when);
+			    hname[d], limit[d], hname[d], r, hname[d], when);
 	}
 	/* tokens-*: whichever of input / output is the more restrictive now. */
 	int t = -1;
-	if (p->limit[DIM_ITPM] > 0)
+	if (limit[DIM_ITPM] > 0)
 		t = DIM_ITPM;
-	if (p->limit[DIM_OTPM] > 0 &&
+	if (limit[DIM_OTPM] > 0 &&
 	    (t < 0 || remaining[DIM_OTPM] < remaining[DIM_ITPM]))
 		t = DIM_OTPM;
 	if (t >= 0) {
@@ -390,6 +424,161 @@ void pool_headers(struct pool *p, struct sbuf *h, const double *over)
 		sbuf_printf(h, "anthropic-ratelimit-tokens-limit: %.0f\r\n"
 			    "anthropic-ratelimit-tokens-remaining: %.0f\r\n"
 			    "anthropic-ratelimit-tokens-reset: %s\r\n",
-			    p->limit[t], remaining[t], when);
+			    limit[t], remaining[t], when);
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Changing the limits while running                                    */
+/* ------------------------------------------------------------------ */
+
+void limits_strict(struct limits *l)
+{
+	for (int i = 0; i < l->npools; i++) {
+		l->pools[i].strict = 1;
+		for (int d = 0; d < NDIM; d++)
+			make_strict(&l->pools[i], d);
+	}
+}
+
+/* One pool's new numbers, checked before any is applied. */
+struct change {
+	struct pool *p;
+	double limit[NDIM];   /* -1: unchanged */
+	double burst[NDIM];   /* -1: not given */
+};
+
+/* Apply a checked change.  The buckets are brought up to now at the old
+ * rate first; a bucket keeps its level (debt included), cut to its new
+ * capacity, and a dimension that was unlimited starts full. */
+static void apply_change(const struct change *c)
+{
+	struct pool *p = c->p;
+	pthread_mutex_lock(&p->mu);
+	refill(p, mono_ns());
+	for (int d = 0; d < NDIM; d++) {
+		if (c->limit[d] < 0 && c->burst[d] < 0)
+			continue;
+		double old = p->limit[d];
+		double lim = c->limit[d] >= 0 ? c->limit[d] : old;
+		double b;
+		if (c->burst[d] >= 0)
+			b = c->burst[d];
+		else if (p->burst_set[d] && old > 0)
+			b = ceil(p->burst[d] * lim / old);
+		else
+			b = default_burst(d, lim);
+		if (b < 1)
+			b = 1;
+		p->limit[d] = lim;
+		p->burst[d] = b;
+		p->tol[d] = tolerance(d, b);
+		if (p->strict)
+			make_strict(p, d);
+		if (old <= 0 || p->level[d] > p->burst[d])
+			p->level[d] = p->burst[d];
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+int limits_change(struct limits *l, const char *body, size_t len, char *err,
+		  size_t errlen)
+{
+	cJSON *root = cJSON_ParseWithLength(body, len);
+	const cJSON *pools = cJSON_IsObject(root) ?
+			     cJSON_GetObjectItemCaseSensitive(root, "pools") : NULL;
+	int rc = -EINVAL;
+	struct change *ch = NULL;
+	if (!cJSON_IsArray(pools) || cJSON_GetArraySize(pools) == 0) {
+		snprintf(err, errlen, "the body must be {\"pools\":[{\"name\":...}, ...]}");
+		goto out;
+	}
+	int n = cJSON_GetArraySize(pools);
+	ch = calloc((size_t)n, sizeof(*ch));
+	if (ch == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	int k = 0;
+	const cJSON *jp;
+	cJSON_ArrayForEach(jp, pools) {
+		struct change *c = &ch[k++];
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(jp, "name");
+		if (!cJSON_IsString(name)) {
+			snprintf(err, errlen, "pools[%d]: a \"name\" string is required", k - 1);
+			goto out;
+		}
+		for (int i = 0; i < l->npools; i++)
+			if (strcmp(l->pools[i].name, name->valuestring) == 0)
+				c->p = &l->pools[i];
+		if (c->p == NULL) {
+			snprintf(err, errlen, "no pool named \"%.64s\"", name->valuestring);
+			rc = -ENOENT;
+			goto out;
+		}
+		const cJSON *burst = cJSON_GetObjectItemCaseSensitive(jp, "burst");
+		if (burst != NULL && !cJSON_IsNull(burst) && !cJSON_IsObject(burst)) {
+			snprintf(err, errlen, "pool %s: \"burst\" must be an object",
+				 c->p->name);
+			goto out;
+		}
+		for (int d = 0; d < NDIM; d++) {
+			if (get_num(jp, dims[d], -1, &c->limit[d]) < 0 ||
+			    c->limit[d] > 1e12) {
+				snprintf(err, errlen, "pool %s: \"%s\" must be a number "
+					 "0..1e12", c->p->name, dims[d]);
+				goto out;
+			}
+			c->burst[d] = -1;
+			if (cJSON_IsObject(burst) &&
+			    (get_num(burst, dims[d], -1, &c->burst[d]) < 0 ||
+			     c->burst[d] > 1e12 ||
+			     (c->burst[d] >= 0 && c->burst[d] < 1))) {
+				snprintf(err, errlen, "pool %s: \"burst.%s\" must be a "
+					 "number 1..1e12", c->p->name, dims[d]);
+				goto out;
+			}
+		}
+	}
+	for (int i = 0; i < n; i++)
+		apply_change(&ch[i]);
+	rc = 0;
+out:
+	free(ch);
+	cJSON_Delete(root);
+	return rc;
+}
+
+char *limits_json(struct limits *l)
+{
+	cJSON *root = cJSON_CreateObject();
+	cJSON *arr = cJSON_AddArrayToObject(root, "pools");
+	for (int i = 0; l != NULL && i < l->npools; i++) {
+		struct pool *p = &l->pools[i];
+		double limit[NDIM], burst[NDIM], level[NDIM];
+		pthread_mutex_lock(&p->mu);
+		refill(p, mono_ns());
+		memcpy(limit, p->limit, sizeof(limit));
+		memcpy(burst, p->burst, sizeof(burst));
+		memcpy(level, p->level, sizeof(level));
+		pthread_mutex_unlock(&p->mu);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "name", p->name);
+		cJSON *b = cJSON_CreateObject(), *a = cJSON_CreateObject();
+		for (int d = 0; d < NDIM; d++) {
+			cJSON_AddNumberToObject(o, dims[d], limit[d]);
+			cJSON_AddNumberToObject(b, dims[d], burst[d]);
+			/* whole units, rounded down (a debt is negative) */
+			cJSON_AddNumberToObject(a, dims[d], limit[d] > 0 ? floor(level[d]) : 0);
+		}
+		cJSON_AddItemToObject(o, "burst", b);
+		cJSON_AddItemToObject(o, "available", a);
+		cJSON_AddItemToArray(arr, o);
+	}
+	cJSON_AddBoolToObject(root, "strict_interval",
+			      l != NULL && l->npools > 0 && l->pools[0].strict);
+	char *s = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	return s;
 }

@@ -12,8 +12,8 @@
  *
  * Concurrency: at most MOCK_MAX_CONNS connection threads; further clients
  * wait in the kernel's accept backlog.  Threads share only the pools
- * (limits.c, a mutex each), the statistics and the prompt cache (api.c, a
- * mutex each) and the atomics below.
+ * (limits.c, a mutex each), the statistics (stats.c) and the prompt cache
+ * (estimate.c), a mutex each, and the atomics below.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -187,6 +187,7 @@ static void usage(FILE *f)
 	fputs("usage: shmlimit-mock [--port N] [--port-file FILE] [--config CFG.json]\n"
 	      "                     [--max-requests N] [--max-seconds S] [--latency-ms N]\n"
 	      "                     [--stream-chunk-delay-ms N] [--fail-every N:KIND]\n"
+	      "                     [--token-scale F] [--strict-interval] [--serve-model MODEL]\n"
 	      "A mock Claude Messages API on 127.0.0.1; see mock/README.md.\n"
 	      "KIND: 429 spend-cap 529 529-midstream 500 truncate\n",
 	      f);
@@ -201,10 +202,34 @@ static int num_opt(const char *name, const char *val, uint64_t max, uint64_t *ou
 	return -EINVAL;
 }
 
+/* A decimal 0.001..1000 with at most three decimals, as thousandths. */
+static int scale_opt(const char *val, uint64_t *milli)
+{
+	char ip[16] = "", fp[4] = "000";
+	const char *dot = strchr(val, '.');
+	size_t il = dot ? (size_t)(dot - val) : strlen(val);
+	size_t fl = dot ? strlen(dot + 1) : 0;
+	uint64_t i = 0, f = 0;
+	if (il == 0 || il >= sizeof(ip) || (dot && (fl == 0 || fl > 3)))
+		goto bad;
+	memcpy(ip, val, il);
+	if (dot)
+		memcpy(fp, dot + 1, fl);
+	if (parse_u64(ip, 1000, &i) < 0 || parse_u64(fp, 999, &f) < 0)
+		goto bad;
+	*milli = i * 1000 + f;
+	if (*milli >= 1 && *milli <= 1000000)
+		return 0;
+bad:
+	fprintf(stderr, "shmlimit-mock: --token-scale: expected a number 0.001..1000 "
+		"with at most three decimals, got '%s'\n", val);
+	return -EINVAL;
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_PORT = 1, O_PORT_FILE, O_CONFIG, O_MAX_REQ, O_MAX_SEC, O_LAT,
-	       O_CHUNK, O_FAIL, O_HELP };
+	       O_CHUNK, O_FAIL, O_SCALE, O_STRICT, O_SERVE, O_HELP };
 	static const struct option opts[] = {
 		{"port", required_argument, NULL, O_PORT},
 		{"port-file", required_argument, NULL, O_PORT_FILE},
@@ -214,12 +239,16 @@ int main(int argc, char **argv)
 		{"latency-ms", required_argument, NULL, O_LAT},
 		{"stream-chunk-delay-ms", required_argument, NULL, O_CHUNK},
 		{"fail-every", required_argument, NULL, O_FAIL},
+		{"token-scale", required_argument, NULL, O_SCALE},
+		{"strict-interval", no_argument, NULL, O_STRICT},
+		{"serve-model", required_argument, NULL, O_SERVE},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t port = 0, max_seconds = 600;
 	const char *port_file = NULL, *config = NULL;
-	static struct mock_config mc = {.max_requests = 100000};
+	static struct mock_config mc = {.max_requests = 100000,
+					.token_scale_milli = 1000};
 	static struct limits limits;
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -259,6 +288,16 @@ int main(int argc, char **argv)
 					"529-midstream 500 truncate), got '%s'\n", optarg);
 			break;
 		}
+		case O_SCALE: rc = scale_opt(optarg, &mc.token_scale_milli); break;
+		case O_STRICT: mc.strict_interval = 1; break;
+		case O_SERVE:
+			if (optarg[0] == '\0' || strlen(optarg) > 200) {
+				fprintf(stderr, "shmlimit-mock: --serve-model: a model id "
+					"of 1..200 characters\n");
+				rc = -EINVAL;
+			}
+			mc.serve_model = optarg;
+			break;
 		case 'h':
 		case O_HELP: usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -275,6 +314,13 @@ int main(int argc, char **argv)
 		char err[512];
 		if (limits_load(config, &limits, err, sizeof(err)) < 0) {
 			fprintf(stderr, "shmlimit-mock: --config: %s\n", err);
+			return 2;
+		}
+		if (mc.strict_interval)
+			limits_strict(&limits);
+		if (mc.serve_model != NULL && limits_find(&limits, mc.serve_model) < 0) {
+			fprintf(stderr, "shmlimit-mock: --serve-model %s: no model "
+				"entry of --config matches it\n", mc.serve_model);
 			return 2;
 		}
 		mc.limits = &limits;

@@ -12,7 +12,11 @@
  *   main.c    options, the listening socket, connection threads, shutdown
  *   http.c    reading HTTP/1.1 requests, writing responses, a string buffer
  *   limits.c  the configuration file, pools, model matching, token buckets
- *   api.c     the endpoints: /v1/messages, count_tokens, /mock/stats ...
+ *   api.c     the endpoints and the order of answering: /v1/messages,
+ *             count_tokens, batches, /mock/...  (its helpers, declared in
+ *             api.h: estimate.c the usage of a request, tokenize.c the
+ *             server's token count of a text, reply.c the reply
+ *             writers, fault.c fault scripting, stats.c the statistics)
  *
  * Everything returns 0 or a negative errno value unless its comment says
  * otherwise.  Nothing here is exported: the mock is a program, not a library.
@@ -134,18 +138,21 @@ const char *http_reason(int status);
 enum { DIM_RPM, DIM_ITPM, DIM_OTPM, NDIM };
 
 /*
- * One pool's three buckets.  Concurrency: every field below `mu` is read and
- * written only with `mu` held; the configuration fields above it are written
- * once at load time, before any thread starts, and only read afterwards.
+ * One pool's three buckets.  Concurrency: the fields above `mu` are written
+ * once at load time (and by limits_strict), before any thread starts, and
+ * only read afterwards; every field below `mu` is read and written only
+ * with `mu` held (limit, burst and tol change under POST /mock/limits).
  */
 struct pool {
 	char name[64];
+	int otpm_reserve;       /* 1: reserve max_tokens at start */
+	int cache_reads_count;  /* 1: cache reads count toward ITPM */
+	int strict;             /* --strict-interval */
+	int burst_set[NDIM];    /* 1: the configuration file gave this burst */
+	pthread_mutex_t mu;
 	double limit[NDIM];     /* per minute; 0 = this dimension is unlimited */
 	double burst[NDIM];     /* bucket capacity */
 	double tol[NDIM];       /* clock-skew tolerance (see limits.c) */
-	int otpm_reserve;       /* 1: reserve max_tokens at start */
-	int cache_reads_count;  /* 1: cache reads count toward ITPM */
-	pthread_mutex_t mu;
 	double level[NDIM];     /* tokens available now (< 0: in debt) */
 	int64_t last_ns;        /* when level was last brought up to date */
 };
@@ -166,6 +173,24 @@ struct limits {
 /* Load a configuration file.  On error returns a negative errno and writes
  * a one-line reason into err. */
 int limits_load(const char *path, struct limits *out, char *err, size_t errlen);
+
+/* --strict-interval: every bucket of every pool holds one interval's worth
+ * (RPM: 1 request; ITPM / OTPM: one second's worth, rounded up) and has no
+ * tolerance.  Call before any thread starts. */
+void limits_strict(struct limits *l);
+
+/*
+ * POST /mock/limits: change pools' limits now, from a JSON body
+ * {"pools":[{"name":"p","rpm":N,"itpm":N,"otpm":N,"burst":{...}}, ...]}
+ * (absent fields keep their value).  All or nothing: returns 0 when every
+ * entry was valid and applied, -ENOENT for an unknown pool, -EINVAL for
+ * anything else malformed, with a one-line reason in err.
+ */
+int limits_change(struct limits *l, const char *body, size_t len, char *err,
+		  size_t errlen);
+
+/* The pools' current limits and bursts as JSON (malloc'd; NULL on OOM). */
+char *limits_json(struct limits *l);
 
 /* The pool a model id belongs to: an exact match first, else the longest
  * matching prefix.  Returns the pool index or -ENOENT. */
@@ -213,12 +238,15 @@ enum fault {
 int fault_parse(const char *s);
 
 struct mock_config {
-	const struct limits *limits;  /* NULL: no limits, any model */
+	struct limits *limits;        /* NULL: no limits, any model */
 	uint64_t latency_ms;          /* think time before each message reply */
 	uint64_t chunk_delay_ms;      /* pause between streamed deltas */
 	uint64_t fail_every;          /* 0: off */
 	int fail_kind;                /* enum fault */
 	uint64_t max_requests;
+	uint64_t token_scale_milli;   /* --token-scale x 1000 (0: 1000) */
+	int strict_interval;          /* --strict-interval */
+	const char *serve_model;      /* --serve-model, or NULL */
 };
 
 void api_init(const struct mock_config *cfg);

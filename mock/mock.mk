@@ -8,7 +8,7 @@ MOCK_BIN := $(BUILD)/shmlimit-mock
 ALL_TARGETS += $(MOCK_BIN)
 CHECKS += check-mock
 
-$(BUILD)/mock/%.o: mock/%.c mock/mock.h | $(BUILD)/.deps-build
+$(BUILD)/mock/%.o: mock/%.c $(wildcard mock/*.h) | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 

@@ -73,9 +73,9 @@ hdr() { grep -i "^$1:" "$T/hdr" | head -n 1 | sed 's/^[^:]*: *//' | tr -d '\r'; 
 json_num() { grep -o "\"$1\":[0-9]*" "$2" | head -n 1 | cut -d: -f2; }
 last_num() { grep -o "\"$1\":[0-9]*" "$2" | tail -n 1 | cut -d: -f2; }
 toks() { local s="" i; for ((i = 0; i < $1; i++)); do s="$s${s:+ }tok"; done; printf '%s' "$s"; }
-ceil4() { echo $(( ($1 + 3) / 4 )); }
-
-MSG='"messages":[{"role":"user","content":"Hello world, how are you?"}]'  # 25 chars
+# 25 characters; the mock counts 9 tokens: Hello(2) world(2) ,(1) how(1) are(1) you(1) ?(1)
+MSG='"messages":[{"role":"user","content":"Hello world, how are you?"}]'
+MSG_TOK=9
 body() { printf '{"model":"%s","max_tokens":%s,%s%s}' "$1" "$2" "$MSG" "${3:-}"; }
 
 echo "# shmlimit-mock tests ($MOCK)"
@@ -94,7 +94,7 @@ check "invalid --config names the field" has 'rpm' "$T/badcfg.err"
 DIR=$(cd "$(dirname "$0")" && pwd)
 undoc=""
 for o in $("$MOCK" --help | grep -o -- '--[a-z-]*' | sort -u) \
-	$(grep -o '"x-mock-[a-z0-9-]*"' "$DIR/api.c" | tr -d '"' | sort -u); do
+	$(cat "$DIR"/*.c | grep -o '"x-mock-[a-z0-9-]*"' | tr -d '"' | sort -u); do
 	grep -q -- "\`$o" "$DIR/README.md" || undoc="$undoc $o"
 done
 check "every option and header documented in README.md" eq "$undoc" ""
@@ -112,7 +112,7 @@ check "JSON: request-id header" eval '[[ "$(hdr request-id)" == req_* ]]'
 check "JSON: id msg_..." has '"id":"msg_' "$T/body"
 check "JSON: type message, role assistant" has '"type":"message","role":"assistant"' "$T/body"
 check "JSON: model echoed" has '"model":"claude-sonnet-4-5"' "$T/body"
-check "JSON: input_tokens = ceil(25/4)" eq "$(json_num input_tokens "$T/body")" 7
+check "JSON: input_tokens = the mock's count (9)" eq "$(json_num input_tokens "$T/body")" $MSG_TOK
 check "JSON: default 20 output tokens" eq "$(json_num output_tokens "$T/body")" 20
 check "JSON: text is 20 words" has "\"text\":\"$(toks 20)\"" "$T/body"
 check "JSON: stop_reason end_turn" has '"stop_reason":"end_turn"' "$T/body"
@@ -139,38 +139,41 @@ check "x-mock-usage forces usage" has '"usage":{"input_tokens":11,"cache_creatio
 st=$(post "$U" -H 'x-mock-usage: 1,2,3' -d "$(body m 100)")
 check "malformed x-mock-usage: 400" eq "$st" 400
 
-# system string + each tool's JSON (printed compact, as cJSON does) count too.
+# system string + each tool's JSON (printed compact, as cJSON does) count
+# too, and a tools array adds the 346-token tool-use system prompt.
+# TOOL: 38 tokens (16 words of 1 or 2 tokens, 22 punctuation marks);
+# "Be brief.": 4.
 TOOL='{"name":"get","description":"d","input_schema":{"type":"object"}}'
 post "$U" -d "$(body m 100 ",\"system\":\"Be brief.\",\"tools\":[$TOOL,$TOOL]")" >/dev/null
-check "system + tools counted: ceil((25+9+2*${#TOOL})/4)" \
-	eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((25 + 9 + 2 * ${#TOOL})))"
+check "system + tools counted: 346 + 2 x 38 + 4 + 9" eq "$(json_num input_tokens "$T/body")" 435
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"h\u00e9llo w\u00f6rld"}]}' >/dev/null
-check "characters are code points (11, not 13 bytes)" eq "$(json_num input_tokens "$T/body")" 3
+check "accented words weigh more: h\u00e9llo w\u00f6rld = 2 + 2" eq "$(json_num input_tokens "$T/body")" 4
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}}]}]}' >/dev/null
-check "an image counts 1600 tokens" eq "$(json_num input_tokens "$T/body")" 1600
+check "an image of unreadable size counts 1600 tokens" eq "$(json_num input_tokens "$T/body")" 1600
 post "$U" -d '{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"get","input":{"q":"x"}}]}]}' >/dev/null
-check "tool_use: name + input JSON" eq "$(json_num input_tokens "$T/body")" "$(ceil4 $((3 + 9)))"
+check "tool_use: name + input JSON (1 + 9)" eq "$(json_num input_tokens "$T/body")" 10
 
 # Prompt cache: first sight writes (1h here), the same text again reads.
-SYS=$(printf 'cached system prompt %s' "$$-$RANDOM")
+SYS='cached system prompt number one' S_TOK=9   # cached(2) system(2) prompt(2) number(2) one(1)
 CB=",\"system\":[{\"type\":\"text\",\"text\":\"$SYS\",\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}]"
 post "$U" -d "$(body m 100 "$CB")" >/dev/null
-check "cache: first sight is a 1h write" has "\"cache_creation_input_tokens\":$(ceil4 ${#SYS}),\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":$(ceil4 ${#SYS})}" "$T/body"
+check "cache: first sight is a 1h write" has "\"cache_creation_input_tokens\":$S_TOK,\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":$S_TOK}" "$T/body"
 check "cache: uncached input is the rest" eq "$(json_num input_tokens "$T/body")" \
-	$(($(ceil4 $((${#SYS} + 25))) - $(ceil4 ${#SYS})))
+	$MSG_TOK
 post "$U" -d "$(body m 100 "$CB")" >/dev/null
-check "cache: second sight is a read" has "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":$(ceil4 ${#SYS})" "$T/body"
-# A longer prefix: the cached part is read, the rest up to the new breakpoint written.
+check "cache: second sight is a read" has "\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":$S_TOK" "$T/body"
+# A longer prefix: the cached part is read, the rest up to the new breakpoint
+# written ("more text here": 3 tokens).
 MORE='"messages":[{"role":"user","content":[{"type":"text","text":"more text here","cache_control":{"type":"ephemeral"}}]}]'
 post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB,$MORE}" >/dev/null
-check "cache: prefix read + 5m write of the rest" has "\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"cache_read_input_tokens\":$(ceil4 ${#SYS}),\"cache_creation\":{\"ephemeral_5m_input_tokens\":$(($(ceil4 $((${#SYS} + 14))) - $(ceil4 ${#SYS}))),\"ephemeral_1h_input_tokens\":0}" "$T/body"
+check "cache: prefix read + 5m write of the rest" has "\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":$S_TOK,\"cache_creation\":{\"ephemeral_5m_input_tokens\":3,\"ephemeral_1h_input_tokens\":0}" "$T/body"
 CB5=",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"$SYS-5m\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]"
 post "$U" -d "{\"model\":\"m\",\"max_tokens\":9$CB5}" >/dev/null
-check "cache: block in messages, 5m write" has "\"ephemeral_5m_input_tokens\":$(ceil4 $((${#SYS} + 3)))" "$T/body"
+check "cache: block in messages, 5m write (SYS + - 5 m)" has "\"ephemeral_5m_input_tokens\":$((S_TOK + 3))" "$T/body"
 
 st=$(post "$U/count_tokens" -d "{\"model\":\"m\",$MSG}")
 check "count_tokens: 200" eq "$st" 200
-check "count_tokens: body" eq "$(cat "$T/body")" '{"input_tokens":7}'
+check "count_tokens: body" eq "$(cat "$T/body")" "{\"input_tokens\":$MSG_TOK}"
 
 # Message Batches: accepted, never run
 BREQ="{\"custom_id\":\"a\",\"params\":$(body claude-haiku-4-5 10)}"
@@ -202,7 +205,7 @@ check "SSE: ends with message_stop" eq "$(tail -n 1 "$T/events")" message_stop
 check "SSE: event order" eq "$(uniq "$T/events" | tr '\n' ' ')" \
 	"message_start content_block_start ping content_block_delta message_delta ping content_block_delta content_block_stop message_delta message_stop "
 check "SSE: at least two message_delta" eval '[ "$(grep -c "^message_delta" "$T/events")" -ge 2 ]'
-check "SSE: message_start usage" has '"usage":{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1' "$T/sse"
+check "SSE: message_start usage" has '"usage":{"input_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1' "$T/sse"
 check "SSE: final cumulative output_tokens" eq "$(last_num output_tokens "$T/sse")" 9
 inter=$(grep '"type":"message_delta"' "$T/sse" | head -n 1 | grep -o '"output_tokens":[0-9]*' | cut -d: -f2)
 check "SSE: intermediate output_tokens between 1 and 8" eval '[ "$inter" -ge 1 ] && [ "$inter" -lt 9 ]'
@@ -279,7 +282,7 @@ check "stats: by_status 529" has '"529":2' "$T/stats"
 check "stats: batches accepted and their requests" has '"batches":1,"batch_requests":2,' "$T/stats"
 check "stats: rate_limited 0 without limits" eq "$(json_num rate_limited "$T/stats")" 0
 # usage totals are the sum of the successes: check output_tokens of "par"
-check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":280,"output_tokens":400,' "$T/stats"
+check "stats: by_model output tokens" has '"par":{"requests":40,"ok":40,"rate_limited":0,"input_tokens":360,"output_tokens":400,' "$T/stats"
 
 st=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$plain_url/mock/shutdown")
 check "shutdown: 200" eq "$st" 200
@@ -438,6 +441,187 @@ check "stats: 404 counted" has '"404":1' "$T/stats"
 
 kill -TERM "$lim_pid"
 wait_exit "$lim_pid" 15; check "SIGTERM: exits 0" eq "$RC" 0
+
+# ------------------------------------------------------------------
+# The mock's own tokenizer, script by script (mock/README.md, "Usage")
+# ------------------------------------------------------------------
+start_mock tok
+# count TEXT: count_tokens of one user message whose content is TEXT
+# (raw bytes; JSON escapes allowed).
+count() {
+	printf '{"model":"m","messages":[{"role":"user","content":"%s"}]}' "$1" > "$T/ct.json"
+	curl -s "$tok_url/v1/messages/count_tokens" --data-binary @"$T/ct.json" | grep -o '[0-9]*'
+}
+check "tokens: English words and punctuation (9)" eq "$(count 'Hello world, how are you?')" 9
+check "tokens: a pangram (13; the shim estimates 11)" eq "$(count 'The quick brown fox jumps over the lazy dog.')" 13
+check "tokens: digit runs by threes (9)" eq "$(count 'In 2026, 1234567 tokens')" 9
+check "tokens: whitespace runs (7)" eq "$(count 'a  b\n\nc\td')" 7
+check "tokens: one space is free (2 words, 2 tokens)" eq "$(count 'ab cd')" 2
+check "tokens: accented Latin (6; the shim 5)" eq "$(count 'café crème brûlée')" 6
+check "tokens: accents by JSON escape too (3)" eq "$(count 'na\u00efvet\u00e9')" 3
+check "tokens: Cyrillic (5; the shim 3)" eq "$(count 'привет мир')" 5
+check "tokens: Japanese, one a character (8; the shim 2)" eq "$(count '日本語のテキスト')" 8
+check "tokens: Chinese with a full-width comma (5)" eq "$(count '你好，世界')" 5
+check "tokens: Hangul (5)" eq "$(count '안녕하세요')" 5
+check "tokens: emoji, 3 each (6; the shim 1)" eq "$(count '👍🎉')" 6
+check "tokens: an emoji in U+2600..U+27BF (3)" eq "$(count '❤')" 3
+check "tokens: a ZWJ sequence, 3 emoji + 2 joiners (11)" eq "$(count '👩‍👩‍👧')" 11
+check "tokens: bytes that are not UTF-8, 1 each (2 + ab 1)" eq "$(count $'\xff\xfeab')" 3
+check "tokens: a lead byte without its continuation (1 + x 1)" eq "$(count $'\xe6x')" 2
+# Images by size: PNG 500 x 300 = 200 tokens, 4000 x 3000 capped at 1600,
+# GIF 100 x 75 = 10, JPEG 50 x 30 = 2.
+img() {
+	printf '{"model":"m","messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/x","data":"%s"}}]}]}' \
+		"$(printf "$1" | base64 -w0)" > "$T/img.json"
+	curl -s "$tok_url/v1/messages/count_tokens" --data-binary @"$T/img.json" | grep -o '[0-9]*'
+}
+PNGH='\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR'
+check "image: PNG 500x300 = 200" eq "$(img "$PNGH"'\x00\x00\x01\xf4\x00\x00\x01\x2c\x08\x02\x00\x00\x00')" 200
+check "image: PNG 4000x3000 capped at 1600" eq "$(img "$PNGH"'\x00\x00\x0f\xa0\x00\x00\x0b\xb8\x08\x02\x00\x00\x00')" 1600
+check "image: GIF 100x75 = 10" eq "$(img 'GIF89a\x64\x00\x4b\x00\x00\x00\x00')" 10
+check "image: JPEG 50x30 = 2" eq "$(img '\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xc0\x00\x11\x08\x00\x1e\x00\x32\x03\x01\x22\x00')" 2
+curl -s -o /dev/null "$tok_url/mock/shutdown" -X POST
+wait_exit "$tok_pid" 15; check "tok: exits 0" eq "$RC" 0
+
+for v in 0 1.2345 abc 1001 -1 .5; do
+	"$MOCK" --token-scale "$v" >/dev/null 2>&1; check "--token-scale $v: exits 2" eq $? 2
+done
+cat > "$T/scale.json" <<'EOF'
+{"pools": [{"name": "p", "rpm": 6000, "itpm": 1200, "otpm": 600000, "burst": {"itpm": 20}},
+           {"name": "q", "rpm": 6000, "itpm": 600000, "otpm": 600000}],
+ "models": [{"match": "p", "pool": "p"}, {"match": "m", "pool": "q"}]}
+EOF
+# --token-scale 1.5: 9 tokens become ceil(13.5) = 14; the cache parts are
+# differences of the scaled cumulative count (14 + 13 = ceil(1.5 x 18)).
+start_mock sc --token-scale 1.5 --config "$T/scale.json"
+st=$(post "$sc_url/v1/messages/count_tokens" -d "{\"model\":\"m\",$MSG}")
+check "--token-scale 1.5: count_tokens 14" eq "$(cat "$T/body")" '{"input_tokens":14}'
+post "$sc_url/v1/messages" -H 'x-mock-usage: 1,1,0,0,0' -d "$(body m 10)" >/dev/null # forced: not scaled
+check "--token-scale: x-mock-usage is used as given" eq "$(json_num input_tokens "$T/body")" 1
+post "$sc_url/v1/messages" -d "$(body m 10 "$CB")" >/dev/null
+check "--token-scale: 1h write 14 + input 13" has '"usage":{"input_tokens":13,"cache_creation_input_tokens":14,' "$T/body"
+# The ITPM bucket (20, tolerance 1) is charged the scaled count: 14, then a
+# second 14 is refused (at scale 1, two 9s would fit).
+s1=$(post "$sc_url/v1/messages" -d "$(body p 10)")
+s2=$(post "$sc_url/v1/messages" -d "$(body p 10)")
+check "--token-scale: the bucket is charged the scaled count (200 then 429)" eq "$s1 $s2" "200 429"
+check "--token-scale: refused for input tokens" has 'input tokens per minute' "$T/body"
+curl -s -o /dev/null -X POST "$sc_url/mock/shutdown"
+wait_exit "$sc_pid" 15
+
+# ------------------------------------------------------------------
+# --strict-interval and --latency-ms
+# ------------------------------------------------------------------
+cat > "$T/strict.json" <<'EOF'
+{"pools": [{"name": "s", "rpm": 60, "itpm": 600, "otpm": 600000, "burst": {"rpm": 5}},
+           {"name": "t", "rpm": 6000, "itpm": 600, "otpm": 600000}],
+ "models": [{"match": "s", "pool": "s"}, {"match": "t", "pool": "t"}]}
+EOF
+"$MOCK" --config "$T/scale.json" --serve-model nope >/dev/null 2>&1
+check "--serve-model not in --config: exits 2" eq $? 2
+start_mock strict --config "$T/strict.json" --strict-interval --latency-ms 2000
+U=$strict_url/v1/messages
+curl -s -o "$T/lim" "$strict_url/mock/limits"
+check "strict: every bucket one interval's worth (rpm 1, itpm 10)" has '"name":"s","rpm":60,"itpm":600,"otpm":600000,"burst":{"rpm":1,"itpm":10,"otpm":10000}' "$T/lim"
+check "strict: reported" has '"strict_interval":true' "$T/lim"
+# A: admitted at arrival, then 2 s of think time.  B arrives during it and
+# meets the bucket as A left it: refused at once, answered before A.
+: > "$T/order"
+( st=$(curl -s -o "$T/latA" -w '%{http_code}' "$U" -d "$(body s 10)"); echo "A $st" >> "$T/order" ) &
+ap=$!
+i=0
+while ! grep -q '"name":"s",[^}]*},"available":{"rpm":0' <(curl -s "$strict_url/mock/limits") && [ $i -lt 100 ]; do
+	sleep 0.02; i=$((i + 1))
+done
+st=$(post "$U" -d "$(body s 10)"); echo "B $st" >> "$T/order"
+check "strict: a second request within the second: 429" eq "$st" 429
+check "strict: retry-after 1" eq "$(hdr retry-after)" 1
+wait "$ap"
+check "latency: admission at arrival, the answer after the delay (B refused before A answers)" \
+	eq "$(tr '\n' ' ' < "$T/order")" "B 429 A 200 "
+r=$(curl -s -N -o "$T/body" -w '%{http_code} %{time_starttransfer}' "$U" -d "$(body t 10 ',"stream":true')")
+check "latency: SSE answer delayed at least 2 s ($r)" eval '[ "${r%% *}" = 200 ] && awk -v t="${r#* }" "BEGIN { exit !(t >= 2.0) }"'
+check "latency: SSE complete" has message_stop "$T/body"
+# ITPM 600 strictly: 10 tokens a second, no tolerance: 11 is refused every time.
+st=$(post "$U" -H 'x-mock-usage: 11,1,0,0,0' -d "$(body t 10)")
+check "strict: a request over one second's ITPM (11 > 10): 429" eq "$st" 429
+curl -s -o "$T/lim" -X POST "$strict_url/mock/limits" -d '{"pools":[{"name":"s","rpm":120,"burst":{"rpm":9}}]}'
+check "strict: a limits change keeps the strict capacity" has '"name":"s","rpm":120,"itpm":600,"otpm":600000,"burst":{"rpm":1,' "$T/lim"
+kill -TERM "$strict_pid"; wait_exit "$strict_pid" 15
+
+# ------------------------------------------------------------------
+# POST /mock/limits: limits changed mid-run; server-side fallback
+# ------------------------------------------------------------------
+cat > "$T/chg.json" <<'EOF'
+{"pools": [{"name": "big", "rpm": 6000, "itpm": 600000, "otpm": 600000},
+           {"name": "small", "rpm": 6, "itpm": 6000, "otpm": 6000, "burst": {"itpm": 3000}}],
+ "models": [{"match": "big-*", "pool": "big"}, {"match": "small-*", "pool": "small"}]}
+EOF
+start_mock chg --config "$T/chg.json"
+U=$chg_url/v1/messages
+st=$(curl -s -o "$T/lim" -w '%{http_code}' "$chg_url/mock/limits")
+check "limits: GET shows the configured pools" eval '[ "$st" = 200 ] && grep -q "\"name\":\"big\",\"rpm\":6000,\"itpm\":600000" "$T/lim"'
+codes=""
+for i in 1 2 3; do codes="$codes $(post "$U" -d "$(body big-1 10)")"; done
+check "limits: big admits 3 in a row" eq "$codes" " 200 200 200"
+st=$(curl -s -o "$T/lim" -w '%{http_code}' -X POST "$chg_url/mock/limits" \
+	-d '{"pools":[{"name":"big","rpm":60,"itpm":3000}]}')
+check "limits: POST 200" eq "$st" 200
+check "limits: the answer shows the new limits and default bursts" has '"name":"big","rpm":60,"itpm":3000,"otpm":600000,"burst":{"rpm":1,"itpm":3000,"otpm":600000}' "$T/lim"
+codes=""
+for i in 1 2 3; do codes="$codes $(post "$U" -d "$(body big-1 10)")"; done
+check "limits: halved and more: enforced at once (burst 1 + tolerance 1)" eq "$codes" " 200 200 429"
+check "limits: headers report the new requests-limit" eq "$(hdr anthropic-ratelimit-requests-limit)" 60
+check "limits: headers report the new input-tokens-limit" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" 3000
+check "limits: a refusal names the pool" has 'pool big (requests per minute)' "$T/body"
+curl -s -o /dev/null -X POST "$chg_url/mock/limits" -d '{"pools":[{"name":"big","rpm":600000}]}'
+st=$(post "$U" -d "$(body big-1 10)")
+check "limits: raised: admitted again" eq "$st" 200
+check "limits: headers report the raised limit" eq "$(hdr anthropic-ratelimit-requests-limit)" 600000
+# A configured burst scales with the limit: small itpm 6000 / burst 3000 -> 3000 / 1500.
+curl -s -o "$T/lim" -X POST "$chg_url/mock/limits" -d '{"pools":[{"name":"small","itpm":3000}]}'
+check "limits: a configured burst scales with the limit" has '"name":"small","rpm":6,"itpm":3000,"otpm":6000,"burst":{"rpm":1,"itpm":1500,' "$T/lim"
+st=$(post "$U" -H 'x-mock-usage: 1600,1,0,0,0' -d "$(body small-1 10)")
+check "limits: the new token capacity is enforced (1600 > 1500 + 15)" eq "$st" 429
+check "limits: input-tokens-limit header" eq "$(hdr anthropic-ratelimit-input-tokens-limit)" 3000
+curl -s -o "$T/lim0" "$chg_url/mock/limits"
+for b in '{"pools":[{"name":"nope","rpm":5}]}|404' '{"pools":[{"name":"big","rpm":-1}]}|400' \
+	 '{"pools":[{"name":"big","rpm":"5"}]}|400' '{"pools":[]}|400' 'not json|400' \
+	 '{"pools":[{"name":"big","burst":{"rpm":0}}]}|400' \
+	 '{"pools":[{"name":"big","rpm":5},{"name":"nope"}]}|404'; do
+	st=$(curl -s -o "$T/body" -w '%{http_code}' -X POST "$chg_url/mock/limits" -d "${b%|*}")
+	check "limits: ${b%|*}: ${b##*|}" eq "$st" "${b##*|}"
+done
+curl -s -o "$T/lim1" "$chg_url/mock/limits"
+check "limits: refused changes change nothing (all or nothing)" eval \
+	'[ "$(sed "s/\"available\":{[^}]*}//g" "$T/lim0")" = "$(sed "s/\"available\":{[^}]*}//g" "$T/lim1")" ]'
+st=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$chg_url/mock/limits"); check "limits: DELETE 405" eq "$st" 405
+
+# Server-side fallback: big-1 requested, small-1 serves and its pool pays.
+post "$U" -H 'x-mock-serve-model: small-1' -d "$(body big-1 10)" >/dev/null
+check "serve-model: JSON model is the serving one" has '"model":"small-1"' "$T/body"
+check "serve-model: the serving pool's headers" eq "$(hdr anthropic-ratelimit-requests-limit)" 6
+post "$U" -N -H 'x-mock-serve-model: small-2' -d "$(body big-1 10 ',"stream":true')" >/dev/null
+check "serve-model: SSE message_start model" has '"type":"message_start","message":{"id":"msg_mock[0-9a-f]*","type":"message","role":"assistant","model":"small-2"' "$T/body"
+st=$(post "$U" -H 'x-mock-serve-model: small-3' -d "$(body big-1 10)")
+check "serve-model: the serving pool is charged (small: 2 admitted, the third 429)" eq "$st" 429
+check "serve-model: the refusal names the serving pool" has 'pool small' "$T/body"
+st=$(post "$U" -H 'x-mock-serve-model: other' -d "$(body big-1 10)")
+check "serve-model: a model no entry matches: 400" eq "$st" 400
+st=$(post "$U" -H 'x-mock-serve-model: small-1' -d "$(body nomatch 10)")
+check "serve-model: the requested model must exist: 404" eq "$st" 404
+curl -s -o "$T/stats" "$chg_url/mock/stats"
+check "serve-model: stats count the serving model" has '"small-1":{"requests":2,"ok":1,' "$T/stats"
+kill -TERM "$chg_pid"; wait_exit "$chg_pid" 15
+
+start_mock sm --serve-model claude-haiku-4-5
+post "$sm_url/v1/messages" -d "$(body claude-opus-4-5 10)" >/dev/null
+check "--serve-model: every reply is that model" has '"model":"claude-haiku-4-5"' "$T/body"
+post "$sm_url/v1/messages" -H 'x-mock-serve-model: x-1' -d "$(body claude-opus-4-5 10)" >/dev/null
+check "--serve-model: the header overrides it" has '"model":"x-1"' "$T/body"
+st=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$sm_url/mock/limits" -d '{"pools":[{"name":"p"}]}')
+check "limits: without --config: 404" eq "$st" 404
+kill -TERM "$sm_pid"; wait_exit "$sm_pid" 15
 
 # ------------------------------------------------------------------
 # --max-requests and --fail-every
