@@ -993,7 +993,8 @@ static void main_usage(FILE *f)
 		   "Exit status: 0 ok, 1 other error, 2 usage, 3 no such segment,\n"
 		   "4 permission denied, 5 incompatible segment, 6 corrupt segment,\n"
 		   "7 invalid configuration, 8 segment exists, 9 refused now (try, route),\n"
-		   "10 never admissible or spend cap, 11 unknown model, 12 ticket already used.\n");
+		   "10 never admissible or spend cap, 11 unknown model, 12 ticket already used,\n"
+		   "13 sync: key refused, 14 sync: API unreachable or error, 15 sync: answer unreadable.\n");
 }
 
 int main(int argc, char **argv)
