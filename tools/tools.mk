@@ -21,11 +21,18 @@ $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o: tools/sync.h
 $(TOOLS_CTL): $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(LIB_A)
 	$(CC) -o $@ $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
 
+# A fleet worker for test-follow.sh: libcurl requests to the mock, the feedback calls.
+TOOLS_FOLLOWER := $(BUILD)/tools/test-follower
+$(TOOLS_FOLLOWER): $(BUILD)/tools/test-follower.o $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(BUILD)/tools/test-follower.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
+
 # sync against the mock's Rate Limits API (127.0.0.1, started and stopped by the script).
 CHECKS += check-sync
 .PHONY: check-sync
-check-sync: $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test
+check-sync: $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER) $(BUILD)/.deps-test
 	timeout 120 tools/test-sync.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock
+	timeout 180 tools/test-follow.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER)
+
 
 .PHONY: check-tools check-tools-docs
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs

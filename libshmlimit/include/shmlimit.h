@@ -495,8 +495,10 @@ SHL_API int shl_spend_exhaust(shl_t *h);
  *   follow_server false:          the lower of configured and observed;
  * with bursts scaled to it.  A change of the rate publishes a new
  * configuration generation (as shl_apply does, without a restart): every
- * process adopts it at its next call; each bucket keeps its deficit in
- * units; tickets admitted before give nothing back to the buckets when
+ * process adopts it at its next call; a bucket never has more available
+ * after the change than before (down: it keeps its deficit in units; up:
+ * it keeps the units it has and fills to the larger burst at the new
+ * rate); tickets admitted before give nothing back to the buckets when
  * settled or cancelled (their spend still settles), so the change never
  * lets more through than either rate would.  An apply that changes a
  * pool's configured limits forgets what was observed for it.

@@ -479,6 +479,35 @@ static void bucket_rescale(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, 
 	}
 }
 
+/*
+ * Carry a bucket over to the rate the server reported (shl_observe_limits):
+ * never more available afterwards than either way of carrying it gives.
+ * Down (a smaller burst): it keeps its deficit in units, as bucket_rescale.
+ * Up (a larger burst): it keeps the units it has, and fills up to the new
+ * capacity at the new rate -- the server's own bucket does not start full
+ * at the new capacity either, so a full bucket that became larger is not
+ * full.  In units: new deficit = old deficit + max(0, new burst - old burst).
+ */
+static void bucket_follow(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, uint64_t new_iv,
+			  uint64_t old_burst, uint64_t new_burst)
+{
+	uint64_t n = (uint64_t)now;
+	uint64_t add = new_burst > old_burst ? new_burst - old_burst : 0;
+	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
+	for (int i = 0; i < 1000; i++) {
+		unsigned __int128 deficit =
+			old > n ? (unsigned __int128)(old - n) * new_iv / old_iv : 0;
+		deficit += (unsigned __int128)add * new_iv;
+		if (deficit == 0)
+			return; /* full, and no larger: stays full */
+		uint64_t next = deficit > (UINT64_MAX - n) ? UINT64_MAX : n + (uint64_t)deficit;
+		/* relaxed: bucket words are independent counters (bucket.c). */
+		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
+							  memory_order_relaxed))
+			return;
+	}
+}
+
 static void pool_rt_zero(struct shl_seg *seg, int p, int64_t now)
 {
 	uint64_t *w = (uint64_t *)&seg->pools[p];
@@ -665,8 +694,8 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 
 /*
  * The server reported other limits for `pool` (shl_observe_limits): record
- * them and, when the rate the bucket runs at changes, carry each bucket's
- * deficit over in units (as an apply does) and publish the configuration,
+ * them and, when the rate the bucket runs at changes, carry each bucket
+ * over (bucket_follow: never more available than before) and publish the configuration,
  * unchanged, as a new generation, so that every process re-derives its
  * numbers at its next call and tickets admitted under the old rate give
  * nothing back to the buckets.  Under the flock, like apply and reset.
@@ -725,8 +754,8 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	memcpy(s, &l->slot, sizeof(*s));
 	int64_t now = shl__now();
 	for (int d = 0; d < SHL_NBUCKETS; d++)
-		bucket_rescale(&h->seg->pools[pool].bkt[d].tat, now, pl->interval[d],
-			       shl__interval(lim[d]));
+		bucket_follow(&h->seg->pools[pool].bkt[d].tat, now, pl->interval[d],
+			      shl__interval(lim[d]), pl->burst[d], bur[d]);
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
 	slot_publish(h->seg, s, g + 1);
 	free(s);

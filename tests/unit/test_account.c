@@ -293,14 +293,26 @@ static void test_observe_follow(void)
 	uint64_t dbl[3] = {1200, 0, 0};
 	CU_ASSERT_EQUAL(shl_observe_limits(h2, a, dbl), 1);
 	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
-	/* The bucket kept its deficit in units: 5 taken of the new burst, 20. */
+	/* Up: the bucket keeps the units it had (none: 5 of 5 taken) and fills
+	 * up to the new burst, 20, at the new rate; nothing comes back from
+	 * tickets of the old rate. */
 	CU_ASSERT_EQUAL(st.pools[sa].burst[0], 20);
-	CU_ASSERT_DOUBLE_EQUAL(st.pools[sa].available[0], 15.0, 0.01);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[sa].available[0], 0.0, 0.01);
 	for (int i = 0; i < 5; i++)
 		CU_ASSERT_EQUAL(shl_cancel(h, &t[i]), 0);
 	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[sa].available[0], 0.0, 0.01);
+	/* 0.75 s at 1200 RPM (20 a second) later: 15 units back. */
+	tu_boot += 750000000LL;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
 	CU_ASSERT_DOUBLE_EQUAL(st.pools[sa].available[0], 15.0, 0.01);
-	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 1200);
+	/* Down again, to 600 (burst 10): the deficit of 5 units stays: 5 left. */
+	uint64_t back[3] = {600, 0, 0};
+	CU_ASSERT_EQUAL(shl_observe_limits(h, a, back), 1);
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.pools[sa].burst[0], 10);
+	CU_ASSERT_DOUBLE_EQUAL(st.pools[sa].available[0], 5.0, 0.01);
+	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 600);
 	/* Garbage is refused and changes nothing. */
 	uint64_t huge[3] = {2000000000000ULL, 0, 0};
 	CU_ASSERT_EQUAL(shl_observe_limits(h, a, huge), -EOVERFLOW);
@@ -308,7 +320,7 @@ static void test_observe_follow(void)
 	/* An apply that changes a's configured limits forgets the observed. */
 	CU_ASSERT_EQUAL(shl_apply(h, two_pools(NULL, NULL), NULL), 0); /* same limits */
 	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
-	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 1200);
+	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 600);
 	shl_config *c2 = tu_cfg("{\"pools\":[{\"name\":\"a\",\"rpm\":120,\"itpm\":60000,"
 				"\"otpm\":6000," PRICES(1, 2) "}],\"models\":[{\"match\":\"a-*\","
 				"\"pool\":\"a\"}]}");
