@@ -714,6 +714,13 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 		flock(h->fd, LOCK_UN);
 		return -EINVAL;
 	}
+	/* Before anything is written: a failure records nothing, so the next
+	 * report of the same numbers tries again. */
+	struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
+	if (s == NULL) {
+		flock(h->fd, LOCK_UN);
+		return -ENOMEM;
+	}
 	const struct shl_pool_cfg *pc = &l->slot.pools[pool];
 	struct shl_observed *ob = &h->seg->pext[pool].observed;
 	uint32_t nh = shl__name_hash(pc->name);
@@ -729,6 +736,7 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	}
 	atomic_store_explicit(&ob->name_hash, nh, memory_order_relaxed);
 	if (!changed) {
+		free(s);
 		flock(h->fd, LOCK_UN);
 		return 0;
 	}
@@ -742,14 +750,9 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 		moved |= shl__interval(lim[d]) != pl->interval[d] ||
 			 bur[d] != pl->burst[d];
 	if (!moved) {
+		free(s);
 		flock(h->fd, LOCK_UN);
 		return 0;
-	}
-	struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
-	if (s == NULL) {
-		/* Recorded, not yet followed: the next apply or reset publishes it. */
-		flock(h->fd, LOCK_UN);
-		return -ENOMEM;
 	}
 	memcpy(s, &l->slot, sizeof(*s));
 	int64_t now = shl__now();

@@ -412,6 +412,39 @@ static void test_settle_as(void)
 	seg_done(h);
 }
 
+/* Every allocation of an observation failing in turn: -ENOMEM, nothing
+ * recorded, nothing published; the same report later is followed. */
+static void test_observe_faults(void)
+{
+	shl_t *h = seg_of(two_pools(NULL, NULL));
+	int a = pool_of(h, "a");
+	uint64_t half[3] = {300, 0, 0};
+	int points = 0;
+	for (long n = 1; n < 20; n++) {
+		uint64_t g = shl_generation(h);
+		atomic_store(&shl__fault_countdown, n);
+		int r = shl_observe_limits(h, a, half);
+		int fired = atomic_load(&shl__fault_countdown) == 0;
+		atomic_store(&shl__fault_countdown, 0);
+		if (r == 1) {
+			CU_ASSERT(!fired || n > 1);
+			break;
+		}
+		points++;
+		CU_ASSERT_EQUAL(r, -ENOMEM);
+		CU_ASSERT_EQUAL(shl_generation(h), g);
+		shl_stats st;
+		CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+		CU_ASSERT_EQUAL(st.pools[0].observed[0], 0);
+		CU_ASSERT_EQUAL(st.pools[0].effective[0], 600);
+	}
+	CU_ASSERT(points >= 1);
+	shl_stats st;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.pools[0].effective[0], 300);
+	seg_done(h);
+}
+
 void suite_account(void)
 {
 	CU_pSuite s = CU_add_suite("account", NULL, NULL);
@@ -421,4 +454,5 @@ void suite_account(void)
 	TU_ADD(s, test_observe_follow);
 	TU_ADD(s, test_observe_nofollow);
 	TU_ADD(s, test_settle_as);
+	TU_ADD(s, test_observe_faults);
 }
