@@ -4,6 +4,8 @@
  * server's headers report (observed, followed), and a response served by
  * another model than the one admitted.
  */
+#include <pthread.h>
+
 #include "testutil.h"
 
 #define PRICES(i, o) \
@@ -445,6 +447,57 @@ static void test_observe_faults(void)
 	seg_done(h);
 }
 
+/* Admissions in several threads while another thread's observations move
+ * the rate up and down: every call answers, tickets of either rate settle,
+ * and the rate in force is the last one observed. */
+struct obs_arg {
+	shl_t *h;
+	int model;
+	_Atomic int stop;
+	long bad;
+};
+
+static void *obs_admitter(void *p)
+{
+	struct obs_arg *a = p;
+	shl_cost cost = {.input_tokens = 1, .max_tokens = 1};
+	shl_usage u = {.input_tokens = 1, .output_tokens = 1};
+	while (!atomic_load(&a->stop)) {
+		shl_ticket t;
+		int r = shl_try(a->h, a->model, &cost, &t, NULL);
+		if (r == 0)
+			r = shl_settle(a->h, &t, &u);
+		if (r != 0 && r != -EAGAIN)
+			__atomic_add_fetch(&a->bad, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void test_observe_threads(void)
+{
+	shl_t *h = seg_of(two_pools(NULL, NULL));
+	struct obs_arg arg = {.h = h, .model = shl_lookup(h, "a-1")};
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, obs_admitter, &arg), 0);
+	int a = pool_of(h, "a"), changed = 0;
+	for (int i = 0; i < 200; i++) {
+		uint64_t lim[3] = {i % 2 ? 300 : 1200, 0, 0};
+		changed += shl_observe_limits(h, a, lim) == 1;
+	}
+	atomic_store(&arg.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	CU_ASSERT_EQUAL(arg.bad, 0);
+	CU_ASSERT_EQUAL(changed, 200);
+	shl_stats st;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.pools[0].effective[0], 300);
+	char report[1024];
+	CU_ASSERT_EQUAL(shl_check(h, report, sizeof(report)), 0);
+	seg_done(h);
+}
+
 void suite_account(void)
 {
 	CU_pSuite s = CU_add_suite("account", NULL, NULL);
@@ -455,4 +508,5 @@ void suite_account(void)
 	TU_ADD(s, test_observe_nofollow);
 	TU_ADD(s, test_settle_as);
 	TU_ADD(s, test_observe_faults);
+	TU_ADD(s, test_observe_threads);
 }
