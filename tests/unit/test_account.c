@@ -320,7 +320,9 @@ static void test_observe_follow(void)
 	CU_ASSERT_EQUAL(shl_observe_limits(h, a, huge), -EOVERFLOW);
 	CU_ASSERT_EQUAL(shl_observe_limits(h, 99, dbl), -EINVAL);
 	/* An apply that changes a's configured limits forgets the observed. */
-	CU_ASSERT_EQUAL(shl_apply(h, two_pools(NULL, NULL), NULL), 0); /* same limits */
+	shl_config *same_cfg = two_pools(NULL, NULL);
+	CU_ASSERT_EQUAL(shl_apply(h, same_cfg, NULL), 0); /* same limits */
+	shl_config_free(same_cfg);
 	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
 	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 600);
 	shl_config *c2 = tu_cfg("{\"pools\":[{\"name\":\"a\",\"rpm\":120,\"itpm\":60000,"
