@@ -153,9 +153,11 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 				ps->follow_server ? "" : " (follow_server off: only lowered)");
 		}
 	}
-	fprintf(f, "unknown models: %s", policy_name(s->unknown_model));
 	if (s->unknown_model == 2 && s->unknown_pool >= 0)
-		fprintf(f, " to pool %s", s->pools[s->unknown_pool].name);
+		fprintf(f, "unknown models: governed by pool %s", s->pools[s->unknown_pool].name);
+	else
+		fprintf(f, "unknown models: %s",
+			s->unknown_model == 1 ? "refused" : "passed through ungoverned");
 	if (n_unknown == 0)
 		fprintf(f, ", none seen\n");
 	for (int i = 0; i < n_unknown; i++)

@@ -163,7 +163,7 @@ S=$P-c
 "$CTL" create $S --tier build >/dev/null
 expect 0 "try on a model no preset names: the catch-all pool" "$CTL" try $S claude-opus-9 --input 10 --output 10
 check "try: admitted on pool other" grep -q '^admitted model=claude-opus-9 pool=other ' "$TMP/out"
-check "stat: the unknown model is listed" bash -c "'$STAT' $S | grep -q '^unknown models: pool to pool other; seen: claude-opus-9 (1)'"
+check "stat: the unknown model is listed" bash -c "'$STAT' $S | grep -q '^unknown models: governed by pool other; seen: claude-opus-9 (1)'"
 check "stat --json: the unknown model is listed" bash -c "'$STAT' --json $S | python3 -c '
 import json,sys; d=json.load(sys.stdin)
 assert d[\"unknown_model\"][\"policy\"]==\"pool\" and d[\"unknown_model\"][\"pool\"]==\"other\"
