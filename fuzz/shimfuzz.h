@@ -63,7 +63,7 @@ static inline void fuzz_check_result(const struct shim_resp *r)
 {
 	CHECK(r->status == 0 || (r->status >= 100 && r->status <= 999));
 	CHECK(r->retry_after_ms >= -1 && r->retry_after_ms <= SHIM_RETRY_AFTER_MAX_MS);
-	/* hooks.c holds the pool for retry_after_ms * 10^6 ns */
+	/* settle.c holds the pool for retry_after_ms * 10^6 ns */
 	CHECK(r->retry_after_ms <= INT64_MAX / 1000000);
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		CHECK(r->remaining[d] >= -1);

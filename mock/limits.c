@@ -26,6 +26,16 @@
  * little early to the server (requests reach it with varying delay).  So a
  * bucket admits a request if it is short by at most one request (RPM) or by
  * at most 1% of its capacity, rounded up (ITPM/OTPM).
+ *
+ * --strict-interval is the opposite reading, "60 RPM may be enforced as one
+ * request per second" taken literally: each bucket holds one interval's
+ * worth (RPM one request, ITPM/OTPM one second's worth) and has no
+ * tolerance, so a client whose requests arrive a little closer together
+ * than it sent them is refused.
+ *
+ * The limits can change while the server runs (POST /mock/limits, so that
+ * tests can show a fleet following the server): a pool's limit, burst and
+ * tolerance are therefore guarded by its mutex like its levels.
  */
 #include <errno.h>
 #include <math.h>

@@ -18,10 +18,16 @@
  *   - Times are nanoseconds.  "now" is CLOCK_BOOTTIME (see shl_now()).
  *   - A handle (shl_t) may be used by many threads at once.  A ticket is
  *     owned by the thread that holds it.
+ *   - Waiting: shl_acquire, shl_route and shl_reserve take a timeout
+ *     (< 0: none; 0: do not wait).  When the request cannot be admitted
+ *     within it (for 0: at once) all three return -ETIMEDOUT, with
+ *     why->wait_ns the wait it would have needed; -EAGAIN is shl_try's
+ *     "not now" (and shl_start's), never a timeout.
  *
  * Concurrency contract
  *   operation                          may run concurrently with
  *   shl_try / shl_acquire              everything, in any process
+ *   shl_reserve / shl_start / shl_route  everything, in any process
  *   shl_settle / shl_cancel            everything (each ticket once)
  *   shl_hold / shl_clamp / shl_spend_exhaust   everything
  *   shl_stats                          everything (read-only snapshot)
@@ -231,7 +237,8 @@ SHL_API int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err);
 /* A copy of the live configuration (free with shl_config_free). */
 SHL_API int shl_config_get(shl_t *h, shl_config **out);
 
-/* The live configuration generation (changes on every apply and reset). */
+/* The live configuration generation (changes on every apply and reset);
+ * 0 for a NULL handle (a segment's generations start at 2). */
 SHL_API uint64_t shl_generation(shl_t *h);
 
 /*
@@ -323,7 +330,8 @@ typedef struct shl_ticket {
 				  still has this name (an apply may have removed
 				  or replaced it) */
 	uint64_t generation;   /* configuration generation at admission */
-	int64_t admitted_at;   /* shl_now() at admission */
+	int64_t admitted_at;   /* the release time: shl_now() at admission, or for
+				  a reservation the instant it may be sent */
 	uint64_t full_at[3];   /* each bucket's refund mark: its "full again" time
 				  right after the take plus the bucket's refund
 				  ledger as read at the take (mod 2^64), so that
@@ -353,10 +361,16 @@ SHL_API int shl_try(shl_t *h, int model, const shl_cost *cost, shl_ticket *t,
 		    shl_refusal *why);
 
 /*
- * Admit, sleeping (not spinning) until the computed time when refused,
- * for at most `timeout_ns` (0: do not wait; negative, or too large for the
- * clock to reach, e.g. INT64_MAX: no deadline).
- * Returns -ETIMEDOUT at once when the computed wait is past the deadline.
+ * Admit, waiting in line: shl_reserve, then a sleep (clock_nanosleep, not
+ * spinning) until the release, then shl_start's checks; a hold that
+ * arrived while it slept and covers the release (a 429 elsewhere) cancels
+ * the place and reserves again behind the hold.  At most `timeout_ns` (0:
+ * do not wait; negative, or too large for the clock to reach, e.g.
+ * INT64_MAX: no deadline).  Returns 0 (t->admitted_at: the release);
+ * -ETIMEDOUT at once, taking nothing, when the release is past the
+ * deadline (why->wait_ns says when it would have been); -E2BIG, -EDQUOT
+ * (also when the server said the cap is reached while it slept), -ESRCH,
+ * -EACCES as shl_try.
  */
 SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
 			int64_t timeout_ns, shl_ticket *t, shl_refusal *why);
@@ -374,9 +388,17 @@ SHL_API int shl_acquire(shl_t *h, int model, const shl_cost *cost,
  * Returns 0 (ticket open); -ETIMEDOUT when the release would come later
  * than `max_wait_ns` from now (nothing is taken; why->wait_ns says when it
  * could have been; max_wait_ns < 0: no deadline, 0: only now); -E2BIG,
- * -EDQUOT, -ESRCH, -EACCES as shl_try.  The guarantee of shl_try holds for
- * release times: over any interval T a pool admits at most
- * burst + rate x T with each admission counted at its admitted_at.
+ * -EDQUOT, -ESRCH, -EACCES as shl_try; -EAGAIN only when the pool's words
+ * kept moving under it beyond reason (a hostile writer).  The guarantee
+ * of shl_try holds for release times: over any interval T a pool admits
+ * at most burst + rate x T with each admission counted at its admitted_at.
+ * The worst-case spend is reserved at once, and the pool counts the
+ * request admitted (and `waited` when its release lies ahead).  A
+ * release is never later than (the work reserved ahead of it in that
+ * bucket + its own cost - the burst) / the rate from now, in each bucket,
+ * or the end of a hold.  Give a place up with shl_cancel: it gives back
+ * what lies after the last release queued in the pool (all of it when
+ * nothing is queued behind it).
  */
 SHL_API int shl_reserve(shl_t *h, int model, const shl_cost *cost, int64_t max_wait_ns,
 			shl_ticket *t, shl_refusal *why);
@@ -384,10 +406,14 @@ SHL_API int shl_reserve(shl_t *h, int model, const shl_cost *cost, int64_t max_w
 /*
  * The moment a reserved request is really sent: check again what may have
  * changed while it waited.  Returns 0 (send it); -EAGAIN when the pool is
- * now held back by a server retry-after (why->wait_ns: until the hold
- * ends) or the release time has not come; -EDQUOT when the server has said
- * the spend cap is reached.  On a negative return the ticket is still
- * open: cancel it (shl_cancel) and, for -EAGAIN, reserve again.
+ * now held back by a server retry-after (why->dim SHL_DIM_HOLD,
+ * why->wait_ns: until the hold ends) or the release time has not come
+ * (why->dim SHL_DIM_NONE, why->wait_ns: until t->admitted_at); -EDQUOT
+ * when the server has said the spend cap is reached (why->dim
+ * SHL_DIM_SPEND); -EALREADY for a closed ticket.  On a negative return the
+ * ticket is still open: before its release, call shl_start again at
+ * t->admitted_at; for a hold, cancel it (shl_cancel) and reserve again
+ * (after why->wait_ns); for -EDQUOT, cancel it.
  */
 SHL_API int shl_start(shl_t *h, const shl_ticket *t, shl_refusal *why);
 
@@ -399,20 +425,24 @@ SHL_API int shl_pool_find(shl_t *h, const char *name);
  * entries (from shl_lookup).  The request is admitted on the first model
  * whose pool can take it now while keeping at least `min_free` (0..1) of
  * each of that pool's buckets free (min_free x burst, rounded up); if none
- * can, the call sleeps until the earliest time one could (up to
- * `timeout_ns`, as in shl_acquire) and tries the list again in order.
+ * can, it reserves (shl_reserve, keeping min_free) on the model released
+ * earliest (ties: the earlier preference), if that is within `timeout_ns`
+ * (as in shl_acquire), sleeps until the release and checks as shl_start
+ * does (a hold or the spend cap that arrived meanwhile: cancel, and try
+ * the list again).
  * Models whose pool the request can never fit (-E2BIG) are skipped, and so
  * are entries that name no model entry (-ESRCH, e.g. a failed shl_lookup
  * passed through), and models whose worst-case price does not fit the
  * spend cap that is left (-EDQUOT: prices differ by model, so a cheaper
  * model later in the list may still fit).  Each attempt is a full
  * all-or-nothing admission, so routing never over-admits.  Ties go to the
- * earlier preference; there is no fairness between callers beyond
- * shl_acquire's.
+ * earlier preference; a caller that waits takes its place in that pool's
+ * line, as shl_acquire does.
  *
  * Returns the index in `models` of the chosen model (>= 0; the ticket names
  * its model and pool).  Otherwise, in this order of precedence:
- *   -EAGAIN / -ETIMEDOUT  some model could be admitted by waiting (`why`
+ *   -ETIMEDOUT            some model could be admitted by waiting, but not
+ *                         within the timeout (for 0: not at once) (`why`
  *                         from the preference whose wait was shortest);
  *   -EDQUOT               no model can wait its way in, and at least one
  *                         fits its pool but not the spend cap left (`why`
@@ -428,7 +458,7 @@ SHL_API int shl_pool_find(shl_t *h, const char *name);
  */
 typedef struct shl_route_policy {
 	double min_free;    /* fraction of each bucket to leave free, 0..1 */
-	int64_t timeout_ns; /* 0: do not wait; < 0: no deadline */
+	int64_t timeout_ns; /* 0: do not wait (-ETIMEDOUT); < 0: no deadline */
 } shl_route_policy;
 
 SHL_API int shl_route(shl_t *h, const int *models, int n, const shl_cost *cost,

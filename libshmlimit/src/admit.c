@@ -137,7 +137,7 @@ static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int
 {
 	int64_t now = shl__now();
 	for (int k = 0; k < upto; k++)
-		shl__bucket_refund(&rt->bkt[k], now, cost_ns[k], mark[k]);
+		shl__bucket_refund(&rt->bkt[k], now, cost_ns[k], mark[k], &rt->horizon);
 }
 
 /* The read-only pass: the exact wait of each dimension, from the words as
@@ -358,6 +358,34 @@ slow:
 }
 
 /*
+ * Routing's min_free: the tolerances that keep `keep` (0..1) of each
+ * bucket free.  Returns -1, or the dimension the request can never fit
+ * while keeping that much (*cap: the units it may use there).
+ */
+static __attribute__((noinline)) int kept_tol(const struct shl_pool_local *pl, double keep,
+					      const uint64_t need[SHL_NBUCKETS],
+					      uint64_t ktol[SHL_NBUCKETS], uint64_t *cap)
+{
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		/* Units kept free: keep x burst rounded UP (keeping less than
+		 * asked would not be min_free), forgiving the float noise of
+		 * products like 0.7 x 10. */
+		double x = keep * (double)pl->burst[d];
+		uint64_t k = x >= (double)pl->burst[d] ? pl->burst[d] : (uint64_t)x;
+		if ((double)k < x - 1e-9 * x)
+			k++;
+		if (k > pl->burst[d])
+			k = pl->burst[d];
+		ktol[d] = (pl->burst[d] - k) * pl->interval[d];
+		if (need[d] > pl->burst[d] - k) {
+			*cap = pl->burst[d] - k;
+			return d;
+		}
+	}
+	return -1;
+}
+
+/*
  * The admission.  `keep` (0..1) is the fraction of each bucket that must be
  * left free (routing's min_free); shl_try passes the constant 0, which the
  * compiler folds away.
@@ -423,22 +451,11 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 
 	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
 	const uint64_t *tol = pl->tol;
-	uint64_t ktol[SHL_NBUCKETS];
+	uint64_t ktol[SHL_NBUCKETS], kcap;
 	if (keep > 0) {
-		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			/* Units kept free: keep x burst rounded UP (keeping less
-			 * than asked would not be min_free), forgiving the float
-			 * noise of products like 0.7 x 10. */
-			double x = keep * (double)pl->burst[d];
-			uint64_t k = x >= (double)pl->burst[d] ? pl->burst[d] : (uint64_t)x;
-			if ((double)k < x - 1e-9 * x)
-				k++;
-			if (k > pl->burst[d])
-				k = pl->burst[d];
-			ktol[d] = (pl->burst[d] - k) * pl->interval[d];
-			if (need[d] > pl->burst[d] - k)
-				return refuse(rt, why, d, p, 0, need[d], pl->burst[d] - k, -E2BIG);
-		}
+		int d = kept_tol(pl, keep, need, ktol, &kcap);
+		if (d >= 0)
+			return refuse(rt, why, d, p, 0, need[d], kcap, -E2BIG);
 		tol = ktol;
 	}
 
@@ -485,6 +502,292 @@ static void sleep_until(int64_t wake)
 			;
 }
 
+static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, const shl_ticket *t,
+				       const struct shl_pool_local **pl);
+
+/* ------------------------------------------------------------------ */
+/* Fair waiting: a place in line.                                      */
+/* ------------------------------------------------------------------ */
+
+/* Restarts of a reservation whose words moved under it: each one is
+ * another taker's CAS that landed; only a hostile writer gets this far. */
+#define SHL_RESERVE_TRIES 10000
+
+/*
+ * A reservation (shl_reserve; shl_acquire and shl_route wait through it).
+ * GCRA expresses one as a take at a release time rel >= now (bucket.c,
+ * "Reservations"):
+ *
+ *   1. a read-only pass finds the release: per bucket, with its tat, the
+ *      cost c and the tolerance tol, r = max(now, tat + c - tol); rel is
+ *      the latest of them and of the pool's hold (a 429's retry-after).
+ *      Later than the deadline: -ETIMEDOUT, nothing taken, why->wait_ns
+ *      = rel - now;
+ *   2. raise the pool's horizon to rel (no refund then gives back room
+ *      that lies before it), then take every bucket AT rel, tat' =
+ *      max(tat, rel) + c (shl__bucket_take_at with rel as its "now"), so
+ *      that every dimension is taken for the same instant and none holds
+ *      capacity it does not use.  A word that moved so that it needs a
+ *      later release (a lost race), or a hold that arrived and covers rel:
+ *      give back what was taken, by the refund rule, and start again at 1;
+ * The worst-case spend is reserved first, now, as shl_try reserves it (a
+ * refusal, -EDQUOT, then takes nothing from the buckets: a take at a
+ * future release also moves a bucket's word up to that release, which no
+ * refund gives back).  Step 2 then only fails for a hostile writer (given
+ * up after SHL_RESERVE_TRIES: the spend goes back, -EAGAIN).
+ * The ticket's admitted_at is rel.  OTPM in "actual" mode takes nothing
+ * (need 0): the release only waits for its bucket to be out of debt.
+ *
+ * Requests queue in the order of their step 2: a later one finds the
+ * words pushed past the earlier one's release, so in every bucket both
+ * need it is released after it (the words take no notice of size: a large
+ * request is never overtaken by small ones).
+ */
+/* A release past the deadline: -ETIMEDOUT, why->wait_ns the whole wait. */
+static int late(struct shl_pool_rt *rt, shl_refusal *why, int dim, int p, uint64_t wait,
+		const uint64_t need[SHL_NBUCKETS], const uint64_t burst[SHL_NBUCKETS])
+{
+	int b = dim >= 0 && dim < SHL_NBUCKETS;
+	return refuse(rt, why, dim, p, wait > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)wait,
+		      b ? need[dim] : 0, b ? burst[dim] : 0, -ETIMEDOUT);
+}
+
+static void ticket_fill(shl_ticket *t, const struct shl_local *l, const struct shl_pool_local *pl,
+			int p, int model, int64_t units, int batch, uint32_t month, int64_t at,
+			uint64_t need_i, uint64_t need_o, const uint64_t mark[SHL_NBUCKETS])
+{
+	t->model = model;
+	t->pool = p;
+	t->state = 1;
+	t->batch = batch != 0;
+	t->rpm = 1;
+	t->itpm = need_i;
+	t->otpm = need_o;
+	t->spend = units;
+	t->month = month; /* where a refund must go */
+	t->pad = pl->name_hash;
+	t->generation = l->gen;
+	t->admitted_at = at;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		t->full_at[d] = mark[d];
+}
+
+static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait, shl_ticket *t,
+			shl_refusal *why, double keep)
+{
+	if (h == NULL || c == NULL || t == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	if (h->rdonly)
+		return -EACCES;
+	if ((unsigned)model >= l->slot.nmodels)
+		return -ESRCH;
+	if ((c->input_tokens | c->cache_write_5m | c->cache_write_1h | c->cache_read |
+	     c->max_tokens) > SHL_TOKENS_MAX)
+		return -EOVERFLOW;
+	const int64_t now = shl__now();
+	const uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	const int p = (int)l->slot.models[model].pool;
+	const struct shl_pool_local *pl = &l->pools[p];
+	struct shl_pool_rt *rt = &h->seg->pools[p];
+	const uint32_t flags = pl->flags;
+	const uint64_t need_i = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
+				((flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
+	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
+	const int64_t units = price_raw(l->slot.models[model].price, c->input_tokens,
+					c->max_tokens, c->cache_write_5m, c->cache_write_1h,
+					c->cache_read, c->batch);
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
+	if (need_i > pl->burst[SHL_DIM_ITPM])
+		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
+	if (need_o > pl->burst[SHL_DIM_OTPM])
+		return refuse(rt, why, SHL_DIM_OTPM, p, 0, need_o, pl->burst[SHL_DIM_OTPM], -E2BIG);
+	const uint64_t *tol = pl->tol;
+	uint64_t ktol[SHL_NBUCKETS], kcap, cost_ns[SHL_NBUCKETS], mark[SHL_NBUCKETS];
+	if (keep > 0) {
+		int d = kept_tol(pl, keep, need, ktol, &kcap);
+		if (d >= 0)
+			return refuse(rt, why, d, p, 0, need[d], kcap, -E2BIG);
+		tol = ktol;
+	}
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		cost_ns[d] = need[d] * pl->interval[d]; /* <= tol <= 2^62 */
+	const uint64_t deadline = max_wait < 0 ? UINT64_MAX
+				  : (uint64_t)max_wait > UINT64_MAX - n ? UINT64_MAX
+									: n + (uint64_t)max_wait;
+	/* Nothing is taken for a release past the deadline: a first look. */
+	{
+		int64_t wmax;
+		int wdim = waits(rt, n, cost_ns, tol, &wmax);
+		uint64_t rel = n + (uint64_t)wmax; /* both < 2^63 */
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (hold > 0 && (uint64_t)hold > rel) {
+			rel = (uint64_t)hold;
+			wdim = SHL_DIM_HOLD;
+		}
+		if (rel > deadline)
+			return late(rt, why, wdim, p, rel - n, need, pl->burst);
+	}
+	/* The spend, now (see above). */
+	uint32_t month = shl__month(h, now), charged = month;
+	struct shl_pslot *ps = shl__pslot(h);
+	if (!shl__lease_take(h, l, ps, month, units)) {
+		int64_t r = lease_reserve(h, l, ps, month, units);
+		if (r < 0) {
+			int64_t cur = shl__spend_read(&h->seg->spendl, month);
+			return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
+				      (uint64_t)l->spend_cap, (int)r);
+		}
+		charged = (uint32_t)r;
+	}
+	for (int tries = 0; tries < SHL_RESERVE_TRIES; tries++) {
+		/* 1. the release, from the words as they are now */
+		int64_t wmax;
+		int wdim = waits(rt, n, cost_ns, tol, &wmax);
+		uint64_t rel = n + (uint64_t)wmax; /* both < 2^63 */
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (hold > 0 && (uint64_t)hold > rel) {
+			rel = (uint64_t)hold;
+			wdim = SHL_DIM_HOLD;
+		}
+		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
+			/* The words moved since the first look: give the spend back. */
+			shl__lease_adjust(h, l, ps, month, charged, -units);
+			return late(rt, why, wdim, p, rel - n, need, pl->burst);
+		}
+		/* 2. the horizon, then every bucket at rel */
+		if (rel > n) {
+			shl__horizon_raise(&rt->horizon, rel);
+			/* release: the raise above is ordered before the takes'
+			 * CAS below; pairs with the acquire load of tat in
+			 * shl__bucket_refund (bucket.c, "Reservations"). */
+			atomic_thread_fence(memory_order_release);
+		}
+		int d, lost = 0;
+		for (d = 0; d < SHL_NBUCKETS && !lost; d++) {
+			mark[d] = 0;
+			if (need[d] == 0) {
+				/* relaxed: a check, as in waits(); nothing is taken. */
+				uint64_t tt = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
+				lost = tt > rel && tt - rel > tol[d];
+			} else {
+				lost = shl__bucket_take_at(&rt->bkt[d], (int64_t)rel, cost_ns[d], tol[d],
+							   &mark[d]) != 0;
+			}
+			if (lost)
+				break;
+		}
+		if (!lost) {
+			/* relaxed: as above.  A hold that arrived meanwhile and
+			 * covers the release: start again behind it. */
+			hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+			lost = hold > 0 && (uint64_t)hold > rel;
+		}
+		if (lost) {
+			rollback(rt, d, cost_ns, mark); /* the buckets before d */
+			continue;
+		}
+		if (ps != NULL)
+			shl__padd(&ps->pools[p].cnt[SHL_PS_ADMITTED], 1);
+		else
+			/* relaxed: a statistic. */
+			atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
+		if (rel > n)
+			/* relaxed: a statistic. */
+			atomic_fetch_add_explicit(&rt->waited, 1, memory_order_relaxed);
+		ticket_fill(t, l, pl, p, model, units, c->batch, charged, (int64_t)rel, need_i, need_o,
+			    mark);
+		return 0;
+	}
+	shl__lease_adjust(h, l, ps, month, charged, -units);
+	return refuse(rt, why, SHL_DIM_NONE, p, 1, 0, 0, -EAGAIN); /* contended beyond reason */
+}
+
+int shl_reserve(shl_t *h, int model, const shl_cost *c, int64_t max_wait_ns, shl_ticket *t,
+		shl_refusal *why)
+{
+	return reserve_impl(h, model, c, max_wait_ns, t, why, 0.0);
+}
+
+static void refusal(shl_refusal *why, int dim, int pool, int64_t wait, uint64_t need, uint64_t cap)
+{
+	if (why) {
+		why->dim = dim;
+		why->pool = pool;
+		why->wait_ns = wait;
+		why->need = need;
+		why->capacity = cap;
+	}
+}
+
+/*
+ * What may have changed while a reserved request waited, for it to go at
+ * `at` (now, or its release): the month marked exhausted (-EDQUOT), or a
+ * hold of its pool that covers `at` (-EAGAIN).  Not a refusal of an
+ * admission: the pool's `refused` counter is left alone.
+ */
+static int start_check(shl_t *h, const struct shl_local *l, const shl_ticket *t,
+		       shl_refusal *why, int64_t now, int64_t at)
+{
+	uint32_t month = shl__month(h, now);
+	/* relaxed: the advisory mark of shl_spend_exhaust, written relaxed;
+	 * it publishes nothing (spend.c). */
+	if (atomic_load_explicit(&h->seg->spendl.exhausted, memory_order_relaxed) == month + 1) {
+		int64_t cur = shl__spend_read(&h->seg->spendl, month);
+		refusal(why, SHL_DIM_SPEND, t->pool, 0, (uint64_t)cur, (uint64_t)l->spend_cap);
+		return -EDQUOT;
+	}
+	const struct shl_pool_local *pl = NULL;
+	struct shl_pool_rt *rt = ticket_pool(h, l, t, &pl);
+	if (rt != NULL) {
+		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
+		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
+		if (hold > at) {
+			refusal(why, SHL_DIM_HOLD, t->pool, hold - now, 0, 0);
+			return -EAGAIN;
+		}
+	}
+	return 0;
+}
+
+int shl_start(shl_t *h, const shl_ticket *t, shl_refusal *why)
+{
+	if (h == NULL || t == NULL)
+		return -EINVAL;
+	if (t->state != 1)
+		return -EALREADY;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	int64_t now = shl__now();
+	int r = start_check(h, l, t, why, now, now);
+	if (r != 0)
+		return r;
+	if (now < t->admitted_at) {
+		refusal(why, SHL_DIM_NONE, t->pool, t->admitted_at - now, 0, 0);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Sleep until an open ticket's release (clock_nanosleep on the buckets'
+ * clock, so the release has come when it returns), then check what may
+ * have changed meanwhile, at the release; a refusal cancels the ticket. */
+static int wait_start(shl_t *h, shl_ticket *t, shl_refusal *why)
+{
+	if (t->admitted_at > shl__now())
+		sleep_until(t->admitted_at); /* until the computed instant; no spinning */
+	struct shl_local *l = shl__local(h);
+	int r = l ? start_check(h, l, t, why, shl__now(), t->admitted_at) : -EUCLEAN;
+	if (r != 0)
+		shl_cancel(h, t);
+	return r;
+}
+
 /*
  * Routing: try_impl on each model of the list, in order.  The models of a
  * list differ in pool (rates) and in price (spend), so a refusal by one
@@ -493,8 +796,11 @@ static void sleep_until(int64_t wake)
  * spend refusal while the month is marked exhausted (shl_spend_exhaust:
  * the server refuses every model until the month rolls over).  Otherwise,
  * when no model admits, the result of one pass is, in this order:
- *   - -EAGAIN (or a sleep, then another pass; -ETIMEDOUT) if any model can
- *     be admitted by waiting: `why` from the shortest wait;
+ *   - a reservation on the model whose wait is shortest (ties: the earlier
+ *     preference) if it is released before the deadline; then a sleep
+ *     until its release and shl_start's checks (a hold that arrived
+ *     meanwhile: cancel, and pass again); else -ETIMEDOUT (also at once
+ *     for a timeout of 0), `why` from that shortest wait;
  *   - -EDQUOT if any model fits its pool but not the spend cap left (its
  *     worst-case price is too high; a cheaper model may still fit later
  *     calls): `why` from the first such model in the list;
@@ -513,19 +819,13 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 		return -EINVAL;
 	shl_refusal best, spend, r1;
 	int64_t deadline = deadline_of(shl__now(), timeout);
-	int slept = 0;
 	for (;;) {
-		int fits = 0, never = 0, dquot = 0;
+		int fits = 0, never = 0, dquot = 0, bi = -1;
 		best.wait_ns = INT64_MAX;
 		for (int i = 0; i < n; i++) {
 			int r = try_impl(h, models[i], c, t, &r1, keep);
-			if (r == 0) {
-				if (slept)
-					/* relaxed: a statistic. */
-					atomic_fetch_add_explicit(&h->seg->pools[t->pool].waited, 1,
-								  memory_order_relaxed);
+			if (r == 0)
 				return i;
-			}
 			if (r == -ESRCH)
 				continue; /* names no model entry (r1 was not written) */
 			if (r == -E2BIG) {
@@ -552,8 +852,10 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 			if (r != -EAGAIN)
 				return r; /* hard errors: no model can help */
 			fits = 1;
-			if (r1.wait_ns < best.wait_ns)
+			if (r1.wait_ns < best.wait_ns) {
 				best = r1;
+				bi = i;
+			}
 		}
 		if (!fits) {
 			if (dquot && why)
@@ -563,16 +865,31 @@ int shl_route(shl_t *h, const int *models, int n, const shl_cost *c,
 		if (why)
 			*why = best;
 		int64_t now = shl__now();
-		if (timeout == 0)
-			return -EAGAIN;
 		int64_t wake = best.wait_ns > INT64_MAX - now ? INT64_MAX : now + best.wait_ns;
-		if (wake > deadline)
+		if (timeout == 0 || wake > deadline)
 			return -ETIMEDOUT;
-		sleep_until(wake);
-		slept = 1;
+		int r = reserve_impl(h, models[bi], c, deadline == INT64_MAX ? -1 : deadline - now, t,
+				     &r1, keep);
+		if (r == 0) {
+			r = wait_start(h, t, &r1);
+			if (r == 0)
+				return bi;
+		}
+		/* A hold arrived, or the spend moved, or a lost race: pass
+		 * again (the pass says -EDQUOT if the month is now exhausted). */
+		if (r == -EAGAIN || r == -EDQUOT)
+			continue;
+		if (why)
+			*why = r1;
+		return r; /* -ETIMEDOUT: the release moved past the deadline; hard errors */
 	}
 }
 
+/*
+ * A reservation, a sleep until its release, and shl_start's checks.  A
+ * hold that arrived while it waited and covers its release: cancel, and
+ * reserve again behind the hold (within the deadline).
+ */
 int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_ticket *t,
 		shl_refusal *why)
 {
@@ -580,25 +897,18 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 	if (why == NULL)
 		why = &local;
 	int64_t deadline = deadline_of(shl__now(), timeout_ns);
-	int slept = 0;
 	for (;;) {
 		/* relaxed: a test switch (fault.c), never set outside tests. */
 		if (shl_unlikely(atomic_load_explicit(&shl__acquire_count_on, memory_order_relaxed)))
 			shl__acquire_attempt();
-		int r = shl_try(h, model, c, t, why);
-		if (r != -EAGAIN) {
-			if (r == 0 && slept && t->pool >= 0)
-				/* relaxed: a statistic. */
-				atomic_fetch_add_explicit(&h->seg->pools[t->pool].waited, 1,
-							  memory_order_relaxed);
-			return r;
-		}
 		int64_t now = shl__now();
-		int64_t wake = why->wait_ns > INT64_MAX - now ? INT64_MAX : now + why->wait_ns;
-		if (wake > deadline)
-			return -ETIMEDOUT;
-		sleep_until(wake); /* until the computed instant; no spinning */
-		slept = 1;
+		int64_t left = deadline == INT64_MAX ? -1 : deadline > now ? deadline - now : 0;
+		int r = reserve_impl(h, model, c, left, t, why, 0.0);
+		if (r != 0)
+			return r;
+		r = wait_start(h, t, why);
+		if (r != -EAGAIN)
+			return r;
 	}
 }
 
@@ -654,12 +964,13 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
  * compare and no call. */
 static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int64_t now,
 							 uint64_t had, uint64_t real, uint64_t iv,
-							 int refunds, uint64_t mark)
+							 int refunds, uint64_t mark,
+							 _Atomic uint64_t *horizon)
 {
 	if (real > had)
 		shl__bucket_charge(&b->tat, now, shl__mul_sat(real - had, iv));
 	else if (shl_unlikely(had > real) && refunds)
-		shl__bucket_refund(b, now, shl__mul_sat(had - real, iv), mark);
+		shl__bucket_refund(b, now, shl__mul_sat(had - real, iv), mark, horizon);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -698,9 +1009,9 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		const int rf = ticket_refunds(l, t);
 		adjust(&rt->bkt[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM], rf,
-		       t->full_at[SHL_DIM_ITPM]);
+		       t->full_at[SHL_DIM_ITPM], &rt->horizon);
 		adjust(&rt->bkt[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM], rf,
-		       t->full_at[SHL_DIM_OTPM]);
+		       t->full_at[SHL_DIM_OTPM], &rt->horizon);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		if (shl_likely(ps != NULL)) {
 			/* Our own slot: plain adds, no lock prefix (pslot.c). */
@@ -760,7 +1071,7 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
 			shl__bucket_refund(&rt->bkt[d], now, shl__mul_sat(had[d], pl->interval[d]),
-					   t->full_at[d]);
+					   t->full_at[d], &rt->horizon);
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else

@@ -98,6 +98,35 @@
  *
  * Without a 16-byte CAS (not x86-64) refunds give nothing back: never an
  * over-admission, only less credit.
+ *
+ * Reservations (shl_reserve, admit.c)
+ * -----------------------------------
+ * A reservation is a take at a release time R >= now instead of at now:
+ * next = max(tat, R) + c, admitted iff next - R <= tol.  The word's history
+ * is then the history of a bucket whose takes happen at their release
+ * times, not necessarily in time order, and the window bound holds for
+ * release times: for the takes k1..km released in [a, b], in CAS order,
+ * the tat after the last one is at least a + (their costs) (each adds its
+ * cost to max(tat, t) >= a) and at most t_km + tol <= b + tol.
+ *
+ * It breaks one step of the refund argument: (I2) used t_k <= now for the
+ * takes after j, and a reservation's t_k = R_k lies ahead.  Giving back
+ * room that lies before a later reservation's release would move that
+ * reservation's region to before its own release: a take at R_k would
+ * find room the reserved request, released at R_k too, still uses (A takes
+ * the whole burst at 0, B reserves the next burst at release 1000, A is
+ * cancelled at 0 and gives 1000 back: C then reserves at release 1000 as
+ * well, and 2 x burst goes at one instant).  So each pool keeps a horizon
+ * H: the latest release of any reservation into the future, only ever
+ * raised, raised BEFORE the reservation's CAS (a release fence orders the
+ * two).  A refund uses max(now, H) where it used now, read after the pair
+ * it validates (acquire, or the reload of a failed cmpxchg16b, a full
+ * barrier): a reservation whose CAS precedes the refund's in the word's
+ * order has its H raise visible there.  With now' = max(now, H) >= t_k
+ * for every take after j, (I2)'s step holds as written, and (I1) does not
+ * involve time.  The cost is only credit: while reservations are queued,
+ * a cancel gives back at most what lies past the last release.  A scribbled
+ * H far ahead (over 2^62 ns) makes refunds give nothing.
  */
 #include <stdint.h>
 
@@ -168,25 +197,36 @@ int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns, ui
 
 /*
  * Give back up to `ns` of a take whose ticket holds `mark` (see the top):
- * at most what is left of it, full_at - (gives since the take) - now, by
- * one 16-byte CAS of (tat, ledger).  Returns what was given.
+ * at most what is left of it, full_at - (gives since the take) - now', by
+ * one 16-byte CAS of (tat, ledger), where now' = max(now, the pool's
+ * reservation horizon).  Returns what was given.
  */
-uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_t mark)
+uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_t mark,
+			    _Atomic uint64_t *horizon)
 {
 	if (ns == 0)
 		return 0;
 #if SHL_HAVE_CAS16
-	uint64_t n = now < 0 ? 0 : (uint64_t)now;
-	/* relaxed: a first guess; the cmpxchg16b validates both words together
-	 * (on failure it loads the pair atomically into t, r). */
-	uint64_t t = atomic_load_explicit(&b->tat, memory_order_relaxed);
+	const uint64_t n0 = now < 0 ? 0 : (uint64_t)now;
+	/* acquire: a first guess, which the cmpxchg16b validates (on failure
+	 * it reloads the pair into t, r, as a full barrier); acquire so that
+	 * the horizon read below sees the raise of every reservation whose
+	 * CAS wrote the tat read here (pairs with the release fence in
+	 * admit.c's reserve path). */
+	uint64_t t = atomic_load_explicit(&b->tat, memory_order_acquire);
 	uint64_t r = atomic_load_explicit(&b->refunded, memory_order_relaxed);
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
+		/* relaxed: ordered after the pair by the acquire load above or
+		 * by the failed cmpxchg16b's barrier. */
+		uint64_t hz = atomic_load_explicit(horizon, memory_order_relaxed);
+		uint64_t n = hz > n0 ? hz : n0;
+		if (n - n0 > (1ULL << 62))
+			return 0; /* a scribbled horizon: give nothing */
 		int64_t left = (int64_t)(mark - r - n); /* modular, as a signed difference */
 		uint64_t give = left <= 0 ? 0 : ((uint64_t)left < ns ? (uint64_t)left : ns);
 		/* Nothing left: final even if t and r were read apart.  r is
 		 * the ledger now or an older value, and the ledger only grows,
-		 * so a fresher one leaves even less. */
+		 * so a fresher one leaves even less (and H only grows). */
 		if (give == 0)
 			return 0;
 		/* Full barrier (locked); pairs with the acquire ledger load of
@@ -199,8 +239,21 @@ uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_
 	(void)b;
 	(void)now;
 	(void)mark;
+	(void)horizon;
 	return 0;
 #endif
+}
+
+/* Raise a pool's reservation horizon to `release` (never lowers it). */
+void shl__horizon_raise(_Atomic uint64_t *horizon, uint64_t release)
+{
+	/* relaxed: the caller's release fence orders this before its CAS on
+	 * the bucket word (the top comment, "Reservations"). */
+	uint64_t old = atomic_load_explicit(horizon, memory_order_relaxed);
+	while (old < release &&
+	       !atomic_compare_exchange_weak_explicit(horizon, &old, release, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
 }
 
 void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)
@@ -209,7 +262,14 @@ void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns)
 		return;
 	uint64_t n = now < 0 ? 0 : (uint64_t)now;
 	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
-	for (int i = 0; i < SHL_CAS_TRIES; i++) {
+	/* No bound on the retries: a charge that gave up would be usage the
+	 * bucket never saw (an over-admission).  Lock-free all the same: each
+	 * failed CAS is another writer's CAS that landed. */
+	for (;;) {
+		/* relaxed: a test-only switch (fault.c). */
+		if (shl_unlikely(atomic_load_explicit(&shl__charge_interfere,
+						      memory_order_relaxed) > 0))
+			shl__charge_interfere_step(tat);
 		/* A charge may push the bucket into debt: that is the point of
 		 * settling with real usage larger than the estimate. */
 		uint64_t next = shl__gcra_next(old, n, ns);

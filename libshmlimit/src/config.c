@@ -18,6 +18,8 @@
  *                      least 1), itpm/otpm: one minute's worth
  *     otpm_mode        "actual" (default) or "reserve"
  *     cache_reads_count  boolean, default false
+ *     margin           0..0.5, default 0.002: every bucket's interval is
+ *                      lengthened by 1 + margin (room for network jitter)
  *     prices           {input, output, cache_write_5m, cache_write_1h,
  *                      cache_read}: USD per million tokens, >= 0, at most
  *                      3 decimals
@@ -49,6 +51,7 @@
 #define LIMIT_MAX 1000000000000ULL /* per minute, any dimension */
 #define PRICE_MAX_USD 100000.0     /* per million tokens */
 #define TOL_MAX (1ULL << 62)       /* burst * interval, ns */
+#define MARGIN_MAX_PPM 500000u     /* pools[].margin <= 0.5 */
 
 static const char *const price_keys[SHL_NPRICES] = {"input", "output", "cache_write_5m",
 						    "cache_write_1h", "cache_read"};
@@ -67,14 +70,21 @@ uint64_t shl__slot_checksum(const struct shl_cfg_slot *s)
 	return h;
 }
 
-static uint64_t interval_of(uint64_t limit)
+/*
+ * ns per unit: 60 s / limit, lengthened by the pool's margin (parts per
+ * million), rounded up: rounding can only under-admit.  limit <= 1e12 and
+ * ppm <= 5e5, so the product fits 128 bits with room to spare.
+ */
+static uint64_t interval_of(uint64_t limit, uint32_t margin_ppm)
 {
-	return (60000000000ULL + limit - 1) / limit; /* rounded up: never over-admit */
+	unsigned __int128 num = (unsigned __int128)60000000000ULL * (1000000u + margin_ppm);
+	unsigned __int128 den = (unsigned __int128)limit * 1000000u;
+	return (uint64_t)((num + den - 1) / den);
 }
 
-uint64_t shl__interval(uint64_t limit)
+uint64_t shl__interval(uint64_t limit, uint32_t margin_ppm)
 {
-	return interval_of(limit);
+	return interval_of(limit, margin_ppm);
 }
 
 /* RPM: one second's worth, rounded down, at least 1.  Down, not up: the
@@ -145,6 +155,11 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 			shl__err(e, "config.pools[%u].name: not a valid pool name", i);
 			return -EUCLEAN;
 		}
+		if (p->margin_ppm > MARGIN_MAX_PPM) {
+			shl__err(e, "config.pools[%u].margin: %u parts per million, expected 0..%u", i,
+				 p->margin_ppm, MARGIN_MAX_PPM);
+			return -EUCLEAN;
+		}
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			if (p->limit[d] == 0 || p->limit[d] > LIMIT_MAX) {
 				shl__err(e, "config.pools[%u].%s: %llu out of range", i, dim_keys[d],
@@ -152,7 +167,8 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 				return -EUCLEAN;
 			}
 			if (p->burst[d] == 0 ||
-			    shl__mul_sat(p->burst[d], interval_of(p->limit[d])) > TOL_MAX) {
+			    shl__mul_sat(p->burst[d], interval_of(p->limit[d], p->margin_ppm)) >
+				    TOL_MAX) {
 				shl__err(e, "config.pools[%u].burst.%s: %llu out of range", i,
 					 dim_keys[d], (unsigned long long)p->burst[d]);
 				return -EUCLEAN;
@@ -230,7 +246,7 @@ void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 			continue;
 		pl->name_hash = shl__name_hash(p->name);
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			pl->interval[d] = interval_of(p->limit[d]);
+			pl->interval[d] = interval_of(p->limit[d], p->margin_ppm);
 			pl->burst[d] = p->burst[d];
 			pl->tol[d] = p->burst[d] * pl->interval[d];
 		}
@@ -282,11 +298,11 @@ void shl__local_observe(struct shl_local *l, const struct shl_seg *seg)
 		uint64_t lim[SHL_NBUCKETS], bur[SHL_NBUCKETS];
 		shl__effective(p, &seg->pext[i].observed, lim, bur);
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			pl->interval[d] = interval_of(lim[d]);
+			pl->interval[d] = interval_of(lim[d], p->margin_ppm);
 			pl->burst[d] = bur[d];
 			pl->tol[d] = shl__mul_sat(bur[d], pl->interval[d]);
 			if (pl->tol[d] > TOL_MAX) { /* a scribbled word: stay at the configured */
-				pl->interval[d] = interval_of(p->limit[d]);
+				pl->interval[d] = interval_of(p->limit[d], p->margin_ppm);
 				pl->burst[d] = p->burst[d];
 				pl->tol[d] = p->burst[d] * pl->interval[d];
 			}
@@ -466,10 +482,10 @@ static int get_bool(const cJSON *o, const char *key, const char *path, int *v, s
 
 static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
 {
-	static const char *const keys[] = {"name",	     "rpm",	      "itpm",
-					   "otpm",	     "burst",	      "otpm_mode",
-					   "cache_reads_count", "prices",	      "follow_server",
-					   "provisional",	     NULL};
+	static const char *const keys[] = {"name",	       "rpm",	      "itpm",
+					   "otpm",	       "burst",	      "otpm_mode",
+					   "cache_reads_count", "margin",	      "prices",
+					   "follow_server",     "provisional", NULL};
 	struct shl_pool_cfg *p = &s->pools[i];
 	char path[64], kp[96];
 	int r;
@@ -496,6 +512,18 @@ static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
 			return r;
 		p->burst[d] = default_burst(d, p->limit[d]);
 	}
+	/* Before the burst: its range check uses the lengthened interval. */
+	p->margin_ppm = SHL_MARGIN_DEFAULT_PPM;
+	const cJSON *mg = cJSON_GetObjectItemCaseSensitive(o, "margin");
+	if (mg != NULL) {
+		snprintf(kp, sizeof(kp), "%s.margin", path);
+		double mr;
+		if (!cJSON_IsNumber(mg) || !(mg->valuedouble >= 0) || mg->valuedouble > 0.5)
+			return bad(e, kp, "expected a fraction from 0 to 0.5 (0.002: 0.2%)");
+		if (!whole_steps(mg->valuedouble * 1e6, &mr))
+			return bad(e, kp, "expected at most 6 decimals (parts per million)");
+		p->margin_ppm = (uint32_t)mr;
+	}
 	const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "burst");
 	if (b != NULL) {
 		snprintf(kp, sizeof(kp), "%s.burst", path);
@@ -511,7 +539,8 @@ static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
 			snprintf(kp, sizeof(kp), "%s.burst.%s", path, dim_keys[d]);
 			if ((r = get_uint(v, kp, LIMIT_MAX, &p->burst[d], e)))
 				return r;
-			if (shl__mul_sat(p->burst[d], interval_of(p->limit[d])) > TOL_MAX)
+			if (shl__mul_sat(p->burst[d], interval_of(p->limit[d], p->margin_ppm)) >
+			    TOL_MAX)
 				return bad(e, kp, "too large for its limit (over 146 years of refill)");
 			p->flags |= SHL_PF_BURST_SET << d;
 		}
@@ -849,6 +878,8 @@ char *shl_config_to_json(const shl_config *cfg)
 		cJSON_AddStringToObject(o, "otpm_mode",
 					(p->flags & SHL_PF_OTPM_RESERVE) ? "reserve" : "actual");
 		cJSON_AddBoolToObject(o, "cache_reads_count", (p->flags & SHL_PF_CACHE_READS) != 0);
+		if (p->margin_ppm != SHL_MARGIN_DEFAULT_PPM) /* the default round-trips unwritten */
+			cJSON_AddNumberToObject(o, "margin", (double)p->margin_ppm / 1e6);
 		cJSON_AddItemToObject(o, "prices", prices_json(p->price));
 		cJSON_AddBoolToObject(o, "follow_server", !(p->flags & SHL_PF_NOFOLLOW));
 		if (p->flags & SHL_PF_PROVISIONAL)

@@ -19,9 +19,18 @@
  * set, each admission attempt of shl_acquire's loop adds one to
  * shl__acquire_attempts; off (always, outside tests), the loop pays one
  * relaxed load per attempt, not per admission of shl_try.
+ *
+ * And a contention hook for the charge of a settle (usage above the
+ * estimate), which must always land: with shl__charge_interfere at N, the
+ * next N compare-and-swap attempts of shl__bucket_charge each find the
+ * word moved by one nanosecond first, as when other processes keep taking
+ * from the bucket; a charge that gave up after a bounded number of tries
+ * would be lost (an over-admission).  Off (always, outside tests) it costs
+ * one relaxed load per charge.
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,6 +60,15 @@ void shl__acquire_attempt(void)
 	atomic_fetch_add_explicit(&shl__acquire_attempts, 1, memory_order_relaxed);
 }
 
+_Atomic long shl__charge_interfere;
+
+void shl__charge_interfere_step(_Atomic uint64_t *tat)
+{
+	/* relaxed: test-only; the word publishes nothing (bucket.c). */
+	atomic_fetch_sub_explicit(&shl__charge_interfere, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(tat, 1, memory_order_relaxed);
+}
+
 void *shl__malloc(size_t n)
 {
 	if (shl__fault()) {
@@ -76,6 +94,16 @@ int shl__shm_open(const char *path, int flags, mode_t mode)
 		return -1;
 	}
 	return shm_open(path, flags, mode);
+}
+
+/* shl_reset's flock (a test checks that every reset takes it). */
+int shl__flock(int fd, int op)
+{
+	if ((op & LOCK_EX) && shl__fault()) {
+		errno = ENOLCK;
+		return -1;
+	}
+	return flock(fd, op);
 }
 
 int shl__fchmod(int fd, mode_t mode)

@@ -67,7 +67,11 @@
  *   +416 u64 admitted        (only admissions without a process slot)
  *   +424 u64 waited, +432 u64 clamps   (times the server's remaining lowered
  *                            a bucket)
- *   +440 72 bytes reserved (zero)
+ *   +440 64 bytes reserved (zero)
+ *   +504 u64 horizon         the latest release time (shl_now() scale) of any
+ *                            reservation into the future (shl_reserve); only
+ *                            raised; refunds give nothing back that lies
+ *                            before it (bucket.c, "Reservations")
  *
  * Statistics base (0x1C180 + 128 * p), written by reset and apply under the
  * flock: what the process slots held for pool p when its counters were
@@ -136,9 +140,9 @@
  *                      generation published by the last shl_reset of the
  *                      spend, 0 if none: tickets of an earlier generation
  *                      get no spend refund), pad
- *                      (spend_epoch was zero padding in the first release of
- *                      this layout: a reader that predates it ignores it and
- *                      misreads nothing, so the version stays 1),
+ *                      (spend_epoch was zero padding before it was added: a
+ *                      reader that predates it ignores it and misreads
+ *                      nothing, so adding it needed no new layout version)
  *                      u32 unknown_policy at +40 (SHL_UNKNOWN_*: what a
  *                      model id no entry matches gets; 0, "pass", is what
  *                      zero padding always meant), u32 unknown_pool at +44
@@ -149,7 +153,9 @@
  *
  * Pool config (128 bytes):
  *   +0 char name[32], +32 u64 limit[3], +56 u64 burst[3], +80 i64 price[5],
- *   +120 u32 flags (SHL_PF_*), +124 u32 reserved
+ *   +120 u32 flags (SHL_PF_*), +124 u32 margin_ppm (pools[].margin in parts
+ *   per million, 0..500000: every bucket's interval is lengthened by
+ *   1 + margin; was zero padding before, read as no margin)
  *   (SHL_PF_NOFOLLOW: the server's observed limits only ever lower the
  *   pool; SHL_PF_PROVISIONAL: the limits are a preset's stand-ins, the
  *   lowest published numbers for the model class, until the server's
@@ -264,7 +270,8 @@ struct shl_pool_rt {
 	_Atomic uint64_t admitted;
 	_Atomic uint64_t waited;
 	_Atomic uint64_t clamps;
-	uint64_t pad[9];
+	uint64_t pad[8];
+	_Atomic uint64_t horizon; /* +504: latest future release (shl_reserve) */
 };
 
 struct shl_pool_cfg {
@@ -273,7 +280,7 @@ struct shl_pool_cfg {
 	uint64_t burst[SHL_NBUCKETS];
 	int64_t price[SHL_NPRICES];
 	uint32_t flags;
-	uint32_t reserved;
+	uint32_t margin_ppm; /* pools[].margin x 1e6 */
 };
 
 struct shl_model_cfg {
@@ -420,6 +427,8 @@ _Static_assert(__builtin_offsetof(struct shl_pool_rt, bkt) == 0, "bucket pairs")
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, hold_until) == 48, "hold");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, refused) == 56, "refused");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, admitted) == 416, "cold counters");
+_Static_assert(__builtin_offsetof(struct shl_pool_rt, horizon) == 504, "reservation horizon");
+_Static_assert(__builtin_offsetof(struct shl_pool_cfg, margin_ppm) == 124, "pool margin");
 _Static_assert(__builtin_offsetof(struct shl_seg, pools) % 16 == 0, "pairs 16-byte aligned");
 
 #endif /* SHL_LAYOUT_H */

@@ -288,7 +288,9 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	slot_publish(seg, s, 2);
 	free(s);
 	/* release: the magic goes last; an attacher that sees it sees a
-	 * complete segment (pairs with the acquire read in validate_header). */
+	 * complete segment (pairs with the acquire load of the mapped magic
+	 * in shl_attach; the header checks before it read a pread() copy,
+	 * which orders nothing). */
 	__atomic_store_n(&seg->hdr.magic, SHL_MAGIC, __ATOMIC_RELEASE);
 	if (out == NULL) {
 		munmap(seg, SHL_SEG_SIZE);
@@ -315,9 +317,12 @@ fail:
 	return r;
 }
 
+/* The header's fields, from a copy (shl_attach) or from the mapping
+ * (shl_check); plain reads: the ordering with the creator is shl_attach's
+ * acquire load of the mapped magic. */
 static int validate_header(const struct shl_hdr *hd, off_t size, const char *path, shl_err *e)
 {
-	if (__atomic_load_n(&hd->magic, __ATOMIC_ACQUIRE) != SHL_MAGIC) {
+	if (hd->magic != SHL_MAGIC) {
 		shl__err(e, "segment '%s': header.magic is 0x%016llx, not a libshmlimit segment",
 			 path, (unsigned long long)hd->magic);
 		return -EPROTO;
@@ -396,6 +401,15 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		shl__err(err, "segment '%s': mmap: %s", path, strerror(-r));
 		goto fail;
 	}
+	/* acquire: pairs with the creator's release store of the magic,
+	 * written last: everything the creator wrote before it (the
+	 * configuration slot, the generation) is visible from here on. */
+	if (__atomic_load_n(&seg->hdr.magic, __ATOMIC_ACQUIRE) != SHL_MAGIC) {
+		munmap(seg, SHL_SEG_SIZE);
+		r = -EPROTO;
+		shl__err(err, "segment '%s': header.magic changed while attaching", path);
+		goto fail;
+	}
 	struct shl_priv *hp = handle_new(seg, fd, rd, path);
 	if (hp == NULL) {
 		munmap(seg, SHL_SEG_SIZE);
@@ -441,6 +455,8 @@ const char *shl_name(const shl_t *h)
 
 uint64_t shl_generation(shl_t *h)
 {
+	if (h == NULL)
+		return 0; /* no generation is 0: a segment starts at 2 */
 	/* acquire: pairs with the release store in slot_publish. */
 	return atomic_load_explicit(&h->seg->genl.gen, memory_order_acquire);
 }
@@ -747,7 +763,7 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	const struct shl_pool_local *pl = &l->pools[pool];
 	int moved = 0;
 	for (int d = 0; d < SHL_NBUCKETS; d++)
-		moved |= shl__interval(lim[d]) != pl->interval[d] ||
+		moved |= shl__interval(lim[d], pc->margin_ppm) != pl->interval[d] ||
 			 bur[d] != pl->burst[d];
 	if (!moved) {
 		free(s);
@@ -758,7 +774,7 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	int64_t now = shl__now();
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		bucket_follow(&h->seg->pools[pool].bkt[d].tat, now, pl->interval[d],
-			      shl__interval(lim[d]), pl->burst[d], bur[d]);
+			      shl__interval(lim[d], pc->margin_ppm), pl->burst[d], bur[d]);
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
 	slot_publish(h->seg, s, g + 1);
 	free(s);
@@ -788,9 +804,11 @@ int shl_reset(shl_t *h, unsigned what)
 	const int republish = (what & (SHL_RESET_BUCKETS | SHL_RESET_SPEND)) != 0;
 	struct shl_cfg_slot *s = NULL;
 	struct shl_local *l = NULL;
+	/* Every reset takes the flock: a counters-only one too, since it
+	 * writes the statistics bases, which apply also writes under it. */
+	if (shl__flock(h->fd, LOCK_EX) != 0)
+		return -errno;
 	if (republish) {
-		if (flock(h->fd, LOCK_EX) != 0)
-			return -errno;
 		l = shl__local(h);
 		s = shl__malloc(sizeof(*s));
 		if (l == NULL || s == NULL) {
@@ -811,6 +829,9 @@ int shl_reset(shl_t *h, unsigned what)
 			for (int d = 0; d < SHL_NBUCKETS; d++)
 				atomic_store_explicit(&rt->bkt[d].tat, 0, memory_order_relaxed);
 			atomic_store_explicit(&rt->hold_until, 0, memory_order_relaxed);
+			/* The reservations it measured are gone with the words
+			 * (their tickets are of the old generation: no refund). */
+			atomic_store_explicit(&rt->horizon, 0, memory_order_relaxed);
 		}
 		if (what & SHL_RESET_COUNTERS) {
 			_Atomic uint64_t *c[] = {&rt->admitted,   &rt->refused,     &rt->waited,
@@ -851,8 +872,8 @@ int shl_reset(shl_t *h, unsigned what)
 			s->spend_epoch = g + 1;
 		slot_publish(seg, s, g + 1);
 		free(s);
-		flock(h->fd, LOCK_UN);
 	}
+	flock(h->fd, LOCK_UN);
 	return 0;
 }
 

@@ -46,7 +46,7 @@ seg() { "$SEGTOOL" stats "$SEG" | awk -v k="$1" '$1 == k { print $2 }'; }
 
 # The request: 16 characters of text, so the estimate (and the mock's
 # count) is 4 input tokens; max_tokens 64; the mock generates 20.
-TEXT='Sixteen chars!!!'
+TEXT='Just four and ok'
 J='{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"'$TEXT'"}]}'
 S='{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"'$TEXT'"}]}'
 EST_IN=4 MAX_OUT=64

@@ -249,11 +249,13 @@ check "batch: response byte-identical with and without the shim" eq \
 check "batch: nothing on stderr" eq "$(lines "$T/b.err")" 0
 check "batch: admitted on the batch pool once, settled, nothing on sonnet" eq \
 	"$(seg "$S10b" batch.admitted)/$(seg "$S10b" batch.settled)/$(seg "$S10b" sonnet.admitted)" "1/1/0"
-# The non-batch estimate of the two requests: the input the server counts
-# for J (the shim's estimate by definition) and max_tokens as output, at the
-# preset's Sonnet prices (USD per million tokens = nano-dollars per token
-# / 1000); the batch is charged half of it, rounded up.
-est=$(python3 - "$T/batchcfg.json" "$pj_in" "$J" <<'PY'
+# The non-batch estimate of the two requests: the shim's estimate of J's
+# input, ceil(47 / 4) = 12 tokens (the mock, with a tokenizer of its own,
+# counts 16), and max_tokens as output, at the preset's Sonnet prices (USD
+# per million tokens = nano-dollars per token / 1000); the batch is charged
+# half of it, rounded up.
+est_in=12
+est=$(python3 - "$T/batchcfg.json" "$est_in" "$J" <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 pr = [p for p in cfg["pools"] if p["name"] == "sonnet"][0]["prices"]
@@ -266,7 +268,7 @@ check "batch: the estimate is not trivial" ge "$est" 1000
 check "batch: spend charged = half the non-batch estimate" eq "$(seg "$S10b" batch.spend)" $(((est + 1) / 2))
 check "batch: the month's spend is that too" eq "$(seg "$S10b" spend_month)" $(((est + 1) / 2))
 check "batch: its tokens are the estimate" eq "$(seg "$S10b" batch.tokens_in)/$(seg "$S10b" batch.tokens_out)" \
-	"$((2 * pj_in))/400"
+	"$((2 * est_in))/400"
 # A batch mixing models is priced at the message_batches entry's prices
 # (documented): an Opus and a Haiku request here cost as two Sonnet ones.
 JO=${J/claude-sonnet-4-5/claude-opus-4-5} JH=${J/claude-sonnet-4-5/claude-haiku-4-5}

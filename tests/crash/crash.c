@@ -4,9 +4,13 @@
  *
  * P worker processes (more than cores) admit and settle against two pools at
  * saturation while the parent SIGKILLs a random worker every few ms and
- * respawns it, `kills` times.  Each worker instance records, in memory the
+ * respawns it, `kills` times.  Half the worker instances take a place in
+ * line (shl_reserve, up to 10 ms ahead), sleep until the release and start
+ * (shl_start), or give the place up half-way (shl_cancel); a kill often
+ * lands while one sleeps.  Each worker instance records, in memory the
  * parent keeps (so it survives the kill):
- *   - every admission it made (time, pool, units): the bound check;
+ *   - every admission it made (its release time, t.admitted_at, pool,
+ *     units): the bound check, which holds for release times;
  *   - every spend-changing call as "pending" before and "done" after: the
  *     spend check.  A call cut by the kill stays pending; whether it landed
  *     is unknowable from outside, so it may or may not be in the segment.
@@ -87,6 +91,13 @@ static void pend(struct inst *w, int64_t lo, int64_t hi)
 	atomic_store(&w->pend_hi, hi);
 }
 
+static void sleep_until(int64_t at)
+{
+	struct timespec ts = {.tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL};
+	while (clock_nanosleep(CLOCK_BOOTTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
 static void worker(int id)
 {
 	struct inst *w = &sh->in[id];
@@ -95,6 +106,7 @@ static void worker(int id)
 		_exit(3);
 	int models[2] = {shl_lookup(h, "a-model"), shl_lookup(h, "b-model")};
 	uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)id * 7919;
+	const int reserver = id % 2 == 1; /* takes a place in line */
 	while (!atomic_load(&sh->stop)) {
 		int mi = (int)(rnd(&seed) & 1);
 		shl_cost c = {.input_tokens = 1 + rnd(&seed) % 40, .max_tokens = 1 + rnd(&seed) % 30};
@@ -102,7 +114,8 @@ static void worker(int id)
 		shl_price(h, models[mi], &c, &res);
 		shl_ticket t;
 		pend(w, 0, res); /* an admission reserves res, a refusal nothing */
-		int r = shl_try(h, models[mi], &c, &t, NULL);
+		int r = reserver ? shl_reserve(h, models[mi], &c, 10000000, &t, NULL)
+				 : shl_try(h, models[mi], &c, &t, NULL);
 		if (r != 0) {
 			pend(w, 0, 0);
 			continue;
@@ -118,7 +131,16 @@ static void worker(int id)
 			atomic_store(&w->a[k].cancelled, 0);
 			atomic_store(&w->nadm, k + 1);
 		}
-		if (rnd(&seed) % 5 == 0) {
+		int give_up = rnd(&seed) % 5 == 0;
+		if (reserver) {
+			/* to the release, or half-way there to give the place up */
+			int64_t now = shl_now();
+			if (t.admitted_at > now)
+				sleep_until(give_up ? now + (t.admitted_at - now) / 2 : t.admitted_at);
+			if (!give_up && shl_start(h, &t, NULL) != 0)
+				give_up = 1;
+		}
+		if (give_up) {
 			/* a request never sent: its units come back, so it must not
 			 * count toward the bound (net admissions are bounded) */
 			if (k < MAXADM)

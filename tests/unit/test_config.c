@@ -266,6 +266,76 @@ static void test_limits_and_bursts(void)
 		   "pools[0].rpm: expected a positive integer up to");
 }
 
+/*
+ * pools[].margin (issue 12, cause 3): a fraction 0..0.5, default 0.002,
+ * stored as parts per million; it lengthens every bucket's interval by
+ * 1 + margin; written back only when it is not the default, so configs
+ * written before it round-trip unchanged.
+ */
+static void test_margin(void)
+{
+	shl_config *c = tu_cfg(POOL(""));
+	CU_ASSERT_EQUAL(c->slot.pools[0].margin_ppm, 2000); /* the default */
+	char *t = shl_config_to_json(c);
+	CU_ASSERT_PTR_NULL(strstr(t, "margin")); /* default: not written */
+	free(t);
+	struct shl_local *l = malloc(sizeof(*l));
+	shl__local_build(l, &c->slot);
+	/* 60 RPM: 1 s per request, 1.002 s with the margin; itpm 6000: 10 ms
+	 * a token, 10.02 ms; the burst in units is unchanged. */
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_RPM], 1002000000ULL);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_ITPM], 10020000ULL);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_OTPM], 100200000ULL);
+	CU_ASSERT_EQUAL(l->pools[0].tol[SHL_DIM_RPM], 1002000000ULL);
+	shl_config_free(c);
+	/* margin 0: exactly the limit; 0.5: half as fast again. */
+	c = tu_cfg(POOL("\"margin\":0,"));
+	shl__local_build(l, &c->slot);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_RPM], 1000000000ULL);
+	t = shl_config_to_json(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(t, "\"margin\""));
+	shl_config *back = tu_cfg(t);
+	CU_ASSERT_EQUAL(memcmp(&c->slot, &back->slot, sizeof(c->slot)), 0);
+	free(t);
+	shl_config_free(back);
+	shl_config_free(c);
+	c = tu_cfg(POOL("\"margin\":0.5,"));
+	shl__local_build(l, &c->slot);
+	CU_ASSERT_EQUAL(c->slot.pools[0].margin_ppm, 500000);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_RPM], 1500000000ULL);
+	t = shl_config_to_json(c);
+	back = tu_cfg(t);
+	CU_ASSERT_EQUAL(back->slot.pools[0].margin_ppm, 500000);
+	free(t);
+	shl_config_free(back);
+	shl_config_free(c);
+	/* A rate that does not divide evenly is rounded up (under-admits). */
+	c = tu_cfg(POOL("\"margin\":0.000001,"));
+	shl__local_build(l, &c->slot);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_RPM], 1000001000ULL);
+	CU_ASSERT_EQUAL(l->pools[0].interval[SHL_DIM_ITPM], 10000010ULL);
+	shl_config_free(c);
+	free(l);
+	/* Out of range, or not a number: the key path named. */
+	expect_bad(POOL("\"margin\":0.51,"), "pools[0].margin: expected a fraction from 0 to 0.5");
+	expect_bad(POOL("\"margin\":-0.001,"), "pools[0].margin: expected a fraction");
+	expect_bad(POOL("\"margin\":\"2%\","), "pools[0].margin: expected a fraction");
+	expect_bad(POOL("\"margin\":0.0000001,"), "pools[0].margin: expected at most 6 decimals");
+	expect_bad("{\"pools\":[{\"name\":\"a\",\"rpm\":60,\"itpm\":6000,\"otpm\":600,\"prices\":{"
+		   "\"input\":1,\"output\":5,\"cache_write_5m\":1.25,\"cache_write_1h\":2,"
+		   "\"cache_read\":0.1}},{\"name\":\"b\",\"rpm\":60,\"itpm\":6000,\"otpm\":600,"
+		   "\"margin\":1,\"prices\":{\"input\":1,\"output\":5,\"cache_write_5m\":1.25,"
+		   "\"cache_write_1h\":2,\"cache_read\":0.1}}]}",
+		   "pools[1].margin: expected a fraction from 0 to 0.5");
+	/* A slot read back from shared memory with a scribbled margin. */
+	c = tu_cfg(POOL(""));
+	c->slot.pools[0].margin_ppm = 500001;
+	shl_err e = {{0}};
+	CU_ASSERT_EQUAL(shl__slot_validate(&c->slot, &e), -EUCLEAN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "config.pools[0].margin"));
+	shl_config_free(c);
+}
+
 void suite_config(void)
 {
 	CU_pSuite s = CU_add_suite("config", NULL, NULL);
@@ -275,4 +345,5 @@ void suite_config(void)
 	TU_ADD(s, test_bad_configs);
 	TU_ADD(s, test_limits_and_bursts);
 	TU_ADD(s, test_exact_amounts);
+	TU_ADD(s, test_margin);
 }

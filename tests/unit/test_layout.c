@@ -118,6 +118,7 @@ static void test_pool_runtime(void)
 	AT(struct shl_pool_rt, waited, 424);
 	AT(struct shl_pool_rt, clamps, 432);
 	AT(struct shl_pool_rt, pad, 440);
+	AT(struct shl_pool_rt, horizon, 504); /* shl_reserve's latest future release */
 	CU_ASSERT_EQUAL(sizeof(struct shl_pool_rt), 512);
 }
 
@@ -136,6 +137,7 @@ static void test_config_slot(void)
 	AT(struct shl_pool_cfg, burst, 56);
 	AT(struct shl_pool_cfg, price, 80);
 	AT(struct shl_pool_cfg, flags, 120);
+	AT(struct shl_pool_cfg, margin_ppm, 124); /* pools[].margin, parts per million */
 	AT(struct shl_model_cfg, match, 0);
 	AT(struct shl_model_cfg, pool, 64);
 	AT(struct shl_model_cfg, flags, 68);

@@ -188,7 +188,7 @@ static void test_route_min_free_truncated(void)
 	shl_route_policy pol = {.min_free = 0.5, .timeout_ns = 0};
 	CU_ASSERT_EQUAL(shl_route(h, &m, 1, &c, &pol, &t, &why), 0); /* 2 of 3 left */
 	/* A second one would leave 1 of 3 (33%) free, under the 50% asked. */
-	CU_ASSERT_EQUAL(shl_route(h, &m, 1, &c, &pol, &t, &why), -EAGAIN);
+	CU_ASSERT_EQUAL(shl_route(h, &m, 1, &c, &pol, &t, &why), -ETIMEDOUT);
 	close_seg();
 }
 

@@ -47,6 +47,7 @@ TU_SUITE(suite_fault);
 TU_SUITE(suite_review);
 TU_SUITE(suite_pslot);
 TU_SUITE(suite_lease);
+TU_SUITE(suite_fair);
 TU_SUITE(suite_account);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
