@@ -531,7 +531,9 @@ SHL_API int shl_spend_exhaust(shl_t *h);
  * rate); tickets admitted before give nothing back to the buckets when
  * settled or cancelled (their spend still settles), so the change never
  * lets more through than either rate would.  An apply that changes a
- * pool's configured limits forgets what was observed for it.
+ * pool's configured limits forgets what was observed for it.  The
+ * unknown_model catch-all pool keeps the lowest limits any of its models
+ * reported (they may belong to different server pools): it only goes down.
  * Returns 1 when the rate changed, 0 when not, or -EINVAL, -EACCES,
  * -EOVERFLOW (a limit over 10^12), -EUCLEAN.
  */

@@ -96,6 +96,11 @@ extern const int shl__npresets;
 /* observe.c: the limits the bucket runs at, from the configured ones and
  * what the server reported (shl_observe_limits). */
 SHL_HIDDEN uint64_t shl__interval(uint64_t limit_per_min, uint32_t margin_ppm); /* ns per unit */
+/* Is pool p the configuration's catch-all (unknown_model)? */
+static inline int shl__catchall_pool(const struct shl_cfg_slot *s, int p)
+{
+	return s->unknown_policy == SHL_UNKNOWN_POOL && s->unknown_pool == (uint32_t)p;
+}
 SHL_HIDDEN void shl__local_observe(struct shl_local *l, const struct shl_seg *seg);
 SHL_HIDDEN int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKETS]);
 SHL_HIDDEN void shl__effective(const struct shl_pool_cfg *p, const struct shl_observed *o,

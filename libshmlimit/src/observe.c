@@ -14,6 +14,13 @@
  * one request" holds for every process, and the check on the common path,
  * where nothing changed, is a handful of relaxed loads.
  *
+ * The catch-all pool (unknown_model) is the exception: the models it
+ * governs belong to server pools it cannot tell apart (a new Opus and a new
+ * Sonnet both land there), so it keeps the lowest limits any of them
+ * reported, and only ever goes down -- following each in turn would flap
+ * the rate, and a new generation, with every response.  `sync` (or an
+ * apply) gives such models pools of their own.
+ *
  * A response whose model differs from the request's was served, and
  * counted, by the other model's pool: the admission goes back to its pool
  * and the serving pool is charged, at the serving model's prices.
@@ -39,12 +46,15 @@ int shl_observe_limits(shl_t *h, int pool, const uint64_t limit_per_min[3])
 		if (limit_per_min[d] > LIMIT_MAX)
 			return -EOVERFLOW;
 	const struct shl_observed *ob = &h->seg->pext[pool].observed;
+	int catchall = shl__catchall_pool(&l->slot, pool);
 	/* relaxed: a compare only; a change goes through the flock. */
 	int same = atomic_load_explicit(&ob->name_hash, memory_order_relaxed) ==
 		   l->pools[pool].name_hash;
-	for (int d = 0; same && d < SHL_NBUCKETS; d++)
-		same = limit_per_min[d] == 0 ||
-		       atomic_load_explicit(&ob->limit[d], memory_order_relaxed) == limit_per_min[d];
+	for (int d = 0; same && d < SHL_NBUCKETS; d++) {
+		uint64_t was = atomic_load_explicit(&ob->limit[d], memory_order_relaxed);
+		same = limit_per_min[d] == 0 || was == limit_per_min[d] ||
+		       (catchall && was != 0 && limit_per_min[d] > was);
+	}
 	if (same)
 		return 0;
 	if (h->rdonly)

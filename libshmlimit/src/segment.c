@@ -742,10 +742,12 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	uint32_t nh = shl__name_hash(pc->name);
 	/* relaxed: under the flock, the only writer. */
 	int mine = atomic_load_explicit(&ob->name_hash, memory_order_relaxed) == nh;
-	int changed = !mine;
+	int changed = !mine, catchall = shl__catchall_pool(&l->slot, pool);
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		uint64_t was = mine ? atomic_load_explicit(&ob->limit[d], memory_order_relaxed) : 0;
 		uint64_t v = limit[d] ? limit[d] : was;
+		if (catchall && was != 0 && v > was)
+			v = was; /* the lowest any of its models reported (observe.c) */
 		if (v != was)
 			changed = 1;
 		atomic_store_explicit(&ob->limit[d], v, memory_order_relaxed);

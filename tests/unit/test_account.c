@@ -501,6 +501,38 @@ static void test_observe_threads(void)
 	seg_done(h);
 }
 
+/* The catch-all pool serves models of different server pools: it keeps
+ * the lowest limits reported and never flaps between them. */
+static void test_observe_catchall(void)
+{
+	shl_t *h = seg_of(two_pools("{\"pool\":\"c\"}", NULL));
+	int c = pool_of(h, "c");
+	CU_ASSERT_EQUAL(shl_model_pool(h, shl_lookup(h, "z-1")), c);
+	uint64_t g0 = shl_generation(h);
+	uint64_t one[3] = {30, 3000, 300}, two[3] = {120, 12000, 1200}, three[3] = {20, 0, 0};
+	CU_ASSERT_EQUAL(shl_observe_limits(h, c, one), 1); /* down from 60: followed */
+	uint64_t g1 = shl_generation(h);
+	CU_ASSERT(g1 > g0);
+	for (int i = 0; i < 10; i++) { /* another family, higher: no change, no flap */
+		CU_ASSERT_EQUAL(shl_observe_limits(h, c, two), 0);
+		CU_ASSERT_EQUAL(shl_observe_limits(h, c, one), 0);
+	}
+	CU_ASSERT_EQUAL(shl_generation(h), g1);
+	CU_ASSERT_EQUAL(shl_observe_limits(h, c, three), 1); /* lower still: followed */
+	shl_stats st;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	int sc = pool_named(&st, "c");
+	CU_ASSERT_EQUAL(st.pools[sc].effective[0], 20);
+	CU_ASSERT_EQUAL(st.pools[sc].effective[1], 3000);
+	CU_ASSERT_EQUAL(st.pools[sc].effective[2], 300);
+	/* A named pool follows up and down as usual. */
+	int a = pool_of(h, "a");
+	uint64_t up[3] = {1200, 0, 0}, down[3] = {300, 0, 0};
+	CU_ASSERT_EQUAL(shl_observe_limits(h, a, down), 1);
+	CU_ASSERT_EQUAL(shl_observe_limits(h, a, up), 1);
+	seg_done(h);
+}
+
 void suite_account(void)
 {
 	CU_pSuite s = CU_add_suite("account", NULL, NULL);
@@ -512,4 +544,5 @@ void suite_account(void)
 	TU_ADD(s, test_settle_as);
 	TU_ADD(s, test_observe_faults);
 	TU_ADD(s, test_observe_threads);
+	TU_ADD(s, test_observe_catchall);
 }
