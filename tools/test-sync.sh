@@ -42,6 +42,25 @@ export SHMLIMIT_ADMIN_URL=$URL
 fault() { curl -s -X POST "$URL/mock/rate-limits-fault" -d "{\"fault\":\"$1\"}" >/dev/null; }
 KEY=sk-ant-admin-test
 
+# ------------------------------------------------- the mock's endpoint itself
+code() { curl -s -o "$TMP/body" -w '%{http_code}' "$@"; }
+check "mock: no key is a 401" [ "$(code "$URL/v1/organizations/rate_limits")" = 401 ]
+check "mock: limit=0 is a 400 naming limit" bash -c "[ \"\$(curl -s -o '$TMP/b' -w '%{http_code}' \
+	-H 'x-api-key: $KEY' '$URL/v1/organizations/rate_limits?limit=0')\" = 400 ] && grep -q 'limit: expected' '$TMP/b'"
+check "mock: a bad cursor is a 400" [ "$(code -H "x-api-key: $KEY" "$URL/v1/organizations/rate_limits?page=zz")" = 400 ]
+check "mock: 4 a page, then the rest, then null" bash -c "
+	curl -s -H 'x-api-key: $KEY' '$URL/v1/organizations/rate_limits?limit=4' >'$TMP/p1' &&
+	curl -s -H 'x-api-key: $KEY' \"$URL/v1/organizations/rate_limits?limit=4&page=\$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"next_page\"])' '$TMP/p1')\" >'$TMP/p2' &&
+	python3 - '$TMP/p1' '$TMP/p2' <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert len(a['data']) == 4 and a['next_page'] and len(b['data']) == 2 and b['next_page'] is None
+assert [d['group']['type'] for d in a['data'] + b['data']].count('model_group') == 4
+assert b['data'][0]['group']['type'] == 'batch' and b['data'][1]['group']['type'] == 'token_count'
+assert b['data'][0]['models'] == [] and len(b['data'][0]['limits']) == 1
+PY"
+check "mock: an unknown fault kind is a 400" [ "$(code -X POST "$URL/mock/rate-limits-fault" -d '{"fault":"x"}')" = 400 ]
+
 # ------------------------------------------------------- dry run, then sync
 S=$P-a
 "$CTL" create $S --tier start >/dev/null
