@@ -395,7 +395,7 @@ static cJSON *build(const cJSON *live, const struct group *g, int ng, int *rc)
 	cJSON *models = cJSON_GetObjectItemCaseSensitive(out, "models");
 	if (models == NULL)
 		models = cJSON_AddArrayToObject(out, "models");
-	char taken[SHL_MAX_POOLS * 2][SHL_NAME_MAX + 1];
+	char taken[SHL_MAX_POOLS][SHL_NAME_MAX + 1];
 	int ntaken = 0;
 	*rc = TX_FAIL;
 	for (int i = 0; i < ng; i++) {
@@ -404,6 +404,13 @@ static cJSON *build(const cJSON *live, const struct group *g, int ng, int *rc)
 		const char *special = g[i].kind == G_BATCH ? "message_batches"
 				      : g[i].kind == G_COUNT ? "count_tokens"
 							     : NULL;
+		if (ntaken == SHL_MAX_POOLS) {
+			fprintf(stderr, PROG ": the API lists more than %d groups, the most pools a "
+					"segment has; nothing was changed\n", SHL_MAX_POOLS);
+			cJSON_Delete(out);
+			*rc = TX_CONFIG;
+			return NULL;
+		}
 		/* The pool's name: one that already governs the group's ids. */
 		char name[SHL_NAME_MAX + 1] = "";
 		const char *lp = special ? live_pool_of(live, special) : NULL;
