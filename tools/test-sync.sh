@@ -182,6 +182,7 @@ S=$P-c
 "$CTL" create $S --tier build >/dev/null
 expect 0 "try on a model no preset names: the catch-all pool" "$CTL" try $S claude-opus-9 --input 10 --output 10
 check "try: admitted on pool other" grep -q '^admitted model=claude-opus-9 pool=other ' "$TMP/out"
+check "try: says the model is governed by the catch-all" grep -q "model 'claude-opus-9' is in no models\[\] entry: governed by the catch-all pool" "$TMP/err"
 check "stat: the unknown model is listed" bash -c "'$STAT' $S | grep -q '^unknown models: governed by pool other; seen: claude-opus-9 (1)'"
 check "stat --json: the unknown model is listed" bash -c "'$STAT' --json $S | python3 -c '
 import json,sys; d=json.load(sys.stdin)

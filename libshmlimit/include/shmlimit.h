@@ -544,8 +544,8 @@ SHL_API int shl_observe_limits(shl_t *h, int pool, const uint64_t limit_per_min[
  * configured entry (it goes to the unknown_model policy) and this process
  * has not been told so before through this call (print one line on
  * stderr then), 2 when unknown and already noted, 0 when a configured
- * entry matches.  It also records the id in the segment's table (as
- * shl_lookup does).  shl_unknown_list: the ids in the table (at most 12;
+ * entry matches.  (shl_lookup records the id in the segment's table.)
+ * shl_unknown_list: the ids in the table (at most 12;
  * `seen` counts lookups that met one, about one per process and
  * configuration), returns how many were written (<= max).
  */

@@ -94,9 +94,7 @@ int shl_unknown_note(shl_t *h, const char *model_id)
 	int unknown = 0;
 	shl__model_match_ex(&l->slot, model_id, &unknown);
 	if (!unknown)
-		return 0;
-	if (strlen(model_id) <= SHL_PATTERN_MAX)
-		(void)shl__unknown_record(h, model_id);
+		return 0; /* (shl_lookup notes it in the segment's table) */
 	uint64_t tag = id_tag(model_id);
 	int first = 1;
 	pthread_mutex_lock(&noted_mu);

@@ -216,6 +216,7 @@ static void test_unknown_policies(void)
 	CU_ASSERT_EQUAL(shl_cancel(h, &t), 0);
 	/* shl_unknown_note: once per process, then "already". */
 	CU_ASSERT_EQUAL(shl_unknown_note(h, "a-1"), 0);
+	CU_ASSERT(shl_lookup(h, "z-note-once") >= 0); /* the lookup notes it in the segment */
 	CU_ASSERT_EQUAL(shl_unknown_note(h, "z-note-once"), 1);
 	CU_ASSERT_EQUAL(shl_unknown_note(h, "z-note-once"), 2);
 	shl_stats st;
