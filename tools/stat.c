@@ -332,8 +332,20 @@ static const char *const prom_results[6] = {"admitted", "refused", "waited",
 
 static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
 static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
-static double g_observed(const shl_pool_stats *ps, int i) { return (double)ps->observed[i] / 60.0; }
-static double g_effective(const shl_pool_stats *ps, int i) { return (double)ps->effective[i] / 60.0; }
+/* Observed and in-force limits: requests alone, tokens by kind (input, output). */
+static const char *const prom_token_kinds[2] = {"input", "output"};
+static double g_obs_req(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->observed[SHL_DIM_RPM] / 60.0;
+}
+static double g_obs_tok(const shl_pool_stats *ps, int i) { return (double)ps->observed[1 + i] / 60.0; }
+static double g_eff_req(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->effective[SHL_DIM_RPM] / 60.0;
+}
+static double g_eff_tok(const shl_pool_stats *ps, int i) { return (double)ps->effective[1 + i] / 60.0; }
 static double g_provisional(const shl_pool_stats *ps, int i)
 {
 	(void)i;
@@ -377,12 +389,18 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_pool(f, seg, s, "pool_limit_per_second", "gauge",
 		  "Configured refill rate of the bucket (the per-minute limit / 60).", "dimension",
 		  prom_dims, SHL_NBUCKETS, g_limit);
-	prom_pool(f, seg, s, "pool_observed_limit_per_second", "gauge",
-		  "Refill rate the server's rate-limit headers report (0: none reported yet).",
-		  "dimension", prom_dims, SHL_NBUCKETS, g_observed);
-	prom_pool(f, seg, s, "pool_effective_limit_per_second", "gauge",
-		  "Refill rate the bucket runs at (configured, or observed: follow_server).",
-		  "dimension", prom_dims, SHL_NBUCKETS, g_effective);
+	prom_pool(f, seg, s, "pool_observed_limit_requests_per_second", "gauge",
+		  "RPM the server's rate-limit headers report / 60 (0: none reported yet).", NULL,
+		  NULL, 1, g_obs_req);
+	prom_pool(f, seg, s, "pool_observed_limit_tokens_per_second", "gauge",
+		  "ITPM or OTPM the server's rate-limit headers report / 60 (0: none yet).", "kind",
+		  prom_token_kinds, 2, g_obs_tok);
+	prom_pool(f, seg, s, "pool_effective_limit_requests_per_second", "gauge",
+		  "Refill rate the requests bucket runs at (configured, or the server's).", NULL,
+		  NULL, 1, g_eff_req);
+	prom_pool(f, seg, s, "pool_effective_limit_tokens_per_second", "gauge",
+		  "Refill rate a tokens bucket runs at (configured, or the server's).", "kind",
+		  prom_token_kinds, 2, g_eff_tok);
 	prom_pool(f, seg, s, "pool_provisional", "gauge",
 		  "1 when the configured limits are a preset's stand-ins.", NULL, NULL, 1,
 		  g_provisional);
