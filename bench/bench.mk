@@ -18,12 +18,12 @@ $(BENCH_BIN): $(BENCH_SRC) bench/bench.h bench/run.h $(LIB_A)
 # The mock and the preload shim come from build-all; if another component
 # does not build, the comparison still runs and the preload part says why not.
 bench: $(BENCH_BIN)
-	@scripts/deps.sh build bench
+	@$(DEPS_CHECK) build bench
 	@$(MAKE) --no-print-directory build-all || echo "bench: build-all failed; going on"
 	timeout 600 bench/run.sh full
 
 bench-quick: $(BENCH_BIN)
-	@scripts/deps.sh build bench
+	@$(DEPS_CHECK) build bench
 	@$(MAKE) --no-print-directory build-all || echo "bench: build-all failed; going on"
 	timeout 120 bench/run.sh quick
 

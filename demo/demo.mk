@@ -1,6 +1,7 @@
 # demo.mk - `make demo`: a fleet of curl workers under the preload shim,
 # against the mock API, with the stats tool's live view (see demo/README.md).
-# It installs what is missing (scripts/deps.sh build test) and builds the
+# It checks what is missing (scripts/deps.sh --check build test; make never
+# installs anything) and builds the
 # library, the shim, the mock and, when they exist, the tools first.
 
 DEMO_TOOLS = $(if $(wildcard tools/*.mk),$(BUILD)/shmlimit-ctl $(BUILD)/shmlimit-stat)

@@ -14,7 +14,7 @@ FUZZ_BIN := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 $(BUILD)/.deps-fuzz: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh build fuzz
+	@$(DEPS_CHECK) build fuzz
 	@touch $@
 
 $(BUILD)/fuzz/libshmlimit.a: $(LIB_SRC) $(wildcard libshmlimit/src/*.h) libshmlimit/include/shmlimit.h | $(BUILD)/.deps-fuzz
@@ -26,18 +26,12 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(BUILD)/fuzz/libshmlimit.a
 	  $(DEP_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(BUILD)/fuzz/libshmlimit.a \
 	  $(DEP_LIBS) -lpthread
 
-# The preload shim's parsers (request body, response headers, JSON usage,
-# SSE stream) need only cJSON: preload/request.c and preload/response.c are
-# compiled from source into each of these targets, instrumented.  The
-# shipped libshmlimit-preload.so builds the same files with hidden
-# visibility (preload/preload.mk).
+# The request/response component's readers (request body, response
+# headers, JSON usage, SSE stream; libshmlimit/src/wire_*.c, behind the
+# shl_ex_* API that the shim and the bindings call) are fuzzed through the
+# instrumented archive like the rest of the library.
 FUZZ_SHIM := request headers usage sse
-FUZZ_SHIM_SRC := preload/request.c preload/response.c
-$(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_SHIM)): $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/shimfuzz.h \
-  $(FUZZ_SHIM_SRC) preload/shim.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-fuzz
-	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 $(WARN) -Ilibshmlimit/include -Ipreload -Ifuzz \
-	  $(DEP_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_SHIM_SRC) $(DEP_LIBS)
+$(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_SHIM)): fuzz/shimfuzz.h libshmlimit/src/wire.h
 
 .PHONY: fuzz check-fuzz
 fuzz: $(FUZZ_BIN)

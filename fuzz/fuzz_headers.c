@@ -1,6 +1,7 @@
 /*
- * fuzz_headers.c - libFuzzer target: the shim's response-header parser
- * (shim_resp_header in preload/response.c).
+ * fuzz_headers.c - libFuzzer target: the request/response component's
+ * response-header parser (shl__resp_header in libshmlimit/src/wire_resp.c,
+ * behind shl_ex_header).
  *
  * Input: a header block; each line (up to and including its LF) is handed
  * over as libcurl hands header lines to a header callback.
@@ -8,9 +9,10 @@
  * Properties: after every line the parser agrees with a reference model
  * written here independently (status 100..999 or 0; text/event-stream;
  * retry-after-ms over retry-after, strict numbers, the last readable value
- * of each, the wait bounded by SHIM_RETRY_AFTER_MAX_MS so that the hooks'
+ * of each, the wait bounded by SHL_WIRE_RETRY_AFTER_MAX_MS so that the hooks'
  * nanoseconds cannot overflow; anthropic-ratelimit-*-remaining, saturated,
- * never negative unless absent; everything reset by a new status line).
+ * never negative unless absent, and the -limit ones the same way;
+ * everything reset by a new status line).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +24,7 @@ struct ref {
 	int sse;
 	int64_t ra_ms, ra_s;
 	int64_t rem[SHL_NBUCKETS];
+	int64_t lim[SHL_NBUCKETS];
 };
 
 static void ref_reset(struct ref *m)
@@ -30,7 +33,7 @@ static void ref_reset(struct ref *m)
 	m->sse = 0;
 	m->ra_ms = m->ra_s = -1;
 	for (int d = 0; d < SHL_NBUCKETS; d++)
-		m->rem[d] = -1;
+		m->rem[d] = m->lim[d] = -1;
 }
 
 /* Digits only (no sign, no space, no NUL inside): strtoull, saturated. */
@@ -138,12 +141,21 @@ static void ref_line(struct ref *m, const char *line, size_t len)
 	} else if (name_is(line, nlen, "anthropic-ratelimit-output-tokens-remaining")) {
 		if ((x = ref_number(val, vlen, 0)) >= 0)
 			m->rem[SHL_DIM_OTPM] = x;
+	} else if (name_is(line, nlen, "anthropic-ratelimit-requests-limit")) {
+		if ((x = ref_number(val, vlen, 0)) >= 0)
+			m->lim[SHL_DIM_RPM] = x;
+	} else if (name_is(line, nlen, "anthropic-ratelimit-input-tokens-limit")) {
+		if ((x = ref_number(val, vlen, 0)) >= 0)
+			m->lim[SHL_DIM_ITPM] = x;
+	} else if (name_is(line, nlen, "anthropic-ratelimit-output-tokens-limit")) {
+		if ((x = ref_number(val, vlen, 0)) >= 0)
+			m->lim[SHL_DIM_OTPM] = x;
 	}
 }
 
 static int64_t ref_wait(const struct ref *m)
 {
-	const int64_t max = SHIM_RETRY_AFTER_MAX_MS;
+	const int64_t max = SHL_WIRE_RETRY_AFTER_MAX_MS;
 	if (m->ra_ms >= 0)
 		return m->ra_ms < max ? m->ra_ms : max;
 	if (m->ra_s >= 0)
@@ -153,9 +165,9 @@ static int64_t ref_wait(const struct ref *m)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct shim_resp r;
+	struct shl__resp r;
 	struct ref m;
-	shim_resp_init(&r);
+	shl__resp_init(&r);
 	ref_reset(&m);
 	const char *p = (const char *)data;
 	size_t left = size;
@@ -167,13 +179,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(r.status == m.status);
 		CHECK(r.sse == m.sse);
 		CHECK(r.retry_after_ms == ref_wait(&m));
-		for (int d = 0; d < SHL_NBUCKETS; d++)
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			CHECK(r.remaining[d] == m.rem[d]);
+			CHECK(r.limit[d] == m.lim[d]);
+		}
 		p += n;
 		left -= n;
 	}
-	shim_resp_finish(&r);
+	shl__resp_finish(&r);
 	fuzz_check_result(&r);
-	shim_resp_free(&r);
+	shl__resp_free(&r);
 	return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * fuzz_request.c - libFuzzer target: the shim's request-body reader
- * (shim_req_parse in preload/request.c), which decides what a Messages,
+ * fuzz_request.c - libFuzzer target: the request/response component's
+ * request-body reader (shl__req_parse in libshmlimit/src/wire_req.c, behind
+ * shl_ex_open), which decides what a Messages,
  * count_tokens or Message Batches request costs before it is sent.
  *
  * Input: a request body (not NUL-terminated: AddressSanitizer watches the
@@ -18,7 +19,7 @@
 
 #include "shimfuzz.h"
 
-static void sane(const struct shim_req *q)
+static void sane(const struct shl__req *q)
 {
 	size_t n = strnlen(q->model, sizeof(q->model));
 	CHECK(n >= 1 && n <= SHL_PATTERN_MAX);
@@ -32,11 +33,11 @@ static void sane(const struct shim_req *q)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *body = fuzz_copy(data, size);
-	struct shim_req a, b, c;
+	struct shl__req a, b, c;
 	memset(&a, 0x5a, sizeof(a));
 	memset(&b, 0xa5, sizeof(b));
-	int ra = shim_req_parse(body, size, SHIM_KIND_MESSAGES, &a);
-	int rb = shim_req_parse(body, size, SHIM_KIND_MESSAGES, &b);
+	int ra = shl__req_parse(body, size, SHL_EX_MESSAGES, &a);
+	int rb = shl__req_parse(body, size, SHL_EX_MESSAGES, &b);
 	CHECK(ra == 0 || ra == -EINVAL);
 	CHECK(ra == rb);
 	if (ra == 0) {
@@ -46,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      memcmp(&a.cost, &b.cost, sizeof(a.cost)) == 0);
 	}
 
-	int rc = shim_req_parse(body, size, SHIM_KIND_COUNT, &c);
+	int rc = shl__req_parse(body, size, SHL_EX_COUNT, &c);
 	CHECK(rc == ra);
 	if (rc == 0) {
 		sane(&c);
@@ -55,8 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      c.cost.cache_write_5m == 0 && c.cost.cache_write_1h == 0 && c.cost.batch == 0);
 	}
 
-	struct shim_req d;
-	if (shim_req_parse(body, size, SHIM_KIND_BATCH, &d) == 0) {
+	struct shl__req d;
+	if (shl__req_parse(body, size, SHL_EX_BATCH, &d) == 0) {
 		sane(&d);
 		CHECK(d.cost.batch == 1);
 	}
@@ -81,8 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(p, mid, strlen(mid)), p += strlen(mid);
 		memcpy(p, body, size), p += size;
 		memcpy(p, post, strlen(post));
-		struct shim_req e;
-		CHECK(shim_req_parse(w, n, SHIM_KIND_BATCH, &e) == 0);
+		struct shl__req e;
+		CHECK(shl__req_parse(w, n, SHL_EX_BATCH, &e) == 0);
 		CHECK(strcmp(e.model, a.model) == 0);
 		CHECK(e.cost.batch == 1);
 		CHECK(e.cost.input_tokens == 2 * a.cost.input_tokens);

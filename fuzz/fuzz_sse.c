@@ -1,6 +1,7 @@
 /*
- * fuzz_sse.c - libFuzzer target: the shim's reader of a response body
- * (preload/response.c), above all a Server-Sent-Events stream, fed in
+ * fuzz_sse.c - libFuzzer target: the request/response component's reader of
+ * a response body (libshmlimit/src/wire_resp.c, behind shl_ex_body), above
+ * all a Server-Sent-Events stream, fed in
  * arbitrary chunks.
  *
  * Input: one byte of flags, one byte N, N two-byte split offsets, then the
@@ -14,7 +15,7 @@
  * Properties: the body read in one chunk, in the chunks the offsets cut
  * (with the header lines in the body or not), and one byte at a time, gives
  * the same result: status, usage, errors, counts; usage values are within
- * SHIM_USAGE_MAX, and absent when not read.  AddressSanitizer watches every
+ * SHL_WIRE_USAGE_MAX, and absent when not read.  AddressSanitizer watches every
  * chunk in its own allocation.
  */
 #include "shimfuzz.h"
@@ -30,7 +31,7 @@ static const char *const head_plain[] = {
 	"HTTP/1.1 200 OK\r\n", "request-id: req_1\r\n", "anthropic-ratelimit-requests-remaining: 7\r\n",
 	"\r\n", NULL};
 
-static void headers(struct shim_resp *r, const char *const *h, int in_body)
+static void headers(struct shl__resp *r, const char *const *h, int in_body)
 {
 	for (; *h != NULL; h++) {
 		if (in_body)
@@ -40,10 +41,10 @@ static void headers(struct shim_resp *r, const char *const *h, int in_body)
 }
 
 /* Read the response: headers, then the body cut at cuts[] (sorted). */
-static void run(struct shim_resp *r, int flags, int in_body, const uint8_t *body, size_t n,
+static void run(struct shl__resp *r, int flags, int in_body, const uint8_t *body, size_t n,
 		const size_t *cuts, size_t ncuts)
 {
-	shim_resp_init(r);
+	shl__resp_init(r);
 	r->header_in_body = in_body;
 	if (flags & 4)
 		headers(r, head_continue, in_body);
@@ -57,7 +58,7 @@ static void run(struct shim_resp *r, int flags, int in_body, const uint8_t *body
 	}
 	if (n > at)
 		fuzz_body(r, body + at, n - at);
-	shim_resp_finish(r);
+	shl__resp_finish(r);
 }
 
 static int cmp_size(const void *a, const void *b)
@@ -83,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cuts[i] = ((size_t)data[2 * i] | (size_t)data[2 * i + 1] << 8) % (n + 1);
 	qsort(cuts, ncuts, sizeof(cuts[0]), cmp_size);
 
-	struct shim_resp one, cut, bytes;
+	struct shl__resp one, cut, bytes;
 	run(&one, flags, 0, body, n, NULL, 0);
 	fuzz_check_result(&one);
 	CHECK(one.body_bytes == n);
@@ -100,9 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		run(&bytes, flags, (flags & 2) != 0, body, n, every, n);
 		free(every);
 		fuzz_check_same(&one, &bytes);
-		shim_resp_free(&bytes);
+		shl__resp_free(&bytes);
 	}
-	shim_resp_free(&one);
-	shim_resp_free(&cut);
+	shl__resp_free(&one);
+	shl__resp_free(&cut);
 	return 0;
 }

@@ -1,14 +1,14 @@
 /*
- * fuzz_usage.c - libFuzzer target: the shim's JSON usage reader
- * (shim_usage_from_json, and a JSON response body read to its end by
- * shim_resp_finish, in preload/response.c).
+ * fuzz_usage.c - libFuzzer target: the request/response component's JSON
+ * usage reader (shl__usage_from_json, and a JSON response body read to its
+ * end by shl__resp_finish, in libshmlimit/src/wire_resp.c).
  *
  * Input: a JSON response body.
  *
  * Properties: the body read as a response gives the usage that
- * shim_usage_from_json gives for its "usage" member, or none when that is
+ * shl__usage_from_json gives for its "usage" member, or none when that is
  * absent, null or refused; a refusal leaves the caller's usage untouched;
- * every value read is a whole number of tokens within SHIM_USAGE_MAX (so a
+ * every value read is a whole number of tokens within SHL_WIRE_USAGE_MAX (so a
  * negative, fractional, string or absurd number never reaches the segment);
  * what is read survives a round trip through JSON; and the same usage
  * object in a stream's message_delta event reads the same.
@@ -26,26 +26,26 @@ static void same_usage(const shl_usage *a, const shl_usage *b)
 	CHECK(a->cache_read == b->cache_read);
 }
 
-static void read_body(struct shim_resp *r, const char *ctype, const void *body, size_t n)
+static void read_body(struct shl__resp *r, const char *ctype, const void *body, size_t n)
 {
 	static const char status[] = "HTTP/1.1 200 OK\r\n";
 	char ct[128];
 	snprintf(ct, sizeof(ct), "content-type: %s\r\n", ctype);
-	shim_resp_init(r);
+	shl__resp_init(r);
 	fuzz_header(r, status, strlen(status));
 	fuzz_header(r, ct, strlen(ct));
 	fuzz_header(r, "\r\n", 2);
 	fuzz_body(r, body, n);
-	shim_resp_finish(r);
+	shl__resp_finish(r);
 	fuzz_check_result(r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct shim_resp r;
+	struct shl__resp r;
 	read_body(&r, "application/json", data, size);
 	if (r.sse) { /* the body sniffed as a stream: fuzz_sse's business */
-		shim_resp_free(&r);
+		shl__resp_free(&r);
 		return 0;
 	}
 
@@ -55,11 +55,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	shl_usage direct = sentinel;
 	int rc = -1;
 	if (usage != NULL && !cJSON_IsNull(usage)) {
-		rc = shim_usage_from_json(usage, &direct);
+		rc = shl__usage_from_json(usage, &direct, NULL);
 		if (rc != 0)
 			same_usage(&direct, &sentinel); /* refused: untouched */
 		shl_usage zero = {0, 0, 0, 0, 0};
-		rc = shim_usage_from_json(usage, &zero);
+		rc = shl__usage_from_json(usage, &zero, NULL);
 		direct = zero;
 	}
 	CHECK(r.usage_seen == (rc == 0));
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			 (unsigned long long)direct.cache_write_1h);
 		cJSON *again = cJSON_Parse(js);
 		shl_usage back = {0, 0, 0, 0, 0};
-		CHECK(shim_usage_from_json(again, &back) == 0);
+		CHECK(shl__usage_from_json(again, &back, NULL) == 0);
 		same_usage(&back, &direct);
 		cJSON_Delete(again);
 	}
@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			int n = snprintf(ev, cap, "event: message_delta\ndata: {\"type\":"
 				       "\"message_delta\",\"usage\":%s}\n\n", u);
-			struct shim_resp s;
+			struct shl__resp s;
 			read_body(&s, "text/event-stream", ev, (size_t)n);
 			/* Printing may turn a huge number into another huge one,
 			 * but never a refused value into a readable one. */
@@ -102,12 +102,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(s.usage_seen);
 				same_usage(&s.usage, &r.usage);
 			}
-			shim_resp_free(&s);
+			shl__resp_free(&s);
 			free(ev);
 			cJSON_free(u);
 		}
 	}
 	cJSON_Delete(root);
-	shim_resp_free(&r);
+	shl__resp_free(&r);
 	return 0;
 }

@@ -1,11 +1,10 @@
 /*
- * shimfuzz.h - what the fuzz targets of the preload shim's parsers share.
+ * shimfuzz.h - what the fuzz targets of the request/response component
+ * share (the readers behind shl_ex_*: libshmlimit/src/wire_req.c and
+ * wire_resp.c, which the preload shim and the bindings all call).
  *
- * The parsers (preload/request.c, preload/response.c) depend on cJSON only,
- * not on libcurl nor on libshmlimit's code: fuzz.mk compiles them from
- * source into each target, instrumented.  The shipped
- * libshmlimit-preload.so is built from the same files with hidden
- * visibility.
+ * The targets link the instrumented libshmlimit.a of the fuzz build
+ * (fuzz.mk), so they run exactly the code the library ships.
  *
  * Property failures print what failed and abort(), which libFuzzer reports
  * as a crash with the input saved.
@@ -18,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shim.h"
+#include "wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,43 +42,45 @@ static inline char *fuzz_copy(const void *p, size_t n)
 }
 
 /* Feed n bytes to the body reader, as one chunk in its own allocation. */
-static inline void fuzz_body(struct shim_resp *r, const void *p, size_t n)
+static inline void fuzz_body(struct shl__resp *r, const void *p, size_t n)
 {
 	char *c = fuzz_copy(p, n);
-	shim_resp_body(r, c, n);
+	shl__resp_body(r, c, n);
 	free(c);
 }
 
 /* Feed one header line (as libcurl hands it over, "\r\n" included). */
-static inline void fuzz_header(struct shim_resp *r, const void *p, size_t n)
+static inline void fuzz_header(struct shl__resp *r, const void *p, size_t n)
 {
 	char *c = fuzz_copy(p, n);
-	shim_resp_header(r, c, n);
+	shl__resp_header(r, c, n);
 	free(c);
 }
 
 /* What the hooks read from a finished response. */
-static inline void fuzz_check_result(const struct shim_resp *r)
+static inline void fuzz_check_result(const struct shl__resp *r)
 {
 	CHECK(r->status == 0 || (r->status >= 100 && r->status <= 999));
-	CHECK(r->retry_after_ms >= -1 && r->retry_after_ms <= SHIM_RETRY_AFTER_MAX_MS);
-	/* settle.c holds the pool for retry_after_ms * 10^6 ns */
+	CHECK(r->retry_after_ms >= -1 && r->retry_after_ms <= SHL_WIRE_RETRY_AFTER_MAX_MS);
+	/* shl_ex_finish holds the pool for retry_after_ms * 10^6 ns */
 	CHECK(r->retry_after_ms <= INT64_MAX / 1000000);
 	for (int d = 0; d < SHL_NBUCKETS; d++)
-		CHECK(r->remaining[d] >= -1);
-	CHECK(r->usage.input_tokens <= SHIM_USAGE_MAX);
-	CHECK(r->usage.output_tokens <= SHIM_USAGE_MAX);
-	CHECK(r->usage.cache_write_5m <= SHIM_USAGE_MAX);
-	CHECK(r->usage.cache_write_1h <= SHIM_USAGE_MAX);
-	CHECK(r->usage.cache_read <= SHIM_USAGE_MAX);
+		CHECK(r->remaining[d] >= -1 && r->limit[d] >= -1);
+	CHECK(r->usage.input_tokens <= SHL_WIRE_USAGE_MAX);
+	CHECK(r->usage.output_tokens <= SHL_WIRE_USAGE_MAX);
+	CHECK(r->usage.cache_write_5m <= SHL_WIRE_USAGE_MAX);
+	CHECK(r->usage.cache_write_1h <= SHL_WIRE_USAGE_MAX);
+	CHECK(r->usage.cache_read <= SHL_WIRE_USAGE_MAX);
 	if (!r->usage_seen) /* nothing read: nothing to settle with */
+		CHECK(r->cw_split == 1);
+	if (!r->usage_seen)
 		CHECK(r->usage.input_tokens == 0 && r->usage.output_tokens == 0 &&
 		      r->usage.cache_write_5m == 0 && r->usage.cache_write_1h == 0 &&
 		      r->usage.cache_read == 0);
 }
 
 /* Two readings of the same response agree on everything the hooks use. */
-static inline void fuzz_check_same(const struct shim_resp *a, const struct shim_resp *b)
+static inline void fuzz_check_same(const struct shl__resp *a, const struct shl__resp *b)
 {
 	CHECK(a->status == b->status);
 	CHECK(a->sse == b->sse);
@@ -97,6 +98,12 @@ static inline void fuzz_check_same(const struct shim_resp *a, const struct shim_
 	CHECK(a->spend_cap == b->spend_cap);
 	CHECK(a->parse_failed == b->parse_failed);
 	CHECK(a->overflow == b->overflow);
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		CHECK(a->limit[d] == b->limit[d]);
+	CHECK(a->cw_split == b->cw_split);
+	CHECK(a->final_seen == b->final_seen);
+	CHECK(a->out_units == b->out_units);
+	CHECK(a->overloaded == b->overloaded);
 }
 
 #endif

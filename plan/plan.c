@@ -157,15 +157,6 @@ static plan_u128 div_round(plan_u128 num, plan_u128 den)
 /* Configuration                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Same default as the library's config.c: rpm one second's worth (>= 1),
- * itpm / otpm one minute's worth. */
-static uint64_t default_burst(int d, uint64_t limit)
-{
-	if (d == SHL_DIM_RPM)
-		return limit < 60 ? 1 : (limit + 59) / 60;
-	return limit;
-}
-
 static int read_prices(const cJSON *o, int64_t price[PLAN_NPRICES])
 {
 	for (int k = 0; k < PLAN_NPRICES; k++) {
@@ -178,7 +169,9 @@ static int read_prices(const cJSON *o, int64_t price[PLAN_NPRICES])
 	return 0;
 }
 
-/* Read what shl_config_to_json wrote (already validated by the library). */
+/* Read what shl_config_to_json wrote (already validated by the library);
+ * limits and bursts come from shl_config_pool, with the library's
+ * defaults resolved, never from a copy of its rules. */
 static int cfg_from_lib(const shl_config *c, struct plan_cfg *out, char *err, size_t errlen)
 {
 	char *txt = shl_config_to_json(c);
@@ -203,25 +196,18 @@ static int cfg_from_lib(const shl_config *c, struct plan_cfg *out, char *err, si
 			goto bad;
 		struct plan_pool *pp = &out->pools[out->npools];
 		memset(pp, 0, sizeof(*pp));
+		shl_pool_info pi;
 		const cJSON *name = cJSON_GetObjectItemCaseSensitive(p, "name");
-		if (!cJSON_IsString(name))
+		if (!cJSON_IsString(name) || shl_config_pool(c, out->npools, &pi) != 0 ||
+		    strcmp(pi.name, name->valuestring) != 0)
 			goto bad;
-		snprintf(pp->name, sizeof(pp->name), "%s", name->valuestring);
-		const cJSON *burst = cJSON_GetObjectItemCaseSensitive(p, "burst");
+		snprintf(pp->name, sizeof(pp->name), "%s", pi.name);
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, dim_keys[d]);
-			if (!cJSON_IsNumber(v) || v->valuedouble < 1)
-				goto bad;
-			pp->limit[d] = (uint64_t)v->valuedouble;
-			pp->burst[d] = default_burst(d, pp->limit[d]);
-			const cJSON *b = cJSON_GetObjectItemCaseSensitive(burst, dim_keys[d]);
-			if (cJSON_IsNumber(b) && b->valuedouble >= 1)
-				pp->burst[d] = (uint64_t)b->valuedouble;
+			pp->limit[d] = pi.limit[d];
+			pp->burst[d] = pi.burst[d];
 		}
-		pp->cache_reads_count =
-			cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "cache_reads_count"));
-		const cJSON *mode = cJSON_GetObjectItemCaseSensitive(p, "otpm_mode");
-		pp->otpm_reserve = cJSON_IsString(mode) && strcmp(mode->valuestring, "reserve") == 0;
+		pp->cache_reads_count = pi.cache_reads_count;
+		pp->otpm_reserve = pi.otpm_reserve;
 		out->npools++;
 	}
 	/* Model entries carry their prices: the pool's unless overridden. */

@@ -752,6 +752,52 @@ static void test_docs(int ndocs, char **docs)
 	}
 }
 
+/*
+ * The planner's resolved bursts are the library's (issue 13, defect 6): at
+ * rpm 119 the default RPM burst is 119 / 60 rounded down, 1 (the planner
+ * used to say 2), and a segment created from the same configuration holds
+ * the same numbers.
+ */
+static void test_burst_is_the_library_s(void)
+{
+	static const char cfg[] =
+		"{\"spend_cap_usd\":null,\"pools\":["
+		"{\"name\":\"p\",\"rpm\":119,\"itpm\":1000,\"otpm\":1000,\"prices\":"
+		"{\"input\":1,\"output\":1,\"cache_write_5m\":1,\"cache_write_1h\":1,"
+		"\"cache_read\":1}},"
+		"{\"name\":\"q\",\"rpm\":59,\"itpm\":7,\"otpm\":9,\"burst\":{\"itpm\":5},\"prices\":"
+		"{\"input\":1,\"output\":1,\"cache_write_5m\":1,\"cache_write_1h\":1,"
+		"\"cache_read\":1}}],"
+		"\"models\":[{\"match\":\"m\",\"pool\":\"p\"}]}";
+	cJSON *j = plan(0, cfg, "{\"tasks\":[{\"model\":\"m\",\"rpm\":1,\"input_tokens\":1,"
+				"\"output_tokens\":1}]}");
+	if (j == NULL)
+		return;
+	EXPECT(j, "pools[0].burst.rpm", "1");
+	EXPECT(j, "pools[0].burst.itpm", "1000");
+	EXPECT(j, "pools[1].burst.rpm", "1");
+	EXPECT(j, "pools[1].burst.itpm", "5");
+	EXPECT(j, "pools[1].burst.otpm", "9");
+	cJSON_Delete(j);
+	/* The segment's own numbers, for the same text. */
+	shl_config *c = NULL;
+	shl_t *h = NULL;
+	shl_stats st;
+	char name[64];
+	snprintf(name, sizeof(name), "test-plan-%d", (int)getpid());
+	CHECK(shl_config_parse(cfg, strlen(cfg), &c, NULL) == 0, "parse");
+	if (c != NULL && shl_create(name, c, 0, &h, NULL) == 0) {
+		CHECK(shl_stats_get(h, &st) == 0 && st.pools[0].burst[SHL_DIM_RPM] == 1,
+		      "the segment's rpm burst at 119 rpm is %llu",
+		      (unsigned long long)st.pools[0].burst[SHL_DIM_RPM]);
+		shl_detach(h);
+		shl_unlink(name);
+	} else {
+		CHECK(0, "create %s", name);
+	}
+	shl_config_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -769,6 +815,7 @@ int main(int argc, char **argv)
 	test_batch_case();
 	test_cache_reads_and_patterns();
 	test_binding();
+	test_burst_is_the_library_s();
 	test_warnings();
 	test_errors();
 	test_cli();

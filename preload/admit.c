@@ -4,8 +4,9 @@
  * When a transfer starts (curl_easy_perform, or curl_multi_add_handle),
  * shim_prepare decides whether it is a governed request: a POST to a
  * governed host (SHMLIMIT_HOSTS) and Messages API path, with a body the shim
- * can read (request.c parses it; a body from a read callback is read ahead
- * and replayed to libcurl byte for byte) and a model the segment knows.
+ * can read (libshmlimit's shl_ex_open reads it; a body from a read callback
+ * is read ahead and replayed to libcurl byte for byte) and a model the
+ * segment knows.
  * shim_admit then waits for admission in the segment, through route.c (which
  * is plain shl_acquire unless SHMLIMIT_ROUTE is set): before anything is sent
  * in curl_easy_perform, or, for the multi interface, in libcurl's
@@ -125,16 +126,7 @@ static enum shim_kind url_kind(const char *url)
 		ok = g_hosts[i].port == port && strcasecmp(g_hosts[i].name, host) == 0;
 	if (!ok)
 		return SHIM_KIND_NONE;
-	size_t plen = strcspn(path, "?#");
-	while (plen > 1 && path[plen - 1] == '/')
-		plen--;
-	if (plen == 12 && memcmp(path, "/v1/messages", 12) == 0)
-		return SHIM_KIND_MESSAGES;
-	if (plen == 25 && memcmp(path, "/v1/messages/count_tokens", 25) == 0)
-		return SHIM_KIND_COUNT;
-	if (plen == 20 && memcmp(path, "/v1/messages/batches", 20) == 0)
-		return SHIM_KIND_BATCH;
-	return SHIM_KIND_NONE;
+	return (enum shim_kind)shl_ex_kind("POST", path);
 }
 
 /* Install our read/seek callbacks over a body read ahead. */
@@ -189,13 +181,16 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	char lim[96] = "";
 	shl_stats *st = malloc(sizeof(*st));
 	if (st != NULL && shl_stats_get(g_shl, st) == 0) {
-		if (why->pool >= 0 && why->pool < st->npools)
-			snprintf(pool, sizeof(pool), "%s", st->pools[why->pool].name);
-		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && why->pool >= 0 &&
-		    why->pool < st->npools)
+		/* pools[] is compacted: find the refusing pool by its index. */
+		const shl_pool_stats *ps = NULL;
+		for (int k = 0; k < st->npools && ps == NULL; k++)
+			if (st->pools[k].index == why->pool)
+				ps = &st->pools[k];
+		if (ps != NULL)
+			snprintf(pool, sizeof(pool), "%s", ps->name);
+		if (why->dim >= 0 && why->dim < SHL_NBUCKETS && ps != NULL)
 			snprintf(lim, sizeof(lim), " (limit %" PRIu64 "/min, burst %" PRIu64 ")",
-				 st->pools[why->pool].limit[why->dim],
-				 st->pools[why->pool].burst[why->dim]);
+				 ps->limit[why->dim], ps->burst[why->dim]);
 		else if (why->dim == SHL_DIM_SPEND)
 			snprintf(lim, sizeof(lim), " (cap $%.2f, spent $%.2f this month)",
 				 (double)st->spend_cap / SHL_UNITS_PER_USD,
@@ -206,6 +201,10 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	if (r == -ETIMEDOUT || r == -EAGAIN)
 		snprintf(reason, sizeof(reason), "admission in %.3f s is past the deadline (SHMLIMIT_WAIT_MS)",
 			 (double)why->wait_ns / 1e9);
+	else if (r == -E2BIG && shl_ex_ratio(s->ex) != 1.0 && why->dim == SHL_DIM_ITPM)
+		snprintf(reason, sizeof(reason), "needs %" PRIu64 " (the estimate times the pool's "
+			 "learned ratio %.3f), more than the capacity %" PRIu64
+			 "; it can never be admitted", why->need, shl_ex_ratio(s->ex), why->capacity);
 	else if (r == -E2BIG)
 		snprintf(reason, sizeof(reason), "needs %" PRIu64 ", more than the capacity %" PRIu64
 			 "; it can never be admitted", why->need, why->capacity);
@@ -213,7 +212,7 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 		snprintf(reason, sizeof(reason), "%s", shl_strerror(r));
 	char line[512];
 	snprintf(line, sizeof(line), "shmlimit: refused POST %s model %s: pool %s: %s limit%s: %s",
-		 kind_path(s->kind), s->req.model, pool, shl_dim_name(why->dim), lim, reason);
+		 kind_path(s->kind), shl_ex_model(s->ex), pool, shl_dim_name(why->dim), lim, reason);
 	fprintf(stderr, "%s\n", line);
 	if (s->errbuf != NULL) {
 		size_t n = strlen(line);
@@ -227,7 +226,7 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 /*
  * Decide whether the transfer is governed: a POST to a governed host and
  * path, with a body we can read and a model the configuration knows.
- * Returns 1 governed (s->req, s->kind, s->model set), 0 pass through.
+ * Returns 1 governed (s->ex, s->kind, s->model set), 0 pass through.
  */
 int shim_prepare(struct hs *s)
 {
@@ -250,28 +249,31 @@ int shim_prepare(struct hs *s)
 		body = s->rbuf;
 		blen = s->rlen;
 	}
-	if (body == NULL || shim_req_parse(body, blen, s->kind, &s->req) != 0) {
+	shl_ex_free(s->ex);
+	s->ex = NULL;
+	shl_err err = {{0}};
+	int r = body == NULL ? -EINVAL : shl_ex_open(g_shl, s->kind, body, blen, &s->ex, &err);
+	if (r == -EINVAL) {
 		shim_warn_once(C_BODY, "a request body to %s is not a JSON request with a model; "
 				  "such requests pass through ungoverned", kind_path(s->kind));
 		return 0;
 	}
-	int m;
-	if (s->kind == SHIM_KIND_MESSAGES)
-		m = shl_lookup(g_shl, s->req.model);
-	else
-		m = shl_lookup(g_shl, s->kind == SHIM_KIND_COUNT ? "count_tokens" : "message_batches");
-	if (m < 0) {
+	if (r == -ESRCH) {
+		/* count_tokens and batches without a model entry pass silently */
 		if (s->kind == SHIM_KIND_MESSAGES)
-			shim_warn_once(C_MODEL, "model \"%s\": %s; its requests pass through ungoverned",
-				  s->req.model, shl_strerror(m));
+			shim_warn_once(C_MODEL, "%s; its requests pass through ungoverned", err.msg);
 		return 0;
 	}
-	s->model = m;
+	if (r < 0) {
+		shim_warn_once(C_NOMEM, "reading a request: %s; it passes through ungoverned",
+			       shl_strerror(r));
+		return 0;
+	}
+	s->model = shl_ex_model_entry(s->ex);
 	s->admit_failed = 0;
-	shim_route_plan(&s->route, g_shl, s->kind, m, s->req.model, s->postfields ? body : NULL,
-			blen);
-	shim_resp_init(&s->resp);
-	s->resp.header_in_body = s->header_in_body;
+	shim_route_plan(&s->route, g_shl, s->kind, s->model, shl_ex_model(s->ex),
+			s->postfields ? body : NULL, blen);
+	shl_ex_header_in_body(s->ex, s->header_in_body);
 	return 1;
 }
 
@@ -285,7 +287,9 @@ int shim_admit(struct hs *s)
 	shl_refusal why;
 	memset(&why, 0, sizeof(why));
 	why.dim = SHL_DIM_NONE;
-	int r = shim_route_admit(&s->route, s->key, g_shl, s->model, &s->req.cost, g_wait_ns,
+	shl_cost cost;
+	shl_ex_cost(s->ex, &cost);
+	int r = shim_route_admit(&s->route, s->key, g_shl, s->model, &cost, g_wait_ns,
 				 &s->ticket, &why);
 	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT) {
 		refuse_line(s, r, &why);
@@ -298,6 +302,7 @@ int shim_admit(struct hs *s)
 	}
 	s->pool = s->ticket.pool;
 	s->ticket_open = 1;
+	shl_ex_adopt(s->ex, &s->ticket); /* the exchange settles it */
 	return 1;
 }
 

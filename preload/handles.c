@@ -88,7 +88,8 @@ void hs_forget_options(struct hs *s)
 	free(s->customrequest);
 	free(s->postcopy);
 	free(s->rbuf);
-	shim_resp_free(&s->resp);
+	shl_ex_free(s->ex);
+	s->ex = NULL;
 	shim_route_free(&s->route);
 	CURL *key = s->key;
 	struct cds_lfht_node node = s->node;

@@ -147,7 +147,7 @@ HOOK CURLMcode curl_multi_add_handle(CURLM *multi, CURL *curl)
 	}
 	CURLMcode mc = real.multi_add(multi, curl);
 	if (mc != CURLM_OK && s->ticket_open) {
-		shl_cancel(g_shl, &s->ticket);
+		shl_ex_finish(g_shl, s->ex, 0); /* nothing sent: cancelled */
 		s->ticket_open = 0;
 		shim_unhook(s);
 	} else if (mc != CURLM_OK) {

@@ -1,5 +1,6 @@
 # preload.mk - libshmlimit-preload.so, the LD_PRELOAD shim for libcurl
-# programs, and its tests (see preload/README.md).
+# programs, and its tests (see preload/README.md): check-preload and
+# check-preload-bad, with the helper programs they run.
 #
 # The shim contains libshmlimit statically (hidden: --exclude-libs and the
 # version script) and reaches libcurl only through dlsym(RTLD_NEXT), so it
@@ -31,9 +32,35 @@ $(PRELOAD_WORKER): preload/tests/worker.c | $(BUILD)/.deps-build
 	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(CURL_LIBS) -lpthread
 
 .PHONY: check-preload
-check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test
+# run.sh: the curl tool and the threaded worker; route.sh: SHMLIMIT_ROUTE
+# (preload/README.md, "Routing across pools"), with a libcurl application
+# that checks its own body buffer after each transfer, and the tools.
+PRELOAD_ROUTEAPP := $(BUILD)/shmlimit-preload-routeapp
+check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(BUILD)/.deps-test \
+  $(PRELOAD_ROUTEAPP) $(BUILD)/shmlimit-ctl $(BUILD)/shmlimit-stat
 	timeout 120 preload/tests/run.sh $(BUILD)
 	timeout 120 preload/tests/route.sh $(BUILD)
+	timeout 120 preload/tests/learn.sh $(BUILD)
+
+$(PRELOAD_ROUTEAPP): preload/tests/routeapp.c | $(BUILD)/.deps-build
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(CURL_LIBS)
+
+# check-preload-bad: preload/tests/bad.sh, the shim under the curl tool (and
+# a libcurl client with CURLOPT_HEADER) against broken and unusual responses
+# from shmlimit-mock: truncated, gzip, huge headers, invalid UTF-8, absurd
+# usage, malformed SSE.
+PRELOAD_HDRCLIENT := $(BUILD)/shmlimit-preload-hdrclient
+
+$(PRELOAD_HDRCLIENT): preload/tests/hdrclient.c | $(BUILD)/.deps-build
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CURL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(CURL_LIBS)
+
+CHECKS += check-preload-bad
+.PHONY: check-preload-bad
+check-preload-bad: $(PRELOAD_SO) $(PRELOAD_SEG) $(PRELOAD_HDRCLIENT) $(BUILD)/shmlimit-mock \
+  $(BUILD)/.deps-test
+	timeout 120 preload/tests/bad.sh $(BUILD)
 
 # A segment helper for the tests (create / stats / rm), library only.
 $(PRELOAD_SEG): preload/tests/seg.c $(LIB_A)

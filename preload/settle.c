@@ -4,15 +4,16 @@
  *
  * While a governed transfer runs, the shim's write and header callbacks sit
  * in front of the application's: each passes libcurl's bytes on unchanged
- * and feeds response.c only what the application accepted.  When the
- * response headers are complete, the anthropic-ratelimit-*-remaining values
- * clamp the pool's buckets (shl_clamp).  When the transfer ends (perform
- * returns, curl_multi_info_read reports it done, or the handle is removed,
- * reset or cleaned up), shim_finish settles the ticket with the usage the
- * server reported (or the documented estimate when it reported none),
- * cancels it when the request was never sent, holds the pool after a 429
- * (its retry-after, or 1 s) or marks the spend cap reached, and puts the
- * application's callbacks and body back.
+ * and feeds the transfer's exchange (libshmlimit's shl_ex_header and
+ * shl_ex_body) only what the application accepted.  When the transfer ends
+ * (perform returns, curl_multi_info_read reports it done, or the handle is
+ * removed, reset or cleaned up), shim_finish hands it to shl_ex_finish,
+ * which settles the ticket with the usage the server reported (or the
+ * documented estimate when it reported none), cancels it when the request
+ * was never sent, holds the pool after a 429 (its retry-after, or 1 s) or
+ * marks the spend cap reached, and clamps the buckets to the remaining
+ * headers (each token charged once); then the application's callbacks and
+ * body are put back.
  *
  * What it deliberately does not do
  *   - It never changes what the application receives: a chunk the
@@ -28,8 +29,6 @@
 
 #include "shim.h"
 
-#define HOLD_DEFAULT_NS 1000000000LL /* a 429 without retry-after holds 1 s */
-
 static size_t app_write_call(struct hs *s, char *p, size_t size, size_t n, void *ud)
 {
 	if (s->app_write != NULL)
@@ -44,18 +43,8 @@ static size_t wrap_write(char *p, size_t size, size_t n, void *ud)
 	size_t ret = app_write_call(s, p, size, n, s->app_wdata_set ? s->app_wdata : stdout);
 	/* Only what the application accepted: a paused chunk comes again. */
 	if (ret == size * n)
-		shim_resp_body(&s->resp, p, size * n);
+		shl_ex_body(s->ex, p, size * n);
 	return ret;
-}
-
-/* Response headers are complete: what the server says about the pool. */
-static void feedback_headers(struct hs *s)
-{
-	if (!s->ticket_open)
-		return;
-	for (int d = 0; d < SHL_NBUCKETS; d++)
-		if (s->resp.remaining[d] >= 0)
-			shl_clamp(g_shl, s->pool, d, (uint64_t)s->resp.remaining[d]);
 }
 
 static size_t wrap_header(char *p, size_t size, size_t n, void *ud)
@@ -70,11 +59,8 @@ static size_t wrap_header(char *p, size_t size, size_t n, void *ud)
 		ret = app_write_call(s, p, size, n, s->app_hdata);
 	else
 		ret = total; /* libcurl would not deliver headers anywhere */
-	if (ret == total) {
-		shim_resp_header(&s->resp, p, total);
-		if (total <= 2 && (p[0] == '\r' || p[0] == '\n') && s->resp.status >= 200)
-			feedback_headers(s);
-	}
+	if (ret == total)
+		shl_ex_header(s->ex, p, total, NULL, 0);
 	return ret;
 }
 
@@ -123,7 +109,8 @@ void shim_unhook(struct hs *s)
 	}
 	shim_route_restore(&s->route, s->key, s->postfields, s->postcopy, s->postcopy_len,
 			   s->app_postsize);
-	shim_resp_free(&s->resp);
+	shl_ex_free(s->ex);
+	s->ex = NULL;
 }
 
 static int request_was_sent(struct hs *s)
@@ -135,7 +122,11 @@ static int request_was_sent(struct hs *s)
 	return n > 0;
 }
 
-/* The transfer is over (or abandoned): settle, then restore the handle. */
+/*
+ * The transfer is over (or abandoned): settle (or cancel) by the rules of
+ * shl_ex_finish, which also applies the server's feedback (a 429's hold,
+ * the spend cap, the remaining headers), then restore the handle.
+ */
 void shim_finish(struct hs *s)
 {
 	if (!s->ticket_open) {
@@ -143,55 +134,8 @@ void shim_finish(struct hs *s)
 		return;
 	}
 	s->ticket_open = 0;
-	struct shim_resp *r = &s->resp;
-	shim_resp_finish(r);
-	long st = r->status;
-	if (st == 429) {
-		if (r->spend_cap)
-			shl_spend_exhaust(g_shl);
-		else
-			shl_hold(g_shl, s->pool,
-				 r->retry_after_ms >= 0 ? r->retry_after_ms * 1000000 : HOLD_DEFAULT_NS);
-	}
-	shl_usage u;
-	memset(&u, 0, sizeof(u));
-	const shl_cost *c = &s->req.cost;
-	int cancel = 0;
-	if (s->kind == SHIM_KIND_COUNT) {
-		cancel = st == 0 && !request_was_sent(s);
-	} else if (s->kind == SHIM_KIND_BATCH) {
-		if (st >= 200 && st < 300) {
-			/* The batch runs later; charge its estimate (documented). */
-			u.input_tokens = c->input_tokens;
-			u.cache_write_5m = c->cache_write_5m;
-			u.cache_write_1h = c->cache_write_1h;
-			u.output_tokens = c->max_tokens;
-		} else {
-			cancel = st == 0 && !request_was_sent(s);
-		}
-	} else if (r->usage_seen) {
-		u = r->usage;
-	} else if (st >= 200 && st < 300) {
+	if (shl_ex_finish(g_shl, s->ex, request_was_sent(s)) == SHL_EX_ESTIMATED)
 		shim_warn_once(C_RESP, "a response's usage could not be read; such requests are charged "
-				  "their estimate and max_tokens");
-		u.input_tokens = c->input_tokens;
-		u.cache_write_5m = c->cache_write_5m;
-		u.cache_write_1h = c->cache_write_1h;
-		u.output_tokens = c->max_tokens;
-	} else if (st == 0) {
-		if (!request_was_sent(s)) {
-			cancel = 1;
-		} else {
-			u.input_tokens = c->input_tokens;
-			u.cache_write_5m = c->cache_write_5m;
-			u.cache_write_1h = c->cache_write_1h;
-		}
-	}
-	/* else: an error status without usage: nothing billed, the request
-	 * still counts for RPM (settle with zero usage). */
-	if (cancel)
-		shl_cancel(g_shl, &s->ticket);
-	else
-		shl_settle(g_shl, &s->ticket, &u);
+				       "their estimate and max_tokens");
 	shim_unhook(s);
 }

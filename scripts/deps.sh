@@ -1,10 +1,19 @@
 #!/bin/sh
 # deps.sh - make sure the Debian packages a target needs are installed.
 #
-# Usage: scripts/deps.sh GROUP...   (groups: build, test, bench, fuzz, prom, valgrind)
+# Usage: scripts/deps.sh [--check] GROUP...
+#        (groups: build, test, bench, fuzz, prom, valgrind, lint)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
+# With --check it never installs: it names what is missing and how to
+# install it, and fails (what `make` runs: make never installs packages;
+# .ci/run and people run this script without --check).
 # Every package the project uses is listed here once, by group.
 set -eu
+check_only=0
+if [ "${1:-}" = "--check" ]; then
+	check_only=1
+	shift
+fi
 
 pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev"
 pkgs_test="libcunit1-dev curl groff-base"
@@ -12,6 +21,7 @@ pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"
 pkgs_valgrind="valgrind"
+pkgs_lint="clang-tidy cppcheck"
 
 want=""
 for g in "$@"; do
@@ -29,6 +39,11 @@ done
 [ -z "$missing" ] && exit 0
 
 cmd="apt-get install -y --no-install-recommends$missing"
+if [ $check_only = 1 ]; then
+	echo "deps: missing Debian packages:$missing" >&2
+	echo "deps: install them with:  scripts/deps.sh $* (as root), or apt-get update && $cmd" >&2
+	exit 1
+fi
 if [ "$(id -u)" = 0 ]; then
 	echo "deps: installing$missing" >&2
 	export DEBIAN_FRONTEND=noninteractive

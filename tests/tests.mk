@@ -3,8 +3,12 @@ UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(BUILD)/test-unit
 CUNIT_LIBS = $(shell pkg-config --libs cunit 2>/dev/null || echo -lcunit)
 
-$(UNIT_BIN): $(UNIT_SRC) tests/unit/testutil.h $(LIB_A) | $(BUILD)/.deps-test
-	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes -o $@ $(UNIT_SRC) $(ALL_LDFLAGS) $(SHL_STATIC) $(CUNIT_LIBS)
+# test_rule.c checks the benchmark's copy of the admission rule (bench/rule.c)
+# against the library's: the benchmark itself sees only the public header.
+UNIT_BENCH_RULE := bench/rule.c
+$(UNIT_BIN): $(UNIT_SRC) tests/unit/testutil.h $(UNIT_BENCH_RULE) bench/bench.h $(LIB_A) | $(BUILD)/.deps-test
+	$(CC) $(LIB_CFLAGS) -Ibench -Wno-missing-prototypes -o $@ $(UNIT_SRC) $(UNIT_BENCH_RULE) \
+	  $(ALL_LDFLAGS) $(SHL_STATIC) $(CUNIT_LIBS)
 
 .PHONY: check-unit
 check-unit: $(UNIT_BIN)
@@ -14,7 +18,10 @@ CHECKS += check-unit
 
 # Sanitizers: the library and its suites rebuilt in their own build trees.
 #   check-asan: AddressSanitizer + UndefinedBehaviorSanitizer, whole suite
-#   check-tsan: ThreadSanitizer, the threaded suite
+#   check-tsan: ThreadSanitizer, every multi-threaded suite (threads: lookup and
+#               applies; mt: admission, waits, routing, settle, cancel, apply,
+#               reset, stats readers, attach/detach; pslot: per-thread slots)
+#               and the preload shim's threaded libcurl worker
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 .PHONY: check-asan check-tsan
 check-asan:
@@ -24,10 +31,12 @@ check-asan:
 	$(SAN_ENV) timeout 600 $(BUILD)/asan/test-unit
 	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-scribble --workers 3 --seconds 4
 	$(SAN_ENV) timeout 120 $(BUILD)/asan/shmlimit-crash --workers 4 --kills 60 --seconds 10
-check-tsan:
+TSAN_SUITES := threads,mt,pslot
+check-tsan: $(BUILD)/shmlimit-mock $(BUILD)/shmlimit-preload-seg
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 SAN="-fsanitize=thread" \
-	  $(BUILD)/tsan/test-unit
-	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=threads timeout 600 $(BUILD)/tsan/test-unit
+	  $(BUILD)/tsan/test-unit $(BUILD)/tsan/libshmlimit-preload.so $(BUILD)/tsan/shmlimit-preload-worker
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 SHL_TEST_ONLY=$(TSAN_SUITES) timeout 600 $(BUILD)/tsan/test-unit
+	timeout 120 tests/tsan-preload.sh $(BUILD)/tsan $(BUILD)
 CHECKS += check-asan check-tsan
 
 .PHONY: check-install

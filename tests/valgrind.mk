@@ -4,7 +4,7 @@
 
 $(BUILD)/.deps-valgrind: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh valgrind
+	@$(DEPS_CHECK) valgrind
 	@touch $@
 
 .PHONY: check-valgrind

@@ -4,16 +4,15 @@
 #
 # Long flags are read from the `struct option` tables ({"name", ...}), short
 # ones from the *_SHORTOPTS strings; stat.c maps to man/shmlimit-stat.1 and
-# ctl.c to man/shmlimit-ctl.1.  A man page entry is the flag in roff form
+# ctl*.c (and ctl.h) to man/shmlimit-ctl.1.  A man page entry is the flag in roff form
 # (\-\-name, \-x); the README must mention it as `--name` / `-x`.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
 for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
-	src=tools/${pair%%:*}.c man=man/${pair#*:}.1
-	# shmlimit-ctl's commands may live in files of their own (sync.c).
-	[ "${pair%%:*}" = ctl ] && src="$src $(ls tools/sync.c 2>/dev/null)"
-	src=$(echo $src)
+	src=$(ls tools/${pair%%:*}.c tools/${pair%%:*}-*.c tools/${pair%%:*}.h 2>/dev/null) man=man/${pair#*:}.1
+	# shmlimit-ctl sync lives in a file of its own (tools/sync.c, sync.h).
+	[ "${pair%%:*}" = ctl ] && src="$src $(ls tools/sync.c tools/sync.h 2>/dev/null)"
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
 	# shellcheck disable=SC2086
 	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' $src | sort -u)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "shmlimit.h"
 
@@ -101,6 +102,11 @@ int tool_read_file(const char *path, char **buf, size_t *len)
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 	if (f == NULL)
 		return -errno;
+	struct stat st;
+	if (f != stdin && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f); /* fopen opens a directory; reading it is EISDIR, said plainly */
+		return -EISDIR;
+	}
 	size_t cap = 4096, n = 0;
 	char *b = malloc(cap);
 	if (b == NULL)
@@ -145,4 +151,12 @@ nomem:
 double tool_usd(int64_t units)
 {
 	return (double)units / (double)SHL_UNITS_PER_USD;
+}
+
+const struct shl_pool_stats *tool_pool_stats(const struct shl_stats *s, int index)
+{
+	for (int k = 0; s != NULL && k < s->npools && k < SHL_MAX_POOLS; k++)
+		if (s->pools[k].index == index)
+			return &s->pools[k];
+	return NULL;
 }

@@ -52,6 +52,13 @@ int tool_parse_seconds(const char *s, int64_t *ns);
  */
 int tool_read_file(const char *path, char **buf, size_t *len);
 
+struct shl_stats;
+struct shl_pool_stats;
+/* The statistics of the pool whose index (shl_ticket.pool, shl_refusal.pool)
+ * is `index`, or NULL: a snapshot's pools[] is compacted, so its position
+ * is not the index. */
+const struct shl_pool_stats *tool_pool_stats(const struct shl_stats *s, int index);
+
 /* USD from spend units, for printing. */
 double tool_usd(int64_t units);
 

@@ -129,6 +129,8 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 			"", (unsigned long long)ps->tokens_in, (unsigned long long)ps->tokens_out,
 			(unsigned long long)ps->cache_read, (unsigned long long)ps->cache_write,
 			tool_usd(ps->spend));
+		fprintf(f, "%-12s estimate ratio %.3f (learned from %llu settlements)\n", "",
+			ps->est_ratio, (unsigned long long)ps->est_samples);
 		if (ps->hold_ns > 0)
 			fprintf(f, "%-12s HELD by a server retry-after for %.1f s more\n", "",
 				(double)ps->hold_ns / 1e9);
@@ -171,6 +173,14 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 		fprintf(f, " (no cap)");
 	fprintf(f, ", resets %s%s\n", resets,
 		s->spend_exhausted ? "  EXHAUSTED (server reported the cap reached)" : "");
+	if (s->attach_failures > 0) {
+		char when[64];
+		fmt_utc(when, sizeof(when), s->attach_last_unix_ns / 1000000000LL, 1);
+		fprintf(f, "ATTACH FAILURES %llu (workers left ungoverned): last uid %u pid %u at %s: "
+			   "%s\n",
+			(unsigned long long)s->attach_failures, s->attach_last_uid, s->attach_last_pid,
+			when, shl_strerror(s->attach_last_error));
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -194,7 +204,8 @@ static char *render_json(const char *name, const shl_stats *s)
 		return NULL;
 	cJSON_AddStringToObject(root, "segment", name);
 	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
-	cJSON_AddNumberToObject(root, "created_unix", (double)(s->created_unix_ns / 1000000000LL));
+	int64_t created_s = s->created_unix_ns / 1000000000LL; /* whole seconds */
+	cJSON_AddNumberToObject(root, "created_unix", (double)created_s);
 	cJSON_AddNumberToObject(root, "npools", s->npools);
 	cJSON_AddNumberToObject(root, "nmodels", s->nmodels);
 
@@ -210,6 +221,22 @@ static char *render_json(const char *name, const shl_stats *s)
 	cJSON_AddNumberToObject(sp, "resets_unix", (double)s->month_resets_unix);
 	fmt_utc(buf, sizeof(buf), s->month_resets_unix, 1);
 	cJSON_AddStringToObject(sp, "resets_utc", buf);
+
+	cJSON *af = cJSON_AddObjectToObject(root, "attach_failures");
+	cJSON_AddNumberToObject(af, "count", (double)s->attach_failures);
+	cJSON_AddNumberToObject(af, "owner_refusals", (double)s->attach_owner_refusals);
+	if (s->attach_failures > 0) {
+		cJSON_AddNumberToObject(af, "last_uid", s->attach_last_uid);
+		cJSON_AddNumberToObject(af, "last_pid", s->attach_last_pid);
+		cJSON_AddStringToObject(af, "last_error", shl_strerror(s->attach_last_error));
+		int64_t last_s = s->attach_last_unix_ns / 1000000000LL; /* whole seconds */
+		cJSON_AddNumberToObject(af, "last_unix", (double)last_s);
+	} else {
+		cJSON_AddNullToObject(af, "last_uid");
+		cJSON_AddNullToObject(af, "last_pid");
+		cJSON_AddNullToObject(af, "last_error");
+		cJSON_AddNullToObject(af, "last_unix");
+	}
 
 	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
 	for (int p = 0; p < s->npools; p++) {
@@ -254,6 +281,9 @@ static char *render_json(const char *name, const shl_stats *s)
 		cJSON_AddNumberToObject(t, "cache_read", (double)ps->cache_read);
 		cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write);
 		cJSON_AddNumberToObject(o, "spend_usd", tool_usd(ps->spend));
+		cJSON *es = cJSON_AddObjectToObject(o, "estimate");
+		cJSON_AddNumberToObject(es, "ratio", ps->est_ratio);
+		cJSON_AddNumberToObject(es, "samples", (double)ps->est_samples);
 		cJSON *pr = cJSON_AddObjectToObject(o, "prices");
 		for (int i = 0; i < 5; i++) /* units/token -> USD per million tokens */
 			cJSON_AddNumberToObject(pr, price_key[i],
@@ -325,11 +355,15 @@ static void prom_pool(FILE *f, const char *seg, const shl_stats *s, const char *
 	}
 }
 
-static const char *const prom_dims[SHL_NBUCKETS] = {"requests", "input_tokens", "output_tokens"};
+/* Requests and tokens are different units: never one metric.  The token
+ * buckets' metrics carry kind="input" (ITPM) or kind="output" (OTPM). */
+static const char *const prom_token_dims[2] = {"input", "output"};
 static const char *const prom_tokens[4] = {"input", "output", "cache_read", "cache_write"};
 static const char *const prom_results[6] = {"admitted", "refused", "waited",
 					    "settled",  "cancelled", "server_429"};
 
+/* i: 0 is the RPM bucket (requests metrics); for tokens metrics i 0, 1 are
+ * ITPM and OTPM (t_ variants add 1). */
 static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
 static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
 /* Observed and in-force limits: requests alone, tokens by kind (input, output). */
@@ -353,6 +387,10 @@ static double g_provisional(const shl_pool_stats *ps, int i)
 }
 static double g_avail(const shl_pool_stats *ps, int i) { return ps->available[i]; }
 static double g_used(const shl_pool_stats *ps, int i) { return (double)ps->used_last_minute[i]; }
+static double t_limit(const shl_pool_stats *ps, int i) { return g_limit(ps, i + 1); }
+static double t_burst(const shl_pool_stats *ps, int i) { return g_burst(ps, i + 1); }
+static double t_avail(const shl_pool_stats *ps, int i) { return g_avail(ps, i + 1); }
+static double t_used(const shl_pool_stats *ps, int i) { return g_used(ps, i + 1); }
 static double g_hold(const shl_pool_stats *ps, int i)
 {
 	(void)i;
@@ -362,6 +400,16 @@ static double g_spend(const shl_pool_stats *ps, int i)
 {
 	(void)i;
 	return tool_usd(ps->spend);
+}
+static double g_ratio(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return ps->est_ratio;
+}
+static double g_samples(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->est_samples;
 }
 static double g_tokens(const shl_pool_stats *ps, int i)
 {
@@ -386,9 +434,11 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_head(f, "created_timestamp_seconds", "gauge", "When the segment was created.");
 	fprintf(f, "shmlimit_created_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)(s->created_unix_ns / 1000000000LL));
-	prom_pool(f, seg, s, "pool_limit_per_second", "gauge",
-		  "Configured refill rate of the bucket (the per-minute limit / 60).", "dimension",
-		  prom_dims, SHL_NBUCKETS, g_limit);
+	prom_pool(f, seg, s, "pool_limit_requests_per_second", "gauge",
+		  "Refill rate of the requests bucket (the RPM limit / 60).", NULL, NULL, 1, g_limit);
+	prom_pool(f, seg, s, "pool_limit_tokens_per_second", "gauge",
+		  "Refill rate of a tokens bucket (the ITPM or OTPM limit / 60).", "kind",
+		  prom_token_dims, 2, t_limit);
 	prom_pool(f, seg, s, "pool_observed_limit_requests_per_second", "gauge",
 		  "RPM the server's rate-limit headers report / 60 (0: none reported yet).", NULL,
 		  NULL, 1, g_obs_req);
@@ -404,14 +454,22 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_pool(f, seg, s, "pool_provisional", "gauge",
 		  "1 when the configured limits are a preset's stand-ins.", NULL, NULL, 1,
 		  g_provisional);
-	prom_pool(f, seg, s, "pool_burst", "gauge", "Bucket capacity in units.", "dimension",
-		  prom_dims, SHL_NBUCKETS, g_burst);
-	prom_pool(f, seg, s, "pool_available", "gauge",
-		  "Units available in the bucket now (negative: in debt).", "dimension", prom_dims,
-		  SHL_NBUCKETS, g_avail);
-	prom_pool(f, seg, s, "pool_used_last_minute", "gauge",
-		  "Units settled in the last 60 seconds.", "dimension", prom_dims, SHL_NBUCKETS,
-		  g_used);
+	prom_pool(f, seg, s, "pool_burst_requests", "gauge",
+		  "Capacity of the requests bucket.", NULL, NULL, 1, g_burst);
+	prom_pool(f, seg, s, "pool_burst_tokens", "gauge",
+		  "Capacity of a tokens bucket (input: ITPM, output: OTPM).", "kind",
+		  prom_token_dims, 2, t_burst);
+	prom_pool(f, seg, s, "pool_available_requests", "gauge",
+		  "Requests the bucket could admit now (negative: in debt).", NULL, NULL, 1,
+		  g_avail);
+	prom_pool(f, seg, s, "pool_available_tokens", "gauge",
+		  "Tokens available in the bucket now (negative: in debt).", "kind",
+		  prom_token_dims, 2, t_avail);
+	prom_pool(f, seg, s, "pool_used_last_minute_requests", "gauge",
+		  "Requests settled in the last 60 seconds.", NULL, NULL, 1, g_used);
+	prom_pool(f, seg, s, "pool_used_last_minute_tokens", "gauge",
+		  "Tokens counted against the bucket in the last 60 seconds.", "kind",
+		  prom_token_dims, 2, t_used);
 	prom_pool(f, seg, s, "pool_hold_seconds", "gauge",
 		  "Seconds the pool stays held back by a server retry-after (0: none).", NULL, NULL,
 		  1, g_hold);
@@ -423,6 +481,11 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  prom_tokens, 4, g_tokens);
 	prom_pool(f, seg, s, "pool_spend_dollars_total", "counter",
 		  "USD settled on the pool since creation.", NULL, NULL, 1, g_spend);
+	prom_pool(f, seg, s, "pool_estimate_ratio", "gauge",
+		  "Learned ratio of the server's input count to the raw estimate (95th percentile "
+		  "of the last 112 settlements; 1 before any).", NULL, NULL, 1, g_ratio);
+	prom_pool(f, seg, s, "pool_estimate_samples_total", "counter",
+		  "Settlements the estimate ratio was learned from.", NULL, NULL, 1, g_samples);
 	prom_head(f, "spend_month_dollars", "gauge", "USD spent this calendar month (UTC).");
 	fprintf(f, "shmlimit_spend_month_dollars{segment=\"%s\"} %.17g\n", seg,
 		tool_usd(s->spend_month));
@@ -434,16 +497,20 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_head(f, "spend_exhausted", "gauge",
 		  "1 when the server reported the monthly spend cap reached.");
 	fprintf(f, "shmlimit_spend_exhausted{segment=\"%s\"} %d\n", seg, s->spend_exhausted ? 1 : 0);
+	prom_head(f, "attach_failures_total", "counter",
+		  "Workers refused at attach after opening the segment read-write (left ungoverned).");
+	fprintf(f, "shmlimit_attach_failures_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->attach_failures);
 	prom_head(f, "spend_reset_timestamp_seconds", "gauge",
 		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
 	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)s->month_resets_unix);
-	prom_head(f, "unknown_model_lookups", "gauge",
+	prom_head(f, "unknown_model_lookups_total", "counter",
 		  "Lookups that met a model id no configured entry matches, by id.");
 	for (int i = 0; i < n_unknown; i++) {
 		char id[2 * sizeof(unknown_ids[i].id) + 4];
 		prom_escape(id, sizeof(id), unknown_ids[i].id);
-		fprintf(f, "shmlimit_unknown_model_lookups{segment=\"%s\",model=\"%s\"} %llu\n", seg,
+		fprintf(f, "shmlimit_unknown_model_lookups_total{segment=\"%s\",model=\"%s\"} %llu\n", seg,
 			id, (unsigned long long)unknown_ids[i].seen);
 	}
 }
@@ -523,10 +590,13 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'j':
-			mode = MODE_JSON;
-			break;
 		case 'p':
-			mode = MODE_PROM;
+			if (mode != MODE_TABLE && mode != (c == 'j' ? MODE_JSON : MODE_PROM)) {
+				fprintf(stderr, PROG ": --json and --prometheus exclude each other "
+						     "(give one)\n");
+				return TX_USAGE;
+			}
+			mode = c == 'j' ? MODE_JSON : MODE_PROM;
 			break;
 		case 'h':
 			usage(stdout);

@@ -63,8 +63,9 @@ int main(int argc, char **argv)
 			errors++;
 		}
 		uint64_t rpm = 0;
-		if (shl_stats_get(h, s) == 0 && t.pool >= 0 && t.pool < s->npools)
-			rpm = s->pools[t.pool].limit[SHL_DIM_RPM];
+		const shl_pool_stats *ps;
+		if (shl_stats_get(h, s) == 0 && (ps = tool_pool_stats(s, t.pool)) != NULL)
+			rpm = ps->limit[SHL_DIM_RPM];
 		printf("admitted gen=%llu rpm=%llu\n", (unsigned long long)t.generation,
 		       (unsigned long long)rpm);
 		fflush(stdout);

@@ -190,7 +190,7 @@ assert d[\"unknown_model\"][\"policy\"]==\"pool\" and d[\"unknown_model\"][\"poo
 assert d[\"unknown_model\"][\"seen\"][0][\"model\"]==\"claude-opus-9\"
 o=[p for p in d[\"pools\"] if p[\"name\"]==\"other\"][0]
 assert o[\"provisional\"] and o[\"follow_server\"] and o[\"observed\"] is None'"
-check "stat --prometheus: the unknown model's lookups" bash -c "'$STAT' --prometheus $S | grep -q 'shmlimit_unknown_model_lookups{segment=\"$S\",model=\"claude-opus-9\"} 1'"
+check "stat --prometheus: the unknown model's lookups" bash -c "'$STAT' --prometheus $S | grep -q 'shmlimit_unknown_model_lookups_total{segment=\"$S\",model=\"claude-opus-9\"} 1'"
 "$CTL" show $S 2>/dev/null | python3 -c '
 import json,sys; d=json.load(sys.stdin); d["unknown_model"]="refuse"; print(json.dumps(d))' >"$TMP/refuse.json"
 expect 0 "apply unknown_model refuse" "$CTL" apply $S "$TMP/refuse.json"

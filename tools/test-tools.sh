@@ -2,6 +2,7 @@
 # test-tools.sh - drive the real shmlimit-stat and shmlimit-ctl binaries.
 #
 # usage: tools/test-tools.sh STAT CTL ADMITTER
+# SHL_FAST=1 skips the one timed section (concurrent route loops).
 # Every segment is named shltt-<pid>-*, and all of them are removed on exit,
 # also on failure.  Waits are bounded polls on a condition, never a sleep
 # that a pass depends on.  Ends with "N passed, N failed".
@@ -194,6 +195,8 @@ assert c["refused"] >= 1, "refused"
 eq(p["tokens"]["input"], 1000, "tokens.input"); eq(p["tokens"]["output"], 200, "tokens.output")
 assert abs(p["spend_usd"] - 0.006) < 1e-12, "pool spend_usd %r" % p["spend_usd"]
 eq(p["prices"], {"input": 3, "output": 15, "cache_write_5m": 3.75, "cache_write_1h": 6, "cache_read": 0.3}, "prices")
+# settled through shl_settle, not a read response: nothing learned yet
+eq(p["estimate"], {"ratio": 1, "samples": 0}, "estimate")
 PY
 then ok "stat --json: every field checked"; else bad "stat --json field check"; fi
 
@@ -202,6 +205,7 @@ expect 0 "stat table" "$STAT" $N
 grep -q "^sonnet  *requests  *1  *3 " "$TMP/out" && ok "table row: sonnet rpm limit 1 burst 3" || bad "table: $(head -4 "$TMP/out")"
 grep -q "^spend [0-9-]*: \$0.006000 of \$10.00 cap" "$TMP/out" && ok "table spend line" || bad "spend line: $(grep spend "$TMP/out")"
 grep -q "admitted $ADM " "$TMP/out" && ok "table counters" || bad "counters: $(grep admitted "$TMP/out")"
+grep -q "estimate ratio 1.000 (learned from 0 settlements)" "$TMP/out" && ok "table estimate ratio" || bad "estimate: $(grep estimate "$TMP/out")"
 expect 0 "SHMLIMIT_SEGMENT names the segment" env SHMLIMIT_SEGMENT=$N "$STAT" --json
 expect 2 "stat without a name" env -u SHMLIMIT_SEGMENT "$STAT"
 
@@ -222,6 +226,31 @@ for line in open(sys.argv[1]):
 PY
 grep -q "^shmlimit_pool_requests_total{segment=\"$N\",pool=\"sonnet\",result=\"admitted\"} $ADM$" "$TMP/prom.txt" && ok "prometheus admitted counter" || bad "prometheus admitted counter"
 grep -q "^shmlimit_spend_cap_dollars{segment=\"$N\"} 10$" "$TMP/prom.txt" && ok "prometheus spend cap" || bad "prometheus spend cap"
+# Naming (issue 13, defect 9): requests and tokens never share a metric, every
+# metric carries its unit, and the metrics are exactly those tools/README.md lists.
+check "prometheus names: no dimension label, units in names, as documented" python3 - "$TMP/prom.txt" tools/README.md <<'PY'
+import sys, re
+names, labels = set(), {}
+for line in open(sys.argv[1]):
+    m = re.match(r'([a-z_]+)\{([^}]*)\}', line)
+    if m:
+        names.add(m.group(1))
+        labels.setdefault(m.group(1), set()).update(re.findall(r'(\w+)=', m.group(2)))
+doc = set(re.findall(r'^\| `(shmlimit_[a-z_]+)` \|', open(sys.argv[2]).read(), re.M))
+if names - doc: sys.exit("undocumented: %s" % sorted(names - doc))
+missing = doc - names - {"shmlimit_attach_failures_total", "shmlimit_unknown_model_lookups_total"}
+if missing: sys.exit("documented, not output: %s" % sorted(missing))
+for n, l in labels.items():
+    if "dimension" in l: sys.exit("%s mixes requests and tokens through a dimension label" % n)
+units = ("_requests", "_tokens", "_seconds", "_dollars", "_total", "_per_second", "_info", "_ratio")
+unitless = {"shmlimit_config_generation", "shmlimit_spend_exhausted", "shmlimit_pool_provisional"}
+for n in names:
+    if n not in unitless and not n.endswith(units): sys.exit("no unit in the name: " + n)
+    if "_requests" in n and "kind" in labels[n]: sys.exit("requests metric with a token kind: " + n)
+PY
+grep -q "^shmlimit_pool_burst_requests{segment=\"$N\",pool=\"sonnet\"} 3$" "$TMP/prom.txt" && ok "prometheus: burst of requests" || bad "burst_requests: $(grep burst "$TMP/prom.txt" | head -3)"
+grep -q "^shmlimit_pool_limit_tokens_per_second{segment=\"$N\",pool=\"sonnet\",kind=\"input\"} " "$TMP/prom.txt" && ok "prometheus: input token rate" || bad "limit_tokens: $(grep limit "$TMP/prom.txt" | head -3)"
+grep -q "^shmlimit_pool_estimate_ratio{segment=\"$N\",pool=\"sonnet\"} 1$" "$TMP/prom.txt" && ok "prometheus estimate ratio" || bad "prometheus estimate ratio: $(grep estimate_ratio "$TMP/prom.txt")"
 if command -v promtool >/dev/null 2>&1; then
 	if promtool check metrics <"$TMP/prom.txt" >"$TMP/pt" 2>&1; then ok "promtool check metrics"; else bad "promtool check metrics: $(cat "$TMP/pt")"; fi
 else
@@ -295,6 +324,13 @@ if [ "$(id -u)" -eq 0 ] && command -v runuser >/dev/null && id nobody >/dev/null
 	grep -q "permission denied" "$TMP/err" && ok "message says permission denied" || bad "msg: $(cat "$TMP/err")"
 	chmod 0600 /dev/shm/$N
 	expect 4 "stat as nobody without read permission" runuser -u nobody -- "$BIN/shmlimit-stat" $N
+	# issue 13, defect 8: check and create --force by someone who may not.
+	expect 4 "ctl check as nobody without read permission" runuser -u nobody -- "$BIN/shmlimit-ctl" check $N
+	if grep -q "BAD" "$TMP/out" "$TMP/err"; then bad "check of an unreadable segment says BAD: $(cat "$TMP/out")"
+	else grep -q "permission denied" "$TMP/err" && ok "check says permission denied, not BAD" || bad "check msg: $(cat "$TMP/out" "$TMP/err")"; fi
+	expect 4 "create --force over another user's segment" runuser -u nobody -- "$BIN/shmlimit-ctl" create $N --tier 2 --force
+	grep -q "permission denied" "$TMP/err" && ! grep -q "already exists" "$TMP/err" && ok "create --force says permission denied" || bad "create --force msg: $(cat "$TMP/err")"
+	check "the owner's segment is still there" [ -e /dev/shm/$N ]
 else
 	skipped "not root or no runuser/nobody: read-only attach by another user not checked"
 fi
@@ -317,7 +353,7 @@ expect 7 "stat: malformed segment name" "$STAT" 'bad/name'
 python3 - /dev/shm/$P-ro /dev/shm/$P-ver <<'PY' && {
 import sys
 b = bytearray(open(sys.argv[1], "rb").read())
-# The magic is 8 bytes, the layout version the next 4 (libshmlimit/src/internal.h).
+# The magic is 8 bytes, the layout version the next 4 (libshmlimit/src/layout.h).
 b[8] ^= 0x40
 open(sys.argv[2], "wb").write(bytes(b))
 PY
@@ -396,6 +432,10 @@ expect 2 "route: bad --input" "$CTL" route $N model-a --input x
 expect 3 "route: no such segment" "$CTL" route $P-nosuch model-a
 
 # ---------------------------------------------------------------- route from concurrent shell loops
+# (SHL_FAST=1, as in make check-fast, skips this timed section.)
+if [ "${SHL_FAST:-0}" = 1 ]; then
+	skipped "SHL_FAST=1: the concurrent route loops (about 10 s) not run"
+else
 # Two pools of 300 requests a minute (5 a second), burst 2; 6 loops of 8
 # `route --wait` each keep both saturated.  Per pool, what was admitted over
 # the whole run can be at most burst + rate x elapsed, elapsed measured on
@@ -447,6 +487,7 @@ assert mine["qb"] > 0, "nothing was routed to qb"
 PY
 then ok "6 concurrent route loops: per pool, admitted <= burst + rate x elapsed; counts agree with the loops' output; the overflow went to the second pool"
 else bad "concurrent route loops"; fi
+fi
 
 # ---------------------------------------------------------------- hold: the table's HELD line
 N=$P-route
@@ -493,7 +534,7 @@ expect 0 "try on the released pool" "$CTL" try $N model-b --input 1
 
 # ---------------------------------------------------------------- corrupt segments: stat exits 6
 # scribble SEG WHAT: patch the live configuration slot in /dev/shm/SEG in
-# place (layout: libshmlimit/src/internal.h).  WHAT=index sets models[0].pool
+# place (layout: libshmlimit/src/layout.h).  WHAT=index sets models[0].pool
 # to 200 and recomputes the slot's FNV-1a checksum, so that only attach's
 # validation of every index can find it; WHAT=byte flips a byte of pools[0]'s
 # name and leaves the checksum stale.  Exits 3 when the stored checksum does
@@ -549,6 +590,111 @@ PY
 expect 6 "ctl check: a bucket word years ahead" "$CTL" check $N
 grep -q "pools\[0\].tat\[rpm\]: .* over a year ahead" "$TMP/out" && ok "check names pools[0].tat[rpm]" || bad "check: $(cat "$TMP/out")"
 expect 9 "the scribbled bucket refuses (it never admits more)" "$CTL" try $N claude-opus-4-5 --input 1
+
+# ---------------------------------------------------------------- pool identity after an apply (issue 13, defect 1)
+# [a,b,c] then [b,c]: b and c keep their indices 1 and 2, so the statistics'
+# position (0, 1) is not the pool index.  hold and try must name c, not b.
+N=$P-ident
+cat >"$TMP/abc.json" <<'J'
+{"spend_cap_usd": null, "pools": [
+ {"name": "a", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "b", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "c", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}}],
+ "models": [{"match": "ma", "pool": "a"}, {"match": "mb", "pool": "b"}, {"match": "mc", "pool": "c"}]}
+J
+cat >"$TMP/bc.json" <<'J'
+{"spend_cap_usd": null, "pools": [
+ {"name": "b", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}},
+ {"name": "c", "rpm": 600, "itpm": 100000, "otpm": 100000, "prices": {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}}],
+ "models": [{"match": "mb", "pool": "b"}, {"match": "mc", "pool": "c"}]}
+J
+"$CTL" create $N --config "$TMP/abc.json" >/dev/null
+expect 0 "apply [b,c] over [a,b,c]" "$CTL" apply $N "$TMP/bc.json"
+expect 0 "hold c after the apply" "$CTL" hold $N c 30
+grep -q "^held pool=c seconds=[1-9][0-9]*\.[0-9]*$" "$TMP/out" && ok "hold prints pool c and its seconds ($(cat "$TMP/out"))" || bad "hold c printed: $(cat "$TMP/out")"
+"$STAT" --json $N >"$TMP/id.json"
+check "the hold is on c, not on b" python3 -c 'import json,sys; h={p["name"]: p["hold_seconds"] for p in json.load(open(sys.argv[1]))["pools"]}; sys.exit(not (h["b"] == 0 and 1 < h["c"] <= 30))' "$TMP/id.json"
+expect 9 "try on c is refused by its hold" "$CTL" try $N mc --input 1
+grep -q "^refused model=mc pool=c dimension=hold" "$TMP/out" && ok "try names pool c" || bad "try mc: $(cat "$TMP/out")"
+expect 0 "try on b is admitted" "$CTL" try $N mb --input 1
+grep -q "^admitted model=mb pool=b " "$TMP/out" && ok "try names pool b" || bad "try mb: $(cat "$TMP/out")"
+"$CTL" rm $N >/dev/null
+
+# ---------------------------------------------------------------- squatters (issue 13, defect 3)
+# A FIFO, a directory or a socket in the segment's place: every tool exits at
+# once (under 5 s) with a message saying what is there, never blocking in open.
+for kind in fifo dir socket; do
+	N=$P-sq-$kind
+	case $kind in
+	fifo) mkfifo -m 666 /dev/shm/$N ;;
+	dir) mkdir -m 777 /dev/shm/$N ;;
+	socket) python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' /dev/shm/$N ;;
+	esac
+	for cmd in "$STAT $N" "$STAT --prometheus $N" "$STAT --json $N" "$CTL show $N" "$CTL check $N" "$CTL try $N claude-haiku-4-5" "$CTL apply $N --tier 1"; do
+		# shellcheck disable=SC2086
+		timeout 5 $cmd >"$TMP/out" 2>"$TMP/err"; rc=$?
+		if [ $rc -eq 5 ] && grep -q "not a regular file" "$TMP/out" "$TMP/err"; then
+			ok "$kind squatting the name: '${cmd##*/}' exits 5 at once, saying so"
+		else
+			bad "$kind squatting the name: '${cmd##*/}': exit $rc: $(cat "$TMP/out" "$TMP/err" | head -3)"
+		fi
+	done
+	rm -rf /dev/shm/$N
+done
+
+# ---------------------------------------------------------------- messages (issue 13, defect 8)
+N=$P-msg
+"$CTL" create $N --tier 1 >/dev/null
+expect 2 "try --input 4294967296 (over a request's 2^32 - 1 tokens)" "$CTL" try $N claude-haiku-4-5 --input 4294967296
+grep -q -- "--input" "$TMP/err" && ! grep -q "segment" "$TMP/err" && ok "the message names --input, not the segment" || bad "msg: $(cat "$TMP/err")"
+expect 2 "route --cache-read 4294967296" "$CTL" route $N claude-haiku-4-5 --cache-read 4294967296
+grep -q -- "--cache-read" "$TMP/err" && ok "the message names --cache-read" || bad "msg: $(cat "$TMP/err")"
+expect 10 "try --output 4294967295 is a count (that no bucket holds: exit 10)" "$CTL" try $N claude-haiku-4-5 --input 1 --output 4294967295
+expect 2 "stat --json --prometheus together" "$STAT" --json --prometheus $N
+grep -q -- "--json.*--prometheus\|--prometheus.*--json" "$TMP/err" && ok "the message names both flags" || bad "msg: $(cat "$TMP/err")"
+check "no output for refused flags" [ ! -s "$TMP/out" ]
+mkdir -p "$TMP/cfgdir"
+expect 1 "create --config DIR" "$CTL" create $P-msgdir --config "$TMP/cfgdir"
+grep -q "is a directory" "$TMP/err" && ! grep -q "Input/output" "$TMP/err" && ok "the message says it is a directory" || bad "msg: $(cat "$TMP/err")"
+expect 1 "apply DIR" "$CTL" apply $N "$TMP/cfgdir"
+grep -q "is a directory" "$TMP/err" && ok "apply: the message says it is a directory" || bad "msg: $(cat "$TMP/err")"
+python3 -c 'print("[" * 5000 + "]" * 5000)' >"$TMP/deep.json"
+expect 7 "create from JSON nested 5000 deep" "$CTL" create $P-msgdeep --config "$TMP/deep.json"
+grep -q "nested" "$TMP/err" && ok "the message says nested too deep" || bad "msg: $(cat "$TMP/err")"
+"$CTL" rm $N >/dev/null
+
+# ---------------------------------------------------------------- group segments (issue 13, defect 2)
+# Another user in the segment's group attaches a --group segment read-write
+# (try, settle) without any flag; a segment not made for a group still
+# refuses another owner, and the refusal is counted where stat shows it.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+	BIN=$TMP/gbin; mkdir -p "$BIN"; cp "$STAT" "$CTL" "$BIN/"; chmod 755 "$TMP" "$BIN" "$BIN"/*
+	G="setpriv --reuid=65534 --regid=65534 --groups=$(id -g) --"
+	N=$P-grp
+	"$CTL" create $N --tier 1 --group >/dev/null
+	# shellcheck disable=SC2086
+	expect 0 "try as another user of the segment's group" $G "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	T1=$(sed -n 's/.*ticket=//p' "$TMP/out")
+	# shellcheck disable=SC2086
+	expect 0 "settle as another user of the group" $G "$BIN/shmlimit-ctl" settle $N "$T1" --input 1
+	# shellcheck disable=SC2086
+	expect 4 "try as a user outside the group" setpriv --reuid=65534 --regid=65534 --clear-groups -- "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	N=$P-solo
+	"$CTL" create $N --tier 1 >/dev/null
+	chmod 0666 /dev/shm/$N
+	# shellcheck disable=SC2086
+	expect 4 "try as another user on a segment not created for a group" $G "$BIN/shmlimit-ctl" try $N claude-haiku-4-5 --input 1
+	grep -q "not created for a group" "$TMP/err" && ok "the message says why (not created for a group)" || bad "msg: $(cat "$TMP/err")"
+	"$STAT" $N >"$TMP/out"
+	grep -q "^ATTACH FAILURES 1 .*uid 65534 .*owned by another user" "$TMP/out" && ok "stat shows the refused attach" || bad "stat: $(tail -2 "$TMP/out")"
+	"$STAT" --json $N >"$TMP/g.json"
+	check "stat --json: attach_failures.count 1, last_uid 65534" python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["attach_failures"]; sys.exit(not (a["count"] == 1 and a["owner_refusals"] == 1 and a["last_uid"] == 65534))' "$TMP/g.json"
+	"$STAT" --prometheus $N >"$TMP/g.prom"
+	grep -q "^shmlimit_attach_failures_total{segment=\"$N\"} 1$" "$TMP/g.prom" && ok "prometheus attach failures counter" || bad "prom: $(grep attach "$TMP/g.prom")"
+	"$CTL" rm $P-grp >/dev/null; "$CTL" rm $N >/dev/null
+else
+	skipped "not root or no setpriv/nobody: group segments used by another user not checked"
+fi
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -3,12 +3,14 @@
 TOOLS_STAT := $(BUILD)/shmlimit-stat
 TOOLS_CTL := $(BUILD)/shmlimit-ctl
 TOOLS_COMMON := $(BUILD)/tools/common.o
+# shmlimit-ctl: the dispatcher, the admin and the admission commands, the ticket format.
+CTL_OBJ := $(patsubst %,$(BUILD)/tools/%.o,ctl ctl-admin ctl-admit ticket)
 TOOLS_ADMITTER := $(BUILD)/tools/test-admitter
 
 ALL_TARGETS += $(TOOLS_STAT) $(TOOLS_CTL)
 CHECKS += check-tools
 
-$(BUILD)/tools/%.o: tools/%.c tools/common.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
+$(BUILD)/tools/%.o: tools/%.c tools/common.h tools/ctl.h tools/ticket.h libshmlimit/include/shmlimit.h | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
@@ -18,8 +20,8 @@ $(TOOLS_STAT): $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(LIB_A)
 # sync (tools/sync.c) talks to the Rate Limits API with libcurl.
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o: tools/sync.h
-$(TOOLS_CTL): $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(LIB_A)
-	$(CC) -o $@ $(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
+$(TOOLS_CTL): $(CTL_OBJ) $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(CTL_OBJ) $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
 
 # A fleet worker for test-follow.sh: libcurl requests to the mock, the feedback calls.
 TOOLS_FOLLOWER := $(BUILD)/tools/test-follower
@@ -32,7 +34,6 @@ CHECKS += check-sync
 check-sync: $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER) $(BUILD)/.deps-test
 	timeout 120 tools/test-sync.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock
 	timeout 180 tools/test-follow.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER)
-
 
 .PHONY: check-tools check-tools-docs
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs

@@ -167,6 +167,20 @@ SHL_API char *shl_config_to_json(const shl_config *cfg);
 
 SHL_API void shl_config_free(shl_config *cfg);
 
+/* A pool of a configuration with every default resolved: the numbers a
+ * segment created from it enforces (e.g. the RPM burst max(1, rpm / 60)). */
+typedef struct shl_pool_info {
+	char name[SHL_NAME_MAX + 1];
+	uint64_t limit[SHL_NBUCKETS]; /* per minute */
+	uint64_t burst[SHL_NBUCKETS]; /* bucket capacities */
+	int otpm_reserve;             /* 1: otpm_mode "reserve" */
+	int cache_reads_count;        /* 1: cache reads count toward ITPM */
+} shl_pool_info;
+
+/* Pool `i` (0.., in the configuration's order) of `cfg`: 0, or -ESRCH past
+ * the last pool, -EINVAL for a NULL argument. */
+SHL_API int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out);
+
 /* ------------------------------------------------------------------ */
 /* Segments                                                             */
 /* ------------------------------------------------------------------ */
@@ -184,7 +198,9 @@ typedef struct shl shl_t;
 
 /* Flags for shl_attach. */
 #define SHL_ATTACH_RDONLY 0x1    /* map read-only (stats); admissions fail with -EACCES */
-#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid */
+#define SHL_ATTACH_ANY_OWNER 0x2 /* accept a segment owned by another uid (a segment
+				    created with SHL_CREATE_GROUP needs it only from
+				    outside the file's group) */
 
 /*
  * Create a segment from `cfg` (O_EXCL; -EEXIST if it exists unless
@@ -592,16 +608,25 @@ SHL_API int shl_ex_kind(const char *method, const char *path);
 /*
  * Read a request body (JSON, not necessarily NUL-terminated) of `kind`.
  * Returns 0 and a new exchange; -EINVAL (with `err`) when the body is not
- * a request this library can read; -ESRCH when no pool governs its model
- * and the configuration says to pass it through; -ENOMEM.  The input
- * estimate applies the pool's learned ratio (shl_pool_stats.est_ratio).
+ * a request this library can read (or `kind` is SHL_EX_NONE); -ESRCH (with
+ * `err`) when no model entry governs it (a Messages model without a pool;
+ * count_tokens or batches without a `count_tokens` / `message_batches`
+ * entry): pass it through; -ENOMEM.  The input estimate (documented in
+ * preload/README.md, "What a request is charged") is scaled by the pool's
+ * learned ratio (shl_pool_stats.est_ratio) for Messages requests.  The
+ * handle must outlive the exchange.
  */
 SHL_API int shl_ex_open(shl_t *h, int kind, const char *body, size_t len, shl_exchange **out,
 			shl_err *err);
 SHL_API const char *shl_ex_model(const shl_exchange *x); /* the request's model id */
 SHL_API int shl_ex_stream(const shl_exchange *x);       /* 1: "stream": true */
 SHL_API int shl_ex_cost(const shl_exchange *x, shl_cost *out); /* the cost admitted on */
-SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until reserved */
+SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until admitted */
+/* The model entry the exchange is admitted on (shl_lookup's index; the
+ * ticket's once admitted), and the learned ratio its estimate was scaled by
+ * (1.0: none). */
+SHL_API int shl_ex_model_entry(const shl_exchange *x);
+SHL_API double shl_ex_ratio(const shl_exchange *x);
 
 /* shl_reserve for the exchange's request; *release_ns as t->admitted_at. */
 SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *release_ns,
@@ -609,24 +634,60 @@ SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64
 /* shl_start for the exchange; on -EAGAIN / -EDQUOT the reservation has
  * been cancelled (reserve again after why->wait_ns, or give up). */
 SHL_API int shl_ex_start(shl_t *h, shl_exchange *x, shl_refusal *why);
+/*
+ * The caller admitted the request itself (shl_acquire, or shl_route, which
+ * may have chosen another model): the exchange settles that ticket (a
+ * copy; the caller's is no longer to be settled).  -EALREADY when the
+ * exchange already holds one, -EINVAL when `t` is not open.
+ */
+SHL_API int shl_ex_adopt(shl_exchange *x, const shl_ticket *t);
 
 /* The response, as it arrives: its status, each header (name and value, or
- * a raw header line with value NULL), and body bytes in any chunking. */
+ * a raw header line, status lines included, with value NULL), and body
+ * bytes in any chunking. */
 SHL_API void shl_ex_status(shl_exchange *x, int status);
 SHL_API void shl_ex_header(shl_exchange *x, const char *name, size_t name_len,
 			   const char *value, size_t value_len);
 SHL_API void shl_ex_body(shl_exchange *x, const void *p, size_t len);
+/* libcurl's CURLOPT_HEADER: every raw header line also arrives through
+ * shl_ex_body, just before shl_ex_header; set before the response. */
+SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
 
 /*
  * The transfer is over (completed, failed, or closed early by the reader):
  * settle with the usage read (JSON or SSE, cumulative deltas), or, when
- * `sent` is 0 (no byte reached the server), cancel.  Applies the server's
- * feedback once: a 429's retry-after holds the pool, the spend-cap 429
- * stops the month's spend, the remaining headers clamp the buckets (each
- * token charged once), the estimate's ratio is learned.  Returns 0 or a
- * negative code; idempotent.
+ * `sent` is 0 (no byte reached the server) and no status came, cancel.
+ * The rules, in order (preload/README.md, "What is charged at settlement"):
+ *   - a 429: the spend-cap one (error_code enforced_spend_limit_reached)
+ *     stops the month's spend; any other holds the pool for retry-after-ms
+ *     or retry-after (1 s when absent, 1 h at most); both count in
+ *     server_429.  A 529 holds the pool for its retry-after (1 s when
+ *     absent), not counted as a 429;
+ *   - count_tokens: zero usage; a batch accepted (2xx): its estimate;
+ *   - usage read: that usage (a stream cut by an error event before its
+ *     final message_delta: at least the output its text deltas showed; cache writes without a
+ *     5 min / 1 h breakdown split by the request's own breakpoints);
+ *   - a 2xx without believable usage: the estimate and max_tokens;
+ *   - no status but sent: the input estimate; an error status: nothing but
+ *     the request;
+ *   - then the anthropic-ratelimit-*-remaining headers clamp the buckets,
+ *     as of when they arrived, plus the output generated since: each token
+ *     is charged once, whichever of settle and clamp came first (the
+ *     requests and output-tokens counts already clamp when the headers are
+ *     over: the blank line of raw headers, or the first body bytes; the
+ *     input count, of a stream, at its message_start);
+ *   - a usage read on a 2xx teaches the pool's estimate ratio.
+ * Returns SHL_EX_SETTLED, SHL_EX_ESTIMATED (usage unreadable: charged the
+ * estimate), SHL_EX_CANCELLED, SHL_EX_UNADMITTED (no ticket: nothing to
+ * do), or a negative code; idempotent (later calls return the same).
  */
+#define SHL_EX_SETTLED 0
+#define SHL_EX_ESTIMATED 1
+#define SHL_EX_CANCELLED 2
+#define SHL_EX_UNADMITTED 3
 SHL_API int shl_ex_finish(shl_t *h, shl_exchange *x, int sent);
+/* Free the exchange.  One still admitted and not finished is finished
+ * first as sent (through the handle it was opened on). */
 SHL_API void shl_ex_free(shl_exchange *x);
 
 /*
@@ -650,9 +711,12 @@ typedef struct shl_pool_stats {
 	int otpm_reserve;                 /* 1: reserve max_tokens, 0: actual only */
 	int cache_reads_count;            /* 1: cache reads count toward ITPM */
 	int64_t hold_ns;                  /* > 0: held back for this long */
-	uint64_t admitted, refused, waited, settled, cancelled, server_429;
+	uint64_t admitted, refused, waited, settled, cancelled;
+	uint64_t server_429;              /* 429s from the server, spend-cap ones included */
 	uint64_t tokens_in, tokens_out, cache_read, cache_write;
 	int64_t spend;                    /* units settled on this pool, lifetime */
+	double est_ratio;                 /* the learned estimate ratio (1.0: none yet) */
+	uint64_t est_samples;             /* settlements it was learned from */
 	uint64_t observed[SHL_NBUCKETS];  /* per minute, as the server reported (0: not yet) */
 	uint64_t effective[SHL_NBUCKETS]; /* per minute, what the bucket runs at */
 	int follow_server;                /* 1: the bucket follows the observed limits */
@@ -674,11 +738,25 @@ typedef struct shl_stats {
 	int unknown_model;           /* 0 pass, 1 refuse, 2 catch-all pool */
 	int unknown_pool;            /* index in pools[] of the catch-all, else -1 */
 	shl_pool_stats pools[SHL_MAX_POOLS];
+	/* Workers refused at attach after opening the segment read-write
+	 * (another user's segment not created for a group: -EPERM; a corrupt
+	 * configuration: -EUCLEAN), and the last of them.  Failures before
+	 * the file could be written (no segment, permission denied by its
+	 * mode, not a libshmlimit segment) cannot be recorded here. */
+	uint64_t attach_failures;
+	uint64_t attach_owner_refusals; /* of which -EPERM */
+	int64_t attach_last_unix_ns;
+	uint32_t attach_last_uid, attach_last_pid;
+	int attach_last_error;          /* negative errno */
 } shl_stats;
 
 /* A snapshot: no value is torn between two updates (the month's spend
  * never shows a lease moved half-way); counts of different pools and
- * fields may come from instants a few microseconds apart. */
+ * fields may come from instants a few microseconds apart.  pools[0 ..
+ * npools-1] are the pools in use, in index order, without gaps: after an
+ * apply removed a pool, pools[k].index (the index tickets, refusals,
+ * shl_hold and shl_clamp use) is not k.  Find a pool by its index there,
+ * or by name with shl_pool_find. */
 SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
 
 /* ------------------------------------------------------------------ */

@@ -34,6 +34,14 @@
  * which is the conservative direction; a process killed after admission and
  * before settle leaves its worst-case spend reserved for the month.
  *
+ * A request that cannot go now may take its place in line instead
+ * (shl_reserve; shl_acquire and shl_route wait through it): the same
+ * takes, made for a release time ahead of now, so that every later request
+ * finds the words pushed past it (reserve_impl below; bucket.c,
+ * "Reservations", for why the refund rule then measures from the pool's
+ * horizon).  shl_start re-checks, at the release, what may have changed
+ * meanwhile (a hold, the spend cap).
+ *
  * Settlement replaces the estimate with the server's usage: ITPM counts
  * input + cache-creation tokens (+ cache reads in pools configured so),
  * OTPM counts actual output (or, in "reserve" mode, refunds the unused part
@@ -644,10 +652,15 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		charged = (uint32_t)r;
 	}
 	for (int tries = 0; tries < SHL_RESERVE_TRIES; tries++) {
-		/* 1. the release, from the words as they are now */
+		/* 1. the release, from the words and the clock as they are now:
+		 * a fresh reading each time, or a retry would take at an instant
+		 * further and further in the past, where the refill since is not
+		 * seen, and lose every race to callers taking at the present. */
+		const int64_t now1 = shl__now();
+		const uint64_t n1 = now1 < 0 ? 0 : (uint64_t)now1;
 		int64_t wmax;
-		int wdim = waits(rt, n, cost_ns, tol, &wmax);
-		uint64_t rel = n + (uint64_t)wmax; /* both < 2^63 */
+		int wdim = waits(rt, n1, cost_ns, tol, &wmax);
+		uint64_t rel = n1 + (uint64_t)wmax; /* both < 2^63 */
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (hold > 0 && (uint64_t)hold > rel) {
@@ -657,10 +670,10 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
 			/* The words moved since the first look: give the spend back. */
 			shl__lease_adjust(h, l, ps, month, charged, -units);
-			return late(rt, why, wdim, p, rel - n, need, pl->burst);
+			return late(rt, why, wdim, p, rel - n1, need, pl->burst);
 		}
 		/* 2. the horizon, then every bucket at rel */
-		if (rel > n) {
+		if (rel > n1) {
 			shl__horizon_raise(&rt->horizon, rel);
 			/* release: the raise above is ordered before the takes'
 			 * CAS below; pairs with the acquire load of tat in
@@ -696,7 +709,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 		else
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
-		if (rel > n)
+		if (rel > n1)
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->waited, 1, memory_order_relaxed);
 		ticket_fill(t, l, pl, p, model, units, c->batch, charged, (int64_t)rel, need_i, need_o,
@@ -1103,7 +1116,7 @@ static int pool_ok(shl_t *h, int pool, struct shl_local **lp)
 	return 0;
 }
 
-int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+int shl__hold(shl_t *h, int pool, int64_t duration_ns, int count_429)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1120,11 +1133,18 @@ int shl_hold(shl_t *h, int pool, int64_t duration_ns)
 	       !atomic_compare_exchange_weak_explicit(&rt->hold_until, &old, until,
 						      memory_order_relaxed, memory_order_relaxed))
 		;
-	atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
+	if (count_429)
+		/* relaxed: a statistic. */
+		atomic_fetch_add_explicit(&rt->server_429, 1, memory_order_relaxed);
 	return 0;
 }
 
-int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+int shl_hold(shl_t *h, int pool, int64_t duration_ns)
+{
+	return shl__hold(h, pool, duration_ns, 1);
+}
+
+int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1135,17 +1155,24 @@ int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
 	const struct shl_pool_local *pl = &l->pools[pool];
 	if (remaining >= pl->burst[dim])
 		return 0;
-	/* At most `remaining` units available: the bucket is full no earlier
-	 * than (burst - remaining) intervals from now. */
-	int64_t now = shl__now();
-	uint64_t floor = (uint64_t)now + (pl->burst[dim] - remaining) * pl->interval[dim];
+	/* At most `remaining` units were available at `at`, and `after` more
+	 * have been used since: the bucket is full no earlier than
+	 * (burst - remaining + after) intervals after `at`. */
+	uint64_t owe = shl__add_sat(pl->burst[dim] - remaining, after);
+	uint64_t floor = shl__add_sat((uint64_t)(at < 0 ? 0 : at), shl__mul_sat(owe, pl->interval[dim]));
 	struct shl_pool_rt *rt = &h->seg->pools[pool];
 	/* relaxed: a hint for the statistic below (bucket words, bucket.c). */
 	uint64_t before = atomic_load_explicit(&rt->bkt[dim].tat, memory_order_relaxed);
 	shl__bucket_raise(&rt->bkt[dim].tat, floor);
 	if (before < floor)
+		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->clamps, 1, memory_order_relaxed);
 	return 0;
+}
+
+int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
+{
+	return shl__clamp_at(h, pool, dim, remaining, 0, shl__now());
 }
 
 int shl_spend_exhaust(shl_t *h)

@@ -727,6 +727,136 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
 	return parse_unknown(unk, s, e);
 }
 
+/*
+ * What cJSON reads silently wrong, found in the raw text: it decodes
+ * "\u0000" into a NUL byte inside its C string, which then reads as a
+ * shorter string ("claude-opus\u0000-evil*" as the exact id "claude-opus"),
+ * and a number too small for a double (1e-400) as 0.  Refuse both, naming
+ * the key path.  This walks the raw text, already known to be valid JSON
+ * up to `len`, keeping the path of the value being read.
+ */
+#define SCAN_DEPTH 16 /* deeper paths are cut short in the message */
+struct scan_frame {
+	char obj;      /* 1: object, 0: array */
+	int index;     /* array: element index */
+	char key[40];  /* object: the current key (cut short) */
+};
+
+static void scan_path(const struct scan_frame *f, int depth, char *out, size_t len)
+{
+	size_t at = 0;
+	out[0] = 0;
+	for (int i = 0; i < depth && i < SCAN_DEPTH && at < len; i++) {
+		int n = f[i].obj ? snprintf(out + at, len - at, "%s%s", at ? "." : "", f[i].key)
+				 : snprintf(out + at, len - at, "[%d]", f[i].index);
+		if (n < 0)
+			break;
+		at += (size_t)n;
+	}
+	if (at == 0)
+		snprintf(out, len, "(root)");
+}
+
+static int raw_scan(const char *j, size_t len, shl_err *e)
+{
+	struct scan_frame f[SCAN_DEPTH];
+	int depth = 0, want_key = 0;
+	for (size_t i = 0; i < len && j[i] != '\0'; i++) {
+		char c = j[i];
+		struct scan_frame *top = depth > 0 && depth <= SCAN_DEPTH ? &f[depth - 1] : NULL;
+		if (c == '{' || c == '[') {
+			if (depth < SCAN_DEPTH) {
+				f[depth].obj = c == '{';
+				f[depth].index = 0;
+				f[depth].key[0] = 0;
+			}
+			depth++;
+			want_key = c == '{';
+		} else if (c == '}' || c == ']') {
+			depth--;
+			want_key = 0;
+		} else if (c == ',') {
+			if (top && !top->obj)
+				top->index++;
+			want_key = top && top->obj;
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			/* A number too small for a double reads as 0 (1e-400):
+			 * refuse it rather than let a finer amount become 0. */
+			size_t s0 = i;
+			int nonzero = 0;
+			while (i + 1 < len && j[i + 1] != '\0' && strchr("+-.eE0123456789", j[i + 1]))
+				i++;
+			for (size_t k = s0; k <= i && j[k] != 'e' && j[k] != 'E'; k++)
+				nonzero |= j[k] >= '1' && j[k] <= '9';
+			char num[64];
+			int n = (int)(i - s0 + 1);
+			snprintf(num, sizeof(num), "%.*s", n, j + s0);
+			if (nonzero && strtod(num, NULL) == 0.0) {
+				char path[160];
+				scan_path(f, depth, path, sizeof(path));
+				shl__err(e, "%s: %s is not zero but too small to represent (it would "
+					 "read as 0)", path, num);
+				return -EINVAL;
+			}
+		} else if (c == '"') {
+			char key[sizeof(f[0].key)];
+			size_t k = 0;
+			int nul = 0;
+			for (i++; i < len && j[i] != '"'; i++) {
+				char ch = j[i];
+				if (ch == '\\' && i + 1 < len) {
+					i++;
+					ch = j[i];
+					if (ch == 'u' && i + 4 < len && memcmp(j + i + 1, "0000", 4) == 0)
+						nul = 1;
+				}
+				if (k + 1 < sizeof(key))
+					key[k++] = ch;
+			}
+			key[k] = 0;
+			char path[160];
+			if (want_key) {
+				if (top)
+					snprintf(top->key, sizeof(top->key), "%s", key);
+				if (nul) {
+					scan_path(f, depth - 1, path, sizeof(path));
+					shl__err(e, "%s: a key contains a NUL character (\\u0000)", path);
+					return -EINVAL;
+				}
+				want_key = 0;
+			} else if (nul) {
+				scan_path(f, depth, path, sizeof(path));
+				shl__err(e, "%s: the string contains a NUL character (\\u0000)", path);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+/* How deep the brackets of `j` nest (outside strings), up to `len`. */
+static int json_depth(const char *j, size_t len)
+{
+	int depth = 0, max = 0, in_str = 0;
+	for (size_t i = 0; i < len && j[i] != '\0'; i++) {
+		char c = j[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				max = depth;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return max;
+}
+
 int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *err)
 {
 	if (json == NULL || out == NULL)
@@ -739,7 +869,11 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 		size_t line = 1;
 		for (size_t i = 0; i < at && i < len; i++)
 			line += json[i] == '\n';
-		shl__err(err, "(root): not valid JSON (near byte %zu, line %zu)", at, line);
+		if (json_depth(json, len) > CJSON_NESTING_LIMIT)
+			shl__err(err, "(root): nested more than %d levels deep (near byte %zu, line %zu); "
+				 "a configuration needs 4", CJSON_NESTING_LIMIT, at, line);
+		else
+			shl__err(err, "(root): not valid JSON (near byte %zu, line %zu)", at, line);
 		return -EINVAL;
 	}
 	/* One document: only white space may follow it (cJSON stops after the
@@ -757,6 +891,10 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 		cJSON_Delete(root);
 		shl__err(err, "(root): unexpected text after the JSON document (at byte %zu, line %zu)",
 			 at, line);
+		return -EINVAL;
+	}
+	if (raw_scan(json, at, err) != 0) {
+		cJSON_Delete(root);
 		return -EINVAL;
 	}
 	shl_config *c = shl__calloc(1, sizeof(*c));
@@ -809,6 +947,32 @@ int shl_config_preset_named(const char *name, shl_config **out)
 const char *shl_preset_names(void)
 {
 	return shl__preset_list;
+}
+
+int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out)
+{
+	if (cfg == NULL || out == NULL)
+		return -EINVAL;
+	const struct shl_cfg_slot *s = &cfg->slot;
+	/* A parsed configuration's pools are dense; a copy of a live one
+	 * (shl_config_get) may have gaps where an apply removed a pool: the
+	 * i-th pool in use is meant either way. */
+	int k = 0;
+	for (unsigned p = 0; p < s->npools && p < SHL_MAX_POOLS; p++) {
+		const struct shl_pool_cfg *pc = &s->pools[p];
+		if (!(pc->flags & SHL_PF_USED) || k++ != i)
+			continue;
+		memset(out, 0, sizeof(*out));
+		memcpy(out->name, pc->name, SHL_NAME_MAX);
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			out->limit[d] = pc->limit[d];
+			out->burst[d] = pc->burst[d];
+		}
+		out->otpm_reserve = (pc->flags & SHL_PF_OTPM_RESERVE) != 0;
+		out->cache_reads_count = (pc->flags & SHL_PF_CACHE_READS) != 0;
+		return 0;
+	}
+	return -ESRCH;
 }
 
 const char *shl_preset_json(int tier)

@@ -141,6 +141,14 @@ static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns
 	return shl__add_sat(tat > n ? tat : n, cost_ns);
 }
 
+/* admit.c: feedback with the details the exchange needs.  shl__hold counts
+ * a server 429 only with `count_429` (a 529 holds without being one);
+ * shl__clamp_at clamps as of the instant `at` the server reported
+ * `remaining`, with `after` units used since then that it had not counted. */
+SHL_HIDDEN int shl__hold(struct shl *h, int pool, int64_t duration_ns, int count_429);
+SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,
+			     uint64_t after, int64_t at);
+
 /* spend.c */
 SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,
 				  int64_t units, int64_t cap, uint32_t *charged);

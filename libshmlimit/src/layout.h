@@ -106,7 +106,23 @@
  * Segment extension (0x180000, 4096 bytes; layout 3), one area per feature,
  * each starting on a cache line:
  *   +0     64    attach: workers that could not attach a segment they were
- *                told to use (tools show it)
+ *                told to use (tools show it), struct shl_attach_log:
+ *     +0   u64 failures     attaches refused after the file was opened
+ *                           read-write (any process; atomic add)
+ *     +8   i64 last_unix_ns wall clock of the last one
+ *     +16  u32 last_uid     its euid
+ *     +20  u32 last_pid     its pid
+ *     +24  i32 last_error   its negative errno (-EPERM: owner check,
+ *                           -EUCLEAN: corrupt configuration)
+ *     +28  u32 reserved
+ *     +32  u64 owner_refusals  how many of them were -EPERM
+ *     +40  24 bytes reserved (zero)
+ *                Only a process that opened the file read-write and found
+ *                a valid header (magic, version, size) writes here: a
+ *                failure before that (no segment, EACCES from the mode
+ *                bits, a read-only attach, a foreign or truncated object)
+ *                cannot be recorded in the segment; the last_* fields of
+ *                two racing failures may mix.
  *   +64    1024  unknown: model ids no entry matched, as seen by workers
  *                 (struct shl_unknown_tab): +0 u32 n (entries claimed),
  *                 +4 u32 dropped (ids not recorded: table full), +8 56
@@ -119,7 +135,20 @@
  *   +1600  2496  reserved (zero)
  *
  * Pool extension (0x181000 + 1024 * p; layout 3):
- *   +0     512   learn: the input estimate's learned ratio (settles write)
+ *   +0     512   learn: the input estimate's learned ratio (struct shl_learn;
+ *                settles write, learn.c):
+ *     +0   u64 count      samples ever added (the next goes to count % 112);
+ *                         fetch_add by each settle that learns
+ *     +8   u32 ratio      the upper quantile (p95) of the ring, fixed point,
+ *                         4096 = 1.0; 0: nothing learned yet.  Recomputed and
+ *                         stored by the settle that added the last sample
+ *     +12  u32 reserved
+ *     +16  u64 owner      1 << 32 | the name hash of the pool the samples
+ *                         belong to (0: none); a pool index reused by
+ *                         another pool after an apply starts afresh
+ *     +24  40 bytes reserved (zero)
+ *     +64  u32 ring[112]  the last 112 ratios (server count / raw estimate),
+ *                         same fixed point, 0 = empty
  *   +512   64    observed: the limits the server's headers report
  *                 (struct shl_observed): +0 u64 limit[3] (rpm, itpm,
  *                 otpm per minute; 0: none reported), +24 i64
@@ -333,6 +362,18 @@ struct shl_pslot {
 	struct shl_pslot_pool pools[SHL_MAX_POOLS];
 };
 
+/* Attach failures a worker could record (see the table above). */
+struct shl_attach_log {
+	_Atomic uint64_t failures;
+	_Atomic int64_t last_unix_ns;
+	_Atomic uint32_t last_uid;
+	_Atomic uint32_t last_pid;
+	_Atomic int32_t last_error;
+	uint32_t reserved0;
+	_Atomic uint64_t owner_refusals;
+	uint64_t reserved[3];
+};
+
 /* Layout 3's areas.  Each feature owns its bytes; an area is replaced by a
  * typed struct of the same size when its feature lands. */
 
@@ -364,14 +405,24 @@ struct shl_observed {
 };
 
 struct shl_seg_ext {
-	uint8_t attach[64];
+	struct shl_attach_log attach;
 	struct shl_unknown_tab unknown;
 	uint8_t cluster[512];
 	uint8_t reserved[2496];
 };
 
+#define SHL_LEARN_RING 112
+struct shl_learn {
+	_Atomic uint64_t count;
+	_Atomic uint32_t ratio;
+	uint32_t reserved0;
+	_Atomic uint64_t owner;
+	uint8_t reserved[40];
+	_Atomic uint32_t ring[SHL_LEARN_RING];
+};
+
 struct shl_pool_ext {
-	uint8_t learn[512];
+	struct shl_learn learn;
 	struct shl_observed observed;
 	uint8_t cluster[256];
 	uint8_t reserved[192];
@@ -418,7 +469,11 @@ _Static_assert(sizeof(struct shl_pslot) == 22592, "process slot");
 _Static_assert(__builtin_offsetof(struct shl_seg, ext) == 0x180000, "segment extension");
 _Static_assert(__builtin_offsetof(struct shl_seg, pext) == 0x181000, "pool extensions");
 _Static_assert(sizeof(struct shl_seg_ext) == 4096, "segment extension size");
+_Static_assert(sizeof(struct shl_attach_log) == 64, "attach log is its 64-byte area");
+_Static_assert(__builtin_offsetof(struct shl_seg_ext, unknown) == 64, "ext: unknown area");
 _Static_assert(sizeof(struct shl_pool_ext) == 1024, "pool extension size");
+_Static_assert(sizeof(struct shl_learn) == 512, "learn area size");
+_Static_assert(__builtin_offsetof(struct shl_learn, ring) == 64, "learn ring");
 _Static_assert(sizeof(struct shl_seg) == 0x191000, "segment size");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, tokens_in) == 64, "settle line");
 _Static_assert(__builtin_offsetof(struct shl_pool_rt, win) == 128, "window lines");

@@ -270,3 +270,20 @@ int shl_lookup(shl_t *h, const char *model_id)
 	pthread_mutex_unlock(&lk->mu);
 	return m;
 }
+
+/* A pool by name: a scan of the live configuration's (at most 64) pools.
+ * Not cached: callers look a pool up once per command or per 429, not
+ * per request. */
+int shl_pool_find(shl_t *h, const char *name)
+{
+	if (h == NULL || name == NULL)
+		return -EINVAL;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL)
+		return -EUCLEAN;
+	for (unsigned p = 0; p < l->slot.npools && p < SHL_MAX_POOLS; p++)
+		if ((l->slot.pools[p].flags & SHL_PF_USED) &&
+		    strncmp(l->slot.pools[p].name, name, sizeof(l->slot.pools[p].name)) == 0)
+			return (int)p;
+	return -ESRCH;
+}

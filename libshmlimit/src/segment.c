@@ -242,8 +242,15 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	}
 	if (out)
 		*out = NULL;
-	if (flags & SHL_CREATE_REPLACE)
-		shm_unlink(path);
+	if ((flags & SHL_CREATE_REPLACE) && shm_unlink(path) != 0 && errno != ENOENT) {
+		/* Not ours to remove (another user's, in the sticky /dev/shm):
+		 * say so, rather than "already exists" from the O_EXCL below. */
+		r = -errno;
+		shl__err(err, "segment '%s': cannot replace it: %s", path,
+			 r == -EPERM || r == -EACCES ? "permission denied (another user's segment)"
+						     : strerror(-r));
+		return r == -EACCES ? -EPERM : r;
+	}
 	mode_t mode = (flags & SHL_CREATE_GROUP) ? 0660 : 0600;
 	int fd = shl__shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0) {
@@ -317,6 +324,70 @@ fail:
 	return r;
 }
 
+/* What a non-regular file in a segment's place is, for the message. */
+static const char *mode_kind(mode_t m)
+{
+	return S_ISFIFO(m)   ? "a FIFO"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISSOCK(m) ? "a socket"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISLNK(m)  ? "a symbolic link"
+			     : "something";
+}
+
+/* The same when open(2) refused it: look at the name (shm_open's
+ * directory is /dev/shm on Linux). */
+static const char *squatter_kind(const char *path)
+{
+	char p[300];
+	struct stat st;
+	snprintf(p, sizeof(p), "/dev/shm%s", path);
+	return lstat(p, &st) == 0 && !S_ISREG(st.st_mode) ? mode_kind(st.st_mode) : "something";
+}
+
+/* Is `gid` the caller's effective group or one of its supplementary groups? */
+static int in_group(gid_t gid)
+{
+	if (gid == getegid())
+		return 1;
+	int n = getgroups(0, NULL);
+	gid_t *g = n > 0 ? shl__malloc((size_t)n * sizeof(*g)) : NULL;
+	int in = 0;
+	if (g != NULL) {
+		n = getgroups(n, g);
+		for (int i = 0; i < n && !in; i++)
+			in = g[i] == gid;
+		free(g);
+	}
+	return in; /* no memory: not in the group, the owner check stands */
+}
+
+/*
+ * Leave a trace of a refused attach in the segment (layout.h, struct
+ * shl_attach_log), for shmlimit-stat: only called with `fd` open read-write
+ * on an object whose header validated, so the bytes written are ours.
+ * Best effort: a failure to map is ignored (the caller's error stands).
+ */
+static void attach_log(int fd, int err)
+{
+	const size_t off = __builtin_offsetof(struct shl_seg, ext);
+	_Static_assert(__builtin_offsetof(struct shl_seg, ext) % 4096 == 0, "ext on a page");
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off);
+	if (p == MAP_FAILED)
+		return;
+	struct shl_attach_log *al = &((struct shl_seg_ext *)p)->attach;
+	/* relaxed: counters and a last-seen record, read by statistics only. */
+	atomic_fetch_add_explicit(&al->failures, 1, memory_order_relaxed);
+	if (err == -EPERM)
+		atomic_fetch_add_explicit(&al->owner_refusals, 1, memory_order_relaxed);
+	atomic_store_explicit(&al->last_unix_ns, shl__unix_ns(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_uid, (uint32_t)geteuid(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_pid, (uint32_t)getpid(), memory_order_relaxed);
+	atomic_store_explicit(&al->last_error, err, memory_order_relaxed);
+	munmap(p, 4096);
+}
+
 /* The header's fields, from a copy (shl_attach) or from the mapping
  * (shl_check); plain reads: the ordering with the creator is shl_attach's
  * acquire load of the mapped magic. */
@@ -360,10 +431,21 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		return -EINVAL;
 	*out = NULL;
 	int rd = (flags & SHL_ATTACH_RDONLY) != 0;
-	int fd = shl__shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+	/* O_NONBLOCK: a FIFO squatting the name would block a read-only open
+	 * until a writer came; it is refused below, like any non-regular file,
+	 * and the flag cleared for a real segment. */
+	int fd = shl__shm_open(path, (rd ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, 0);
 	if (fd < 0) {
 		r = -errno;
-		if (r == -ENOENT)
+		if (r == -ENXIO || r == -EISDIR || r == -ENODEV ||
+		    (r == -EINVAL && strcmp(squatter_kind(path), "something") != 0)) {
+			/* open(2) refuses a socket, a device without a driver or
+			 * (read-write) a directory before we could fstat it
+			 * (glibc's shm_open turns EISDIR into EINVAL). */
+			r = -EPROTO;
+			shl__err(err, "segment '%s' is not a regular file (%s in its place): "
+				 "not a libshmlimit segment", path, squatter_kind(path));
+		} else if (r == -ENOENT)
 			shl__err(err, "segment '%s' does not exist (create it with shmlimit-ctl create)",
 				 path);
 		else if (r == -EACCES)
@@ -379,12 +461,20 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		shl__err(err, "segment '%s': %s", path, strerror(-r));
 		goto fail;
 	}
-	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER)) {
-		r = -EPERM;
-		shl__err(err, "segment '%s' is owned by uid %u, not by you (uid %u)", path,
-			 (unsigned)st.st_uid, (unsigned)geteuid());
+	if (!S_ISREG(st.st_mode)) {
+		r = -EPROTO;
+		shl__err(err, "segment '%s' is not a regular file (%s in its place): "
+			 "not a libshmlimit segment", path, mode_kind(st.st_mode));
 		goto fail;
 	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		r = -errno;
+		shl__err(err, "segment '%s': fcntl: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* The header first: whether the segment was created for a group
+	 * decides the owner check below. */
 	struct shl_hdr hd;
 	memset(&hd, 0, sizeof(hd));
 	if (st.st_size < (off_t)sizeof(hd) || pread(fd, &hd, sizeof(hd), 0) != (ssize_t)sizeof(hd)) {
@@ -395,6 +485,21 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 	}
 	if ((r = validate_header(&hd, st.st_size, path, err)) != 0)
 		goto fail;
+	if (st.st_uid != geteuid() && !(flags & SHL_ATTACH_ANY_OWNER) &&
+	    !((hd.flags & SHL_CREATE_GROUP) && in_group(st.st_gid))) {
+		r = -EPERM;
+		if (hd.flags & SHL_CREATE_GROUP)
+			shl__err(err, "segment '%s' is owned by uid %u and made for group %u, which "
+				 "you (uid %u) are not in", path, (unsigned)st.st_uid,
+				 (unsigned)st.st_gid, (unsigned)geteuid());
+		else
+			shl__err(err, "segment '%s' is owned by uid %u, not by you (uid %u), and was "
+				 "not created for a group (shmlimit-ctl create --group)", path,
+				 (unsigned)st.st_uid, (unsigned)geteuid());
+		if (!rd)
+			attach_log(fd, r);
+		goto fail;
+	}
 	struct shl_seg *seg = shl__mmap(SHL_SEG_SIZE, PROT_READ | (rd ? 0 : PROT_WRITE), fd);
 	if (seg == MAP_FAILED) {
 		r = -errno;
@@ -418,6 +523,8 @@ int shl_attach(const char *name, unsigned flags, shl_t **out, shl_err *err)
 		goto fail;
 	}
 	if ((r = handle_open(hp, err)) != 0) {
+		if (r == -EUCLEAN && !rd)
+			attach_log(fd, r);
 		munmap(seg, SHL_SEG_SIZE);
 		handle_free(hp);
 		goto fail;
@@ -596,7 +703,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	const struct shl_cfg_slot *in = &cfg->slot, *old = &l->slot;
 	/* Keep each pool that keeps its name at its index; place new pools in
 	 * indexes no live pool uses. */
-	int map[SHL_MAX_POOLS];
+	int map[SHL_MAX_POOLS] = {0}; /* every entry below in->npools is set first */
 	int taken[SHL_MAX_POOLS] = {0};
 	for (unsigned i = 0; i < in->npools; i++) {
 		map[i] = -1;
@@ -951,6 +1058,13 @@ int shl_check(shl_t *h, char *report, size_t len)
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (hold > now + 86400LL * 1000000000LL) {
 			rep(report, len, &at, "pools[%u].hold_until: over a day ahead of now\n", p);
+			bad = 1;
+		}
+		/* relaxed: a reading; a reservation's release, shl_reserve. */
+		uint64_t hz = atomic_load_explicit(&rt->horizon, memory_order_relaxed);
+		if (hz > (uint64_t)(now + year)) {
+			rep(report, len, &at, "pools[%u].horizon: %llu ns is over a year ahead of now "
+			    "(%lld)\n", p, (unsigned long long)hz, (long long)now);
 			bad = 1;
 		}
 	}

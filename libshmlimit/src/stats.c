@@ -12,7 +12,14 @@
 #include <string.h>
 
 #include "internal.h"
+#include "wire.h"
 
+/*
+ * pools[] is compacted: it holds the npools pools in use, in index order,
+ * and a pool's index (what tickets, refusals, shl_hold and shl_clamp name)
+ * is pools[k].index, which differs from k once an apply has removed a pool
+ * below it.
+ */
 int shl_stats_get(shl_t *h, shl_stats *out)
 {
 	if (h == NULL || out == NULL)
@@ -48,6 +55,7 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		const struct shl_pool_local *pl = &l->pools[p];
 		struct shl_pool_rt *rt = (struct shl_pool_rt *)&seg->pools[p];
 		shl_pool_stats *o = &out->pools[k++];
+		o->index = (int)p;
 		memcpy(o->name, pc->name, sizeof(o->name));
 		o->name[SHL_NAME_MAX] = 0;
 		o->index = (int)p;
@@ -99,7 +107,19 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		o->cache_write = LD(cache_write) + pc_cnt[SHL_PS_CACHE_WRITE];
 		o->spend = (int64_t)((uint64_t)LD(spend) + pc_cnt[SHL_PS_SPEND]);
 #undef LD
+		o->est_ratio = (double)shl__learn_ratio(h, (int)p, &o->est_samples) / SHL_LEARN_ONE;
 	}
 	out->npools = k;
+	/* relaxed: statistics; the last_* fields may mix two racing failures. */
+	const struct shl_attach_log *al = &seg->ext.attach;
+	out->attach_failures = atomic_load_explicit(&al->failures, memory_order_relaxed);
+	out->attach_owner_refusals = atomic_load_explicit(&al->owner_refusals, memory_order_relaxed);
+	out->attach_last_unix_ns = atomic_load_explicit(&al->last_unix_ns, memory_order_relaxed);
+	out->attach_last_uid = atomic_load_explicit(&al->last_uid, memory_order_relaxed);
+	out->attach_last_pid = atomic_load_explicit(&al->last_pid, memory_order_relaxed);
+	int32_t le = atomic_load_explicit(&al->last_error, memory_order_relaxed);
+	/* A scribbled word is not an errno: report it as corruption (and
+	 * never hand shl_strerror INT_MIN to negate). */
+	out->attach_last_error = le <= 0 && le >= -4095 ? le : -EUCLEAN;
 	return 0;
 }

@@ -44,11 +44,25 @@ shl_config *tu_pool_cfg(unsigned rpm, unsigned itpm, unsigned otpm, unsigned brp
 	return tu_cfg(j);
 }
 
+/* Is `name` one of the comma-separated names of `list`? */
+static int in_list(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == n && strncmp(p, name, n) == 0)
+			return 1;
+		p += len + (p[len] == ',');
+	}
+	return 0;
+}
+
 int main(void)
 {
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 2;
-	/* SHL_TEST_ONLY=name runs one suite (the sanitizer targets use it). */
+	/* SHL_TEST_ONLY=name[,name...] runs those suites (the sanitizer
+	 * targets use it). */
 	const char *only = getenv("SHL_TEST_ONLY");
 	struct {
 		const char *name;
@@ -59,9 +73,10 @@ int main(void)
 		      {"multiproc", suite_multiproc}, {"threads", suite_threads},
 		      {"fault", suite_fault}, {"review", suite_review},
 		      {"pslot", suite_pslot}, {"lease", suite_lease},
-		      {"fair", suite_fair}, {"account", suite_account}};
+		      {"exchange", suite_exchange}, {"fair", suite_fair}, {"issue13", suite_issue13},
+		      {"mt", suite_mt}, {"rule", suite_rule}, {"account", suite_account}};
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
-		if (only == NULL || strcmp(only, suites[i].name) == 0)
+		if (only == NULL || in_list(only, suites[i].name))
 			suites[i].fn();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();

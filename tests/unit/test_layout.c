@@ -2,7 +2,7 @@
  * test_layout.c - pins every offset of the shared-memory layout.
  *
  * Any change here is a change of the segment format other processes read:
- * it needs SHL_LAYOUT_VERSION bumped and the byte table in internal.h
+ * it needs SHL_LAYOUT_VERSION bumped and the byte table in layout.h
  * redrawn.  The expected numbers are the table's, written out by hand.
  */
 #include <stddef.h>
@@ -52,8 +52,25 @@ static void test_lines(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_pool_ext), 1024);
 	AT(struct shl_seg_ext, attach, 0);
 	AT(struct shl_seg_ext, unknown, 64);
+	/* The attach log (issue 13, defect 2). */
+	AT(struct shl_attach_log, failures, 0);
+	AT(struct shl_attach_log, last_unix_ns, 8);
+	AT(struct shl_attach_log, last_uid, 16);
+	AT(struct shl_attach_log, last_pid, 20);
+	AT(struct shl_attach_log, last_error, 24);
+	AT(struct shl_attach_log, reserved0, 28);
+	AT(struct shl_attach_log, owner_refusals, 32);
+	AT(struct shl_attach_log, reserved, 40);
+	CU_ASSERT_EQUAL(sizeof(struct shl_attach_log), 64);
 	AT(struct shl_seg_ext, cluster, 1088);
 	AT(struct shl_pool_ext, learn, 0);
+	CU_ASSERT_EQUAL(sizeof(struct shl_learn), 512);
+	AT(struct shl_learn, count, 0);
+	AT(struct shl_learn, ratio, 8);
+	AT(struct shl_learn, owner, 16);
+	AT(struct shl_learn, ring, 64);
+	CU_ASSERT_EQUAL(SHL_LEARN_RING, 112);
+	AT(struct shl_pool_ext, learn.ring[111], 508);
 	AT(struct shl_pool_ext, observed, 512);
 	/* The unknown-model table and the observed limits (issue 15). */
 	AT(struct shl_unknown_tab, n, 0);

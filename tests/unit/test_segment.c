@@ -315,6 +315,10 @@ static void test_reset_and_check(void)
 	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), -EUCLEAN);
 	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pools[0].tat[itpm]"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pools[0].hold_until"));
+	/* A reservation horizon (shl_reserve's latest release) a century ahead. */
+	atomic_store(&h->seg->pools[0].horizon, (uint64_t)INT64_MAX);
+	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), -EUCLEAN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pools[0].horizon"));
 	/* ...and a scribbled slot */
 	h->seg->cfg[shl_generation(h) & 1].npools = 99;
 	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), -EUCLEAN);

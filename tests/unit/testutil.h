@@ -47,7 +47,11 @@ TU_SUITE(suite_fault);
 TU_SUITE(suite_review);
 TU_SUITE(suite_pslot);
 TU_SUITE(suite_lease);
+TU_SUITE(suite_exchange);
 TU_SUITE(suite_fair);
+TU_SUITE(suite_issue13);
+TU_SUITE(suite_mt);
+TU_SUITE(suite_rule);
 TU_SUITE(suite_account);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)

@@ -1,26 +1,31 @@
 /*
- * response.c - what the server said a request used, read from the bytes the
+ * wire_resp.c - what the server said a request used, read from the bytes the
  * application receives.
  *
- * The hooks hand this module every header line and every body chunk AFTER
- * the application has accepted it, so the application sees exactly the
- * bytes it would see without the shim; this module only reads.  It knows two
+ * Every client of the shl_ex_* API (the preload shim's callbacks, the
+ * Python transport, the Node fetch wrapper) hands this module every header
+ * line and every body chunk AFTER the application has accepted it, so the
+ * application sees exactly the bytes it would see without us; this module
+ * only reads.  It knows two
  * body shapes: a JSON message (its top-level `usage`, or an error object),
- * kept in memory up to SHIM_BODY_MAX; and a Server-Sent-Events stream, parsed
+ * kept in memory up to SHL_WIRE_BODY_MAX; and a Server-Sent-Events stream, parsed
  * line by line as it arrives, where chunks may split lines and events
  * anywhere.  In a stream, message_start carries the input and cache usage
  * and every message_delta carries CUMULATIVE counts: the last one wins, they
  * are never summed.  ping events are ignored; an error event (a 529
- * overloaded mid-stream) is noted.
+ * overloaded mid-stream) is noted, and so is the generated text of every
+ * content_block_delta (in quarter tokens, wire_req.c's rule), so that a
+ * stream cut before its final message_delta is charged the output it
+ * showed.
  *
  * What it assumes of the server, and what it does when that is not so:
  *   - Chunk boundaries mean nothing: a body read in any chunks gives the
  *     same result as in one (the SSE sniff, CR / LF / CRLF line ends and the
  *     CURLOPT_HEADER header blocks are all tracked across chunks).
- *   - A usage value is a non-negative integer of at most SHIM_USAGE_MAX
+ *   - A usage value is a non-negative integer of at most SHL_WIRE_USAGE_MAX
  *     tokens, or null.  Anything else (a string, a negative or fractional
  *     number, 1e30), or a complete SSE event whose data is not JSON, or a
- *     stream line over SHIM_BODY_MAX, and no usage of that response is
+ *     stream line over SHL_WIRE_BODY_MAX, and no usage of that response is
  *     believed: usage_seen is 0 and the hooks settle as for a response
  *     without usage (for a 2xx: the estimate and max_tokens, the worst case
  *     the request was admitted for).  An absurd number never reaches the
@@ -28,7 +33,7 @@
  *   - A stream cut short keeps what it reported so far; its unfinished last
  *     event is read if its data is complete JSON, else dropped.
  *   - Header values are read strictly (digits, optional whitespace); a
- *     retry-after beyond SHIM_RETRY_AFTER_MAX_MS is read as that much.
+ *     retry-after beyond SHL_WIRE_RETRY_AFTER_MAX_MS is read as that much.
  *
  * It does not validate responses beyond that.
  */
@@ -39,20 +44,21 @@
 
 #include <cjson/cJSON.h>
 
-#include "shim.h"
+#include "wire.h"
 
-static void reset_body(struct shim_resp *r);
+static void reset_body(struct shl__resp *r);
 
-void shim_resp_init(struct shim_resp *r)
+void shl__resp_init(struct shl__resp *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->retry_after_ms = -1;
 	r->ra_ms = r->ra_s = -1;
 	for (int i = 0; i < SHL_NBUCKETS; i++)
-		r->remaining[i] = -1;
+		r->remaining[i] = r->limit[i] = -1;
+	r->cw_split = 1;
 }
 
-void shim_resp_free(struct shim_resp *r)
+void shl__resp_free(struct shl__resp *r)
 {
 	free(r->buf);
 	free(r->ev);
@@ -63,10 +69,10 @@ void shim_resp_free(struct shim_resp *r)
 }
 
 /* Make room for n more bytes (and a NUL) in a buffer bounded by
- * SHIM_BODY_MAX; -1 when it would overflow or memory is short. */
+ * SHL_WIRE_BODY_MAX; -1 when it would overflow or memory is short. */
 static int reserve(char **buf, size_t len, size_t *cap, size_t n)
 {
-	if (n > SHIM_BODY_MAX || len > SHIM_BODY_MAX - n)
+	if (n > SHL_WIRE_BODY_MAX || len > SHL_WIRE_BODY_MAX - n)
 		return -1;
 	if (len + n + 1 <= *cap)
 		return 0;
@@ -137,13 +143,13 @@ static int hdr_is(const char *line, size_t len, const char *name, const char **v
 }
 
 /* retry-after-ms wins over retry-after (it is the finer); both bounded. */
-static void set_retry_after(struct shim_resp *r)
+static void set_retry_after(struct shl__resp *r)
 {
 	int64_t ms = r->ra_ms;
 	if (ms < 0 && r->ra_s >= 0)
-		ms = r->ra_s > SHIM_RETRY_AFTER_MAX_MS / 1000 ? SHIM_RETRY_AFTER_MAX_MS
+		ms = r->ra_s > SHL_WIRE_RETRY_AFTER_MAX_MS / 1000 ? SHL_WIRE_RETRY_AFTER_MAX_MS
 							       : r->ra_s * 1000;
-	r->retry_after_ms = ms > SHIM_RETRY_AFTER_MAX_MS ? SHIM_RETRY_AFTER_MAX_MS : ms;
+	r->retry_after_ms = ms > SHL_WIRE_RETRY_AFTER_MAX_MS ? SHL_WIRE_RETRY_AFTER_MAX_MS : ms;
 }
 
 /* The status code of "HTTP/x SSS reason": three digits, 100..999, or 0. */
@@ -164,9 +170,9 @@ static long status_code(const char *line, size_t len)
 	return st >= 100 ? st : 0;
 }
 
-static void body_in(struct shim_resp *r, const char *p, size_t len);
+static void body_in(struct shl__resp *r, const char *p, size_t len);
 
-void shim_resp_header(struct shim_resp *r, const char *line, size_t len)
+void shl__resp_header(struct shl__resp *r, const char *line, size_t len)
 {
 	if (r->pending) {
 		/* CURLOPT_HEADER: the chunk held back was this very line, or body. */
@@ -183,7 +189,7 @@ void shim_resp_header(struct shim_resp *r, const char *line, size_t len)
 		r->sse = 0;
 		r->ra_ms = r->ra_s = r->retry_after_ms = -1;
 		for (int i = 0; i < SHL_NBUCKETS; i++)
-			r->remaining[i] = -1;
+			r->remaining[i] = r->limit[i] = -1;
 		reset_body(r);
 		return;
 	}
@@ -213,6 +219,15 @@ void shim_resp_header(struct shim_resp *r, const char *line, size_t len)
 	} else if (hdr_is(line, len, "anthropic-ratelimit-output-tokens-remaining", &v, &vl)) {
 		if ((x = header_num(v, vl, 0)) >= 0)
 			r->remaining[SHL_DIM_OTPM] = x;
+	} else if (hdr_is(line, len, "anthropic-ratelimit-requests-limit", &v, &vl)) {
+		if ((x = header_num(v, vl, 0)) >= 0)
+			r->limit[SHL_DIM_RPM] = x;
+	} else if (hdr_is(line, len, "anthropic-ratelimit-input-tokens-limit", &v, &vl)) {
+		if ((x = header_num(v, vl, 0)) >= 0)
+			r->limit[SHL_DIM_ITPM] = x;
+	} else if (hdr_is(line, len, "anthropic-ratelimit-output-tokens-limit", &v, &vl)) {
+		if ((x = header_num(v, vl, 0)) >= 0)
+			r->limit[SHL_DIM_OTPM] = x;
 	}
 }
 
@@ -221,7 +236,7 @@ void shim_resp_header(struct shim_resp *r, const char *line, size_t len)
 /* ------------------------------------------------------------------ */
 
 /* One usage field: absent or null keeps *dst (0); a non-negative integer
- * up to SHIM_USAGE_MAX is stored (0); anything else is -1. */
+ * up to SHL_WIRE_USAGE_MAX is stored (0); anything else is -1. */
 static int field(const cJSON *obj, const char *key, uint64_t *dst)
 {
 	const cJSON *x = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -230,7 +245,7 @@ static int field(const cJSON *obj, const char *key, uint64_t *dst)
 	if (!cJSON_IsNumber(x))
 		return -1;
 	double v = x->valuedouble;
-	if (!(v >= 0 && v <= (double)SHIM_USAGE_MAX)) /* NaN fails too */
+	if (!(v >= 0 && v <= (double)SHL_WIRE_USAGE_MAX)) /* NaN fails too */
 		return -1;
 	if ((double)(uint64_t)v != v)
 		return -1; /* a fraction of a token */
@@ -238,12 +253,12 @@ static int field(const cJSON *obj, const char *key, uint64_t *dst)
 	return 0;
 }
 
-int shim_usage_from_json(const cJSON *usage, shl_usage *u)
+int shl__usage_from_json(const cJSON *usage, shl_usage *u, int *split)
 {
 	if (!cJSON_IsObject(usage))
 		return -EINVAL;
 	shl_usage n = *u;
-	int bad = 0;
+	int bad = 0, known = split == NULL || *split;
 	bad |= field(usage, "input_tokens", &n.input_tokens);
 	bad |= field(usage, "output_tokens", &n.output_tokens);
 	bad |= field(usage, "cache_read_input_tokens", &n.cache_read);
@@ -253,6 +268,7 @@ int shim_usage_from_json(const cJSON *usage, shl_usage *u)
 		bad |= field(cc, "ephemeral_5m_input_tokens", &n.cache_write_5m);
 		bad |= field(cc, "ephemeral_1h_input_tokens", &n.cache_write_1h);
 		bad |= field(usage, "cache_creation_input_tokens", &total);
+		known = 1;
 	} else if (cc != NULL && !cJSON_IsNull(cc)) {
 		bad = -1;
 	} else {
@@ -264,24 +280,57 @@ int shim_usage_from_json(const cJSON *usage, shl_usage *u)
 		if (total != UINT64_MAX && total != n.cache_write_5m + n.cache_write_1h) {
 			n.cache_write_5m = total;
 			n.cache_write_1h = 0;
+			known = total == 0; /* the caller may know the split better */
 		}
 	}
 	if (bad)
 		return -EINVAL;
 	*u = n;
+	if (split != NULL)
+		*split = known;
 	return 0;
 }
 
 /* A usage member of `obj`: read it, or remember it was not believable. */
-static void take_usage(struct shim_resp *r, const cJSON *obj)
+static void take_usage(struct shl__resp *r, const cJSON *obj)
 {
 	const cJSON *u = cJSON_GetObjectItemCaseSensitive(obj, "usage");
 	if (u == NULL || cJSON_IsNull(u))
 		return;
-	if (shim_usage_from_json(u, &r->usage) == 0)
+	if (shl__usage_from_json(u, &r->usage, &r->cw_split) == 0)
 		r->usage_seen = 1;
 	else
 		r->usage_bad = 1;
+}
+
+/* The generated text of a content_block_delta, in quarter tokens. */
+static void take_delta(struct shl__resp *r, const cJSON *ev)
+{
+	static const char *const keys[] = {"text", "thinking", "partial_json"};
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const cJSON *x = cJSON_GetObjectItemCaseSensitive(d, keys[i]);
+		if (cJSON_IsString(x)) {
+			uint64_t n = shl__text_units(x->valuestring);
+			r->out_units = r->out_units > UINT64_MAX - n ? UINT64_MAX : r->out_units + n;
+		}
+	}
+}
+
+/* An error object (a JSON body's, or a stream's error event's). */
+static void take_error(struct shl__resp *r, const cJSON *err)
+{
+	if (!cJSON_IsObject(err))
+		return;
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(err, "type");
+	if (cJSON_IsString(type) && strcmp(type->valuestring, "overloaded_error") == 0)
+		r->overloaded = 1;
+	const cJSON *det = cJSON_GetObjectItemCaseSensitive(err, "details");
+	const cJSON *code = cJSON_GetObjectItemCaseSensitive(det, "error_code");
+	if (!cJSON_IsString(code))
+		code = cJSON_GetObjectItemCaseSensitive(err, "error_code");
+	if (cJSON_IsString(code) && strcmp(code->valuestring, "enforced_spend_limit_reached") == 0)
+		r->spend_cap = 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -289,7 +338,7 @@ static void take_usage(struct shim_resp *r, const cJSON *obj)
 /* ------------------------------------------------------------------ */
 
 /* Forget what was read of a body (a new response starts). */
-static void reset_body(struct shim_resp *r)
+static void reset_body(struct shl__resp *r)
 {
 	r->len = r->ev_len = 0;
 	r->cr = 0;
@@ -299,11 +348,14 @@ static void reset_body(struct shim_resp *r)
 	r->overflow = 0;
 	memset(&r->usage, 0, sizeof(r->usage));
 	r->usage_seen = r->usage_bad = 0;
-	r->stream_error = r->spend_cap = r->parse_failed = 0;
+	r->cw_split = 1;
+	r->final_seen = 0;
+	r->out_units = 0;
+	r->stream_error = r->overloaded = r->spend_cap = r->parse_failed = 0;
 }
 
 /* An SSE event is complete (`whole`: ended by its blank line). */
-static void sse_dispatch(struct shim_resp *r, int whole)
+static void sse_dispatch(struct shl__resp *r, int whole)
 {
 	if (r->ev_len == 0)
 		return;
@@ -321,14 +373,20 @@ static void sse_dispatch(struct shim_resp *r, int whole)
 	const char *t = cJSON_IsString(type) ? type->valuestring : "";
 	if (strcmp(t, "message_start") == 0)
 		take_usage(r, cJSON_GetObjectItemCaseSensitive(j, "message"));
-	else if (strcmp(t, "message_delta") == 0)
+	else if (strcmp(t, "message_delta") == 0) {
 		take_usage(r, j); /* cumulative: overwrite */
-	else if (strcmp(t, "error") == 0)
+		if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage")))
+			r->final_seen = 1;
+	} else if (strcmp(t, "content_block_delta") == 0) {
+		take_delta(r, j);
+	} else if (strcmp(t, "error") == 0) {
 		r->stream_error = 1;
+		take_error(r, cJSON_GetObjectItemCaseSensitive(j, "error"));
+	}
 	cJSON_Delete(j);
 }
 
-static void sse_line(struct shim_resp *r, const char *line, size_t n)
+static void sse_line(struct shl__resp *r, const char *line, size_t n)
 {
 	if (r->lines++ == 0 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
 		line += 3; /* a byte order mark opens the stream */
@@ -352,7 +410,7 @@ static void sse_line(struct shim_resp *r, const char *line, size_t n)
 }
 
 /* SSE bytes: lines end in LF, CRLF or CR; a partial line waits in buf. */
-static void sse_bytes(struct shim_resp *r, const char *p, size_t len)
+static void sse_bytes(struct shl__resp *r, const char *p, size_t len)
 {
 	while (len > 0 && !r->overflow) {
 		if (r->cr) {
@@ -381,7 +439,7 @@ static void sse_bytes(struct shim_resp *r, const char *p, size_t len)
 }
 
 /* Body bytes, once it is known whether they are SSE. */
-static void body_data(struct shim_resp *r, const char *p, size_t len)
+static void body_data(struct shl__resp *r, const char *p, size_t len)
 {
 	if (r->overflow || len == 0)
 		return;
@@ -391,7 +449,7 @@ static void body_data(struct shim_resp *r, const char *p, size_t len)
 		r->overflow = 1;
 }
 
-static void sniff_decide(struct shim_resp *r)
+static void sniff_decide(struct shl__resp *r)
 {
 	r->sniffed = 1;
 	if ((r->sniff_len >= 6 && memcmp(r->sniff, "event:", 6) == 0) ||
@@ -401,7 +459,7 @@ static void sniff_decide(struct shim_resp *r)
 }
 
 /* Body bytes as the application received them (header lines taken out). */
-static void body_in(struct shim_resp *r, const char *p, size_t len)
+static void body_in(struct shl__resp *r, const char *p, size_t len)
 {
 	r->body_bytes += len;
 	if (!r->sse && !r->sniffed) {
@@ -419,7 +477,7 @@ static void body_in(struct shim_resp *r, const char *p, size_t len)
 	body_data(r, p, len);
 }
 
-void shim_resp_body(struct shim_resp *r, const char *p, size_t len)
+void shl__resp_body(struct shl__resp *r, const char *p, size_t len)
 {
 	if (len == 0)
 		return;
@@ -443,7 +501,7 @@ void shim_resp_body(struct shim_resp *r, const char *p, size_t len)
 	body_in(r, p, len);
 }
 
-void shim_resp_finish(struct shim_resp *r)
+void shl__resp_finish(struct shl__resp *r)
 {
 	if (r->done)
 		return;
@@ -470,21 +528,13 @@ void shim_resp_finish(struct shim_resp *r)
 			r->parse_failed = 1;
 		} else {
 			take_usage(r, j);
-			const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
-			if (cJSON_IsObject(err)) {
-				const cJSON *det = cJSON_GetObjectItemCaseSensitive(err, "details");
-				const cJSON *code = cJSON_GetObjectItemCaseSensitive(det, "error_code");
-				if (!cJSON_IsString(code))
-					code = cJSON_GetObjectItemCaseSensitive(err, "error_code");
-				if (cJSON_IsString(code) &&
-				    strcmp(code->valuestring, "enforced_spend_limit_reached") == 0)
-					r->spend_cap = 1;
-			}
+			take_error(r, cJSON_GetObjectItemCaseSensitive(j, "error"));
 			cJSON_Delete(j);
 		}
 	}
 	if (r->usage_bad || !r->usage_seen) {
 		r->usage_seen = 0;
+		r->cw_split = 1;
 		memset(&r->usage, 0, sizeof(r->usage));
 	}
 }
