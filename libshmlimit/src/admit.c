@@ -667,7 +667,9 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			rel = (uint64_t)hold;
 			wdim = SHL_DIM_HOLD;
 		}
-		if (rel > deadline || rel > (uint64_t)INT64_MAX) {
+		/* A release at the present is never late, whatever the clock did
+		 * since the deadline was set (max_wait 0: "only now"). */
+		if ((rel > n1 && rel > deadline) || rel > (uint64_t)INT64_MAX) {
 			/* The words moved since the first look: give the spend back. */
 			shl__lease_adjust(h, l, ps, month, charged, -units);
 			return late(rt, why, wdim, p, rel - n1, need, pl->burst);

@@ -534,6 +534,105 @@ static void test_observe_catchall(void)
 	seg_done(h);
 }
 
+/* The request/response component (shl_ex_*) makes these calls itself: the
+ * headers' limits are observed for the pool that served, a response
+ * served by another model is charged to that model's pool, and a model
+ * the policy refuses is refused at open. */
+static shl_exchange *ex_admitted(shl_t *h, const char *model)
+{
+	char body[256];
+	snprintf(body, sizeof(body),
+		 "{\"model\":\"%s\",\"max_tokens\":10,\"messages\":[{\"role\":\"user\","
+		 "\"content\":\"hi\"}]}",
+		 model);
+	shl_exchange *x = NULL;
+	shl_err e = {{0}};
+	CU_ASSERT_EQUAL_FATAL(shl_ex_open(h, SHL_EX_MESSAGES, body, strlen(body), &x, &e), 0);
+	int64_t rel;
+	shl_refusal why;
+	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x, 0, &rel, &why), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_start(h, x, &why), 0);
+	return x;
+}
+
+static void ex_reply(shl_exchange *x, const char *rpm_limit, const char *served)
+{
+	shl_ex_status(x, 200);
+	shl_ex_header(x, "content-type", 12, "application/json", 16);
+	if (rpm_limit)
+		shl_ex_header(x, "anthropic-ratelimit-requests-limit", 34, rpm_limit,
+			      strlen(rpm_limit));
+	char b[256];
+	snprintf(b, sizeof(b),
+		 "{\"type\":\"message\",\"model\":\"%s\",\"content\":[],"
+		 "\"usage\":{\"input_tokens\":100,\"output_tokens\":50}}",
+		 served);
+	shl_ex_body(x, b, strlen(b));
+}
+
+static void test_exchange_calls(void)
+{
+	shl_t *h = seg_of(two_pools("\"refuse\"", NULL));
+	int a = pool_of(h, "a");
+	/* The headers' limit is observed and followed, in the same finish. */
+	shl_exchange *x = ex_admitted(h, "a-1");
+	uint64_t g0 = shl_generation(h);
+	ex_reply(x, "300", "a-1");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+	shl_ex_free(x);
+	CU_ASSERT(shl_generation(h) > g0);
+	shl_stats st;
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	int sa = pool_named(&st, "a"), sb = pool_named(&st, "b");
+	CU_ASSERT_EQUAL(st.pools[sa].observed[0], 300);
+	CU_ASSERT_EQUAL(st.pools[sa].effective[0], 300);
+	CU_ASSERT_EQUAL(st.pools[sa].settled, 1);
+	/* Asked for a-1, served by b-1: b's pool and prices, b's headers. */
+	x = ex_admitted(h, "a-1");
+	ex_reply(x, "900", "b-1");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+	shl_ex_free(x);
+	CU_ASSERT_EQUAL(shl_stats_get(h, &st), 0);
+	CU_ASSERT_EQUAL(st.pools[sa].settled, 1);
+	CU_ASSERT_EQUAL(st.pools[sa].cancelled, 1);
+	CU_ASSERT_EQUAL(st.pools[sb].settled, 1);
+	CU_ASSERT_EQUAL(st.pools[sb].tokens_in, 100);
+	CU_ASSERT_EQUAL(st.pools[sb].spend, 100 * 10000 + 50 * 20000);
+	CU_ASSERT_EQUAL(st.pools[sb].observed[0], 900);
+	CU_ASSERT_EQUAL(st.pools[sa].observed[0], 300); /* a's untouched */
+	/* A model the configuration refuses: refused at open, named. */
+	const char *z = "{\"model\":\"z-1\",\"max_tokens\":1,\"messages\":[]}";
+	shl_err e = {{0}};
+	CU_ASSERT_EQUAL(shl_ex_open(h, SHL_EX_MESSAGES, z, strlen(z), &x, &e), -ENOMSG);
+	CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "z-1"));
+	(void)a;
+	seg_done(h);
+}
+
+/* shl_reserve with no wait allowed (max_wait 0, "only now", as the shim's
+ * SHMLIMIT_WAIT_MS=0) on the real clock: a free pool admits at once (the
+ * clock moving on between the first look and the take is no lateness); a
+ * full one refuses with -ETIMEDOUT and takes nothing. */
+static void test_reserve_now_real_clock(void)
+{
+	shl_t *h = seg_of(two_pools(NULL, NULL));
+	int m = shl_lookup(h, "a-1");
+	shl_cost cost = {.input_tokens = 1, .max_tokens = 1};
+	shl_ticket t[12];
+	shl_refusal why;
+	int ok = 0, late = 0;
+	for (int i = 0; i < 12; i++) {
+		int r = shl_reserve(h, m, &cost, 0, &t[ok], &why);
+		ok += r == 0;
+		late += r == -ETIMEDOUT;
+	}
+	CU_ASSERT(ok >= 10); /* the burst: 10 (600 RPM), maybe one refilled */
+	CU_ASSERT_EQUAL(ok + late, 12);
+	for (int i = 0; i < ok; i++)
+		CU_ASSERT_EQUAL(shl_cancel(h, &t[i]), 0);
+	seg_done(h);
+}
+
 void suite_account(void)
 {
 	CU_pSuite s = CU_add_suite("account", NULL, NULL);
@@ -546,4 +645,6 @@ void suite_account(void)
 	TU_ADD(s, test_observe_faults);
 	TU_ADD(s, test_observe_threads);
 	TU_ADD(s, test_observe_catchall);
+	TU_ADD(s, test_exchange_calls);
+	TU_ADD(s, test_reserve_now_real_clock);
 }
