@@ -611,7 +611,10 @@ SHL_API int shl_ex_kind(const char *method, const char *path);
  * a request this library can read (or `kind` is SHL_EX_NONE); -ESRCH (with
  * `err`) when no model entry governs it (a Messages model without a pool;
  * count_tokens or batches without a `count_tokens` / `message_batches`
- * entry): pass it through; -ENOMEM.  The input estimate (documented in
+ * entry): pass it through; -ENOMSG (with `err`) when the model matches no
+ * entry and the configuration's unknown_model policy refuses it: do not
+ * send it; -ENOMEM.  (A model no entry matches under a catch-all pool
+ * opens on that pool; shl_unknown_note says whether to name it.)  The input estimate (documented in
  * preload/README.md, "What a request is charged") is scaled by the pool's
  * learned ratio (shl_pool_stats.est_ratio) for Messages requests.  The
  * handle must outlive the exchange.
@@ -676,7 +679,13 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  *     requests and output-tokens counts already clamp when the headers are
  *     over: the blank line of raw headers, or the first body bytes; the
  *     input count, of a stream, at its message_start);
- *   - a usage read on a 2xx teaches the pool's estimate ratio.
+ *   - a usage read on a 2xx teaches the pool's estimate ratio;
+ *   - a response whose `model` (JSON, or the stream's message_start) is not
+ *     the request's (a server-side fallback) is settled on the serving
+ *     model's pool and prices (shl_settle_as), and the feedback above goes
+ *     to that pool;
+ *   - last, the anthropic-ratelimit-*-limit headers are recorded for that
+ *     pool and followed (shl_observe_limits).
  * Returns SHL_EX_SETTLED, SHL_EX_ESTIMATED (usage unreadable: charged the
  * estimate), SHL_EX_CANCELLED, SHL_EX_UNADMITTED (no ticket: nothing to
  * do), or a negative code; idempotent (later calls return the same).
