@@ -88,7 +88,7 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 $(LIB_SO_V): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libshmlimit.so.$(SHL_SOVERSION) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread
+	$(CC) -shared -Wl,-soname,libshmlimit.so.$(SHL_SOVERSION) -Wl,--no-undefined -o $@ $^ $(ALL_LDFLAGS) $(DEP_LIBS) -lpthread -ldl
 $(LIB_SO): $(LIB_SO_V)
 	ln -sf libshmlimit.so.$(SHL_SOVERSION) $@
 # The .pc file records the install directories: a stamp holding them is
@@ -107,13 +107,20 @@ $(BUILD)/shmlimit.pc: shmlimit.pc.in $(BUILD)/.pc-dirs
 FORCE:
 
 # Static link line for our own programs and tests.
-SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread
+SHL_STATIC = $(LIB_A) $(DEP_LIBS) -lpthread -ldl
 
-include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk)
+include $(wildcard tests/*.mk tools/*.mk preload/*.mk bench/*.mk fuzz/*.mk demo/*.mk mock/*.mk plan/*.mk python/*.mk node/*.mk)
 
 build-all: $(ALL_TARGETS)
 
-check: $(BUILD)/.deps-test
+# The README's two commands, `make demo` and `make check`, install what they
+# need first (scripts/deps.sh: apt-get as root, else the command to run);
+# every other target, the build above all, only names what is missing.
+DEPS_CHECK_GROUPS := build test fuzz valgrind python
+check:
+	@scripts/deps.sh $(DEPS_CHECK_GROUPS)
+	@scripts/deps.sh prom >/dev/null 2>&1 || echo "check: promtool not installed; its check will be skipped"
+	@$(MAKE) --no-print-directory $(BUILD)/.deps-test
 	@$(MAKE) --no-print-directory build-all
 	@tests/run-suites.sh $(CHECKS)
 

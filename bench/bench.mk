@@ -29,3 +29,10 @@ bench-quick: $(BENCH_BIN)
 
 check-bench: $(BENCH_BIN)
 	timeout 120 $(BENCH_BIN) --smoke
+
+# Multi-host mode's costs (README "Many hosts"): hot path on vs off, Redis
+# operations per host for 1, 3 and 10 hosts; run by bench/run.sh.
+CLUSTER_BENCH := $(BUILD)/shmlimit-cluster-bench
+ALL_TARGETS += $(CLUSTER_BENCH)
+$(CLUSTER_BENCH): bench/cluster/cluster-bench.c $(LIB_A)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(ALL_LDFLAGS) $(SHL_STATIC)

@@ -22,4 +22,10 @@ else
 	echo "plot skipped: gnuplot is not installed (scripts/deps.sh bench installs gnuplot-nox)"
 fi
 bench/preload-cost.sh "$mode" "$out"
+if command -v redis-server >/dev/null 2>&1; then
+	build/shmlimit-cluster-bench --agent build/shmlimit-agent $flag --out "$out" &&
+		cat "$out/cluster.md" >> "$out/results.md"
+else
+	echo "multi-host bench skipped: redis-server is not installed (scripts/deps.sh bench)"
+fi
 echo "report: $out/results.md"

@@ -1,12 +1,15 @@
 # demo.mk - `make demo`: a fleet of curl workers under the preload shim,
 # against the mock API, with the stats tool's live view (see demo/README.md).
-# It checks what is missing (scripts/deps.sh --check build test; make never
-# installs anything) and builds the
+# It installs what is missing first (scripts/deps.sh build test: apt-get as
+# root, else the command to run; `make demo` and `make check` are the two
+# targets that install anything) and builds the
 # library, the shim, the mock and, when they exist, the tools first.
 
 DEMO_TOOLS = $(if $(wildcard tools/*.mk),$(BUILD)/shmlimit-ctl $(BUILD)/shmlimit-stat)
 
-demo: $(BUILD)/.deps-test
+demo:
+	@scripts/deps.sh build test
+	@$(MAKE) --no-print-directory $(BUILD)/.deps-test
 	@$(MAKE) --no-print-directory $(LIB_A) $(PRELOAD_SO) $(PRELOAD_SEG) $(BUILD)/shmlimit-mock $(DEMO_TOOLS)
 	demo/run.sh $(BUILD)
 

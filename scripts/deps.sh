@@ -2,7 +2,7 @@
 # deps.sh - make sure the Debian packages a target needs are installed.
 #
 # Usage: scripts/deps.sh [--check] GROUP...
-#        (groups: build, test, bench, fuzz, prom, valgrind, lint)
+#        (groups: build, test, bench, fuzz, prom, valgrind, lint, python)
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 # With --check it never installs: it names what is missing and how to
 # install it, and fails (what `make` runs: make never installs packages;
@@ -15,13 +15,14 @@ if [ "${1:-}" = "--check" ]; then
 	shift
 fi
 
-pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev"
-pkgs_test="libcunit1-dev curl groff-base"
+pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev"
+pkgs_test="libcunit1-dev curl groff-base redis-server"
 pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"
 pkgs_valgrind="valgrind"
 pkgs_lint="clang-tidy cppcheck"
+pkgs_python="python3 python3-httpx python3-pytest"
 
 want=""
 for g in "$@"; do

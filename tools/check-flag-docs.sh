@@ -9,7 +9,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
-for pair in stat:shmlimit-stat ctl:shmlimit-ctl; do
+for pair in stat:shmlimit-stat ctl:shmlimit-ctl agent:shmlimit-agent; do
 	src=$(ls tools/${pair%%:*}.c tools/${pair%%:*}-*.c tools/${pair%%:*}.h 2>/dev/null) man=man/${pair#*:}.1
 	# shmlimit-ctl sync lives in a file of its own (tools/sync.c, sync.h).
 	[ "${pair%%:*}" = ctl ] && src="$src $(ls tools/sync.c tools/sync.h 2>/dev/null)"

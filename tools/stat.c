@@ -38,8 +38,6 @@ static const struct option stat_opts[] = {
 enum mode { MODE_TABLE, MODE_JSON, MODE_PROM };
 
 static const char *const dim_label[SHL_NBUCKETS] = {"requests", "input", "output"};
-static const char *const price_key[5] = {"input", "output", "cache_write_5m", "cache_write_1h",
-					 "cache_read"};
 
 static volatile sig_atomic_t stop_flag;
 
@@ -48,10 +46,6 @@ static volatile sig_atomic_t stop_flag;
 static shl_unknown_model unknown_ids[UNKNOWN_MAX];
 static int n_unknown;
 
-static const char *policy_name(int p)
-{
-	return p == 1 ? "refuse" : p == 2 ? "pool" : "pass";
-}
 
 static int has_observed(const shl_pool_stats *ps)
 {
@@ -101,6 +95,34 @@ static void fmt_utc(char *buf, size_t len, int64_t unix_s, int iso)
 /* ------------------------------------------------------------------ */
 /* Table                                                               */
 /* ------------------------------------------------------------------ */
+
+/* Multi-host mode: Redis, the agent, each pool's credit (README "Many hosts"). */
+static void render_cluster_table(FILE *f, const shl_stats *s)
+{
+	if (!s->cluster)
+		return;
+	fprintf(f, "cluster: Redis %s, agent %s, %d host%s seen, %llu leases, %llu Redis commands%s\n",
+		s->cluster_redis_up ? "reachable" : "UNREACHABLE",
+		s->cluster_agent_age_ns < 0 ? "NOT RUNNING"
+		: s->cluster_agent_age_ns > 2000000000LL ? "STALLED"
+							 : "running",
+		s->cluster_hosts, s->cluster_hosts == 1 ? "" : "s",
+		(unsigned long long)s->cluster_refills, (unsigned long long)s->cluster_redis_ops,
+		s->cluster_fallback ? "; FALLBACK share in force" : "");
+	if (s->spend_cap >= 0)
+		fprintf(f, "cluster: spend budget leased this month $%.6f\n",
+			tool_usd(s->cluster_spend_budget));
+	for (int i = 0; i < s->npools; i++) {
+		const shl_pool_stats *ps = &s->pools[i];
+		fprintf(f, "%-12s lease credit: %.2f requests, %.0f input, %.0f output tokens"
+			   "; %llu leases, %llu short, %llu fallback\n",
+			ps->name, ps->limit[0] ? (double)ps->lease_ns[0] * ps->limit[0] / 60e9 : 0,
+			ps->limit[1] ? (double)ps->lease_ns[1] * ps->limit[1] / 60e9 : 0,
+			ps->limit[2] ? (double)ps->lease_ns[2] * ps->limit[2] / 60e9 : 0,
+			(unsigned long long)ps->lease_refills, (unsigned long long)ps->lease_short,
+			(unsigned long long)ps->lease_fallback);
+	}
+}
 
 static void render_table(FILE *f, const char *name, const shl_stats *s)
 {
@@ -181,129 +203,33 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 			(unsigned long long)s->attach_failures, s->attach_last_uid, s->attach_last_pid,
 			when, shl_strerror(s->attach_last_error));
 	}
+	render_cluster_table(f, s);
 }
 
 /* ------------------------------------------------------------------ */
 /* JSON                                                                */
 /* ------------------------------------------------------------------ */
 
-static cJSON *dims_obj(const uint64_t v[SHL_NBUCKETS])
-{
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "rpm", (double)v[0]);
-	cJSON_AddNumberToObject(o, "itpm", (double)v[1]);
-	cJSON_AddNumberToObject(o, "otpm", (double)v[2]);
-	return o;
-}
 
+/* The document is the library's (stats_json.c), one implementation for the
+ * tool and the bindings. */
 static char *render_json(const char *name, const shl_stats *s)
 {
-	char buf[64];
-	cJSON *root = cJSON_CreateObject();
-	if (root == NULL)
-		return NULL;
-	cJSON_AddStringToObject(root, "segment", name);
-	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
-	int64_t created_s = s->created_unix_ns / 1000000000LL; /* whole seconds */
-	cJSON_AddNumberToObject(root, "created_unix", (double)created_s);
-	cJSON_AddNumberToObject(root, "npools", s->npools);
-	cJSON_AddNumberToObject(root, "nmodels", s->nmodels);
-
-	cJSON *sp = cJSON_AddObjectToObject(root, "spend");
-	snprintf(buf, sizeof(buf), "%04d-%02d", s->month_year, s->month);
-	cJSON_AddStringToObject(sp, "month", buf);
-	cJSON_AddNumberToObject(sp, "spent_usd", tool_usd(s->spend_month));
-	if (s->spend_cap >= 0)
-		cJSON_AddNumberToObject(sp, "cap_usd", tool_usd(s->spend_cap));
-	else
-		cJSON_AddNullToObject(sp, "cap_usd");
-	cJSON_AddBoolToObject(sp, "exhausted", s->spend_exhausted != 0);
-	cJSON_AddNumberToObject(sp, "resets_unix", (double)s->month_resets_unix);
-	fmt_utc(buf, sizeof(buf), s->month_resets_unix, 1);
-	cJSON_AddStringToObject(sp, "resets_utc", buf);
-
-	cJSON *af = cJSON_AddObjectToObject(root, "attach_failures");
-	cJSON_AddNumberToObject(af, "count", (double)s->attach_failures);
-	cJSON_AddNumberToObject(af, "owner_refusals", (double)s->attach_owner_refusals);
-	if (s->attach_failures > 0) {
-		cJSON_AddNumberToObject(af, "last_uid", s->attach_last_uid);
-		cJSON_AddNumberToObject(af, "last_pid", s->attach_last_pid);
-		cJSON_AddStringToObject(af, "last_error", shl_strerror(s->attach_last_error));
-		int64_t last_s = s->attach_last_unix_ns / 1000000000LL; /* whole seconds */
-		cJSON_AddNumberToObject(af, "last_unix", (double)last_s);
-	} else {
-		cJSON_AddNullToObject(af, "last_uid");
-		cJSON_AddNullToObject(af, "last_pid");
-		cJSON_AddNullToObject(af, "last_error");
-		cJSON_AddNullToObject(af, "last_unix");
-	}
-
-	cJSON *pools = cJSON_AddArrayToObject(root, "pools");
-	for (int p = 0; p < s->npools; p++) {
-		const shl_pool_stats *ps = &s->pools[p];
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddItemToArray(pools, o);
-		cJSON_AddStringToObject(o, "name", ps->name);
-		cJSON_AddItemToObject(o, "limit", dims_obj(ps->limit));
-		if (has_observed(ps))
-			cJSON_AddItemToObject(o, "observed", dims_obj(ps->observed));
-		else
-			cJSON_AddNullToObject(o, "observed");
-		cJSON_AddNumberToObject(o, "observed_unix",
-					(double)(ps->observed_unix_ns / 1000000000LL));
-		cJSON_AddItemToObject(o, "effective", dims_obj(ps->effective));
-		cJSON_AddBoolToObject(o, "follow_server", ps->follow_server != 0);
-		cJSON_AddBoolToObject(o, "provisional", ps->provisional != 0);
-		cJSON_AddItemToObject(o, "burst", dims_obj(ps->burst));
-		cJSON *av = cJSON_AddObjectToObject(o, "available");
-		cJSON *pc = cJSON_CreateObject();
-		for (int d = 0; d < SHL_NBUCKETS; d++) {
-			const char *k = d == 0 ? "rpm" : d == 1 ? "itpm" : "otpm";
-			cJSON_AddNumberToObject(av, k, ps->available[d]);
-			cJSON_AddNumberToObject(pc, k, pct(ps->used_last_minute[d], ps->limit[d]));
-		}
-		cJSON_AddItemToObject(o, "used_last_minute", dims_obj(ps->used_last_minute));
-		cJSON_AddItemToObject(o, "used_pct", pc);
-		cJSON_AddStringToObject(o, "otpm_mode", ps->otpm_reserve ? "reserve" : "actual");
-		cJSON_AddBoolToObject(o, "cache_reads_count", ps->cache_reads_count != 0);
-		cJSON_AddNumberToObject(o, "hold_seconds",
-					ps->hold_ns > 0 ? (double)ps->hold_ns / 1e9 : 0.0);
-		cJSON *c = cJSON_AddObjectToObject(o, "counters");
-		cJSON_AddNumberToObject(c, "admitted", (double)ps->admitted);
-		cJSON_AddNumberToObject(c, "refused", (double)ps->refused);
-		cJSON_AddNumberToObject(c, "waited", (double)ps->waited);
-		cJSON_AddNumberToObject(c, "settled", (double)ps->settled);
-		cJSON_AddNumberToObject(c, "cancelled", (double)ps->cancelled);
-		cJSON_AddNumberToObject(c, "server_429", (double)ps->server_429);
-		cJSON *t = cJSON_AddObjectToObject(o, "tokens");
-		cJSON_AddNumberToObject(t, "input", (double)ps->tokens_in);
-		cJSON_AddNumberToObject(t, "output", (double)ps->tokens_out);
-		cJSON_AddNumberToObject(t, "cache_read", (double)ps->cache_read);
-		cJSON_AddNumberToObject(t, "cache_write", (double)ps->cache_write);
-		cJSON_AddNumberToObject(o, "spend_usd", tool_usd(ps->spend));
-		cJSON *es = cJSON_AddObjectToObject(o, "estimate");
-		cJSON_AddNumberToObject(es, "ratio", ps->est_ratio);
-		cJSON_AddNumberToObject(es, "samples", (double)ps->est_samples);
-		cJSON *pr = cJSON_AddObjectToObject(o, "prices");
-		for (int i = 0; i < 5; i++) /* units/token -> USD per million tokens */
-			cJSON_AddNumberToObject(pr, price_key[i],
-						(double)ps->prices[i] /
-							(double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
-	}
-	cJSON *um = cJSON_AddObjectToObject(root, "unknown_model");
-	cJSON_AddStringToObject(um, "policy", policy_name(s->unknown_model));
-	if (s->unknown_model == 2 && s->unknown_pool >= 0)
-		cJSON_AddStringToObject(um, "pool", s->pools[s->unknown_pool].name);
-	else
-		cJSON_AddNullToObject(um, "pool");
-	cJSON *ul = cJSON_AddArrayToObject(um, "seen");
-	for (int i = 0; i < n_unknown; i++) {
+	char *j = shl_stats_to_json(s, name);
+	if (j == NULL)
+		return j;
+	/* The unknown model ids seen (shl_unknown_list, read with the snapshot). */
+	cJSON *root = cJSON_Parse(j);
+	free(j);
+	cJSON *um = cJSON_GetObjectItemCaseSensitive(root, "unknown_model");
+	cJSON *ul = um ? cJSON_AddArrayToObject(um, "seen") : NULL;
+	for (int i = 0; ul && i < n_unknown; i++) {
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddItemToArray(ul, e);
 		cJSON_AddStringToObject(e, "model", unknown_ids[i].id);
 		cJSON_AddNumberToObject(e, "lookups", (double)unknown_ids[i].seen);
 	}
-	char *out = cJSON_Print(root);
+	char *out = root ? cJSON_Print(root) : NULL;
 	cJSON_Delete(root);
 	return out;
 }
@@ -512,6 +438,28 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		prom_escape(id, sizeof(id), unknown_ids[i].id);
 		fprintf(f, "shmlimit_unknown_model_lookups_total{segment=\"%s\",model=\"%s\"} %llu\n", seg,
 			id, (unsigned long long)unknown_ids[i].seen);
+	}
+	if (!s->cluster)
+		return;
+	prom_head(f, "cluster_redis_up", "gauge", "1 when the agent's last Redis call succeeded.");
+	fprintf(f, "shmlimit_cluster_redis_up{segment=\"%s\"} %d\n", seg, s->cluster_redis_up != 0);
+	prom_head(f, "cluster_fallback", "gauge", "1 when this host grants itself its static share.");
+	fprintf(f, "shmlimit_cluster_fallback{segment=\"%s\"} %d\n", seg, s->cluster_fallback != 0);
+	prom_head(f, "cluster_hosts", "gauge", "Hosts seen heartbeating in Redis in the last 10 s.");
+	fprintf(f, "shmlimit_cluster_hosts{segment=\"%s\"} %d\n", seg, s->cluster_hosts);
+	prom_head(f, "cluster_leases_total", "counter", "Leases this host's agent took from Redis.");
+	fprintf(f, "shmlimit_cluster_leases_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->cluster_refills);
+	prom_head(f, "cluster_redis_commands_total", "counter", "Commands this host's agent sent to Redis.");
+	fprintf(f, "shmlimit_cluster_redis_commands_total{segment=\"%s\"} %llu\n", seg,
+		(unsigned long long)s->cluster_redis_ops);
+	prom_head(f, "cluster_lease_short_total", "counter",
+		  "Admissions refused for lack of leased credit.");
+	for (int i = 0; i < s->npools; i++) {
+		char pool[2 * SHL_NAME_MAX + 2];
+		prom_escape(pool, sizeof(pool), s->pools[i].name);
+		fprintf(f, "shmlimit_cluster_lease_short_total{segment=\"%s\",pool=\"%s\"} %llu\n", seg,
+			pool, (unsigned long long)s->pools[i].lease_short);
 	}
 }
 

@@ -46,7 +46,14 @@ check-tools-docs: $(BUILD)/.deps-test
 	timeout 60 tools/check-man.sh
 
 INSTALL_BINS += $(TOOLS_STAT) $(TOOLS_CTL)
-INSTALL_MANS += man/shmlimit-stat.1 man/shmlimit-ctl.1
+INSTALL_MANS += man/shmlimit-stat.1 man/shmlimit-ctl.1 man/shmlimit-agent.1
 
 $(TOOLS_ADMITTER): $(BUILD)/tools/test-admitter.o $(TOOLS_COMMON) $(LIB_A)
 	$(CC) -o $@ $(BUILD)/tools/test-admitter.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
+
+# The per-host agent of multi-host mode (README "Many hosts").
+TOOLS_AGENT := $(BUILD)/shmlimit-agent
+ALL_TARGETS += $(TOOLS_AGENT)
+INSTALL_BINS += $(TOOLS_AGENT)
+$(TOOLS_AGENT): $(BUILD)/tools/agent.o $(LIB_A)
+	$(CC) -o $@ $(BUILD)/tools/agent.o $(ALL_LDFLAGS) $(SHL_STATIC)

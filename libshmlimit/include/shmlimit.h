@@ -631,7 +631,12 @@ SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until ad
 SHL_API int shl_ex_model_entry(const shl_exchange *x);
 SHL_API double shl_ex_ratio(const shl_exchange *x);
 
-/* shl_reserve for the exchange's request; *release_ns as t->admitted_at. */
+/*
+ * shl_reserve for the exchange's request; *release_ns as t->admitted_at.
+ * Until shl_reserve is in this build, it is shl_try: 0 (admitted now,
+ * *release_ns = now) or -EAGAIN with why->wait_ns (call again then), and
+ * -ETIMEDOUT at once when that wait is past `max_wait_ns` (< 0: none).
+ */
 SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *release_ns,
 			   shl_refusal *why);
 /* shl_start for the exchange; on -EAGAIN / -EDQUOT the reservation has
@@ -705,6 +710,11 @@ SHL_API void shl_ex_free(shl_exchange *x);
  */
 SHL_API char *shl_stats_json(shl_t *h);
 
+/* The same document for a snapshot taken with shl_stats_get, `name` as the
+ * segment's name (what `shmlimit-stat --json` prints). */
+struct shl_stats;
+SHL_API char *shl_stats_to_json(const struct shl_stats *s, const char *name);
+
 /* ------------------------------------------------------------------ */
 /* Statistics                                                           */
 /* ------------------------------------------------------------------ */
@@ -726,6 +736,13 @@ typedef struct shl_pool_stats {
 	int64_t spend;                    /* units settled on this pool, lifetime */
 	double est_ratio;                 /* the learned estimate ratio (1.0: none yet) */
 	uint64_t est_samples;             /* settlements it was learned from */
+	/* Multi-host mode only (zero otherwise): */
+	int64_t lease_ns[SHL_NBUCKETS];   /* this host's leased credit not yet taken,
+					     ns of the bucket (units x 60e9 / limit);
+					     < 0: owed */
+	uint64_t lease_refills;           /* leases taken from Redis */
+	uint64_t lease_short;             /* admissions refused for lack of lease */
+	uint64_t lease_fallback;          /* leases granted at the fallback share */
 	uint64_t observed[SHL_NBUCKETS];  /* per minute, as the server reported (0: not yet) */
 	uint64_t effective[SHL_NBUCKETS]; /* per minute, what the bucket runs at */
 	int follow_server;                /* 1: the bucket follows the observed limits */
@@ -757,6 +774,16 @@ typedef struct shl_stats {
 	int64_t attach_last_unix_ns;
 	uint32_t attach_last_uid, attach_last_pid;
 	int attach_last_error;          /* negative errno */
+	/* Multi-host mode (a "cluster" configuration; all zero otherwise): */
+	int cluster;                 /* 1: the pools are governed by Redis leases */
+	int cluster_redis_up;        /* the agent's last Redis call succeeded */
+	int cluster_fallback;        /* leases granted at the static share */
+	int cluster_hosts;           /* hosts seen in the last 10 s */
+	uint64_t cluster_redis_ops;  /* Redis commands this host's agent sent */
+	uint64_t cluster_refills;    /* leases taken from Redis */
+	int64_t cluster_agent_age_ns;/* since the agent's last loop; -1: no agent */
+	int64_t cluster_rtt_ns;      /* the last lease call's round trip */
+	int64_t cluster_spend_budget;/* spend units leased for this month */
 } shl_stats;
 
 /* A snapshot: no value is torn between two updates (the month's spend
@@ -767,6 +794,27 @@ typedef struct shl_stats {
  * shl_hold and shl_clamp use) is not k.  Find a pool by its index there,
  * or by name with shl_pool_find. */
 SHL_API int shl_stats_get(shl_t *h, shl_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* Many hosts                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The per-host agent of multi-host mode (README "Many hosts"): keeps the
+ * segment supplied with leases of the organisation's buckets and spend in
+ * Redis, and carries 429 holds and the spend-cap mark between hosts.  Runs
+ * until `*stop` becomes non-zero or `run_ns` has passed (0: no limit).
+ * hiredis is loaded at run time (-ENOENT with a message when absent).
+ * `shmlimit-agent SEGMENT` is this call.
+ */
+typedef struct shl_agent_opts {
+	int64_t run_ns;          /* stop after this long; <= 0: until *stop */
+	volatile int *stop;      /* non-zero: stop (e.g. set by a signal handler) */
+	const char *host_id;     /* this host's name in Redis; NULL: hostname:segment */
+	int verbose;             /* 1: a stderr line when Redis is unreachable */
+} shl_agent_opts;
+
+SHL_API int shl_agent_run(const char *segment, const shl_agent_opts *opts, shl_err *err);
 
 /* ------------------------------------------------------------------ */
 /* Clock                                                                */

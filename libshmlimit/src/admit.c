@@ -246,6 +246,10 @@ static __attribute__((noinline)) int64_t lease_reserve(shl_t *h, const struct sh
 {
 	uint32_t charged = month;
 	int r = shl__lease_reserve(h, l, ps, month, units, &charged);
+	/* Multi-host: this host's budget ran short, not the organisation's
+	 * cap; the agent leases more (cluster.c). */
+	if (r == -EDQUOT && l->cluster && !shl__cluster_org_exhausted(h, month))
+		r = -EAGAIN;
 	return r != 0 ? (int64_t)r : (int64_t)charged;
 }
 
@@ -263,8 +267,8 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	const uint64_t mark[SHL_NBUCKETS] = {f0, f1, f2};
 	rollback(rt, SHL_NBUCKETS, cost_ns, mark);
 	int64_t cur = shl__spend_read(&h->seg->spendl, month);
-	return refuse(rt, why, SHL_DIM_SPEND, p, 0, (uint64_t)units + (uint64_t)cur,
-		      (uint64_t)l->spend_cap, r);
+	return refuse(rt, why, SHL_DIM_SPEND, p, r == -EAGAIN ? shl__cluster_wait(h) : 0,
+		      (uint64_t)units + (uint64_t)cur, (uint64_t)l->spend_cap, r);
 }
 
 /*
@@ -366,6 +370,77 @@ slow:
 }
 
 /*
+ * Multi-host mode (cluster.c): the general path, with the cost also taken
+ * out of the host's credit of leased units, all or nothing.  Too little
+ * credit grants some at the fallback share when no agent or Redis is there
+ * and takes again; else it records the demand for the agent and refuses
+ * with the agent's period as the wait.  Off the single-host path.
+ */
+static __attribute__((noinline)) int
+cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	      shl_refusal *why, int64_t now, const uint64_t need[SHL_NBUCKETS], const uint64_t tol[])
+{
+	uint64_t cost_ns[SHL_NBUCKETS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		cost_ns[d] = need[d] * pl->interval[d];
+		/* A lease holds at most V of a bucket (cluster.c). */
+		if (need[d] != 0 && cost_ns[d] > shl__cluster_validity(pl, d))
+			return refuse(rt, why, d, p, 0, need[d],
+				      shl__cluster_validity(pl, d) / pl->interval[d], -E2BIG);
+	}
+	int64_t wmax;
+	int wdim = waits(rt, (uint64_t)now, cost_ns, tol, &wmax);
+	if (wdim >= 0) /* the local bucket refuses: no credit is touched */
+		return refuse(rt, why, wdim, p, wmax, need[wdim], pl->burst[wdim], -EAGAIN);
+	for (int attempt = 0;; attempt++) {
+		int sd = shl__cluster_take(h, p, cost_ns);
+		if (sd < 0)
+			break;
+		if (attempt >= SHL_NBUCKETS || !shl__cluster_short(h, l, p, sd, cost_ns, now))
+			return refuse(rt, why, sd, p, shl__cluster_wait(h), need[sd], pl->burst[sd],
+				      -EAGAIN);
+	}
+	uint64_t full_at[SHL_NBUCKETS] = {0, 0, 0};
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (need[d] == 0)
+			continue;
+		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d]);
+		if (w > 0) {
+			rollback(rt, d, cost_ns, full_at);
+			shl__cluster_untake(h, p, cost_ns);
+			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
+		}
+	}
+	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need[1], need[2],
+			    full_at[0], full_at[1], full_at[2]);
+}
+
+/*
+ * Multi-host mode's common case (the fused path's: OTPM in "actual" mode,
+ * some input, nothing kept free): the credit first, one atomic subtraction
+ * each for RPM and ITPM, then the fused takes; a refusal gives the credit
+ * back.  Too little credit goes to cluster_admit, which knows what to do.
+ */
+static __attribute__((noinline)) int
+cluster_fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
+	      struct shl_pool_rt *rt, int p, int model, int64_t units, int batch, shl_ticket *t,
+	      shl_refusal *why, int64_t now, uint64_t need_i)
+{
+	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
+						need_i * pl->interval[SHL_DIM_ITPM], 0};
+	if (shl_likely(cost_ns[SHL_DIM_ITPM] <= shl__cluster_validity(pl, SHL_DIM_ITPM) &&
+		       shl__cluster_take(h, p, cost_ns) < 0)) {
+		int r = fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
+		if (r != 0)
+			shl__cluster_untake(h, p, cost_ns);
+		return r;
+	}
+	const uint64_t need[SHL_NBUCKETS] = {1, need_i, 0};
+	return cluster_admit(h, l, pl, rt, p, model, units, batch, t, why, now, need, pl->tol);
+}
+
+/*
  * Routing's min_free: the tolerances that keep `keep` (0..1) of each
  * bucket free.  Returns -1, or the dimension the request can never fit
  * while keeping that much (*cap: the units it may use there).
@@ -451,6 +526,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (shl_unlikely(hold > now))
 			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
+		if (shl_unlikely(flags & SHL_PF_CLUSTER))
+			return cluster_fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i);
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
 	}
 	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
@@ -472,6 +549,8 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
+	if (shl_unlikely(flags & SHL_PF_CLUSTER))
+		return cluster_admit(h, l, pl, rt, p, model, units, batch, t, why, now, need, tol);
 	if (shl_likely(need_i != 0 && need_o == 0))
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
 	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
@@ -608,6 +687,17 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 					c->max_tokens, c->cache_write_5m, c->cache_write_1h,
 					c->cache_read, c->batch);
 	const uint64_t need[SHL_NBUCKETS] = {1, need_i, need_o};
+	if (flags & SHL_PF_CLUSTER) {
+		/* Multi-host mode has no line: a take needs leased credit now
+		 * (cluster.c).  Admit now, or say when to ask again. */
+		shl_refusal w;
+		int r = try_impl(h, model, c, t, &w, keep);
+		if (r == -EAGAIN && max_wait >= 0 && w.wait_ns > max_wait)
+			r = -ETIMEDOUT;
+		if (why)
+			*why = w;
+		return r;
+	}
 	if (need_i > pl->burst[SHL_DIM_ITPM])
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
 	if (need_o > pl->burst[SHL_DIM_OTPM])
@@ -667,9 +757,12 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			rel = (uint64_t)hold;
 			wdim = SHL_DIM_HOLD;
 		}
-		/* A release at the present is never late, whatever the clock did
-		 * since the deadline was set (max_wait 0: "only now"). */
-		if ((rel > n1 && rel > deadline) || rel > (uint64_t)INT64_MAX) {
+		/* The deadline from this reading too: a request that may go
+		 * now (rel == n1) is never late, whatever max_wait. */
+		const uint64_t dl1 = max_wait < 0 ? UINT64_MAX
+				     : (uint64_t)max_wait > UINT64_MAX - n1 ? UINT64_MAX
+									     : n1 + (uint64_t)max_wait;
+		if (rel > dl1 || rel > (uint64_t)INT64_MAX) {
 			/* The words moved since the first look: give the spend back. */
 			shl__lease_adjust(h, l, ps, month, charged, -units);
 			return late(rt, why, wdim, p, rel - n1, need, pl->burst);
@@ -919,6 +1012,10 @@ int shl_acquire(shl_t *h, int model, const shl_cost *c, int64_t timeout_ns, shl_
 		int64_t now = shl__now();
 		int64_t left = deadline == INT64_MAX ? -1 : deadline > now ? deadline - now : 0;
 		int r = reserve_impl(h, model, c, left, t, why, 0.0);
+		if (r == -EAGAIN && why->wait_ns > 0 && (left < 0 || why->wait_ns <= left)) {
+			sleep_until(now + why->wait_ns); /* multi-host: ask again then */
+			continue;
+		}
 		if (r != 0)
 			return r;
 		r = wait_start(h, t, why);

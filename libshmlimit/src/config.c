@@ -237,6 +237,7 @@ void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 	memcpy(&l->slot, s, sizeof(*s));
 	l->gen = s->gen;
 	l->spend_cap = s->spend_cap;
+	l->cluster = 0;
 	memset(l->pools, 0, sizeof(l->pools));
 	for (unsigned i = 0; i < s->npools; i++) {
 		const struct shl_pool_cfg *p = &s->pools[i];
@@ -245,6 +246,7 @@ void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 		if (!(p->flags & SHL_PF_USED))
 			continue;
 		pl->name_hash = shl__name_hash(p->name);
+		l->cluster |= (p->flags & SHL_PF_CLUSTER) != 0;
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			pl->interval[d] = interval_of(p->limit[d], p->margin_ppm);
 			pl->burst[d] = p->burst[d];
@@ -674,10 +676,11 @@ static int parse_unknown(const cJSON *u, struct shl_cfg_slot *s, shl_err *e)
 	return 0;
 }
 
-static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
+static int parse_root(const cJSON *root, struct shl_cfg_slot *s, struct shl_cluster_cfg *cl,
+		      shl_err *e)
 {
-	static const char *const keys[] = {"spend_cap_usd", "pools", "models", "unknown_model",
-					   NULL};
+	static const char *const keys[] = {"spend_cap_usd", "pools", "models", "cluster",
+					   "unknown_model", NULL};
 	int r;
 	if (!cJSON_IsObject(root))
 		return bad(e, "(root)", "expected an object {spend_cap_usd, pools, models}");
@@ -710,6 +713,11 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, shl_err *e)
 	for (const cJSON *p = pools->child; p != NULL; p = p->next, i++)
 		if ((r = parse_pool(p, i, s, e)))
 			return r;
+	if ((r = shl__cluster_parse(cJSON_GetObjectItemCaseSensitive(root, "cluster"), cl, e)))
+		return r;
+	if (cl->enabled)
+		for (unsigned k = 0; k < s->npools; k++)
+			s->pools[k].flags |= SHL_PF_CLUSTER;
 	const cJSON *unk = cJSON_GetObjectItemCaseSensitive(root, "unknown_model");
 	const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
 	if (models == NULL)
@@ -903,7 +911,7 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 		shl__err(err, "out of memory");
 		return -ENOMEM;
 	}
-	int r = parse_root(root, &c->slot, err);
+	int r = parse_root(root, &c->slot, &c->cluster, err);
 	cJSON_Delete(root);
 	if (r == 0)
 		r = shl__slot_validate(&c->slot, err);
@@ -1069,6 +1077,7 @@ char *shl_config_to_json(const shl_config *cfg)
 		if (m->flags & SHL_MF_PRICES)
 			cJSON_AddItemToObject(o, "prices", prices_json(m->price));
 	}
+	shl__cluster_to_json(&cfg->cluster, root);
 	char *txt = cJSON_Print(root);
 	cJSON_Delete(root);
 	return txt;

@@ -24,13 +24,23 @@ struct shl_pool_local {
 	uint32_t name_hash; /* identifies the pool in tickets across applies */
 };
 
+/* The multi-host part of a configuration (cluster.c); kept in the
+ * segment's cluster area, not in the configuration slot. */
+struct shl_cluster_cfg {
+	uint32_t enabled, port, lease_ms, fallback_ppm;
+	char host[SHL_CL_HOST_MAX + 1];
+	char prefix[SHL_CL_PREFIX_MAX + 1];
+};
+
 /* A parsed configuration (also the public opaque shl_config). */
 struct shl_config {
 	struct shl_cfg_slot slot;
+	struct shl_cluster_cfg cluster;
 };
 
 struct shl_local {
 	uint64_t gen;
+	int cluster; /* some pool is governed by leases (SHL_PF_CLUSTER) */
 	int64_t spend_cap; /* units, INT64_MAX when none */
 	struct shl_cfg_slot slot;
 	struct shl_pool_local pools[SHL_MAX_POOLS];
@@ -148,6 +158,16 @@ static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns
 SHL_HIDDEN int shl__hold(struct shl *h, int pool, int64_t duration_ns, int count_429);
 SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,
 			     uint64_t after, int64_t at);
+/* cluster.c: multi-host leases (see its top comment) */
+struct cJSON;
+SHL_HIDDEN int shl__cluster_parse(const struct cJSON *o, struct shl_cluster_cfg *c, shl_err *e);
+SHL_HIDDEN void shl__cluster_to_json(const struct shl_cluster_cfg *c, struct cJSON *root);
+SHL_HIDDEN void shl__cluster_store(struct shl_seg *seg, const struct shl_cluster_cfg *c);
+SHL_HIDDEN void shl__cluster_load(const struct shl_seg *seg, struct shl_cluster_cfg *c);
+SHL_HIDDEN void shl__cluster_pool_zero(struct shl_seg *seg, int p);
+SHL_HIDDEN int shl__cluster_fallback(struct shl_seg *seg, int p, int d, int64_t now, uint64_t len);
+struct shl_pool_local;
+SHL_HIDDEN uint64_t shl__cluster_validity(const struct shl_pool_local *pl, int d);
 
 /* spend.c */
 SHL_HIDDEN int shl__spend_reserve(struct shl_spend_line *sp, uint32_t month,
@@ -251,6 +271,13 @@ static inline void shl__padd(_Atomic uint64_t *w, uint64_t v)
 #define SHL_MONTH_MASK ((1ULL << SHL_MONTH_BITS) - 1)
 
 SHL_HIDDEN struct shl_local *shl__local_refresh(struct shl *h);
+SHL_HIDDEN int shl__cluster_short(struct shl *h, const struct shl_local *l, int p, int d,
+				  const uint64_t cost_ns[SHL_NBUCKETS], int64_t now);
+SHL_HIDDEN int shl__cluster_take(struct shl *h, int p, const uint64_t cost_ns[SHL_NBUCKETS]);
+SHL_HIDDEN void shl__cluster_untake(struct shl *h, int p, const uint64_t cost_ns[SHL_NBUCKETS]);
+SHL_HIDDEN int64_t shl__cluster_wait(const struct shl *h);
+SHL_HIDDEN int64_t shl__cluster_cap(const struct shl *h, const struct shl_local *l, uint32_t month);
+SHL_HIDDEN int shl__cluster_org_exhausted(const struct shl *h, uint32_t month);
 SHL_HIDDEN uint32_t shl__month_slow(struct shl *h, int64_t now);
 SHL_HIDDEN int shl__lookup_init(struct shl *h);
 SHL_HIDDEN void shl__lookup_free(struct shl *h);

@@ -131,7 +131,14 @@
  *                 written, clear while it is), u64 seen (lookups that
  *                 met it: once per process and configuration), char
  *                 id[64]
- *   +1088  512   cluster: multi-host state (Redis reachable, refills, fallback)
+ *   +1088  512   cluster (struct shl_cluster_seg): multi-host mode
+ *          +0 u32 enabled, +4 u32 port, +8 u32 lease_ms, +12 u32 fallback_ppm,
+ *          +16 char host[128], +144 char prefix[64]   (create/apply, flock)
+ *          +208 i64 agent_beat, +216 i64 redis_ok_at, +224 u32 redis_up,
+ *          +228 u32 hosts_seen, +232 u64 redis_ops, +240 u64 refills,
+ *          +248 u64 spend_budget (month-tagged as the spend word),
+ *          +256 u32 global_exhausted, +260 u32 fallback, +264 i64 rtt_ns,
+ *          +272 240 bytes reserved                  (the agent writes)
  *   +1600  2496  reserved (zero)
  *
  * Pool extension (0x181000 + 1024 * p; layout 3):
@@ -150,6 +157,7 @@
  *     +64  u32 ring[112]  the last 112 ratios (server count / raw estimate),
  *                         same fixed point, 0 = empty
  *   +512   64    observed: the limits the server's headers report
+ *   +512   64    observed: the limits the server's headers report
  *                 (struct shl_observed): +0 u64 limit[3] (rpm, itpm,
  *                 otpm per minute; 0: none reported), +24 i64
  *                 updated_unix_ns, +32 u64 changes (times they changed),
@@ -158,7 +166,11 @@
  *                 them), +44 u32 reserved, +48 16 bytes reserved.
  *                 Written under the segment's flock, before the
  *                 generation that derives from them is published.
- *   +576   256   cluster: this host's leases of the global buckets
+ *   +576   256   cluster (struct shl_cluster_pool): this host's leases
+ *          per RPM/ITPM/OTPM d, 64 bytes at +64d: i64 credit, u64 fb_tat,
+ *          need_ns, granted_ns, expired_ns, 24 bytes pad;
+ *          +192 u64 short_refusals, +200 refills, +208 fallback_grants,
+ *          +216 i64 hold_pushed, +224 u64 charged_reported, +232 pad
  *   +832   192   reserved (zero)
  *
  * Configuration slot (41024 bytes):
@@ -223,7 +235,8 @@ enum { SHL_P_INPUT, SHL_P_OUTPUT, SHL_P_CW5, SHL_P_CW1, SHL_P_READ };
 #define SHL_PF_BURST_SET 0x8 /* burst came from the config, not the default (<< dim) */
 #define SHL_PF_NOFOLLOW 0x40 /* follow_server false: observed limits only lower */
 #define SHL_PF_PROVISIONAL 0x80 /* limits are stand-ins until the server says */
-#define SHL_PF_ALL 0xff
+#define SHL_PF_CLUSTER 0x100 /* multi-host mode: takes stay within the host's lease */
+#define SHL_PF_ALL 0x1ff
 /* Model flags. */
 #define SHL_MF_PREFIX 0x1 /* match is a prefix (written with a trailing '*') */
 #define SHL_MF_PRICES 0x2 /* prices are the model's own, not the pool's */
@@ -404,10 +417,61 @@ struct shl_observed {
 	uint64_t pad[2];
 };
 
+/*
+ * Multi-host mode (cluster.c), segment part: the cluster configuration
+ * (written under the flock by create and apply, read by the agent) and the
+ * agent's state (written by the agent only, read by workers and tools).
+ */
+#define SHL_CL_HOST_MAX 127
+#define SHL_CL_PREFIX_MAX 63
+struct shl_cluster_seg {
+	/* +0: configuration */
+	uint32_t enabled;            /* 1: the pools are governed by leases */
+	uint32_t port;               /* Redis TCP port */
+	uint32_t lease_ms;           /* global time one lease covers */
+	uint32_t fallback_ppm;       /* static share without Redis; 0: 1 / hosts seen */
+	char host[SHL_CL_HOST_MAX + 1];     /* Redis host (numeric or name) */
+	char prefix[SHL_CL_PREFIX_MAX + 1]; /* the organisation's key prefix */
+	/* +208: the agent's state */
+	_Atomic int64_t agent_beat;  /* shl_now() of the agent's last loop, 0 never */
+	_Atomic int64_t redis_ok_at; /* shl_now() of the last Redis reply, 0 never */
+	_Atomic uint32_t redis_up;   /* 1: the last Redis call succeeded */
+	_Atomic uint32_t hosts_seen; /* hosts heartbeating in the last 10 s (>= 1) */
+	_Atomic uint64_t redis_ops;  /* commands sent to Redis, lifetime */
+	_Atomic uint64_t refills;    /* leases taken from Redis, lifetime */
+	_Atomic uint64_t spend_budget; /* (month mod 128) << 57 | spend units leased
+					  from the organisation for that month */
+	_Atomic uint32_t global_exhausted; /* month + 1 the organisation's cap is reached */
+	_Atomic uint32_t fallback;   /* 1: leases are granted locally (no Redis) */
+	_Atomic int64_t rtt_ns;      /* the last lease call's round trip */
+	uint8_t pad[240];
+};
+
+/* One dimension of a pool's lease (cluster.c): leased units not yet taken,
+ * counted in ns of the global bucket (units x interval). */
+struct shl_cl_dim {
+	_Atomic int64_t credit;      /* leased and not taken; < 0: owed (a charge) */
+	_Atomic uint64_t fb_tat;     /* fallback: GCRA word of the static share */
+	_Atomic uint64_t need_ns;    /* largest take refused for lack of credit */
+	_Atomic uint64_t granted_ns; /* leased, lifetime (stats) */
+	_Atomic uint64_t expired_ns; /* leased and expired unused, lifetime (stats) */
+	uint64_t pad[3];
+};
+
+struct shl_cluster_pool {
+	struct shl_cl_dim dim[SHL_NBUCKETS]; /* 192 */
+	_Atomic uint64_t short_refusals;     /* admissions refused for lack of lease */
+	_Atomic uint64_t refills;            /* leases taken for this pool */
+	_Atomic uint64_t fallback_grants;    /* leases granted locally */
+	_Atomic int64_t hold_pushed;         /* hold_until last pushed to Redis */
+	_Atomic uint64_t charged_reported;   /* OTPM units already reported */
+	uint64_t pad[3];
+};
+
 struct shl_seg_ext {
 	struct shl_attach_log attach;
 	struct shl_unknown_tab unknown;
-	uint8_t cluster[512];
+	struct shl_cluster_seg cluster;
 	uint8_t reserved[2496];
 };
 
@@ -424,12 +488,15 @@ struct shl_learn {
 struct shl_pool_ext {
 	struct shl_learn learn;
 	struct shl_observed observed;
-	uint8_t cluster[256];
+	struct shl_cluster_pool cluster;
 	uint8_t reserved[192];
 };
 _Static_assert(sizeof(struct shl_unknown_ent) == 80, "unknown-model entry");
 _Static_assert(sizeof(struct shl_unknown_tab) == 1024, "unknown-model table");
 _Static_assert(sizeof(struct shl_observed) == 64, "observed limits");
+
+_Static_assert(sizeof(struct shl_cluster_seg) == 512, "cluster segment area");
+_Static_assert(sizeof(struct shl_cluster_pool) == 256, "cluster pool area");
 
 struct shl_seg {
 	struct shl_hdr hdr;

@@ -292,6 +292,7 @@ int shl_create(const char *name, const shl_config *cfg, unsigned flags, shl_t **
 	}
 	memcpy(s, &cfg->slot, sizeof(*s));
 	s->spend_epoch = 0; /* a config copied out of another segment brings none */
+	shl__cluster_store(seg, &cfg->cluster);
 	slot_publish(seg, s, 2);
 	free(s);
 	/* release: the magic goes last; an attacher that sees it sees a
@@ -579,6 +580,7 @@ int shl_config_get(shl_t *h, shl_config **out)
 	if (c == NULL)
 		return -ENOMEM;
 	memcpy(&c->slot, &l->slot, sizeof(c->slot));
+	shl__cluster_load(h->seg, &c->cluster);
 	*out = c;
 	return 0;
 }
@@ -636,6 +638,7 @@ static void pool_rt_zero(struct shl_seg *seg, int p, int64_t now)
 	uint64_t *w = (uint64_t *)&seg->pools[p];
 	for (size_t i = 0; i < sizeof(seg->pools[p]) / 8; i++)
 		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
+	shl__cluster_pool_zero(seg, p);
 	shl__stats_rebase(seg, p, now); /* the process slots' counts too */
 }
 
@@ -795,6 +798,11 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		flock(h->fd, LOCK_UN);
 		return -EINVAL;
 	}
+	/* The cluster settings before the pools' flags that say to use them. */
+	shl__cluster_store(h->seg, &cfg->cluster);
+	for (unsigned j = 0; j < np; j++)
+		if ((s->pools[j].flags & SHL_PF_USED) && !(old->pools[j].flags & SHL_PF_CLUSTER))
+			shl__cluster_pool_zero(h->seg, (int)j);
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
 	slot_publish(h->seg, s, g + 1);
 	/* Removed pools: their runtime words go back to zero, as an unused

@@ -251,11 +251,13 @@ static int lease_refill(struct shl *h, const struct shl_local *l, struct shl_psl
 		lw = 0;
 	}
 	uint64_t chunk = lease_chunk(l->spend_cap);
+	/* Multi-host: the cap is this host's leased budget (cluster.c). */
+	int64_t cap = l->cluster ? shl__cluster_cap(h, l, month) : l->spend_cap;
 	if (chunk > 0 && units >= 0) {
 		uint64_t guard = 2 * chunk * SHL_PSLOTS;
 		uint32_t ch = month;
-		int r = reserve_guarded(sp, month, units + (int64_t)chunk, l->spend_cap,
-					l->spend_cap == INT64_MAX ? 0 : guard, &ch);
+		int r = reserve_guarded(sp, month, units + (int64_t)chunk, cap,
+					cap == INT64_MAX ? 0 : guard, &ch);
 		if (r == 0) {
 			uint64_t rem = ch == month ? (lw & SHL_SPEND_MASK) : 0;
 			if (ch != month)
@@ -272,14 +274,16 @@ static int lease_refill(struct shl *h, const struct shl_local *l, struct shl_psl
 		if (r != -EDQUOT)
 			return r;
 	}
-	return shl__spend_reserve(sp, month, units, l->spend_cap, charged);
+	return shl__spend_reserve(sp, month, units, cap, charged);
 }
 
 int shl__lease_reserve(struct shl *h, const struct shl_local *l, struct shl_pslot *ps,
 		       uint32_t month, int64_t units, uint32_t *charged)
 {
 	if (ps == NULL)
-		return shl__spend_reserve(&h->seg->spendl, month, units, l->spend_cap, charged);
+		return shl__spend_reserve(&h->seg->spendl, month, units,
+					  l->cluster ? shl__cluster_cap(h, l, month) : l->spend_cap,
+					  charged);
 	lease_open(ps);
 	int r = lease_refill(h, l, ps, month, units, charged);
 	lease_close(ps);

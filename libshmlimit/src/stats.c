@@ -108,6 +108,18 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		o->spend = (int64_t)((uint64_t)LD(spend) + pc_cnt[SHL_PS_SPEND]);
 #undef LD
 		o->est_ratio = (double)shl__learn_ratio(h, (int)p, &o->est_samples) / SHL_LEARN_ONE;
+		if (pc->flags & SHL_PF_CLUSTER) {
+			const struct shl_cluster_pool *cp = &seg->pext[p].cluster;
+			for (int d = 0; d < SHL_NBUCKETS; d++) {
+				/* relaxed: whole words, as above. */
+				o->lease_ns[d] = atomic_load_explicit(&cp->dim[d].credit,
+								      memory_order_relaxed);
+			}
+			o->lease_refills = atomic_load_explicit(&cp->refills, memory_order_relaxed);
+			o->lease_short = atomic_load_explicit(&cp->short_refusals, memory_order_relaxed);
+			o->lease_fallback = atomic_load_explicit(&cp->fallback_grants,
+								 memory_order_relaxed);
+		}
 	}
 	out->npools = k;
 	/* relaxed: statistics; the last_* fields may mix two racing failures. */
@@ -121,5 +133,23 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 	/* A scribbled word is not an errno: report it as corruption (and
 	 * never hand shl_strerror INT_MIN to negate). */
 	out->attach_last_error = le <= 0 && le >= -4095 ? le : -EUCLEAN;
+	const struct shl_cluster_seg *cs = &seg->ext.cluster;
+	if (l->cluster) {
+		/* relaxed: the agent's hints, whole words. */
+		int64_t beat = atomic_load_explicit(&cs->agent_beat, memory_order_relaxed);
+		uint64_t b = atomic_load_explicit(&cs->spend_budget, memory_order_relaxed);
+		out->cluster = 1;
+		out->cluster_redis_up = (int)atomic_load_explicit(&cs->redis_up, memory_order_relaxed);
+		out->cluster_fallback = (int)atomic_load_explicit(&cs->fallback, memory_order_relaxed) ||
+					beat == 0;
+		out->cluster_hosts = (int)atomic_load_explicit(&cs->hosts_seen, memory_order_relaxed);
+		out->cluster_redis_ops = atomic_load_explicit(&cs->redis_ops, memory_order_relaxed);
+		out->cluster_refills = atomic_load_explicit(&cs->refills, memory_order_relaxed);
+		out->cluster_agent_age_ns = beat == 0 ? -1 : now - beat;
+		out->cluster_rtt_ns = atomic_load_explicit(&cs->rtt_ns, memory_order_relaxed);
+		out->cluster_spend_budget =
+			(uint32_t)(b >> SHL_SPEND_BITS) == (month & 127u) ? (int64_t)(b & SHL_SPEND_MASK)
+									  : 0;
+	}
 	return 0;
 }

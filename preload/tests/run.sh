@@ -302,6 +302,7 @@ check "clamp: the pool starts full" eq "$(segf "$T/fb0.st" fb.avail_rpm)/$(segf 
 t0=$(date +%s%N)
 shim "$S11" "$nc_port" curl -s -o "$T/fb.out" -H 'x-mock-remaining: 3,1000,2000' "$nc_url/v1/messages" -d "$K" 2>"$T/fb.err"
 check "clamp: curl exit 0" eq $? 0
+t1=$(date +%s%N) # the buckets refill from this snapshot on
 "$SEGTOOL" stats "$S11" > "$T/fb1.st"
 a=$(since "$t0")
 check "clamp: the response reached the application" has msg_mock "$T/fb.out"
@@ -318,10 +319,10 @@ p = [p for p in json.load(open(sys.argv[1]))["pools"] if p["name"] == "fb"][0]
 a, av = int(sys.argv[2]), p["available"]
 sys.exit(not (av["rpm"] <= 3 + a and av["itpm"] <= 1000 + a and av["otpm"] <= 2000 + a))' "$T/fb1.json" "$a"
 # A higher remaining never raises a bucket; a header left out leaves it.
-t0=$(date +%s%N)
+# The allowance counts the refill since the first snapshot was taken.
 shim "$S11" "$nc_port" curl -s -o /dev/null -H 'x-mock-remaining: 999,900000,' "$nc_url/v1/messages" -d "$K"
 "$SEGTOOL" stats "$S11" > "$T/fb2.st"
-a=$(since "$t0")
+a=$(since "$t1")
 check "clamp: a higher remaining does not raise the input bucket" fle "$(segf "$T/fb2.st" fb.avail_itpm)" "$(awk -v x="$(segf "$T/fb1.st" fb.avail_itpm)" -v a="$a" 'BEGIN { print x + a }')"
 check "clamp: nor the requests bucket" fle "$(segf "$T/fb2.st" fb.avail_rpm)" "$(awk -v x="$(segf "$T/fb1.st" fb.avail_rpm)" -v a="$a" 'BEGIN { print x + a }')"
 check "clamp: still settled normally" eq "$(segf "$T/fb2.st" fb.settled)" 2

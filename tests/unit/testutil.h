@@ -52,6 +52,8 @@ TU_SUITE(suite_fair);
 TU_SUITE(suite_issue13);
 TU_SUITE(suite_mt);
 TU_SUITE(suite_rule);
+TU_SUITE(suite_ticking);
+TU_SUITE(suite_cluster);
 TU_SUITE(suite_account);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
