@@ -48,7 +48,7 @@ LIB_OBJ := $(patsubst libshmlimit/src/%.c,$(BUILD)/lib/%.o,$(LIB_SRC)) $(BUILD)/
 LIB_A := $(BUILD)/libshmlimit.a
 LIB_SO := $(BUILD)/libshmlimit.so
 LIB_SO_V := $(LIB_SO).$(SHL_SOVERSION)
-PRESETS := $(sort $(wildcard libshmlimit/presets/tier*.json))
+PRESETS := $(sort $(wildcard libshmlimit/presets/*.json))
 
 # Components register their outputs and checks here, and what `make
 # install` copies: INSTALL_BINS (to bin/), INSTALL_LIBS (lib/), INSTALL_MANS (share/man/man1/).
@@ -77,7 +77,7 @@ $(BUILD)/lib/%.o: libshmlimit/src/%.c libshmlimit/include/shmlimit.h $(wildcard 
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
-# Presets are data: each tier*.json becomes a C string, never hand-copied numbers.
+# Presets are data: each presets/NAME.json becomes a C string, never hand-copied numbers.
 $(BUILD)/lib/presets_gen.c: $(PRESETS) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	scripts/embed.sh $(PRESETS) > $@

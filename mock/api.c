@@ -449,6 +449,8 @@ int api_handle(int fd, struct http_req *r)
 		keep = send_json(&c, 200, ok, r->keep_alive, 0);
 	} else if (strcmp(r->path, "/mock/limits") == 0) {
 		keep = handle_limits(&c);
+	} else if (strcmp(r->path, "/mock/rate-limits-fault") == 0) {
+		keep = ratelimits_fault(&c);
 	} else if (strcmp(r->path, "/mock/shutdown") == 0) {
 		if (strcmp(r->method, "POST") != 0) {
 			keep = send_json(&c, 405, error_body(&c, "invalid_request_error",
@@ -476,6 +478,8 @@ int api_handle(int fd, struct http_req *r)
 			keep = handle_messages(&c, 1);
 		} else if (strcmp(r->path, "/v1/messages/batches") == 0) {
 			keep = handle_batch(&c);
+		} else if (strcmp(r->path, "/v1/organizations/rate_limits") == 0) {
+			keep = ratelimits_handle(&c);
 		} else {
 			keep = send_error(&c, 404, "not_found_error",
 					  "mock: no such endpoint", NULL);

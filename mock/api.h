@@ -162,4 +162,13 @@ int fault_scripted(struct ctx *c, int fault);
  * of a 400 for a malformed value. */
 const char *fault_parse_wire(struct ctx *c);
 
+/* ------------------------------------------------------------------ */
+/* The Rate Limits API (ratelimits.c)                                   */
+/* ------------------------------------------------------------------ */
+
+/* GET /v1/organizations/rate_limits; returns keep-alive. */
+int ratelimits_handle(struct ctx *c);
+/* POST /mock/rate-limits-fault: how that endpoint misbehaves from now on. */
+int ratelimits_fault(struct ctx *c);
+
 #endif

@@ -323,8 +323,14 @@ static int parse_head(char *head, struct http_req *r)
 	r->method[sp1 - line] = '\0';
 	size_t tlen = (size_t)(sp2 - sp1 - 1);
 	char *q = memchr(sp1 + 1, '?', tlen);
-	if (q != NULL)
+	if (q != NULL) {
+		size_t ql = (size_t)(sp2 - q - 1);
+		if (ql >= sizeof(r->query))
+			ql = sizeof(r->query) - 1;
+		memcpy(r->query, q + 1, ql);
+		r->query[ql] = '\0';
 		tlen = (size_t)(q - sp1 - 1);
+	}
 	if (tlen == 0 || tlen >= sizeof(r->path))
 		return -EINVAL;
 	memcpy(r->path, sp1 + 1, tlen);

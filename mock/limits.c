@@ -560,6 +560,14 @@ out:
 	return rc;
 }
 
+void limits_get(struct limits *l, int pool, double limit[NDIM])
+{
+	struct pool *p = &l->pools[pool];
+	pthread_mutex_lock(&p->mu);
+	memcpy(limit, p->limit, sizeof(p->limit));
+	pthread_mutex_unlock(&p->mu);
+}
+
 char *limits_json(struct limits *l)
 {
 	cJSON *root = cJSON_CreateObject();

@@ -81,6 +81,7 @@ struct http_hdr {
 struct http_req {
 	char method[16];
 	char path[512];      /* without the query string */
+	char query[512];     /* after the '?', "" if none (longer ones are cut) */
 	int minor;           /* HTTP/1.minor */
 	int keep_alive;      /* the client allows another request after this */
 	int nhdr;
@@ -191,6 +192,9 @@ int limits_change(struct limits *l, const char *body, size_t len, char *err,
 
 /* The pools' current limits and bursts as JSON (malloc'd; NULL on OOM). */
 char *limits_json(struct limits *l);
+
+/* One pool's per-minute limits now (0: that dimension is unlimited). */
+void limits_get(struct limits *l, int pool, double limit[NDIM]);
 
 /* The pool a model id belongs to: an exact match first, else the longest
  * matching prefix.  Returns the pool index or -ENOENT. */

@@ -17,11 +17,11 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: shmlimit-plan (--tier N | --config FILE) [--json] MIX.json\n"
+		"usage: shmlimit-plan (--tier TIER | --config FILE) [--json] MIX.json\n"
 		"\n"
 		"Capacity and monthly cost of a workload mix at a tier or configuration.\n"
 		"\n"
-		"  --tier N       use the built-in tier N preset (1 to 4)\n"
+		"  --tier TIER    use a built-in preset: start, build, scale, or 1 to 4\n"
 		"  --config FILE  use a libshmlimit configuration file\n"
 		"  --json         print JSON instead of the table\n"
 		"  -h, --help     print this help and exit\n"
@@ -40,22 +40,20 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	int tier = 0, json = 0, opt;
+	int json = 0, opt;
+	const char *tier = NULL;
 	const char *config = NULL;
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (opt) {
-		case 't': {
-			char *end = NULL;
-			errno = 0;
-			long v = strtol(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < 1 || v > 1000) {
-				fprintf(stderr, "shmlimit-plan: --tier: expected a tier number, "
-						"got '%s'\n", optarg);
+		case 't':
+			if (optarg[0] == '\0' || strlen(optarg) > 32) {
+				fprintf(stderr, "shmlimit-plan: --tier: expected a preset name "
+						"(start, build, scale) or a tier number, got '%s'\n",
+					optarg);
 				return 2;
 			}
-			tier = (int)v;
+			tier = optarg;
 			break;
-		}
 		case 'c':
 			config = optarg;
 			break;
@@ -73,7 +71,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if ((tier != 0) == (config != NULL)) {
+	if ((tier != NULL) == (config != NULL)) {
 		fprintf(stderr, "shmlimit-plan: give exactly one of --tier N or --config FILE\n");
 		return 2;
 	}
@@ -102,7 +100,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "shmlimit-plan: %s: %s\n", config, err);
 			return 1;
 		}
-	} else if (plan_cfg_preset(tier, &cfg, err, sizeof(err)) < 0) {
+	} else if (plan_cfg_preset_named(tier, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "shmlimit-plan: %s\n", err);
 		return 2;
 	}

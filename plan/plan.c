@@ -266,6 +266,22 @@ int plan_cfg_preset(int tier, struct plan_cfg *out, char *err, size_t errlen)
 	return r;
 }
 
+/* The same presets shmlimit-ctl takes: start, build, scale; 1..4. */
+int plan_cfg_preset_named(const char *name, struct plan_cfg *out, char *err, size_t errlen)
+{
+	if (name[0] >= '1' && name[0] <= '9' && name[1] == '\0')
+		return plan_cfg_preset(name[0] - '0', out, err, errlen);
+	shl_config *c = NULL;
+	int r = shl_config_preset_named(name, &c);
+	if (r < 0)
+		return fail(err, errlen, "--tier %s: no such preset (%s; 1 to 4 for tier1..tier4)",
+			    name, shl_preset_names());
+	r = cfg_from_lib(c, out, err, errlen);
+	shl_config_free(c);
+	snprintf(out->source, sizeof(out->source), "%.40s preset", name);
+	return r;
+}
+
 int plan_cfg_parse(const char *json, size_t len, const char *source, struct plan_cfg *out,
 		   char *err, size_t errlen)
 {

@@ -126,6 +126,8 @@ struct plan_result {
  * or a negative errno with a sentence naming the key path in `err`.
  */
 int plan_cfg_preset(int tier, struct plan_cfg *out, char *err, size_t errlen);
+/* A preset by name (start, build, scale, tier1..tier4, or "1".."4"). */
+int plan_cfg_preset_named(const char *name, struct plan_cfg *out, char *err, size_t errlen);
 int plan_cfg_parse(const char *json, size_t len, const char *source, struct plan_cfg *out,
 		   char *err, size_t errlen);
 

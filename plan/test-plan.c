@@ -675,8 +675,19 @@ static void test_cli(void)
 		 NULL);
 	CHECK(st == 2, "both: exit %d", st);
 	st = run(NULL, out, sizeof(out), err, sizeof(err), "--tier", "x", mixp, NULL);
-	CHECK(st == 2 && strstr(err, "--tier: expected a tier number") != NULL,
+	CHECK(st == 2 && strstr(err, "--tier x: no such preset") != NULL &&
+		      strstr(err, "start") != NULL,
 	      "tier x: exit %d, %s", st, err);
+	/* Today's tiers by name, as shmlimit-ctl takes them: their caps. */
+	st = run(NULL, out, sizeof(out), err, sizeof(err), "--tier", "build", "--json", mixp, NULL);
+	CHECK(st == 0, "tier build: exit %d, %s", st, err);
+	j = cJSON_Parse(out);
+	CHECK(j != NULL && cJSON_IsString(cJSON_GetObjectItem(j, "config")) &&
+		      strcmp(cJSON_GetObjectItem(j, "config")->valuestring, "build preset") == 0,
+	      "tier build: config name");
+	cJSON_Delete(j);
+	st = run(NULL, out, sizeof(out), err, sizeof(err), "--tier", "Scale", mixp, NULL);
+	CHECK(st == 0, "tier Scale: exit %d, %s", st, err);
 	st = run(NULL, out, sizeof(out), err, sizeof(err), "--tier", "9", mixp, NULL);
 	CHECK(st == 2 && strstr(err, "no such preset") != NULL, "tier 9: exit %d, %s", st, err);
 	st = run(NULL, out, sizeof(out), err, sizeof(err), "--tier", "1", NULL);

@@ -94,7 +94,10 @@ vg 0 "$CTL" try "$N" claude-sonnet-4-5 --input 100 --output 50 --cache-write-5m 
 ticket=$(grep -o 'ticket=[^ ]*' "$T/out" | cut -d= -f2)
 vg 0 "$CTL" settle "$N" "$ticket" --input 90 --output 40 --cache-read 5
 vg 2 "$CTL" settle "$N" "t1:${ticket#t1:?}" --input 90
-vg 11 "$CTL" try "$N" no-such-model --input 1
+# A model the preset does not name goes to its catch-all pool (the note on
+# stderr included); an id no entry has and no policy catches is exit 11.
+vg 0 "$CTL" try "$N" no-such-model --input 1
+vg 11 "$CTL" try "$N" count_tokens --input 1
 vg 2 "$CTL" try "$N" claude-sonnet-4-5 --input many
 vg 0 "$CTL" route "$N" claude-opus-4-5,claude-sonnet-4-5 --input 10 --output 10
 ticket=$(grep -o 'ticket=[^ ]*' "$T/out" | cut -d= -f2)

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.." || exit 1
 pass=0 fail=0
 for pair in stat:shmlimit-stat ctl:shmlimit-ctl agent:shmlimit-agent; do
 	src=$(ls tools/${pair%%:*}.c tools/${pair%%:*}-*.c tools/${pair%%:*}.h 2>/dev/null) man=man/${pair#*:}.1
+	# shmlimit-ctl sync lives in a file of its own (tools/sync.c, sync.h).
+	[ "${pair%%:*}" = ctl ] && src="$src $(ls tools/sync.c tools/sync.h 2>/dev/null)"
 	[ -f "$man" ] || { echo "FAIL $man missing"; fail=$((fail + 1)); continue; }
 	# shellcheck disable=SC2086
 	longs=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)",.*_argument.*/\1/p' $src | sort -u)

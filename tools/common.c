@@ -43,6 +43,7 @@ int tool_exit_code(int err)
 	case EDQUOT:
 		return TX_NEVER;
 	case ESRCH:
+	case ENOMSG:
 		return TX_NOMODEL;
 	case EALREADY:
 		return TX_TICKET;

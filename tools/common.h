@@ -26,6 +26,9 @@ enum tool_exit {
 	TX_NEVER = 10,       /* try: can never be admitted (E2BIG) or spend cap (EDQUOT) */
 	TX_NOMODEL = 11,     /* try: no pool for this model (ESRCH) */
 	TX_TICKET = 12,      /* settle/cancel: ticket already settled or cancelled (EALREADY) */
+	TX_API_AUTH = 13,    /* sync: the Admin API refused the key (401, 403) */
+	TX_API_NET = 14,     /* sync: the API could not be reached, or answered another error */
+	TX_API_BAD = 15,     /* sync: the API's answer could not be read */
 };
 
 /* Exit code for a negative errno returned by the library. */

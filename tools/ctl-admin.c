@@ -80,7 +80,7 @@ int cmd_create(int argc, char **argv)
 	}
 	if (r < 0)
 		return lib_error(name, r, &e);
-	printf("created %s from %s%s\n", name, tier ? "tier " : "", tier ? tier : file);
+	printf("created %s from %s%s\n", name, tier ? "preset " : "", tier ? tier : file);
 	return TX_OK;
 }
 
@@ -133,6 +133,22 @@ int cmd_show(int argc, char **argv)
 		return r;
 	shl_config *cfg = NULL;
 	r = shl_config_get(h, &cfg);
+	/* Pools whose limits are a preset's stand-ins, named on stderr below. */
+	static struct {
+		char name[SHL_NAME_MAX + 1];
+		int observed;
+	} prov[SHL_MAX_POOLS + 1];
+	shl_stats *st = malloc(sizeof(*st));
+	int k = 0;
+	if (r == 0 && st != NULL && shl_stats_get(h, st) == 0)
+		for (int i = 0; i < st->npools; i++)
+			if (st->pools[i].provisional) {
+				snprintf(prov[k].name, sizeof(prov[k].name), "%s", st->pools[i].name);
+				prov[k++].observed = st->pools[i].observed[0] != 0 ||
+						     st->pools[i].observed[1] != 0 ||
+						     st->pools[i].observed[2] != 0;
+			}
+	free(st);
 	shl_detach(h);
 	if (r < 0)
 		return lib_error(name, r, NULL);
@@ -144,6 +160,13 @@ int cmd_show(int argc, char **argv)
 	}
 	puts(json);
 	free(json);
+	/* Provisional pools said so, on stderr (stdout stays the JSON). */
+	for (int i = 0; i < k; i++)
+		fprintf(stderr, PROG " show: pool '%s' has provisional limits (%s): the lowest "
+				"published numbers for its model class, until the server's "
+				"rate-limit headers or 'shmlimit-ctl sync' replace them\n",
+			prov[i].name, prov[i].observed ? "the server's numbers are in force" :
+							 "no server numbers seen yet");
 	return TX_OK;
 }
 

@@ -163,6 +163,9 @@ int cmd_try(int argc, char **argv)
 		shl_detach(h);
 		return tool_exit_code(model);
 	}
+	if (shl_unknown_note(h, model_id) == 1)
+		fprintf(stderr, PROG " try: model '%s' is in no models[] entry: governed by the "
+				"catch-all pool (unknown_model)\n", model_id);
 	shl_ticket t;
 	shl_refusal why;
 	memset(&why, 0, sizeof(why));

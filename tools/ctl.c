@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "sync.h"
 
 const struct option ctl_plain_opts[] = {
 	{"help", no_argument, NULL, 'h'},
@@ -112,10 +113,14 @@ int load_config(const char *tier, const char *file, shl_config **cfg)
 	shl_err e;
 	memset(&e, 0, sizeof(e));
 	if (tier) {
-		uint64_t t;
-		if (tool_parse_u64(tier, 4, &t) != 0 || t < 1)
-			return usage_error("--tier: expected 1, 2, 3 or 4, got", tier);
-		int r = shl_config_preset((int)t, cfg);
+		/* start, build, scale; the numbered tiers 1..4 as aliases. */
+		if (shl_preset_json_named(tier) == NULL) {
+			fprintf(stderr, PROG " %s: --tier: no preset '%s' (presets: %s; 1..4 name "
+					"tier1..tier4)\n", ctl_current->name, tier, shl_preset_names());
+			fprintf(stderr, "Try '" PROG " %s --help'.\n", ctl_current->name);
+			return TX_USAGE;
+		}
+		int r = shl_config_preset_named(tier, cfg);
 		if (r < 0)
 			return lib_error(tier, r, NULL);
 		return 0;
@@ -156,18 +161,20 @@ int attach(const char *name, unsigned flags, shl_t **h)
 /* ------------------------------------------------------------------ */
 
 static const struct subcmd subcmds[] = {
-	{"create", "create NAME (--tier N | --config FILE) [--force] [--group]",
-	 "Create a segment from a built-in tier preset (1..4) or a JSON configuration\n"
-	 "file ('-' reads standard input).\n"
-	 "  -t, --tier N         use the built-in tier N preset\n"
+	{"create", "create NAME (--tier TIER | --config FILE) [--force] [--group]",
+	 "Create a segment from a built-in tier preset or a JSON configuration file\n"
+	 "('-' reads standard input).  TIER: start, build or scale (today's tiers;\n"
+	 "their pool limits are provisional stand-ins until the server's headers or\n"
+	 "'sync' replace them), or 1..4 (the older numbered tiers).\n"
+	 "  -t, --tier TIER      use the built-in preset of that tier\n"
 	 "  -c, --config FILE    use the configuration in FILE\n"
 	 "  -f, --force          replace an existing segment of that name\n"
 	 "  -g, --group          mode 0660 (group may attach) instead of 0600\n",
 	 cmd_create},
-	{"apply", "apply NAME (FILE | --tier N)",
+	{"apply", "apply NAME (FILE | --tier TIER)",
 	 "Replace a live segment's configuration without stopping its workers.\n"
 	 "Pools keep their state by name; workers see the new limits at once.\n"
-	 "  -t, --tier N         apply the built-in tier N preset instead of FILE\n",
+	 "  -t, --tier TIER      apply a built-in preset (start, build, scale, 1..4)\n",
 	 cmd_apply},
 	{"show", "show NAME",
 	 "Print the live configuration as JSON that create and apply accept back.\n", cmd_show},
@@ -230,6 +237,7 @@ static const struct subcmd subcmds[] = {
 	 cmd_settle},
 	{"cancel", "cancel NAME TICKET",
 	 "Refund an admission made by try or route whose request was never sent.\n", cmd_cancel},
+	{"sync", SYNC_SYNOPSIS, SYNC_HELP, cmd_sync}, /* tools/sync.c */
 };
 #define NSUB (sizeof(subcmds) / sizeof(subcmds[0]))
 
@@ -244,7 +252,8 @@ static void main_usage(FILE *f)
 		   "Exit status: 0 ok, 1 other error, 2 usage, 3 no such segment,\n"
 		   "4 permission denied, 5 incompatible segment, 6 corrupt segment,\n"
 		   "7 invalid configuration, 8 segment exists, 9 refused now (try, route),\n"
-		   "10 never admissible or spend cap, 11 unknown model, 12 ticket already used.\n");
+		   "10 never admissible or spend cap, 11 unknown model, 12 ticket already used,\n"
+		   "13 sync: key refused, 14 sync: API unreachable or error, 15 sync: answer unreadable.\n");
 }
 
 int main(int argc, char **argv)

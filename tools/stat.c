@@ -41,6 +41,17 @@ static const char *const dim_label[SHL_NBUCKETS] = {"requests", "input", "output
 
 static volatile sig_atomic_t stop_flag;
 
+/* The segment's table of unknown model ids, read with each snapshot. */
+#define UNKNOWN_MAX 16
+static shl_unknown_model unknown_ids[UNKNOWN_MAX];
+static int n_unknown;
+
+
+static int has_observed(const shl_pool_stats *ps)
+{
+	return ps->observed[0] || ps->observed[1] || ps->observed[2];
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -145,7 +156,37 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
 		if (ps->hold_ns > 0)
 			fprintf(f, "%-12s HELD by a server retry-after for %.1f s more\n", "",
 				(double)ps->hold_ns / 1e9);
+		if (has_observed(ps) || ps->provisional) {
+			/* Configured vs what the server's headers said, and what
+			 * the bucket runs at. */
+			fprintf(f, "%-12s limits/min configured %llu/%llu/%llu%s", "",
+				(unsigned long long)ps->limit[0], (unsigned long long)ps->limit[1],
+				(unsigned long long)ps->limit[2],
+				ps->provisional ? " (provisional: a preset's stand-in)" : "");
+			if (has_observed(ps))
+				fprintf(f, "  observed %llu/%llu/%llu",
+					(unsigned long long)ps->observed[0],
+					(unsigned long long)ps->observed[1],
+					(unsigned long long)ps->observed[2]);
+			else
+				fprintf(f, "  observed none yet");
+			fprintf(f, "  in force %llu/%llu/%llu%s\n",
+				(unsigned long long)ps->effective[0],
+				(unsigned long long)ps->effective[1],
+				(unsigned long long)ps->effective[2],
+				ps->follow_server ? "" : " (follow_server off: only lowered)");
+		}
 	}
+	if (s->unknown_model == 2 && s->unknown_pool >= 0)
+		fprintf(f, "unknown models: governed by pool %s", s->pools[s->unknown_pool].name);
+	else
+		fprintf(f, "unknown models: %s",
+			s->unknown_model == 1 ? "refused" : "passed through ungoverned");
+	if (n_unknown == 0)
+		fprintf(f, ", none seen\n");
+	for (int i = 0; i < n_unknown; i++)
+		fprintf(f, "%s%s (%llu)%s", i ? ", " : "; seen: ", unknown_ids[i].id,
+			(unsigned long long)unknown_ids[i].seen, i + 1 == n_unknown ? "\n" : "");
 	fprintf(f, "spend %04d-%02d: $%.6f", s->month_year, s->month, tool_usd(s->spend_month));
 	if (s->spend_cap >= 0)
 		fprintf(f, " of $%.2f cap (%.1f%%)", tool_usd(s->spend_cap),
@@ -174,7 +215,23 @@ static void render_table(FILE *f, const char *name, const shl_stats *s)
  * tool and the bindings. */
 static char *render_json(const char *name, const shl_stats *s)
 {
-	return shl_stats_to_json(s, name);
+	char *j = shl_stats_to_json(s, name);
+	if (j == NULL)
+		return j;
+	/* The unknown model ids seen (shl_unknown_list, read with the snapshot). */
+	cJSON *root = cJSON_Parse(j);
+	free(j);
+	cJSON *um = cJSON_GetObjectItemCaseSensitive(root, "unknown_model");
+	cJSON *ul = um ? cJSON_AddArrayToObject(um, "seen") : NULL;
+	for (int i = 0; ul && i < n_unknown; i++) {
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddItemToArray(ul, e);
+		cJSON_AddStringToObject(e, "model", unknown_ids[i].id);
+		cJSON_AddNumberToObject(e, "lookups", (double)unknown_ids[i].seen);
+	}
+	char *out = root ? cJSON_Print(root) : NULL;
+	cJSON_Delete(root);
+	return out;
 }
 
 /* ------------------------------------------------------------------ */
@@ -235,6 +292,25 @@ static const char *const prom_results[6] = {"admitted", "refused", "waited",
  * ITPM and OTPM (t_ variants add 1). */
 static double g_limit(const shl_pool_stats *ps, int i) { return (double)ps->limit[i] / 60.0; }
 static double g_burst(const shl_pool_stats *ps, int i) { return (double)ps->burst[i]; }
+/* Observed and in-force limits: requests alone, tokens by kind (input, output). */
+static const char *const prom_token_kinds[2] = {"input", "output"};
+static double g_obs_req(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->observed[SHL_DIM_RPM] / 60.0;
+}
+static double g_obs_tok(const shl_pool_stats *ps, int i) { return (double)ps->observed[1 + i] / 60.0; }
+static double g_eff_req(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return (double)ps->effective[SHL_DIM_RPM] / 60.0;
+}
+static double g_eff_tok(const shl_pool_stats *ps, int i) { return (double)ps->effective[1 + i] / 60.0; }
+static double g_provisional(const shl_pool_stats *ps, int i)
+{
+	(void)i;
+	return ps->provisional ? 1.0 : 0.0;
+}
 static double g_avail(const shl_pool_stats *ps, int i) { return ps->available[i]; }
 static double g_used(const shl_pool_stats *ps, int i) { return (double)ps->used_last_minute[i]; }
 static double t_limit(const shl_pool_stats *ps, int i) { return g_limit(ps, i + 1); }
@@ -289,6 +365,21 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 	prom_pool(f, seg, s, "pool_limit_tokens_per_second", "gauge",
 		  "Refill rate of a tokens bucket (the ITPM or OTPM limit / 60).", "kind",
 		  prom_token_dims, 2, t_limit);
+	prom_pool(f, seg, s, "pool_observed_limit_requests_per_second", "gauge",
+		  "RPM the server's rate-limit headers report / 60 (0: none reported yet).", NULL,
+		  NULL, 1, g_obs_req);
+	prom_pool(f, seg, s, "pool_observed_limit_tokens_per_second", "gauge",
+		  "ITPM or OTPM the server's rate-limit headers report / 60 (0: none yet).", "kind",
+		  prom_token_kinds, 2, g_obs_tok);
+	prom_pool(f, seg, s, "pool_effective_limit_requests_per_second", "gauge",
+		  "Refill rate the requests bucket runs at (configured, or the server's).", NULL,
+		  NULL, 1, g_eff_req);
+	prom_pool(f, seg, s, "pool_effective_limit_tokens_per_second", "gauge",
+		  "Refill rate a tokens bucket runs at (configured, or the server's).", "kind",
+		  prom_token_kinds, 2, g_eff_tok);
+	prom_pool(f, seg, s, "pool_provisional", "gauge",
+		  "1 when the configured limits are a preset's stand-ins.", NULL, NULL, 1,
+		  g_provisional);
 	prom_pool(f, seg, s, "pool_burst_requests", "gauge",
 		  "Capacity of the requests bucket.", NULL, NULL, 1, g_burst);
 	prom_pool(f, seg, s, "pool_burst_tokens", "gauge",
@@ -340,6 +431,14 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  "When the monthly spend counter resets (00:00 UTC on the 1st).");
 	fprintf(f, "shmlimit_spend_reset_timestamp_seconds{segment=\"%s\"} %lld\n", seg,
 		(long long)s->month_resets_unix);
+	prom_head(f, "unknown_model_lookups_total", "counter",
+		  "Lookups that met a model id no configured entry matches, by id.");
+	for (int i = 0; i < n_unknown; i++) {
+		char id[2 * sizeof(unknown_ids[i].id) + 4];
+		prom_escape(id, sizeof(id), unknown_ids[i].id);
+		fprintf(f, "shmlimit_unknown_model_lookups_total{segment=\"%s\",model=\"%s\"} %llu\n", seg,
+			id, (unsigned long long)unknown_ids[i].seen);
+	}
 	if (!s->cluster)
 		return;
 	prom_head(f, "cluster_redis_up", "gauge", "1 when the agent's last Redis call succeeded.");
@@ -506,6 +605,9 @@ int main(int argc, char **argv)
 			rc = tool_exit_code(r);
 			break;
 		}
+		n_unknown = shl_unknown_list(h, unknown_ids, UNKNOWN_MAX);
+		if (n_unknown < 0)
+			n_unknown = 0;
 		char *text = render(mode, name, &s);
 		if (text == NULL) {
 			fprintf(stderr, PROG ": out of memory\n");

@@ -36,13 +36,13 @@ check() { local desc=$1; shift; if "$@"; then ok "$desc"; else bad "$desc"; fi; 
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 # ---------------------------------------------------------------- presets
-for tier in 1 2 3 4; do
+for tier in 1 2 3 4 start build scale; do
 	N=$P-tier$tier
 	expect 0 "create --tier $tier" "$CTL" create $N --tier $tier
 	"$STAT" --json $N >"$TMP/t.json"; rc=$?
 	check "stat --json on tier $tier (exit $rc)" [ $rc -eq 0 ]
 	# Each pool's limits in stat --json equal the preset file's.
-	if python3 - "$TMP/t.json" libshmlimit/presets/tier$tier.json <<'PY'
+	if python3 - "$TMP/t.json" libshmlimit/presets/$( [ "${#tier}" = 1 ] && echo tier)$tier.json <<'PY'
 import json, sys
 st = json.load(open(sys.argv[1])); pre = json.load(open(sys.argv[2]))
 assert [p["name"] for p in st["pools"]] == [p["name"] for p in pre["pools"]], "pool names"
@@ -51,7 +51,9 @@ for sp, pp in zip(st["pools"], pre["pools"]):
         assert sp["limit"][k] == pp[k], (sp["name"], k, sp["limit"][k], pp[k])
 cap = pre.get("spend_cap_usd")
 assert st["spend"]["cap_usd"] == cap, ("cap", st["spend"]["cap_usd"], cap)
-assert st["nmodels"] == len(pre["models"]), "nmodels"
+# The catch-all pool (unknown_model) is one hidden model entry more.
+assert st["nmodels"] == len(pre["models"]) + ("pool" in (pre.get("unknown_model") or {})), "nmodels"
+assert st["unknown_model"]["pool"] == (pre.get("unknown_model") or {}).get("pool"), "catch-all"
 PY
 	then ok "tier $tier: limits, pool names, cap and model count match the preset"
 	else bad "tier $tier: stat --json differs from the preset"; fi
@@ -236,12 +238,12 @@ for line in open(sys.argv[1]):
         labels.setdefault(m.group(1), set()).update(re.findall(r'(\w+)=', m.group(2)))
 doc = set(re.findall(r'^\| `(shmlimit_[a-z_]+)` \|', open(sys.argv[2]).read(), re.M))
 if names - doc: sys.exit("undocumented: %s" % sorted(names - doc))
-missing = doc - names - {"shmlimit_attach_failures_total"}
+missing = doc - names - {"shmlimit_attach_failures_total", "shmlimit_unknown_model_lookups_total"}
 if missing: sys.exit("documented, not output: %s" % sorted(missing))
 for n, l in labels.items():
     if "dimension" in l: sys.exit("%s mixes requests and tokens through a dimension label" % n)
 units = ("_requests", "_tokens", "_seconds", "_dollars", "_total", "_per_second", "_info", "_ratio")
-unitless = {"shmlimit_config_generation", "shmlimit_spend_exhausted"}
+unitless = {"shmlimit_config_generation", "shmlimit_spend_exhausted", "shmlimit_pool_provisional"}
 for n in names:
     if n not in unitless and not n.endswith(units): sys.exit("no unit in the name: " + n)
     if "_requests" in n and "kind" in labels[n]: sys.exit("requests metric with a token kind: " + n)

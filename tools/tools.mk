@@ -17,8 +17,23 @@ $(BUILD)/tools/%.o: tools/%.c tools/common.h tools/ctl.h tools/ticket.h libshmli
 $(TOOLS_STAT): $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(LIB_A)
 	$(CC) -o $@ $(BUILD)/tools/stat.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
 
-$(TOOLS_CTL): $(CTL_OBJ) $(TOOLS_COMMON) $(LIB_A)
-	$(CC) -o $@ $(CTL_OBJ) $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC)
+# sync (tools/sync.c) talks to the Rate Limits API with libcurl.
+CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+$(BUILD)/tools/ctl.o $(BUILD)/tools/sync.o: tools/sync.h
+$(TOOLS_CTL): $(CTL_OBJ) $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(CTL_OBJ) $(BUILD)/tools/sync.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
+
+# A fleet worker for test-follow.sh: libcurl requests to the mock, the feedback calls.
+TOOLS_FOLLOWER := $(BUILD)/tools/test-follower
+$(TOOLS_FOLLOWER): $(BUILD)/tools/test-follower.o $(TOOLS_COMMON) $(LIB_A)
+	$(CC) -o $@ $(BUILD)/tools/test-follower.o $(TOOLS_COMMON) $(ALL_LDFLAGS) $(SHL_STATIC) $(CURL_LIBS)
+
+# sync against the mock's Rate Limits API (127.0.0.1, started and stopped by the script).
+CHECKS += check-sync
+.PHONY: check-sync
+check-sync: $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER) $(BUILD)/.deps-test
+	timeout 120 tools/test-sync.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock
+	timeout 180 tools/test-follow.sh $(TOOLS_CTL) $(TOOLS_STAT) $(BUILD)/shmlimit-mock $(TOOLS_FOLLOWER)
 
 .PHONY: check-tools check-tools-docs
 check-tools: $(TOOLS_STAT) $(TOOLS_CTL) $(TOOLS_ADMITTER) check-tools-docs

@@ -78,6 +78,7 @@ extern "C" {
 	X(EINVAL, "invalid argument or configuration")                        \
 	X(ENOMEM, "out of memory")                                             \
 	X(ESRCH, "no pool is configured for this model")                       \
+	X(ENOMSG, "model unknown to the configuration, whose unknown_model policy refuses it") \
 	X(EAGAIN, "not admitted now; retry after the returned wait")           \
 	X(E2BIG, "request is larger than a bucket's capacity; it can never be admitted") \
 	X(EDQUOT, "monthly spend cap reached")                                 \
@@ -141,11 +142,22 @@ typedef struct shl_config shl_config;
 SHL_API int shl_config_parse(const char *json, size_t len, shl_config **out,
 			     shl_err *err);
 
-/* A built-in tier preset, tier 1..4 (-EINVAL otherwise). */
+/* A built-in numbered tier preset, tier 1..4 (-EINVAL otherwise): the
+ * older scheme, aliases of the presets named "tier1" .. "tier4". */
 SHL_API int shl_config_preset(int tier, shl_config **out);
 
-/* The JSON text of a preset (static storage), or NULL. */
+/* The JSON text of a numbered tier preset (static storage), or NULL. */
 SHL_API const char *shl_preset_json(int tier);
+
+/*
+ * Presets by name: "start", "build", "scale" (the tiers as the API names
+ * them today), "tier1" .. "tier4" (the older numbered scheme; "1" .. "4"
+ * are accepted too), case-insensitive.  -EINVAL / NULL for a name no
+ * preset has.  shl_preset_names() lists them, comma-separated.
+ */
+SHL_API int shl_config_preset_named(const char *name, shl_config **out);
+SHL_API const char *shl_preset_json_named(const char *name);
+SHL_API const char *shl_preset_names(void);
 
 /*
  * Serialise a configuration as JSON that shl_config_parse accepts back
@@ -280,7 +292,13 @@ SHL_API int shl_check(shl_t *h, char *report, size_t report_len);
 /*
  * Map a model id ("claude-sonnet-4-5-20250929") to its model entry: the
  * exact id if configured, else the longest matching prefix pattern
- * ("claude-sonnet-4-5*").  Returns the entry index (>= 0) or -ESRCH.
+ * ("claude-sonnet-4-5*").  An id no entry matches gets the configuration's
+ * unknown_model policy: the catch-all pool's entry ({"pool": NAME}),
+ * -ESRCH ("pass": not governed) or -ENOMSG ("refuse": do not send it); and
+ * it is noted in the segment's table of unknown ids (shl_unknown_list).
+ * The ids "count_tokens" and "message_batches" (the request/response
+ * component's names for those endpoints) never go to the catch-all.
+ * Returns the entry index (>= 0), -ESRCH or -ENOMSG.
  * Uses a process-local lock-free hash table; no scan of shared memory.
  * The index may be cached: it stays valid across applies while its entry
  * stays configured (see shl_apply for the one exception).
@@ -468,6 +486,21 @@ SHL_API int shl_route(shl_t *h, const int *models, int n, const shl_cost *cost,
  */
 SHL_API int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u);
 
+/*
+ * Settle an admission whose response was served by another model than the
+ * one admitted (a server-side fallback: the response's `model` differs
+ * from the request's).  `served` is the serving model's entry (from
+ * shl_lookup of the response's model).  The usage is charged to the pool
+ * and prices of the serving model: when that is the admitted pool, as
+ * shl_settle with the serving model's prices; otherwise the admission is
+ * given back to its pool (as shl_cancel) and the serving pool is charged
+ * one request and the usage, as debt (its buckets may go below zero;
+ * later admissions there wait for it), with the spend at the serving
+ * model's prices.  `served` < 0 (no entry for that model) or equal to
+ * t->model: exactly shl_settle.
+ */
+SHL_API int shl_settle_as(shl_t *h, shl_ticket *t, int served, const shl_usage *u);
+
 /* Refund everything of an admission whose request was never sent. */
 SHL_API int shl_cancel(shl_t *h, shl_ticket *t);
 
@@ -494,6 +527,50 @@ SHL_API int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining);
 /* The server refused for the spend cap: mark this month's spend exhausted
  * until the month rolls over. */
 SHL_API int shl_spend_exhaust(shl_t *h);
+
+/*
+ * The server's limits for `pool`, per minute, as its response headers
+ * report them: anthropic-ratelimit-{requests,input-tokens,output-tokens}-
+ * limit, in the order RPM, ITPM, OTPM (0: that header was absent; that
+ * dimension keeps what was observed before).  Call it with every response
+ * that carries them, for the pool of the model that served it.  Costs two
+ * loads when nothing changed.  When a limit differs from what the segment
+ * recorded, it is recorded (shmlimit-stat shows configured vs observed),
+ * and the pool's bucket runs at
+ *   follow_server true (default): the observed limit, up or down;
+ *   follow_server false:          the lower of configured and observed;
+ * with bursts scaled to it.  A change of the rate publishes a new
+ * configuration generation (as shl_apply does, without a restart): every
+ * process adopts it at its next call; a bucket never has more available
+ * after the change than before (down: it keeps its deficit in units; up:
+ * it keeps the units it has and fills to the larger burst at the new
+ * rate); tickets admitted before give nothing back to the buckets when
+ * settled or cancelled (their spend still settles), so the change never
+ * lets more through than either rate would.  An apply that changes a
+ * pool's configured limits forgets what was observed for it.  The
+ * unknown_model catch-all pool keeps the lowest limits any of its models
+ * reported (they may belong to different server pools): it only goes down.
+ * Returns 1 when the rate changed, 0 when not, or -EINVAL, -EACCES,
+ * -EOVERFLOW (a limit over 10^12), -EUCLEAN.
+ */
+SHL_API int shl_observe_limits(shl_t *h, int pool, const uint64_t limit_per_min[3]);
+
+/*
+ * Unknown model ids.  shl_unknown_note: 1 when `model_id` matches no
+ * configured entry (it goes to the unknown_model policy) and this process
+ * has not been told so before through this call (print one line on
+ * stderr then), 2 when unknown and already noted, 0 when a configured
+ * entry matches.  (shl_lookup records the id in the segment's table.)
+ * shl_unknown_list: the ids in the table (at most 12;
+ * `seen` counts lookups that met one, about one per process and
+ * configuration), returns how many were written (<= max).
+ */
+typedef struct shl_unknown_model {
+	char id[64];
+	uint64_t seen;
+} shl_unknown_model;
+SHL_API int shl_unknown_note(shl_t *h, const char *model_id);
+SHL_API int shl_unknown_list(shl_t *h, shl_unknown_model *out, int max);
 
 /* ------------------------------------------------------------------ */
 /* Reading Messages API requests and responses                          */
@@ -534,7 +611,10 @@ SHL_API int shl_ex_kind(const char *method, const char *path);
  * a request this library can read (or `kind` is SHL_EX_NONE); -ESRCH (with
  * `err`) when no model entry governs it (a Messages model without a pool;
  * count_tokens or batches without a `count_tokens` / `message_batches`
- * entry): pass it through; -ENOMEM.  The input estimate (documented in
+ * entry): pass it through; -ENOMSG (with `err`) when the model matches no
+ * entry and the configuration's unknown_model policy refuses it: do not
+ * send it; -ENOMEM.  (A model no entry matches under a catch-all pool
+ * opens on that pool; shl_unknown_note says whether to name it.)  The input estimate (documented in
  * preload/README.md, "What a request is charged") is scaled by the pool's
  * learned ratio (shl_pool_stats.est_ratio) for Messages requests.  The
  * handle must outlive the exchange.
@@ -605,7 +685,13 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  *     requests and output-tokens counts already clamp when the headers are
  *     over: the blank line of raw headers, or the first body bytes; the
  *     input count, of a stream, at its message_start);
- *   - a usage read on a 2xx teaches the pool's estimate ratio.
+ *   - a usage read on a 2xx teaches the pool's estimate ratio;
+ *   - a response whose `model` (JSON, or the stream's message_start) is not
+ *     the request's (a server-side fallback) is settled on the serving
+ *     model's pool and prices (shl_settle_as), and the feedback above goes
+ *     to that pool;
+ *   - last, the anthropic-ratelimit-*-limit headers are recorded for that
+ *     pool and followed (shl_observe_limits).
  * Returns SHL_EX_SETTLED, SHL_EX_ESTIMATED (usage unreadable: charged the
  * estimate), SHL_EX_CANCELLED, SHL_EX_UNADMITTED (no ticket: nothing to
  * do), or a negative code; idempotent (later calls return the same).
@@ -637,8 +723,8 @@ SHL_API char *shl_stats_to_json(const struct shl_stats *s, const char *name);
 typedef struct shl_pool_stats {
 	int index;                        /* the pool's index (shl_ticket.pool) */
 	char name[SHL_NAME_MAX + 1];
-	uint64_t limit[SHL_NBUCKETS];     /* per minute */
-	uint64_t burst[SHL_NBUCKETS];     /* capacity */
+	uint64_t limit[SHL_NBUCKETS];     /* per minute, configured */
+	uint64_t burst[SHL_NBUCKETS];     /* capacity (at the effective rate) */
 	double available[SHL_NBUCKETS];   /* units available now (< 0: in debt) */
 	uint64_t used_last_minute[SHL_NBUCKETS]; /* settled use, last 60 s */
 	int64_t prices[5];                /* units/token: input, output, cw5m, cw1h, read */
@@ -658,6 +744,11 @@ typedef struct shl_pool_stats {
 	uint64_t lease_refills;           /* leases taken from Redis */
 	uint64_t lease_short;             /* admissions refused for lack of lease */
 	uint64_t lease_fallback;          /* leases granted at the fallback share */
+	uint64_t observed[SHL_NBUCKETS];  /* per minute, as the server reported (0: not yet) */
+	uint64_t effective[SHL_NBUCKETS]; /* per minute, what the bucket runs at */
+	int follow_server;                /* 1: the bucket follows the observed limits */
+	int provisional;                  /* 1: configured limits are a preset's stand-ins */
+	int64_t observed_unix_ns;         /* when the observed limits last changed, 0 never */
 } shl_pool_stats;
 
 typedef struct shl_stats {
@@ -671,6 +762,8 @@ typedef struct shl_stats {
 	int spend_exhausted;         /* server said the cap is reached */
 	int month_year, month;       /* the month counted (UTC), month 1..12 */
 	int64_t month_resets_unix;   /* next 00:00 UTC on the 1st, seconds */
+	int unknown_model;           /* 0 pass, 1 refuse, 2 catch-all pool */
+	int unknown_pool;            /* index in pools[] of the catch-all, else -1 */
 	shl_pool_stats pools[SHL_MAX_POOLS];
 	/* Workers refused at attach after opening the segment read-write
 	 * (another user's segment not created for a group: -EPERM; a corrupt

@@ -23,7 +23,14 @@
  *     prices           {input, output, cache_write_5m, cache_write_1h,
  *                      cache_read}: USD per million tokens, >= 0, at most
  *                      3 decimals
- *   models[]           0..256 objects:
+ *     follow_server    boolean, default true: adopt the limits the server's
+ *                      headers report (false: they only ever lower the pool)
+ *     provisional      boolean, default false: the limits are stand-ins
+ *                      (the lowest published numbers for the model class)
+ *   unknown_model      "pass" (default), "refuse", or {"pool": NAME}: what a
+ *                      model id no entry matches gets (a catch-all pool is
+ *                      kept as a hidden model entry "*", SHL_MF_CATCHALL)
+ *   models[]           0..256 objects (255 with a catch-all pool):
  *     match            a model id, or a prefix ending in '*'; unique
  *     pool             the name of a pool
  *     prices           optional, overrides the pool's prices for this model
@@ -93,6 +100,11 @@ static uint64_t interval_of(uint64_t limit, uint32_t margin_ppm)
 	return (uint64_t)((num + den - 1) / den);
 }
 
+uint64_t shl__interval(uint64_t limit, uint32_t margin_ppm)
+{
+	return interval_of(limit, margin_ppm);
+}
+
 /* RPM: one second's worth, rounded down, at least 1.  Down, not up: the
  * server enforces RPM over short windows too (60 RPM as one request per
  * second), so 119 RPM must not start with a burst of 2 in one second. */
@@ -147,13 +159,13 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 		shl__err(e, "config.spend_cap: %lld out of range", (long long)s->spend_cap);
 		return -EUCLEAN;
 	}
-	int used = 0;
+	int used = 0, catchall = 0;
 	for (unsigned i = 0; i < s->npools; i++) {
 		const struct shl_pool_cfg *p = &s->pools[i];
 		if (!(p->flags & SHL_PF_USED))
 			continue;
 		used++;
-		if (p->flags & ~(uint32_t)(0x3f | SHL_PF_CLUSTER)) {
+		if (p->flags & ~(uint32_t)SHL_PF_ALL) {
 			shl__err(e, "config.pools[%u].flags: unknown bits 0x%x", i, p->flags);
 			return -EUCLEAN;
 		}
@@ -197,7 +209,7 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 			shl__err(e, "config.models[%u].match: not a valid model pattern", i);
 			return -EUCLEAN;
 		}
-		if (m->flags & ~(uint32_t)(SHL_MF_PREFIX | SHL_MF_PRICES)) {
+		if (m->flags & ~(uint32_t)(SHL_MF_PREFIX | SHL_MF_PRICES | SHL_MF_CATCHALL)) {
 			shl__err(e, "config.models[%u].flags: unknown bits 0x%x", i, m->flags);
 			return -EUCLEAN;
 		}
@@ -211,6 +223,21 @@ int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e)
 					 price_keys[k]);
 				return -EUCLEAN;
 			}
+		if ((m->flags & SHL_MF_CATCHALL) &&
+		    (s->unknown_policy != SHL_UNKNOWN_POOL || m->pool != s->unknown_pool ||
+		     strcmp(m->match, "*") != 0 || catchall++)) {
+			shl__err(e, "config.models[%u]: a catch-all entry that unknown_model does "
+				    "not name", i);
+			return -EUCLEAN;
+		}
+	}
+	if (s->unknown_policy > SHL_UNKNOWN_POOL) {
+		shl__err(e, "config.unknown_policy: %u, expected 0..2", s->unknown_policy);
+		return -EUCLEAN;
+	}
+	if (s->unknown_policy == SHL_UNKNOWN_POOL && catchall != 1) {
+		shl__err(e, "config.unknown_pool: no catch-all entry for pool %u", s->unknown_pool);
+		return -EUCLEAN;
 	}
 	return 0;
 }
@@ -246,15 +273,91 @@ void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s)
 	}
 }
 
-/* Exact id first, then the longest matching prefix pattern. */
-int shl__model_match(const struct shl_cfg_slot *s, const char *id)
+/*
+ * The limits a pool's bucket runs at: the configured ones, or what the
+ * server reported (observe.c) when those are for this pool: followed up
+ * and down, or only downwards with follow_server false.  Bursts scale
+ * with the rate: a default burst is recomputed for it, a configured one
+ * scaled in proportion (rounded down, at least 1).
+ */
+void shl__effective(const struct shl_pool_cfg *p, const struct shl_observed *o,
+		    uint64_t limit[SHL_NBUCKETS], uint64_t burst[SHL_NBUCKETS])
+{
+	/* relaxed: the observed words are written under the flock before the
+	 * generation deriving from them is published (segment.c). */
+	int mine = o != NULL && atomic_load_explicit(&((struct shl_observed *)o)->name_hash,
+						     memory_order_relaxed) == shl__name_hash(p->name);
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		uint64_t c = p->limit[d], v = c;
+		uint64_t ob = mine ? atomic_load_explicit(&((struct shl_observed *)o)->limit[d],
+							  memory_order_relaxed)
+				   : 0;
+		if (ob > LIMIT_MAX)
+			ob = LIMIT_MAX;
+		if (ob != 0)
+			v = (p->flags & SHL_PF_NOFOLLOW) && ob > c ? c : ob;
+		limit[d] = v;
+		if (v == c)
+			burst[d] = p->burst[d];
+		else if (p->flags & (SHL_PF_BURST_SET << d)) {
+			unsigned __int128 b = (unsigned __int128)p->burst[d] * v / c;
+			burst[d] = b < 1 ? 1 : (uint64_t)b;
+		} else
+			burst[d] = default_burst(d, v);
+	}
+}
+
+/* The derived numbers of every pool at its effective limits. */
+void shl__local_observe(struct shl_local *l, const struct shl_seg *seg)
+{
+	for (unsigned i = 0; i < l->slot.npools && i < SHL_MAX_POOLS; i++) {
+		const struct shl_pool_cfg *p = &l->slot.pools[i];
+		struct shl_pool_local *pl = &l->pools[i];
+		if (!(p->flags & SHL_PF_USED))
+			continue;
+		uint64_t lim[SHL_NBUCKETS], bur[SHL_NBUCKETS];
+		shl__effective(p, &seg->pext[i].observed, lim, bur);
+		for (int d = 0; d < SHL_NBUCKETS; d++) {
+			pl->interval[d] = interval_of(lim[d], p->margin_ppm);
+			pl->burst[d] = bur[d];
+			pl->tol[d] = shl__mul_sat(bur[d], pl->interval[d]);
+			if (pl->tol[d] > TOL_MAX) { /* a scribbled word: stay at the configured */
+				pl->interval[d] = interval_of(p->limit[d], p->margin_ppm);
+				pl->burst[d] = p->burst[d];
+				pl->tol[d] = p->burst[d] * pl->interval[d];
+			}
+		}
+	}
+}
+
+/* The ids the request/response component looks up for the endpoints that
+ * have pools of their own (preload/README.md): configured explicitly or
+ * not governed, never sent to the catch-all pool. */
+static int endpoint_id(const char *id)
+{
+	return strcmp(id, "count_tokens") == 0 || strcmp(id, "message_batches") == 0;
+}
+
+/*
+ * Exact id first, then the longest matching prefix pattern; then the
+ * unknown_model policy: the catch-all entry, -ESRCH (pass) or -ENOMSG
+ * (refuse).  *unknown (may be NULL) is set to 1 when no configured entry
+ * matched the id.
+ */
+int shl__model_match_ex(const struct shl_cfg_slot *s, const char *id, int *unknown)
 {
 	size_t n = strlen(id);
-	int best = -ESRCH;
+	int best = -ESRCH, catchall = -1;
 	size_t best_len = 0;
 	unsigned nm = s->nmodels > SHL_MAX_MODELS ? SHL_MAX_MODELS : s->nmodels;
+	if (unknown)
+		*unknown = 0;
 	for (unsigned i = 0; i < nm; i++) {
 		const struct shl_model_cfg *m = &s->models[i];
+		if (m->flags & SHL_MF_CATCHALL) {
+			catchall = (int)i;
+			continue;
+		}
 		size_t ml = strnlen(m->match, sizeof(m->match));
 		if (!(m->flags & SHL_MF_PREFIX)) {
 			if (ml == n && memcmp(m->match, id, n) == 0)
@@ -267,7 +370,20 @@ int shl__model_match(const struct shl_cfg_slot *s, const char *id)
 			best_len = pl;
 		}
 	}
-	return best;
+	if (best >= 0 || endpoint_id(id))
+		return best;
+	if (unknown)
+		*unknown = 1;
+	if (s->unknown_policy == SHL_UNKNOWN_REFUSE)
+		return -ENOMSG;
+	if (s->unknown_policy == SHL_UNKNOWN_POOL && catchall >= 0)
+		return catchall;
+	return -ESRCH;
+}
+
+int shl__model_match(const struct shl_cfg_slot *s, const char *id)
+{
+	return shl__model_match_ex(s, id, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -370,10 +486,26 @@ static int get_prices(const cJSON *o, const char *path, int64_t price[SHL_NPRICE
 	return 0;
 }
 
+/* An optional boolean key: 0 absent (*v untouched), 1 read, or an error. */
+static int get_bool(const cJSON *o, const char *key, const char *path, int *v, shl_err *e)
+{
+	const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (b == NULL)
+		return 0;
+	if (!cJSON_IsBool(b)) {
+		shl__err(e, "%s.%s: expected true or false", path, key);
+		return -EINVAL;
+	}
+	*v = cJSON_IsTrue(b) ? 1 : 0;
+	return 1;
+}
+
 static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
 {
-	static const char *const keys[] = {"name", "rpm", "itpm", "otpm", "burst", "otpm_mode",
-					   "cache_reads_count", "margin", "prices", NULL};
+	static const char *const keys[] = {"name",	       "rpm",	      "itpm",
+					   "otpm",	       "burst",	      "otpm_mode",
+					   "cache_reads_count", "margin",	      "prices",
+					   "follow_server",     "provisional", NULL};
 	struct shl_pool_cfg *p = &s->pools[i];
 	char path[64], kp[96];
 	int r;
@@ -449,6 +581,14 @@ static int parse_pool(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e)
 		if (cJSON_IsTrue(cr))
 			p->flags |= SHL_PF_CACHE_READS;
 	}
+	int follow = 1, prov = 0;
+	if ((r = get_bool(o, "follow_server", path, &follow, e)) < 0 ||
+	    (r = get_bool(o, "provisional", path, &prov, e)) < 0)
+		return r;
+	if (!follow)
+		p->flags |= SHL_PF_NOFOLLOW;
+	if (prov)
+		p->flags |= SHL_PF_PROVISIONAL;
 	snprintf(kp, sizeof(kp), "%s.prices", path);
 	const cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prices");
 	if (pr == NULL)
@@ -501,10 +641,64 @@ static int parse_model(const cJSON *o, int i, struct shl_cfg_slot *s, shl_err *e
 	return 0;
 }
 
+/* unknown_model: "pass", "refuse" or {"pool": NAME}; after pools and models. */
+static int parse_unknown(const cJSON *u, struct shl_cfg_slot *s, shl_err *e)
+{
+	static const char *const what =
+		"expected \"pass\", \"refuse\" or {\"pool\": NAME} (what a model id no "
+		"models[] entry matches gets)";
+	s->unknown_policy = SHL_UNKNOWN_PASS;
+	if (u == NULL)
+		return 0;
+	if (cJSON_IsString(u)) {
+		if (strcmp(u->valuestring, "pass") == 0)
+			return 0;
+		if (strcmp(u->valuestring, "refuse") == 0) {
+			s->unknown_policy = SHL_UNKNOWN_REFUSE;
+			return 0;
+		}
+		return bad(e, "unknown_model", what);
+	}
+	if (!cJSON_IsObject(u))
+		return bad(e, "unknown_model", what);
+	static const char *const keys[] = {"pool", NULL};
+	int r = check_keys(u, "unknown_model", keys, e);
+	if (r)
+		return r;
+	const cJSON *pn = cJSON_GetObjectItemCaseSensitive(u, "pool");
+	if (!cJSON_IsString(pn))
+		return bad(e, "unknown_model.pool", "expected the name of a pool");
+	int found = -1;
+	for (unsigned j = 0; j < s->npools; j++)
+		if (strcmp(s->pools[j].name, pn->valuestring) == 0)
+			found = (int)j;
+	if (found < 0)
+		return bad(e, "unknown_model.pool", "no pool of that name");
+	for (unsigned i = 0; i < s->nmodels; i++)
+		if (strcmp(s->models[i].match, "*") == 0) {
+			shl__err(e, "unknown_model.pool: models[%u] ('*') already matches every model; "
+				    "keep one of the two", i);
+			return -EINVAL;
+		}
+	if (s->nmodels >= SHL_MAX_MODELS)
+		return bad(e, "unknown_model.pool",
+			   "the catch-all pool takes one of the 256 model entries, and all are used");
+	struct shl_model_cfg *m = &s->models[s->nmodels++];
+	memset(m, 0, sizeof(*m));
+	snprintf(m->match, sizeof(m->match), "*");
+	m->flags = SHL_MF_PREFIX | SHL_MF_CATCHALL;
+	m->pool = (uint32_t)found;
+	memcpy(m->price, s->pools[found].price, sizeof(m->price));
+	s->unknown_policy = SHL_UNKNOWN_POOL;
+	s->unknown_pool = (uint32_t)found;
+	return 0;
+}
+
 static int parse_root(const cJSON *root, struct shl_cfg_slot *s, struct shl_cluster_cfg *cl,
 		      shl_err *e)
 {
-	static const char *const keys[] = {"spend_cap_usd", "pools", "models", "cluster", NULL};
+	static const char *const keys[] = {"spend_cap_usd", "pools", "models", "cluster",
+					   "unknown_model", NULL};
 	int r;
 	if (!cJSON_IsObject(root))
 		return bad(e, "(root)", "expected an object {spend_cap_usd, pools, models}");
@@ -542,9 +736,10 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, struct shl_clus
 	if (cl->enabled)
 		for (unsigned k = 0; k < s->npools; k++)
 			s->pools[k].flags |= SHL_PF_CLUSTER;
+	const cJSON *unk = cJSON_GetObjectItemCaseSensitive(root, "unknown_model");
 	const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
 	if (models == NULL)
-		return 0;
+		return parse_unknown(unk, s, e);
 	if (!cJSON_IsArray(models))
 		return bad(e, "models", "expected an array of 0 to 256 models");
 	int nm = cJSON_GetArraySize(models);
@@ -555,7 +750,7 @@ static int parse_root(const cJSON *root, struct shl_cfg_slot *s, struct shl_clus
 	for (const cJSON *m = models->child; m != NULL; m = m->next, i++)
 		if ((r = parse_model(m, i, s, e)))
 			return r;
-	return 0;
+	return parse_unknown(unk, s, e);
 }
 
 /*
@@ -746,6 +941,40 @@ int shl_config_parse(const char *json, size_t len, shl_config **out, shl_err *er
 	return 0;
 }
 
+/*
+ * Presets by name.  The names are the files' (libshmlimit/presets/NAME.json,
+ * embedded by scripts/embed.sh); "1".."4" are the numbered tiers' aliases
+ * (tier1 .. tier4), and any name may be written in capitals ("Start").
+ */
+const char *shl_preset_json_named(const char *name)
+{
+	if (name == NULL || *name == '\0' || strlen(name) > 32)
+		return NULL;
+	char key[40];
+	size_t n = strlen(name);
+	int digit = n == 1 && name[0] >= '1' && name[0] <= '9';
+	snprintf(key, sizeof(key), "%s%s", digit ? "tier" : "", name);
+	for (char *c = key; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	for (int i = 0; i < shl__npresets; i++)
+		if (strcmp(shl__preset_names[i], key) == 0)
+			return shl__presets[i];
+	return NULL;
+}
+
+int shl_config_preset_named(const char *name, shl_config **out)
+{
+	const char *j = shl_preset_json_named(name);
+	if (j == NULL || out == NULL)
+		return -EINVAL;
+	return shl_config_parse(j, strlen(j), out, NULL);
+}
+
+const char *shl_preset_names(void)
+{
+	return shl__preset_list;
+}
+
 int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out)
 {
 	if (cfg == NULL || out == NULL)
@@ -774,9 +1003,11 @@ int shl_config_pool(const shl_config *cfg, int i, shl_pool_info *out)
 
 const char *shl_preset_json(int tier)
 {
-	if (tier < 1 || tier > shl__npresets)
+	char name[16];
+	if (tier < 1 || tier > 9)
 		return NULL;
-	return shl__presets[tier - 1];
+	snprintf(name, sizeof(name), "tier%d", tier);
+	return shl_preset_json_named(name);
 }
 
 int shl_config_preset(int tier, shl_config **out)
@@ -840,10 +1071,22 @@ char *shl_config_to_json(const shl_config *cfg)
 		if (p->margin_ppm != SHL_MARGIN_DEFAULT_PPM) /* the default round-trips unwritten */
 			cJSON_AddNumberToObject(o, "margin", (double)p->margin_ppm / 1e6);
 		cJSON_AddItemToObject(o, "prices", prices_json(p->price));
+		cJSON_AddBoolToObject(o, "follow_server", !(p->flags & SHL_PF_NOFOLLOW));
+		if (p->flags & SHL_PF_PROVISIONAL)
+			cJSON_AddTrueToObject(o, "provisional");
 	}
+	if (s->unknown_policy == SHL_UNKNOWN_REFUSE)
+		cJSON_AddStringToObject(root, "unknown_model", "refuse");
+	else if (s->unknown_policy == SHL_UNKNOWN_POOL && s->unknown_pool < SHL_MAX_POOLS) {
+		cJSON *u = cJSON_AddObjectToObject(root, "unknown_model");
+		cJSON_AddStringToObject(u, "pool", s->pools[s->unknown_pool].name);
+	} else
+		cJSON_AddStringToObject(root, "unknown_model", "pass");
 	cJSON *models = cJSON_AddArrayToObject(root, "models");
 	for (unsigned i = 0; models && i < s->nmodels && i < SHL_MAX_MODELS; i++) {
 		const struct shl_model_cfg *m = &s->models[i];
+		if (m->flags & SHL_MF_CATCHALL)
+			continue; /* written as unknown_model */
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddItemToArray(models, o);
 		cJSON_AddStringToObject(o, "match", m->match);

@@ -407,6 +407,17 @@ static void feedback(shl_t *h, shl_exchange *x, const shl_usage *u, int settled)
 		}
 		shl__clamp_at(h, x->pool, d, rem, after, x->headers_at);
 	}
+	/* The pool's real limits (anthropic-ratelimit-*-limit): recorded, and
+	 * followed (shl_observe_limits); last, so that a change of the rate,
+	 * which is a new generation, takes nothing from this settlement. */
+	uint64_t lim[SHL_NBUCKETS];
+	int any = 0;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		lim[d] = r->limit[d] > 0 ? (uint64_t)r->limit[d] : 0;
+		any |= lim[d] != 0;
+	}
+	if (any && !h->rdonly)
+		(void)shl_observe_limits(h, x->pool, lim);
 }
 
 int shl_ex_finish(shl_t *h, shl_exchange *x, int sent)
@@ -456,12 +467,26 @@ int shl_ex_finish(shl_t *h, shl_exchange *x, int sent)
 	}
 	/* else: an error status without usage: nothing billed, the request
 	 * still counts for RPM (settle with zero usage). */
+	/* A server-side fallback: the response names another model than the
+	 * request's.  Its usage is charged to the serving model's pool and
+	 * prices (shl_settle_as), and the feedback below is that pool's: its
+	 * rate-limit headers describe it. */
+	int served = -1;
+	if (!cancel && x->kind == SHL_EX_MESSAGES && r->model[0] != '\0' &&
+	    strcmp(r->model, x->req.model) != 0) {
+		served = shl_lookup(h, r->model);
+		int sp = served >= 0 ? shl_model_pool(h, served) : -1;
+		if (sp >= 0)
+			x->pool = sp;
+		else
+			served = -1;
+	}
 	int rc;
 	if (cancel) {
 		rc = shl_cancel(h, &x->ticket);
 		outcome = SHL_EX_CANCELLED;
 	} else {
-		rc = shl_settle(h, &x->ticket, &u);
+		rc = shl_settle_as(h, &x->ticket, served, &u); /* served < 0: shl_settle */
 	}
 	feedback(h, x, &u, !cancel);
 	if (!cancel && ok && x->kind == SHL_EX_MESSAGES && r->usage_seen) {

@@ -96,9 +96,28 @@ SHL_HIDDEN int shl__slot_validate(const struct shl_cfg_slot *s, shl_err *e);
 SHL_HIDDEN void shl__local_build(struct shl_local *l, const struct shl_cfg_slot *s);
 SHL_HIDDEN uint64_t shl__slot_checksum(const struct shl_cfg_slot *s);
 SHL_HIDDEN int shl__model_match(const struct shl_cfg_slot *s, const char *id);
+SHL_HIDDEN int shl__model_match_ex(const struct shl_cfg_slot *s, const char *id, int *unknown);
 SHL_HIDDEN uint32_t shl__name_hash(const char *s);
+/* presets_gen.c (scripts/embed.sh): each preset's JSON and its file name. */
 extern const char *const shl__presets[];
+extern const char *const shl__preset_names[];
+extern const char shl__preset_list[]; /* the names, comma-separated */
 extern const int shl__npresets;
+/* observe.c: the limits the bucket runs at, from the configured ones and
+ * what the server reported (shl_observe_limits). */
+SHL_HIDDEN uint64_t shl__interval(uint64_t limit_per_min, uint32_t margin_ppm); /* ns per unit */
+/* Is pool p the configuration's catch-all (unknown_model)? */
+static inline int shl__catchall_pool(const struct shl_cfg_slot *s, int p)
+{
+	return s->unknown_policy == SHL_UNKNOWN_POOL && s->unknown_pool == (uint32_t)p;
+}
+SHL_HIDDEN void shl__local_observe(struct shl_local *l, const struct shl_seg *seg);
+SHL_HIDDEN int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKETS]);
+SHL_HIDDEN void shl__effective(const struct shl_pool_cfg *p, const struct shl_observed *o,
+			       uint64_t limit[SHL_NBUCKETS], uint64_t burst[SHL_NBUCKETS]);
+/* unknown.c: note a model id no entry matched in the segment's table;
+ * 1 if this call added it, 0 if it was there, negative if not recorded. */
+SHL_HIDDEN int shl__unknown_record(struct shl *h, const char *id);
 
 /* bucket.c: GCRA arithmetic on one word, shared with the benchmarks, and
  * the bucket pair with its refund ledger (see bucket.c's top comment). */

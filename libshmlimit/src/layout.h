@@ -134,6 +134,13 @@
  *                cannot be recorded in the segment; the last_* fields of
  *                two racing failures may mix.
  *   +64    1024  unknown: model ids no entry matched, as seen by workers
+ *                 (struct shl_unknown_tab): +0 u32 n (entries claimed),
+ *                 +4 u32 dropped (ids not recorded: table full), +8 56
+ *                 bytes reserved; +64 12 entries x 80 bytes: u64 tag (0
+ *                 free; else the id's hash with bit 0 set once id[] is
+ *                 written, clear while it is), u64 seen (lookups that
+ *                 met it: once per process and configuration), char
+ *                 id[64]
  *   +1088  512   cluster (struct shl_cluster_seg): multi-host mode
  *          +0 u32 enabled, +4 u32 port, +8 u32 lease_ms, +12 u32 fallback_ppm,
  *          +16 char host[128], +144 char prefix[64]   (create/apply, flock)
@@ -161,6 +168,14 @@
  *                         same fixed point, 0 = empty
  *   +512   64    observed: the limits the server's headers report
  *   +512   64    observed: the limits the server's headers report
+ *                 (struct shl_observed): +0 u64 limit[3] (rpm, itpm,
+ *                 otpm per minute; 0: none reported), +24 i64
+ *                 updated_unix_ns, +32 u64 changes (times they changed),
+ *                 +40 u32 name_hash (the pool they were reported for: an
+ *                 apply that puts another pool at this index ignores
+ *                 them), +44 u32 reserved, +48 16 bytes reserved.
+ *                 Written under the segment's flock, before the
+ *                 generation that derives from them is published.
  *   +576   256   cluster (struct shl_cluster_pool): this host's leases
  *          per RPM/ITPM/OTPM d, 64 bytes at +64d: i64 credit, u64 fb_tat,
  *          need_ns, granted_ns, expired_ns, 24 bytes pad;
@@ -179,6 +194,11 @@
  *                      (spend_epoch was zero padding before it was added: a
  *                      reader that predates it ignores it and misreads
  *                      nothing, so adding it needed no new layout version)
+ *                      u32 unknown_policy at +40 (SHL_UNKNOWN_*: what a
+ *                      model id no entry matches gets; 0, "pass", is what
+ *                      zero padding always meant), u32 unknown_pool at +44
+ *                      (the catch-all pool's index for SHL_UNKNOWN_POOL),
+ *                      16 bytes pad
  *   +64     64 x 128   pools   (struct shl_pool_cfg)
  *   +8256   256 x 128  models  (struct shl_model_cfg)
  *
@@ -187,6 +207,10 @@
  *   +120 u32 flags (SHL_PF_*), +124 u32 margin_ppm (pools[].margin in parts
  *   per million, 0..500000: every bucket's interval is lengthened by
  *   1 + margin; was zero padding before, read as no margin)
+ *   (SHL_PF_NOFOLLOW: the server's observed limits only ever lower the
+ *   pool; SHL_PF_PROVISIONAL: the limits are a preset's stand-ins, the
+ *   lowest published numbers for the model class, until the server's
+ *   headers or sync replace them)
  * Model config (128 bytes):
  *   +0 char match[64], +64 u32 pool, +68 u32 flags (SHL_MF_*), +72 i64 price[5],
  *   +112 16 bytes reserved
@@ -218,11 +242,19 @@ enum { SHL_P_INPUT, SHL_P_OUTPUT, SHL_P_CW5, SHL_P_CW1, SHL_P_READ };
 #define SHL_PF_USED 0x1
 #define SHL_PF_OTPM_RESERVE 0x2
 #define SHL_PF_CACHE_READS 0x4
-#define SHL_PF_BURST_SET 0x8 /* burst came from the config, not the default */
+#define SHL_PF_BURST_SET 0x8 /* burst came from the config, not the default (<< dim) */
+#define SHL_PF_NOFOLLOW 0x40 /* follow_server false: observed limits only lower */
+#define SHL_PF_PROVISIONAL 0x80 /* limits are stand-ins until the server says */
 #define SHL_PF_CLUSTER 0x100 /* multi-host mode: takes stay within the host's lease */
+#define SHL_PF_ALL 0x1ff
 /* Model flags. */
 #define SHL_MF_PREFIX 0x1 /* match is a prefix (written with a trailing '*') */
 #define SHL_MF_PRICES 0x2 /* prices are the model's own, not the pool's */
+#define SHL_MF_CATCHALL 0x4 /* the unknown_model pool's entry (match "*") */
+/* Unknown-model policies (slot header unknown_policy). */
+#define SHL_UNKNOWN_PASS 0
+#define SHL_UNKNOWN_REFUSE 1
+#define SHL_UNKNOWN_POOL 2
 
 /* Spend word: month tag in the top 7 bits, units in the low 57. */
 #define SHL_SPEND_BITS 57
@@ -318,7 +350,9 @@ struct shl_cfg_slot {
 	uint64_t gen;
 	uint64_t checksum;
 	uint64_t spend_epoch; /* generation of the last spend reset, 0 none */
-	uint8_t pad[24];
+	uint32_t unknown_policy; /* SHL_UNKNOWN_* */
+	uint32_t unknown_pool;   /* catch-all pool index (SHL_UNKNOWN_POOL) */
+	uint8_t pad[16];
 	struct shl_pool_cfg pools[SHL_MAX_POOLS];
 	struct shl_model_cfg models[SHL_MAX_MODELS];
 };
@@ -375,6 +409,34 @@ struct shl_attach_log {
 
 /* Layout 3's areas.  Each feature owns its bytes; an area is replaced by a
  * typed struct of the same size when its feature lands. */
+
+/* Model ids no entry matched (unknown.c).  Entries are claimed by CAS of
+ * tag from 0 and never freed (a reset of the counters clears the table);
+ * a reader uses an entry only once tag has bit 0 set (acquire, pairing
+ * with the release store that sets it after id[] is written). */
+#define SHL_UNKNOWN_SLOTS 12
+struct shl_unknown_ent {
+	_Atomic uint64_t tag;
+	_Atomic uint64_t seen;
+	char id[64];
+};
+struct shl_unknown_tab {
+	_Atomic uint32_t n;
+	_Atomic uint32_t dropped;
+	uint8_t pad[56];
+	struct shl_unknown_ent ent[SHL_UNKNOWN_SLOTS];
+};
+
+/* The limits the server's response headers report for a pool (observe.c). */
+struct shl_observed {
+	_Atomic uint64_t limit[SHL_NBUCKETS];
+	_Atomic int64_t updated_unix_ns;
+	_Atomic uint64_t changes;
+	_Atomic uint32_t name_hash;
+	uint32_t reserved;
+	uint64_t pad[2];
+};
+
 /*
  * Multi-host mode (cluster.c), segment part: the cluster configuration
  * (written under the flock by create and apply, read by the agent) and the
@@ -428,7 +490,7 @@ struct shl_cluster_pool {
 
 struct shl_seg_ext {
 	struct shl_attach_log attach;
-	uint8_t unknown[1024];
+	struct shl_unknown_tab unknown;
 	struct shl_cluster_seg cluster;
 	uint8_t reserved[2496];
 };
@@ -445,10 +507,13 @@ struct shl_learn {
 
 struct shl_pool_ext {
 	struct shl_learn learn;
-	uint8_t observed[64];
+	struct shl_observed observed;
 	struct shl_cluster_pool cluster;
 	uint8_t reserved[192];
 };
+_Static_assert(sizeof(struct shl_unknown_ent) == 80, "unknown-model entry");
+_Static_assert(sizeof(struct shl_unknown_tab) == 1024, "unknown-model table");
+_Static_assert(sizeof(struct shl_observed) == 64, "observed limits");
 
 _Static_assert(sizeof(struct shl_cluster_seg) == 512, "cluster segment area");
 _Static_assert(sizeof(struct shl_cluster_pool) == 256, "cluster pool area");
@@ -479,6 +544,8 @@ _Static_assert(sizeof(struct shl_pool_rt) == 512, "pool runtime is 8 lines");
 _Static_assert(sizeof(struct shl_pool_cfg) == 128, "pool config");
 _Static_assert(sizeof(struct shl_model_cfg) == 128, "model config");
 _Static_assert(sizeof(struct shl_cfg_slot) == 41024, "config slot");
+_Static_assert(__builtin_offsetof(struct shl_cfg_slot, unknown_policy) == 40, "unknown policy");
+_Static_assert(__builtin_offsetof(struct shl_cfg_slot, pools) == 64, "slot header");
 _Static_assert(__builtin_offsetof(struct shl_seg, genl) == 0x40, "gen line offset");
 _Static_assert(__builtin_offsetof(struct shl_seg, spendl) == 0x80, "spend line offset");
 _Static_assert(__builtin_offsetof(struct shl_seg, pools) == 0x100, "pools offset");

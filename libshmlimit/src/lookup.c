@@ -193,7 +193,7 @@ int shl_lookup(shl_t *h, const char *model_id)
 	struct lk *lk = h->lookup;
 	struct key k = {model_id, strlen(model_id)};
 	if (k.len > SHL_PATTERN_MAX)
-		return shl__model_match(&l->slot, model_id); /* not cached */
+		return shl__model_match(&l->slot, model_id); /* not cached, not recorded */
 	uint64_t hv = hash_id(k.id, k.len);
 	struct cds_lfht_iter it;
 
@@ -213,8 +213,13 @@ int shl_lookup(shl_t *h, const char *model_id)
 	}
 	rcu_read_unlock();
 
-	/* Miss: resolve from the local copy, then remember the answer. */
-	int m = shl__model_match(&l->slot, model_id);
+	/* Miss: resolve from the local copy, then remember the answer.  An id
+	 * no entry matched goes to the segment's table of unknown ids
+	 * (unknown.c): once per process and generation, as misses are. */
+	int unknown = 0;
+	int m = shl__model_match_ex(&l->slot, model_id, &unknown);
+	if (unknown && !h->rdonly)
+		(void)shl__unknown_record(h, model_id);
 	pthread_mutex_lock(&lk->mu);
 	t = __atomic_load_n(&lk->cur, __ATOMIC_RELAXED); /* under mu */
 	if (t != NULL && __atomic_load_n(&t->gen, __ATOMIC_RELAXED) > l->gen) {

@@ -129,6 +129,7 @@ struct shl_local *shl__local_refresh(struct shl *h)
 		    shl__slot_validate(&l->slot, NULL) != 0)
 			break;
 		shl__local_build(l, &l->slot);
+		shl__local_observe(l, h->seg); /* the server's limits (observe.c) */
 		if (cur != NULL) {
 			r->l = cur;
 			r->next = hp->retired;
@@ -603,6 +604,35 @@ static void bucket_rescale(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, 
 	}
 }
 
+/*
+ * Carry a bucket over to the rate the server reported (shl_observe_limits):
+ * never more available afterwards than either way of carrying it gives.
+ * Down (a smaller burst): it keeps its deficit in units, as bucket_rescale.
+ * Up (a larger burst): it keeps the units it has, and fills up to the new
+ * capacity at the new rate -- the server's own bucket does not start full
+ * at the new capacity either, so a full bucket that became larger is not
+ * full.  In units: new deficit = old deficit + max(0, new burst - old burst).
+ */
+static void bucket_follow(_Atomic uint64_t *tat, int64_t now, uint64_t old_iv, uint64_t new_iv,
+			  uint64_t old_burst, uint64_t new_burst)
+{
+	uint64_t n = (uint64_t)now;
+	uint64_t add = new_burst > old_burst ? new_burst - old_burst : 0;
+	uint64_t old = atomic_load_explicit(tat, memory_order_relaxed);
+	for (int i = 0; i < 1000; i++) {
+		unsigned __int128 deficit =
+			old > n ? (unsigned __int128)(old - n) * new_iv / old_iv : 0;
+		deficit += (unsigned __int128)add * new_iv;
+		if (deficit == 0)
+			return; /* full, and no larger: stays full */
+		uint64_t next = deficit > (UINT64_MAX - n) ? UINT64_MAX : n + (uint64_t)deficit;
+		/* relaxed: bucket words are independent counters (bucket.c). */
+		if (atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
+							  memory_order_relaxed))
+			return;
+	}
+}
+
 static void pool_rt_zero(struct shl_seg *seg, int p, int64_t now)
 {
 	uint64_t *w = (uint64_t *)&seg->pools[p];
@@ -720,17 +750,35 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	s->nmodels = in->nmodels;
 	s->spend_cap = in->spend_cap;
 	s->spend_epoch = old->spend_epoch; /* tickets before the last spend reset stay so */
+	s->unknown_policy = in->unknown_policy;
+	s->unknown_pool = in->unknown_policy == SHL_UNKNOWN_POOL && in->unknown_pool < in->npools
+				  ? (uint32_t)map[in->unknown_pool]
+				  : 0;
 	int pos[SHL_MAX_MODELS];
 	place_models(old, in, pos);
 	for (unsigned i = 0; i < in->nmodels; i++) {
 		s->models[pos[i]] = in->models[i];
 		s->models[pos[i]].pool = (uint32_t)map[in->models[i].pool];
 	}
+	/* What the server reported for a kept pool stands until its configured
+	 * limits change: then the new configuration is the newer word. */
+	for (unsigned j = 0; j < np; j++) {
+		if (!(s->pools[j].flags & SHL_PF_USED) || j >= old->npools ||
+		    !(old->pools[j].flags & SHL_PF_USED) ||
+		    strcmp(old->pools[j].name, s->pools[j].name) != 0 ||
+		    memcmp(old->pools[j].limit, s->pools[j].limit, sizeof(s->pools[j].limit)) == 0)
+			continue;
+		struct shl_observed *ob = &h->seg->pext[j].observed;
+		for (int d = 0; d < SHL_NBUCKETS; d++)
+			/* relaxed: under the flock; published by the generation. */
+			atomic_store_explicit(&ob->limit[d], 0, memory_order_relaxed);
+	}
 	/* Runtime state: new pools start full and at zero; kept pools carry
 	 * their deficit over in units. */
 	int64_t now = shl__now();
 	struct shl_local nl;
 	shl__local_build(&nl, s);
+	shl__local_observe(&nl, h->seg);
 	for (unsigned j = 0; j < np; j++) {
 		if (!(s->pools[j].flags & SHL_PF_USED))
 			continue;
@@ -744,6 +792,11 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			bucket_rescale(&rt->bkt[d].tat, now, l->pools[j].interval[d],
 				       nl.pools[j].interval[d]);
+	}
+	if ((r = shl__slot_validate(s, err)) != 0) { /* what would be published, as placed */
+		free(s);
+		flock(h->fd, LOCK_UN);
+		return -EINVAL;
 	}
 	/* The cluster settings before the pools' flags that say to use them. */
 	shl__cluster_store(h->seg, &cfg->cluster);
@@ -768,6 +821,82 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 	free(s);
 	flock(h->fd, LOCK_UN);
 	return 0; /* published; every handle (this one too) picks it up at its next call */
+}
+
+/*
+ * The server reported other limits for `pool` (shl_observe_limits): record
+ * them and, when the rate the bucket runs at changes, carry each bucket
+ * over (bucket_follow: never more available than before) and publish the configuration,
+ * unchanged, as a new generation, so that every process re-derives its
+ * numbers at its next call and tickets admitted under the old rate give
+ * nothing back to the buckets.  Under the flock, like apply and reset.
+ * Returns 1 (rate changed), 0, or a negative code.
+ */
+int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKETS])
+{
+	if (flock(h->fd, LOCK_EX) != 0)
+		return -errno;
+	struct shl_local *l = shl__local(h);
+	if (l == NULL) {
+		flock(h->fd, LOCK_UN);
+		return -EUCLEAN;
+	}
+	if ((unsigned)pool >= l->slot.npools || !(l->slot.pools[pool].flags & SHL_PF_USED)) {
+		flock(h->fd, LOCK_UN);
+		return -EINVAL;
+	}
+	/* Before anything is written: a failure records nothing, so the next
+	 * report of the same numbers tries again. */
+	struct shl_cfg_slot *s = shl__malloc(sizeof(*s));
+	if (s == NULL) {
+		flock(h->fd, LOCK_UN);
+		return -ENOMEM;
+	}
+	const struct shl_pool_cfg *pc = &l->slot.pools[pool];
+	struct shl_observed *ob = &h->seg->pext[pool].observed;
+	uint32_t nh = shl__name_hash(pc->name);
+	/* relaxed: under the flock, the only writer. */
+	int mine = atomic_load_explicit(&ob->name_hash, memory_order_relaxed) == nh;
+	int changed = !mine, catchall = shl__catchall_pool(&l->slot, pool);
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		uint64_t was = mine ? atomic_load_explicit(&ob->limit[d], memory_order_relaxed) : 0;
+		uint64_t v = limit[d] ? limit[d] : was;
+		if (catchall && was != 0 && v > was)
+			v = was; /* the lowest any of its models reported (observe.c) */
+		if (v != was)
+			changed = 1;
+		atomic_store_explicit(&ob->limit[d], v, memory_order_relaxed);
+	}
+	atomic_store_explicit(&ob->name_hash, nh, memory_order_relaxed);
+	if (!changed) {
+		free(s);
+		flock(h->fd, LOCK_UN);
+		return 0;
+	}
+	atomic_store_explicit(&ob->updated_unix_ns, shl__unix_ns(), memory_order_relaxed);
+	atomic_fetch_add_explicit(&ob->changes, 1, memory_order_relaxed);
+	uint64_t lim[SHL_NBUCKETS], bur[SHL_NBUCKETS];
+	shl__effective(pc, ob, lim, bur);
+	const struct shl_pool_local *pl = &l->pools[pool];
+	int moved = 0;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		moved |= shl__interval(lim[d], pc->margin_ppm) != pl->interval[d] ||
+			 bur[d] != pl->burst[d];
+	if (!moved) {
+		free(s);
+		flock(h->fd, LOCK_UN);
+		return 0;
+	}
+	memcpy(s, &l->slot, sizeof(*s));
+	int64_t now = shl__now();
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		bucket_follow(&h->seg->pools[pool].bkt[d].tat, now, pl->interval[d],
+			      shl__interval(lim[d], pc->margin_ppm), pl->burst[d], bur[d]);
+	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
+	slot_publish(h->seg, s, g + 1);
+	free(s);
+	flock(h->fd, LOCK_UN);
+	return 1;
 }
 
 /*
@@ -835,6 +964,17 @@ int shl_reset(shl_t *h, unsigned what)
 							      memory_order_relaxed);
 			shl__stats_rebase(seg, p, shl__now());
 		}
+	}
+	if (what & SHL_RESET_COUNTERS) {
+		/* The table of unknown model ids is a statistic too.  relaxed: a
+		 * writer racing this may leave one entry behind, no more. */
+		struct shl_unknown_tab *u = &seg->ext.unknown;
+		for (int i = 0; i < SHL_UNKNOWN_SLOTS; i++) {
+			atomic_store_explicit(&u->ent[i].tag, 0, memory_order_relaxed);
+			atomic_store_explicit(&u->ent[i].seen, 0, memory_order_relaxed);
+		}
+		atomic_store_explicit(&u->n, 0, memory_order_relaxed);
+		atomic_store_explicit(&u->dropped, 0, memory_order_relaxed);
 	}
 	if (what & SHL_RESET_SPEND) {
 		uint32_t m = shl__month(h, shl__now());

@@ -45,6 +45,8 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 	out->month_year = (int)(1970 + month / 12);
 	out->month = (int)(month % 12) + 1;
 	out->month_resets_unix = next_s;
+	out->unknown_model = (int)l->slot.unknown_policy;
+	out->unknown_pool = -1;
 	int k = 0;
 	for (unsigned p = 0; p < l->slot.npools; p++) {
 		const struct shl_pool_cfg *pc = &l->slot.pools[p];
@@ -56,9 +58,26 @@ int shl_stats_get(shl_t *h, shl_stats *out)
 		o->index = (int)p;
 		memcpy(o->name, pc->name, sizeof(o->name));
 		o->name[SHL_NAME_MAX] = 0;
+		o->index = (int)p;
+		if (l->slot.unknown_policy == SHL_UNKNOWN_POOL && l->slot.unknown_pool == p)
+			out->unknown_pool = k - 1;
+		const struct shl_observed *ob = &seg->pext[p].observed;
+		uint64_t eff_burst[SHL_NBUCKETS];
+		shl__effective(pc, ob, o->effective, eff_burst);
+		/* relaxed: whole words; see the module comment. */
+		if (atomic_load_explicit(&((struct shl_observed *)ob)->name_hash,
+					 memory_order_relaxed) == pl->name_hash) {
+			for (int d = 0; d < SHL_NBUCKETS; d++)
+				o->observed[d] = atomic_load_explicit(
+					&((struct shl_observed *)ob)->limit[d], memory_order_relaxed);
+			o->observed_unix_ns = atomic_load_explicit(
+				&((struct shl_observed *)ob)->updated_unix_ns, memory_order_relaxed);
+		}
+		o->follow_server = !(pc->flags & SHL_PF_NOFOLLOW);
+		o->provisional = (pc->flags & SHL_PF_PROVISIONAL) != 0;
 		for (int d = 0; d < SHL_NBUCKETS; d++) {
 			o->limit[d] = pc->limit[d];
-			o->burst[d] = pc->burst[d];
+			o->burst[d] = pl->burst[d]; /* at the effective rate */
 			/* relaxed: whole words; see the module comment. */
 			uint64_t tat = atomic_load_explicit(&rt->bkt[d].tat, memory_order_relaxed);
 			double deficit = tat > (uint64_t)now ? (double)(tat - (uint64_t)now) : 0.0;

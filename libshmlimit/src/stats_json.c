@@ -107,6 +107,15 @@ char *shl_stats_to_json(const shl_stats *s, const char *name)
 		cJSON_AddItemToArray(pools, o);
 		cJSON_AddStringToObject(o, "name", ps->name);
 		cJSON_AddItemToObject(o, "limit", dims(ps->limit));
+		if (ps->observed[0] || ps->observed[1] || ps->observed[2])
+			cJSON_AddItemToObject(o, "observed", dims(ps->observed));
+		else
+			cJSON_AddNullToObject(o, "observed");
+		cJSON_AddNumberToObject(o, "observed_unix",
+					(double)(ps->observed_unix_ns / 1000000000LL));
+		cJSON_AddItemToObject(o, "effective", dims(ps->effective));
+		cJSON_AddBoolToObject(o, "follow_server", ps->follow_server != 0);
+		cJSON_AddBoolToObject(o, "provisional", ps->provisional != 0);
 		cJSON_AddItemToObject(o, "burst", dims(ps->burst));
 		cJSON *av = cJSON_AddObjectToObject(o, "available");
 		cJSON *pc = cJSON_CreateObject();
@@ -143,6 +152,16 @@ char *shl_stats_to_json(const shl_stats *s, const char *name)
 						(double)ps->prices[i] /
 							(double)SHL_UNITS_PER_TOKEN_PER_USD_PER_MTOK);
 	}
+	/* The unknown-model policy; the ids seen are added by the caller that
+	 * holds the handle (shl_unknown_list): shmlimit-stat's "seen". */
+	cJSON *um = cJSON_AddObjectToObject(root, "unknown_model");
+	cJSON_AddStringToObject(um, "policy", s->unknown_model == 1   ? "refuse"
+					       : s->unknown_model == 2 ? "pool"
+								   : "pass");
+	if (s->unknown_model == 2 && s->unknown_pool >= 0 && s->unknown_pool < s->npools)
+		cJSON_AddStringToObject(um, "pool", s->pools[s->unknown_pool].name);
+	else
+		cJSON_AddNullToObject(um, "pool");
 	if (s->cluster) {
 		cJSON *cl = cJSON_AddObjectToObject(root, "cluster");
 		cJSON_AddBoolToObject(cl, "redis_up", s->cluster_redis_up != 0);

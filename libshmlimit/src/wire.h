@@ -65,6 +65,9 @@ struct shl__resp {
 	int64_t retry_after_ms;  /* -1 when absent; at most SHL_WIRE_RETRY_AFTER_MAX_MS */
 	int64_t remaining[SHL_NBUCKETS]; /* anthropic-ratelimit-*-remaining, -1 absent */
 	int64_t limit[SHL_NBUCKETS];     /* anthropic-ratelimit-*-limit, -1 absent */
+	char model[SHL_PATTERN_MAX + 1]; /* the model that answered (a JSON message's
+					    `model`, a stream's message_start), "" if
+					    none or longer than a model id can be */
 	uint64_t body_bytes;     /* body bytes delivered to the application */
 
 	/* JSON body (kept up to SHL_WIRE_BODY_MAX) or the SSE line being assembled */

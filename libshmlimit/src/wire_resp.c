@@ -291,6 +291,16 @@ int shl__usage_from_json(const cJSON *usage, shl_usage *u, int *split)
 	return 0;
 }
 
+/* The model a message says answered it (a server-side fallback may answer
+ * with another model than the request's). */
+static void take_model(struct shl__resp *r, const cJSON *msg)
+{
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(msg, "model");
+	size_t n = cJSON_IsString(m) ? strlen(m->valuestring) : 0;
+	if (n > 0 && n <= SHL_PATTERN_MAX)
+		memcpy(r->model, m->valuestring, n + 1);
+}
+
 /* A usage member of `obj`: read it, or remember it was not believable. */
 static void take_usage(struct shl__resp *r, const cJSON *obj)
 {
@@ -371,8 +381,10 @@ static void sse_dispatch(struct shl__resp *r, int whole)
 	}
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
 	const char *t = cJSON_IsString(type) ? type->valuestring : "";
-	if (strcmp(t, "message_start") == 0)
+	if (strcmp(t, "message_start") == 0) {
 		take_usage(r, cJSON_GetObjectItemCaseSensitive(j, "message"));
+		take_model(r, cJSON_GetObjectItemCaseSensitive(j, "message"));
+	}
 	else if (strcmp(t, "message_delta") == 0) {
 		take_usage(r, j); /* cumulative: overwrite */
 		if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage")))
@@ -528,6 +540,7 @@ void shl__resp_finish(struct shl__resp *r)
 			r->parse_failed = 1;
 		} else {
 			take_usage(r, j);
+			take_model(r, j);
 			take_error(r, cJSON_GetObjectItemCaseSensitive(j, "error"));
 			cJSON_Delete(j);
 		}

@@ -75,7 +75,7 @@ int main(void)
 		      {"pslot", suite_pslot}, {"lease", suite_lease},
 		      {"exchange", suite_exchange}, {"fair", suite_fair}, {"issue13", suite_issue13},
 		      {"mt", suite_mt}, {"rule", suite_rule}, {"ticking", suite_ticking},
-		      {"cluster", suite_cluster}};
+		      {"cluster", suite_cluster}, {"account", suite_account}};
 	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++)
 		if (only == NULL || in_list(only, suites[i].name))
 			suites[i].fn();

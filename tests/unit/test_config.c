@@ -28,8 +28,10 @@ static void test_presets(void)
 	for (int t = 1; t <= 4; t++) {
 		shl_config *c = NULL;
 		CU_ASSERT_EQUAL_FATAL(shl_config_preset(t, &c), 0);
-		CU_ASSERT_EQUAL(c->slot.npools, 3);
-		CU_ASSERT(c->slot.nmodels >= 3);
+		/* opus, sonnet, haiku, and the catch-all for unknown models */
+		CU_ASSERT_EQUAL(c->slot.npools, 4);
+		CU_ASSERT(c->slot.nmodels >= 4);
+		CU_ASSERT_EQUAL(c->slot.unknown_policy, SHL_UNKNOWN_POOL);
 		CU_ASSERT(c->slot.spend_cap > 0);
 		shl_config_free(c);
 	}
@@ -106,8 +108,9 @@ static void test_model_match(void)
 	CU_ASSERT_EQUAL(s->models[m].price[SHL_P_INPUT], 5000);
 	m = shl__model_match(s, "claude-sonnet-4-5-20250929");
 	CU_ASSERT_STRING_EQUAL(s->pools[s->models[m].pool].name, "sonnet");
-	CU_ASSERT_EQUAL(shl__model_match(s, "claude-2"), -ESRCH);
-	CU_ASSERT_EQUAL(shl__model_match(s, ""), -ESRCH);
+	/* A family the preset does not name: its catch-all entry. */
+	CU_ASSERT(s->models[shl__model_match(s, "claude-2")].flags & SHL_MF_CATCHALL);
+	CU_ASSERT(s->models[shl__model_match(s, "")].flags & SHL_MF_CATCHALL);
 	shl_config_free(c);
 	/* An exact id beats any prefix. */
 	c = tu_cfg("{\"pools\":[{\"name\":\"a\",\"rpm\":1,\"itpm\":1,\"otpm\":1,\"prices\":{\"input\":1,"

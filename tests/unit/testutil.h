@@ -54,6 +54,7 @@ TU_SUITE(suite_mt);
 TU_SUITE(suite_rule);
 TU_SUITE(suite_ticking);
 TU_SUITE(suite_cluster);
+TU_SUITE(suite_account);
 
 #define TU_ADD(s, t) CU_add_test(s, #t, t)
 
