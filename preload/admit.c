@@ -231,7 +231,9 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 /*
  * Decide whether the transfer is governed: a POST to a governed host and
  * path, with a body we can read and a model the configuration knows.
- * Returns 1 governed (s->ex, s->kind, s->model set), 0 pass through.
+ * Returns 1 governed (s->ex, s->kind, s->model set), 0 pass through, -1
+ * refused outright (a model the configuration's unknown_model policy
+ * refuses: one line on stderr and in CURLOPT_ERRORBUFFER).
  */
 int shim_prepare(struct hs *s)
 {
@@ -269,12 +271,29 @@ int shim_prepare(struct hs *s)
 			shim_warn_once(C_MODEL, "%s; its requests pass through ungoverned", err.msg);
 		return 0;
 	}
+	if (r == -ENOMSG) {
+		/* The configuration's unknown_model policy is "refuse": a
+		 * decision of the operator, not an internal failure. */
+		char line[CURL_ERROR_SIZE];
+		snprintf(line, sizeof(line), "shmlimit: refused POST %s: %s", kind_path(s->kind),
+			 err.msg[0] ? err.msg : shl_strerror(r));
+		fprintf(stderr, "%s\n", line);
+		if (s->errbuf != NULL)
+			snprintf(s->errbuf, CURL_ERROR_SIZE, "%s", line);
+		s->admit_failed = 1;
+		return -1;
+	}
 	if (r < 0) {
 		shim_warn_once(C_NOMEM, "reading a request: %s; it passes through ungoverned",
 			       shl_strerror(r));
 		return 0;
 	}
 	s->model = shl_ex_model_entry(s->ex);
+	/* A model no entry names, governed by the unknown_model policy's
+	 * catch-all pool: named once per process and id. */
+	if (shl_unknown_note(g_shl, shl_ex_model(s->ex)) == 1)
+		fprintf(stderr, "shmlimit-preload: model %s is in no model entry; the "
+				"configuration's unknown_model pool governs it\n", shl_ex_model(s->ex));
 	s->admit_failed = 0;
 	s->placed = 0;
 	shim_route_plan(&s->route, g_shl, s->kind, s->model, shl_ex_model(s->ex),

@@ -112,7 +112,8 @@ HOOK CURLcode curl_easy_perform(CURL *curl)
 	if (g_shl == NULL || curl == NULL || curl == tl_easy)
 		return real.easy_perform(curl);
 	struct hs *s = hs_find(curl);
-	if (s != NULL && shim_prepare(s) > 0 && shim_hook_callbacks(s) == 0 && shim_admit(s) < 0) {
+	int pr = s != NULL ? shim_prepare(s) : 0;
+	if (pr < 0 || (pr > 0 && shim_hook_callbacks(s) == 0 && shim_admit(s) < 0)) {
 		shim_unhook(s);
 		return CURLE_ABORTED_BY_CALLBACK;
 	}
@@ -144,7 +145,14 @@ HOOK CURLMcode curl_multi_add_handle(CURLM *multi, CURL *curl)
 		return CURLM_ADDED_ALREADY; /* held back, so in a multi already */
 	if (s == NULL || s->hooked || s->prereqd)
 		return real.multi_add(multi, curl);
-	if (shim_prepare(s) > 0 && shim_hook_callbacks(s) == 0) {
+	int pr = shim_prepare(s);
+	if (pr < 0 && real.easy_setopt(curl, CURLOPT_PREREQFUNCTION, shim_prereq_admit) == CURLE_OK &&
+	    real.easy_setopt(curl, CURLOPT_PREREQDATA, s) == CURLE_OK) {
+		/* Refused by policy: it fails before a byte is sent. */
+		s->prereqd = 1;
+		return real.multi_add(multi, curl);
+	}
+	if (pr > 0 && shim_hook_callbacks(s) == 0) {
 		if (real.easy_setopt(curl, CURLOPT_PREREQFUNCTION, shim_prereq_admit) == CURLE_OK &&
 		    real.easy_setopt(curl, CURLOPT_PREREQDATA, s) == CURLE_OK) {
 			s->prereqd = 1;
