@@ -274,12 +274,18 @@ int shim_prepare(struct hs *s)
 	if (r == -ENOMSG) {
 		/* The configuration's unknown_model policy is "refuse": a
 		 * decision of the operator, not an internal failure. */
-		char line[CURL_ERROR_SIZE];
+		char line[CURL_ERROR_SIZE + 64];
 		snprintf(line, sizeof(line), "shmlimit: refused POST %s: %s", kind_path(s->kind),
 			 err.msg[0] ? err.msg : shl_strerror(r));
 		fprintf(stderr, "%s\n", line);
-		if (s->errbuf != NULL)
-			snprintf(s->errbuf, CURL_ERROR_SIZE, "%s", line);
+		if (s->errbuf != NULL) {
+			/* the application's buffer holds CURL_ERROR_SIZE bytes */
+			size_t n = strlen(line);
+			if (n >= CURL_ERROR_SIZE)
+				n = CURL_ERROR_SIZE - 1;
+			memcpy(s->errbuf, line, n);
+			s->errbuf[n] = '\0';
+		}
 		s->admit_failed = 1;
 		return -1;
 	}

@@ -206,5 +206,27 @@ char *shl_stats_json(shl_t *h)
 		out = shl_stats_to_json(s, name != NULL && name[0] == '/' ? name + 1 : name);
 	}
 	free(s);
-	return out;
+	/* The unknown model ids seen (the segment's table), as the tool adds
+	 * them: unknown_model.seen[] of {model, lookups}. */
+	shl_unknown_model ids[16];
+	int n = out != NULL ? shl_unknown_list(h, ids, 16) : 0;
+	cJSON *root = out != NULL ? cJSON_Parse(out) : NULL;
+	cJSON *um = cJSON_GetObjectItemCaseSensitive(root, "unknown_model");
+	cJSON *ul = um != NULL ? cJSON_AddArrayToObject(um, "seen") : NULL;
+	if (ul == NULL) {
+		cJSON_Delete(root);
+		return out;
+	}
+	for (int i = 0; i < n; i++) {
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddItemToArray(ul, e);
+		cJSON_AddStringToObject(e, "model", ids[i].id);
+		cJSON_AddNumberToObject(e, "lookups", (double)ids[i].seen);
+	}
+	char *full = cJSON_Print(root);
+	cJSON_Delete(root);
+	if (full == NULL)
+		return out;
+	free(out);
+	return full;
 }

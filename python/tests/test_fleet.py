@@ -124,12 +124,13 @@ def test_asyncio(mock, segment, stream, api):
 
 
 def test_control_overadmission(mock, segment):
-    """The check above can fail: a segment allowing twice the server's rate, same fleet."""
+    """The check above can fail: a segment allowing far more than the server (100x its
+    rate, a burst of 40), the same requests from 10 threads: the server refuses some."""
     m = mock(MOCK_RPM)
-    seg = segment(config(rpm=1200, burst={"rpm": 2}))
+    seg = segment(config(rpm=60000, burst={"rpm": 40}))
     results = []
     ts = [threading.Thread(target=lambda k=k: results.extend(
-        workers.transport_worker(m.url, m.hostport, seg, 8, False, k))) for k in range(5)]
+        workers.transport_worker(m.url, m.hostport, seg, 4, False, k))) for k in range(10)]
     for t in ts:
         t.start()
     for t in ts:
