@@ -124,9 +124,10 @@ def test_asyncio(mock, segment, stream, api):
 
 
 def test_control_overadmission(mock, segment):
-    """The check above can fail: a segment allowing far more than the server (100x its
-    rate, a burst of 40), the same requests from 10 threads: the server refuses some."""
-    m = mock(MOCK_RPM)
+    """The check above can fail: a segment allowing far more than the server (a server
+    of one request a second, no burst; a segment of 1,000 a second, a burst of 40), the
+    same kind of requests from 10 threads: the server refuses some."""
+    m = mock(config(rpm=60, burst={"rpm": 1}))
     seg = segment(config(rpm=60000, burst={"rpm": 40}))
     results = []
     ts = [threading.Thread(target=lambda k=k: results.extend(
