@@ -5,8 +5,8 @@ $(CLUSTER_TEST): tests/cluster/cluster.c $(LIB_A)
 
 .PHONY: check-cluster
 check-cluster: $(CLUSTER_TEST) $(BUILD)/shmlimit-agent $(BUILD)/.deps-test
-	timeout 120 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario share --seconds 12
+	timeout 120 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario share --seconds 10
 	timeout 60 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario spend --seconds 6
 	timeout 60 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario feedback
-	timeout 120 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario chaos --seconds 16
+	timeout 120 $(CLUSTER_TEST) --agent $(BUILD)/shmlimit-agent --scenario chaos --seconds 14
 CHECKS += check-cluster
