@@ -140,7 +140,7 @@ for i in $(seq 1 "$NP"); do
 	w=$((NW + i))
 	set -- "$PY" "$HERE/worker.py" "$w" "$end" "$URL" "${POOLS[$(((w - 1) % 3))]}"
 	if [ $((i % 2)) = 0 ]; then set -- "$RUN" "$SEG" -- "$@" --plain; fi
-	"$@" > "$T/p.$i" 2>>"$T/py.err" &
+	"$@" > "$T/p.$i" 2>>"$T/python.err" &
 	PIDS="$PIDS $!"
 	WPIDS="${WPIDS:-} $!"
 done
@@ -302,8 +302,10 @@ echo "server: HTTP statuses $codes; rate-limited by the server: $rl (goal: 0); s
 # in it).
 admitted=$("$SEGTOOL" stats "$SEG" | awk '$1 == "all.admitted" { print $2 }')
 echo "governed: $admitted admitted by the segment, $reqs requests reached the server (equal: every worker governed)"
-for f in py.err node.err; do
-	[ -s "$T/$f" ] && grep -m 3 'shmlimit' "$T/$f" | sed "s/^/${f%.err} worker: /"
+# What the Python and Node.js parts said (a fail-open line: "... pass
+# through ungoverned"), at most 3 lines each.
+for k in python node; do
+	[ -s "$T/$k.err" ] && grep -m 3 'shmlimit' "$T/$k.err" | sed "s/^/$k worker: /"
 done
 if [ "${rl:-1}" = 0 ]; then
 	echo "result: the fleet stayed within the limits: no server 429s"
