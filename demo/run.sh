@@ -301,7 +301,9 @@ echo "server: HTTP statuses $codes; rate-limited by the server: $rl (goal: 0); s
 # admissions equal the server's count (an ungoverned worker's would not be
 # in it).
 admitted=$("$SEGTOOL" stats "$SEG" | awk '$1 == "all.admitted" { print $2 }')
-echo "governed: $admitted admitted by the segment, $reqs requests reached the server (equal: every worker governed)"
+if [ "$admitted" = "$reqs" ]; then same="equal: every worker went through the segment"
+else same="not equal: some requests were not governed"; fi
+echo "governed: $admitted admitted by the segment, $reqs requests reached the server ($same)"
 # What the Python and Node.js parts said (a fail-open line: "... pass
 # through ungoverned"), at most 3 lines each.
 for k in python node; do
