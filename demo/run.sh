@@ -132,7 +132,7 @@ done
 # the curl workers (worker w works for pool (w-1) mod 3).  The odd ones are
 # governed by one line (GovernedTransport, governedFetch), the even ones
 # with no code change (plain httpx / the global fetch under shmlimit-run).
-# shmlimit-run uses the demo's shim for any libcurl use
+# (SHMLIMIT_PRELOAD: shmlimit-run preloads this build's shim.)
 export SHMLIMIT_SEGMENT=$SEG SHMLIMIT_HOSTS=127.0.0.1:$PORT SHMLIMIT_WAIT_MS=20000 \
 	SHMLIMIT_LIBRARY=$PYLIB SHMLIMIT_NODE_ADDON=$ADDON SHMLIMIT_PRELOAD=$SO_ABS
 RUN=$HERE/../python/shmlimit-run
