@@ -33,7 +33,9 @@ case "$SECS" in '' | *[!0-9]*) echo "demo: DEMO_SECONDS must be a number" >&2; e
 case "$NW" in '' | *[!0-9]*) echo "demo: DEMO_WORKERS must be a number" >&2; exit 2 ;; esac
 [ "$SECS" -ge 20 ] && [ "$SECS" -le 600 ] || { echo "demo: DEMO_SECONDS: 20..600" >&2; exit 2; }
 [ "$NW" -ge 1 ] && [ "$NW" -le 64 ] || { echo "demo: DEMO_WORKERS: 1..64" >&2; exit 2; }
-case "$NP$NN" in '' | *[!0-9]*) echo "demo: DEMO_PY_WORKERS and DEMO_NODE_WORKERS must be numbers" >&2; exit 2 ;; esac
+for n in "$NP" "$NN"; do
+	case "$n" in '' | *[!0-9]*) echo "demo: DEMO_PY_WORKERS and DEMO_NODE_WORKERS must be numbers" >&2; exit 2 ;; esac
+done
 [ "$NP" -le 16 ] && [ "$NN" -le 16 ] || { echo "demo: DEMO_PY_WORKERS, DEMO_NODE_WORKERS: 0..16" >&2; exit 2; }
 for f in "$SO" "$SEGTOOL" "$MOCK"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "demo: $f is missing (run make)" >&2; exit 1; }
@@ -216,7 +218,7 @@ echo "=== summary after $((elapsed_ms / 1000)).$(((elapsed_ms % 1000) / 100)) s,
 kind() {
 	local name=$1 n=$2 pat=$3 how=$4
 	[ "$n" -gt 0 ] || return 0
-	cat "$T"/$pat.* 2>/dev/null | awk -v k="$name" -v n="$n" -v how="$how" '
+	cat "$T"/"$pat".* 2>/dev/null | awk -v k="$name" -v n="$n" -v how="$how" '
 		{ if ($1 == "000") r++; else s++ }
 		END { printf "  %-7s %2d workers  %6d requests sent, %4d refused locally   (%s)\n", k, n, s, r, how }'
 }
