@@ -34,7 +34,7 @@ const mode = process.argv[2] || 'quick';
 const outDir = process.argv[3] || path.join(BUILD, 'bench');
 const md = path.join(outDir, 'results.md');
 const csv = path.join(outDir, 'results.csv');
-const TITLE = '## 7. Node.js package cost (N-API addon, governedFetch against the local mock)';
+const TITLE = '## 8. Node.js package cost (N-API addon, governedFetch against the local mock)';
 
 function note(s = '') {
   process.stdout.write(`${s}\n`);

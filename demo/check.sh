@@ -4,7 +4,10 @@
 #
 # Usage: demo/check.sh [BUILD_DIR]
 #
-# Checks: the demo exits 0 (the mock server refused no request); its "held
+# Checks: the demo exits 0 (the mock server refused no request); the curl,
+# Python and Node.js workers all sent requests (Python and Node only when
+# their runtimes are there; the demo says when they are not), and the
+# segment admitted every request the server got; its "held
 # at the limits" table has a row per pool; every requests and input-tokens
 # cell is at most 100% of burst + rate x T, in the printed table and exactly
 # in the machine-readable figures (DEMO_RESULTS); output tokens, taken at
@@ -43,6 +46,27 @@ printed_ok() {
 	     END { exit bad }' "$T/rows"
 }
 check "printed: every requests and input-tokens cell is at most 100%" printed_ok
+
+# The Python and Node.js workers (when their runtimes are there): they sent
+# requests, and every request that reached the server was admitted by the
+# segment (an ungoverned worker's requests would be missing from its count).
+for k in python node; do
+	case $k in python) name=Python ;; node) name=Node.js ;; esac
+	if grep -q "^demo: no $name workers:" "$T/out"; then
+		echo "skip - $k workers: $(grep -m 1 "^demo: no $name workers:" "$T/out")"
+		continue
+	fi
+	n=$(awk -v k="$k" '$1 == k && $5 == "requests" { print $4 }' "$T/out")
+	check "$k workers ran and sent requests (${n:-none})" [ "${n:-0}" -gt 0 ]
+done
+check "curl workers sent requests" [ "0$(awk '$1 == "curl" && $5 == "requests" { print $4 }' "$T/out")" -gt 0 ]
+governed() {
+	awk '/^governed: / { a = $2; r = $7; seen = 1 }
+	     END { if (!seen || a != r) { print "       " (seen ? a " admitted, " r " at the server" : "no governed line") > "/dev/stderr"; exit 1 } }' "$T/out"
+}
+check "every request at the server was admitted by the segment (all workers governed)" governed
+check "no Python or Node.js worker ran ungoverned (no fail-open line)" \
+	sh -c "! grep -Eq '^(python|node) worker: .*ungoverned' '$T/out'"
 
 check "the machine-readable figures: 9 cells" [ "$(wc -l < "$T/held" 2>/dev/null || echo 0)" -eq 9 ]
 while read -r pool dim used allowed slack; do

@@ -4,7 +4,10 @@
 # limits.  See demo/README.md.
 #
 # Usage: demo/run.sh [BUILD_DIR]
-# Environment: DEMO_SECONDS (default 40), DEMO_WORKERS (default 6),
+# Environment: DEMO_SECONDS (default 40), DEMO_WORKERS (curl workers,
+# default 6), DEMO_PY_WORKERS (Python httpx workers, default 2),
+# DEMO_NODE_WORKERS (Node.js fetch workers, default 2), DEMO_PYTHON (default
+# /usr/bin/python3), DEMO_NODE (default node),
 # DEMO_RESULTS (a file to write the "held at the limits" figures to, one
 # line per cell, for `make check-demo`; default none).
 #
@@ -22,14 +25,41 @@ STAT=$B/shmlimit-stat
 MOCK=$B/shmlimit-mock
 SECS=${DEMO_SECONDS:-40}
 NW=${DEMO_WORKERS:-6}
+NP=${DEMO_PY_WORKERS:-2}
+NN=${DEMO_NODE_WORKERS:-2}
+PY=${DEMO_PYTHON:-/usr/bin/python3}
+NODE=${DEMO_NODE:-node}
 case "$SECS" in '' | *[!0-9]*) echo "demo: DEMO_SECONDS must be a number" >&2; exit 2 ;; esac
 case "$NW" in '' | *[!0-9]*) echo "demo: DEMO_WORKERS must be a number" >&2; exit 2 ;; esac
 [ "$SECS" -ge 20 ] && [ "$SECS" -le 600 ] || { echo "demo: DEMO_SECONDS: 20..600" >&2; exit 2; }
 [ "$NW" -ge 1 ] && [ "$NW" -le 64 ] || { echo "demo: DEMO_WORKERS: 1..64" >&2; exit 2; }
+for n in "$NP" "$NN"; do
+	case "$n" in '' | *[!0-9]*) echo "demo: DEMO_PY_WORKERS and DEMO_NODE_WORKERS must be numbers" >&2; exit 2 ;; esac
+done
+[ "$NP" -le 16 ] && [ "$NN" -le 16 ] || { echo "demo: DEMO_PY_WORKERS, DEMO_NODE_WORKERS: 0..16" >&2; exit 2; }
 for f in "$SO" "$SEGTOOL" "$MOCK"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "demo: $f is missing (run make)" >&2; exit 1; }
 done
 command -v curl >/dev/null || { echo "demo: the curl command is missing (scripts/deps.sh test)" >&2; exit 1; }
+# The Python and Node.js workers join when their runtime and our part for it
+# are there; otherwise the demo runs without them, saying so in one line.
+SO_ABS=$(cd "$(dirname "$SO")" && pwd)/$(basename "$SO")
+PYLIB=$(cd "$B" && pwd)/libshmlimit.so.1
+ADDON=$(cd "$B" && pwd)/node/shmlimit.node
+if [ "$NP" -gt 0 ]; then
+	if ! "$PY" -c 'import httpx' 2>/dev/null; then
+		echo "demo: no Python workers: $PY with httpx is not installed (scripts/deps.sh python)"; NP=0
+	elif [ ! -f "$PYLIB" ]; then
+		echo "demo: no Python workers: $PYLIB is not built (make)"; NP=0
+	fi
+fi
+if [ "$NN" -gt 0 ]; then
+	if ! "$NODE" -e 'process.exit(typeof fetch === "function" ? 0 : 1)' 2>/dev/null; then
+		echo "demo: no Node.js workers: $NODE (18 or later, for fetch) is not installed"; NN=0
+	elif [ ! -f "$ADDON" ]; then
+		echo "demo: no Node.js workers: $ADDON is not built (needs node_api.h: Debian's libnode-dev)"; NN=0
+	fi
+fi
 
 SEG=shl-demo-$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/shl-demo.XXXXXX") || exit 1
@@ -63,7 +93,7 @@ while [ ! -s "$T/port" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
 PORT=$(cat "$T/port")
 URL=http://127.0.0.1:$PORT
 
-echo "libshmlimit demo: $NW curl workers for ${SECS}s, segment $SEG, mock API at $URL"
+echo "libshmlimit demo: $NW curl, $NP Python and $NN Node.js workers for ${SECS}s, segment $SEG, mock API at $URL"
 echo "limits (demo/demo.json): opus 30 RPM / 6k ITPM / 2k OTPM, sonnet 60 / 12k / 4k, haiku 120 / 20k / 6k"
 
 # 3. The fleet: each worker is a shell loop of plain curl commands.
@@ -100,6 +130,32 @@ for w in $(seq 1 "$NW"); do
 	PIDS="$PIDS $!"
 	WPIDS="${WPIDS:-} $!"
 done
+# The Python and Node.js workers: the same kind of requests, numbered after
+# the curl workers (worker w works for pool (w-1) mod 3).  The odd ones are
+# governed by one line (GovernedTransport, governedFetch), the even ones
+# with no code change (plain httpx / the global fetch under shmlimit-run).
+# (SHMLIMIT_PRELOAD: shmlimit-run preloads this build's shim.)
+export SHMLIMIT_SEGMENT=$SEG SHMLIMIT_HOSTS=127.0.0.1:$PORT SHMLIMIT_WAIT_MS=20000 \
+	SHMLIMIT_LIBRARY=$PYLIB SHMLIMIT_NODE_ADDON=$ADDON SHMLIMIT_PRELOAD=$SO_ABS
+RUN=$HERE/../python/shmlimit-run
+for i in $(seq 1 "$NP"); do
+	w=$((NW + i))
+	set -- "$PY" "$HERE/worker.py" "$w" "$end" "$URL" "${POOLS[$(((w - 1) % 3))]}"
+	if [ $((i % 2)) = 0 ]; then set -- "$RUN" "$SEG" -- "$@" --plain; fi
+	"$@" > "$T/p.$i" 2>>"$T/python.err" &
+	PIDS="$PIDS $!"
+	WPIDS="${WPIDS:-} $!"
+done
+for i in $(seq 1 "$NN"); do
+	w=$((NW + NP + i))
+	set -- "$NODE" "$HERE/worker.js" "$w" "$end" "$URL" "${POOLS[$(((w - 1) % 3))]}"
+	if [ $((i % 2)) = 0 ]; then set -- "$RUN" "$SEG" -- "$@" --plain; fi
+	"$@" > "$T/n.$i" 2>>"$T/node.err" &
+	PIDS="$PIDS $!"
+	WPIDS="${WPIDS:-} $!"
+done
+unset SHMLIMIT_SEGMENT SHMLIMIT_HOSTS SHMLIMIT_WAIT_MS SHMLIMIT_LIBRARY SHMLIMIT_NODE_ADDON SHMLIMIT_PRELOAD
+NALL=$((NW + NP + NN))
 
 # 4. While they run: the stats tool's live view on a terminal, else a plain
 #    line every 5 seconds.
@@ -132,9 +188,15 @@ while [ "$(date +%s)" -lt "$end" ]; do
 	if [ -z "$VIEW" ] && [ $((el % 5)) = 0 ]; then snapshot "$el"; fi
 done
 w2=$(date +%s%N); "$SEGTOOL" stats "$SEG" > "$T/s2"
-t_end=$(date +%s%N) # after the snapshot: T covers everything it counted
 # shellcheck disable=SC2086
 wait $WPIDS
+# The "held at the limits" figures: from a snapshot taken once every worker
+# has finished.  A request is counted as admitted when it takes its place in
+# line (shl_ex_reserve), at a release time that can be seconds ahead; once
+# its worker is done, that release has passed, so everything the snapshot
+# counts was released within T.
+"$SEGTOOL" stats "$SEG" > "$T/s3"
+t_end=$(date +%s%N) # after the snapshot: T covers everything it counted
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 if [ -n "$VIEW" ]; then kill "$VIEW" 2>/dev/null; wait "$VIEW" 2>/dev/null; echo; fi
 
@@ -142,7 +204,7 @@ if [ -n "$VIEW" ]; then kill "$VIEW" 2>/dev/null; wait "$VIEW" 2>/dev/null; echo
 curl -s "$URL/mock/stats" > "$T/mock.json"
 num() { grep -o "\"$1\":[0-9]*" "$T/mock.json" | head -n 1 | cut -d: -f2; }
 rl=$(num rate_limited); scripted=$(num scripted_429); reqs=$(num requests)
-codes=$(cat "$T"/w.* | sort | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
+codes=$(cat "$T"/[wpn].* | sort | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}')
 refused=$(grep -c 'shmlimit: refused' "$T/worker.err" 2>/dev/null || true)
 if [ -x "$STAT" ]; then
 	echo
@@ -150,7 +212,20 @@ if [ -x "$STAT" ]; then
 	"$STAT" "$SEG"
 fi
 echo
-echo "=== summary after $((elapsed_ms / 1000)).$(((elapsed_ms % 1000) / 100)) s, $NW workers, $reqs requests reached the server"
+echo "=== summary after $((elapsed_ms / 1000)).$(((elapsed_ms % 1000) / 100)) s, $NALL workers, $reqs requests reached the server"
+# Requests per kind of worker: sent (reached the server), and refused
+# locally (status 000: never sent).
+kind() {
+	local name=$1 n=$2 pat=$3 how=$4
+	[ "$n" -gt 0 ] || return 0
+	cat "$T"/"$pat".* 2>/dev/null | awk -v k="$name" -v n="$n" -v how="$how" '
+		{ if ($1 == "000") r++; else s++ }
+		END { printf "  %-7s %2d workers  %6d requests sent, %4d refused locally   (%s)\n", k, n, s, r, how }'
+}
+echo "requests per kind of worker:"
+kind curl "$NW" w "curl under LD_PRELOAD"
+kind python "$NP" p "httpx: GovernedTransport; plain httpx.Client under shmlimit-run"
+kind node "$NN" n "fetch: governedFetch; the global fetch under shmlimit-run"
 win_ms=$(((w2 - w1) / 1000000))
 echo "rates per minute from 10 s in to the end of the run (${win_ms} ms), against each limit"
 echo "(tokens as settled; over a short window a bucket's burst, a few seconds' worth, can show as a few % above):"
@@ -174,9 +249,9 @@ awk -v ms="$win_ms" '
 		}
 	}' "$T/s1" "$T/s2"
 T_ms=$(((t_end - t_create + 999999) / 1000000))
-echo "held at the limits: use over the whole run (${T_ms} ms from the segment's creation, buckets full"
-echo "at the start) against the most the limits allow in that time, burst + rate x T (input tokens as"
-echo "settled; output tokens are charged at settle, so in-flight requests can add to them):"
+echo "held at the limits: use over the whole run (${T_ms} ms from the segment's creation, buckets full,"
+echo "to the last worker's end) against the most the limits allow in that time, burst + rate x T"
+echo "(output tokens are charged at settle, so the requests in flight can overdraw them a little):"
 awk -v ms="$T_ms" '
 	function cell(used, burst, limit,   allow) {
 		allow = burst + limit * ms / 60000.0
@@ -193,7 +268,7 @@ awk -v ms="$T_ms" '
 			  cell(v[p ".tokens_in"] + v[p ".cache_write"], v[p ".burst_itpm"], v[p ".limit_itpm"]),
 			  cell(v[p ".tokens_out"], v[p ".burst_otpm"], v[p ".limit_otpm"])
 		}
-	}' "$T/s2"
+	}' "$T/s3"
 # The same figures, machine-readable: "POOL DIM USED ALLOWED SLACK" per
 # cell, ALLOWED = burst + rate x T.  SLACK is 0 for requests and input
 # tokens, which are taken at admission.  Output tokens ("actual" mode) are
@@ -201,7 +276,7 @@ awk -v ms="$T_ms" '
 # the requests in flight can overdraw it: SLACK = the pool's workers (its
 # most requests in flight at once) x max_tokens.
 if [ -n "${DEMO_RESULTS:-}" ]; then
-	awk -v ms="$T_ms" -v nw="$NW" -v maxt="$MAXT" '
+	awk -v ms="$T_ms" -v nw="$NALL" -v maxt="$MAXT" '
 		{ v[$1] = $2 }
 		END {
 			split("haiku sonnet opus", P, " ")
@@ -211,7 +286,7 @@ if [ -n "${DEMO_RESULTS:-}" ]; then
 				printf "%s itpm %d %.3f 0\n", p, v[p ".tokens_in"] + v[p ".cache_write"], v[p ".burst_itpm"] + v[p ".limit_itpm"] * ms / 60000.0
 				printf "%s otpm %d %.3f %d\n", p, v[p ".tokens_out"], v[p ".burst_otpm"] + v[p ".limit_otpm"] * ms / 60000.0, w * maxt
 			}
-		}' "$T/s2" > "$DEMO_RESULTS"
+		}' "$T/s3" > "$DEMO_RESULTS"
 fi
 "$SEGTOOL" stats "$SEG" | awk '
 	{ v[$1] = $2 }
@@ -223,7 +298,19 @@ fi
 		  v["all.admitted"], v["opus.waited"] + v["sonnet.waited"] + v["haiku.waited"], v["all.server_429"]
 	}'
 echo "server: HTTP statuses $codes; rate-limited by the server: $rl (goal: 0); scripted 429s: $scripted"
-[ "$refused" -gt 0 ] && echo "client: $refused requests refused locally past SHMLIMIT_WAIT_MS (not sent)"
+[ "$refused" -gt 0 ] && echo "client: $refused curl requests refused locally past SHMLIMIT_WAIT_MS (not sent)"
+# Every request that reached the server went through the segment: its
+# admissions equal the server's count (an ungoverned worker's would not be
+# in it).
+admitted=$("$SEGTOOL" stats "$SEG" | awk '$1 == "all.admitted" { print $2 }')
+if [ "$admitted" = "$reqs" ]; then same="equal: every worker went through the segment"
+else same="not equal: some requests were not governed"; fi
+echo "governed: $admitted admitted by the segment, $reqs requests reached the server ($same)"
+# What the Python and Node.js parts said (a fail-open line: "... pass
+# through ungoverned"), at most 3 lines each.
+for k in python node; do
+	[ -s "$T/$k.err" ] && grep -m 3 'shmlimit' "$T/$k.err" | sed "s/^/$k worker: /"
+done
 if [ "${rl:-1}" = 0 ]; then
 	echo "result: the fleet stayed within the limits: no server 429s"
 else
