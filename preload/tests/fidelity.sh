@@ -3,6 +3,8 @@
 # real curl tool under the shim, at saturation, against shmlimit-mock's own
 # tokenizer and token buckets (mock/README.md).
 #
+# Cases 1 and 2 are disabled unless SHL_FIDELITY_ALL=1 (each says why).
+#
 #   1. curl --parallel --parallel-max 8, the mock enforcing RPM as one
 #      request per interval (--strict-interval), RPM binding: zero server
 #      429s (the pool's default jitter margin, pools[].margin = 0.002, is
@@ -155,15 +157,16 @@ EOF
 gen() { python3 "$T/gen.py" "$@"; }
 
 # =====================================================================
-# DISABLED unless SHL_FIDELITY_ALL=1: not reliable with the default margin.
-# On the 2-core test machine under load, 4 runs of 5 got 1 to 5 server 429s
-# of 20 (use 76% to 95%), though curl's trace shows every send at least
-# 1.001 s after the one before: the 429s came at 1.0032 s (request 2, the
-# only request on a new connection), so the mock saw the arrivals closer
-# than 1 s, i.e. more than the 2 ms (0.2% of 1 s) jitter the default
-# margin leaves.  Quiet, the case passed (20 of 20, use 100%).  The margin
-# is what should make it hold (README, pools[].margin); the check is kept
-# as it is.
+# DISABLED unless SHL_FIDELITY_ALL=1: with the default margin it does not
+# hold on the 2-core test machine when it is busy.  4 runs of 6 got 1 to 5
+# server 429s of 20 (use 76% to 95%; 3 of the 4 with another test loop
+# running), though curl's trace shows every send at least 1.001 s after the
+# one before: in the run traced, the 429 went to request 2, sent 1.0032 s
+# after request 1 (the first request, on a new connection), so the mock
+# stamped the two arrivals less than 1 s apart: more arrival jitter than the
+# 2 ms (0.2% of 1 s) the default margin leaves.  The two runs on a quieter
+# machine passed (20 of 20, use 100%).  The margin is what should make this
+# hold (README, pools[].margin); the checks are kept as they are.
 if [ "${SHL_FIDELITY_ALL:-0}" = 1 ]; then
 echo "# 1. curl --parallel --parallel-max 8, RPM enforced as one request per interval"
 # 60 RPM, burst 1, as the server of issue 12's table enforced it (one
@@ -210,15 +213,18 @@ else
 	echo "# skipped (see above): set SHL_FIDELITY_ALL=1 to run it"
 fi
 # =====================================================================
-# DISABLED unless SHL_FIDELITY_ALL=1: 2 of 3 runs got server 429s (ITPM,
-# 2 and 4 of 24) after the warm-up, though every measured request was
-# charged above the server's count (charged - server = +0..+41 tokens,
-# checked with count_tokens): not the estimate, so the shim's bucket ran
-# ahead of the mock's some other way with 3 s of latency (the header
-# clamp or settlement, not found yet).  One such 429 also got a transfer
-# refused locally by the pre-request check ("the server's retry-after came
+# DISABLED unless SHL_FIDELITY_ALL=1: 3 runs of 4 got server 429s (ITPM,
+# 2 to 4 of the 24 measured requests, early in the run) after the warm-up,
+# though every measured request was charged above the server's count
+# (charged - server = 0 to +41 tokens, checked against count_tokens): not
+# the estimate, so with 3 s of latency the segment's bucket ran ahead of
+# the mock's some other way (the rate-limit header clamp, whose remaining
+# counts the mock computes at arrival and sends 3 s later, or the
+# settlement: not found yet).  One such 429's hold also got a released
+# transfer refused by the pre-request check ("the server's retry-after came
 # in while it was connecting"), so curl exited 42.  The estimate's error
-# checks passed in every run (95th percentile 1.8% Japanese, 3.7% French).
+# checks passed in every run (95th percentile 1.8% to 3.0% Japanese, 3.7%
+# French).
 if [ "${SHL_FIDELITY_ALL:-0}" = 1 ]; then
 echo "# 2. CJK and accented bodies, the server answering in 3 s, curl --parallel, ITPM binding"
 # Two pools, one per language (a pool learns one ratio: learn.c assumes one
@@ -244,8 +250,11 @@ txt_args() {
 	args=()
 	local k
 	for k in $(seq "$1" "$2"); do
-		gen ja "$k" claude-sonnet-4-5 > "$T/ja$k.json"
-		gen fr "$k" claude-haiku-4-5 > "$T/fr$k.json"
+		echo "ja $k claude-sonnet-4-5 0 $T/ja$k.json"
+		echo "fr $k claude-haiku-4-5 0 $T/fr$k.json"
+	done > "$T/txt.list"
+	gen - "$T/txt.list"
+	for k in $(seq "$1" "$2"); do
 		for l in ja fr; do
 			[ ${#args[@]} -gt 0 ] && args+=(--next -s)
 			args+=(-o "$T/$l$k.out" --url "$x_url/v1/messages" -d "@$T/$l$k.json")
