@@ -30,7 +30,7 @@
 # report, and, for the use of the limit, the send times of curl's own trace
 # (--trace-time).  Every mock is bounded by --max-seconds and --max-requests;
 # segments have the pid in their names and are removed on exit.
-# shellcheck disable=SC2154
+# shellcheck disable=SC2154,SC2034
 set -u
 
 B=${1:-build}
@@ -42,7 +42,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 seg_rm() { "$SEGTOOL" rm "$1"; }
 . "$HERE/harness.sh"
 harness_init preload-fidelity
-t_start=$(date +%s)
 
 # start_mock NAME ARGS...: start a server; sets NAME_port, NAME_url.
 start_mock() {
