@@ -199,7 +199,9 @@ def test_deadline_refusal_then_wait(mock, segment):
         assert c.post("/v1/messages", json=message_body(1)).status_code == 200
         r = c.post("/v1/messages", json=message_body(2))
         assert r.status_code == 429 and r.headers["x-shmlimit-refused"] == "rpm"
-        assert r.headers["retry-after"] == "1"
+        # the wait, whole seconds rounded up: one interval of 60 RPM (1 s, lengthened
+        # by the pool's jitter margin, 0.2%) less the little time since the first
+        assert r.headers["retry-after"] in ("1", "2")
     with client(m, seg, max_wait=5) as c:  # waiting long enough is admitted
         assert c.post("/v1/messages", json=message_body(3)).status_code == 200
     st = m.stats()
