@@ -270,6 +270,31 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 		      (uint64_t)units + (uint64_t)cur, (uint64_t)l->spend_cap, r);
 }
 
+/* The ticket of an admission (`at`: its release; f0..f2: each bucket's
+ * mark, 0 if not taken).  Scalars, inlined: on the hot path nothing of it
+ * goes through the stack. */
+static inline __attribute__((always_inline)) void
+ticket_fill(shl_ticket *t, const struct shl_local *l, const struct shl_pool_local *pl, int p,
+	    int model, int64_t units, int batch, uint32_t month, int64_t at, uint64_t need_i,
+	    uint64_t need_o, uint64_t f0, uint64_t f1, uint64_t f2)
+{
+	t->model = model;
+	t->pool = p;
+	t->state = 1;
+	t->batch = batch != 0;
+	t->rpm = 1;
+	t->itpm = need_i;
+	t->otpm = need_o;
+	t->spend = units;
+	t->month = month; /* where a refund must go */
+	t->pad = pl->name_hash;
+	t->generation = l->gen;
+	t->admitted_at = at;
+	t->full_at[SHL_DIM_RPM] = f0;
+	t->full_at[SHL_DIM_ITPM] = f1;
+	t->full_at[SHL_DIM_OTPM] = f2;
+}
+
 /*
  * Step 3 and the ticket, once the buckets are taken (f0..f2: each bucket's
  * mark, its tat after the take plus its refund ledger, 0 if not taken).
@@ -296,21 +321,7 @@ admit_finish(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 	else
 		/* relaxed: a statistic. */
 		atomic_fetch_add_explicit(&rt->admitted, 1, memory_order_relaxed);
-	t->model = model;
-	t->pool = p;
-	t->state = 1;
-	t->batch = batch != 0;
-	t->rpm = 1;
-	t->itpm = need_i;
-	t->otpm = need_o;
-	t->spend = units;
-	t->month = charged; /* where a refund must go */
-	t->pad = pl->name_hash;
-	t->generation = l->gen;
-	t->admitted_at = now;
-	t->full_at[SHL_DIM_RPM] = f0;
-	t->full_at[SHL_DIM_ITPM] = f1;
-	t->full_at[SHL_DIM_OTPM] = f2;
+	ticket_fill(t, l, pl, p, model, units, batch, charged, now, need_i, need_o, f0, f1, f2);
 	return 0;
 }
 
@@ -520,13 +531,12 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	/* RPM needs 1 and every burst is at least 1 (config.c): from ITPM. */
 	if (shl_unlikely(need_i > pl->burst[SHL_DIM_ITPM]))
 		return refuse(rt, why, SHL_DIM_ITPM, p, 0, need_i, pl->burst[SHL_DIM_ITPM], -E2BIG);
-	if (shl_likely(!(keep > 0) && !(flags & SHL_PF_OTPM_RESERVE) && need_i != 0)) {
+	if (shl_likely(!(keep > 0) && !(flags & (SHL_PF_OTPM_RESERVE | SHL_PF_CLUSTER)) &&
+		       need_i != 0)) {
 		/* relaxed: hold_until is raised by CAS in shl_hold; any value is safe. */
 		int64_t hold = atomic_load_explicit(&rt->hold_until, memory_order_relaxed);
 		if (shl_unlikely(hold > now))
 			return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
-		if (shl_unlikely(flags & SHL_PF_CLUSTER))
-			return cluster_fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i);
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, pl->tol);
 	}
 	const uint64_t need_o = (flags & SHL_PF_OTPM_RESERVE) ? c->max_tokens : 0;
@@ -548,8 +558,12 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	if (shl_unlikely(hold > now))
 		return refuse(rt, why, SHL_DIM_HOLD, p, hold - now, 0, 0, -EAGAIN);
 
-	if (shl_unlikely(flags & SHL_PF_CLUSTER))
+	if (shl_unlikely(flags & SHL_PF_CLUSTER)) {
+		/* Multi-host mode, off the single-host fast test above. */
+		if (!(keep > 0) && need_i != 0 && need_o == 0)
+			return cluster_fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i);
 		return cluster_admit(h, l, pl, rt, p, model, units, batch, t, why, now, need, tol);
+	}
 	if (shl_likely(need_i != 0 && need_o == 0))
 		return fused(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, tol);
 	uint64_t cost_ns[SHL_NBUCKETS], full_at[SHL_NBUCKETS] = {0, 0, 0};
@@ -638,25 +652,6 @@ static int late(struct shl_pool_rt *rt, shl_refusal *why, int dim, int p, uint64
 		      b ? need[dim] : 0, b ? burst[dim] : 0, -ETIMEDOUT);
 }
 
-static void ticket_fill(shl_ticket *t, const struct shl_local *l, const struct shl_pool_local *pl,
-			int p, int model, int64_t units, int batch, uint32_t month, int64_t at,
-			uint64_t need_i, uint64_t need_o, const uint64_t mark[SHL_NBUCKETS])
-{
-	t->model = model;
-	t->pool = p;
-	t->state = 1;
-	t->batch = batch != 0;
-	t->rpm = 1;
-	t->itpm = need_i;
-	t->otpm = need_o;
-	t->spend = units;
-	t->month = month; /* where a refund must go */
-	t->pad = pl->name_hash;
-	t->generation = l->gen;
-	t->admitted_at = at;
-	for (int d = 0; d < SHL_NBUCKETS; d++)
-		t->full_at[d] = mark[d];
-}
 
 static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait, shl_ticket *t,
 			shl_refusal *why, double keep)
@@ -807,7 +802,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			/* relaxed: a statistic. */
 			atomic_fetch_add_explicit(&rt->waited, 1, memory_order_relaxed);
 		ticket_fill(t, l, pl, p, model, units, c->batch, charged, (int64_t)rel, need_i, need_o,
-			    mark);
+			    mark[0], mark[1], mark[2]);
 		return 0;
 	}
 	shl__lease_adjust(h, l, ps, month, charged, -units);
