@@ -152,6 +152,7 @@ lint: $(BUILD)/.deps-lint
 	tools/check-man.sh
 	cppcheck --quiet --enable=warning,portability --inline-suppr --suppress=varFuncNullUB \
 	  --error-exitcode=1 --std=c11 -D_GNU_SOURCE -D__x86_64__ -Ilibshmlimit/include \
+	  --include=scripts/cppcheck.h \
 	  libshmlimit/src tools plan
 	clang-tidy --quiet $(LINT_SRC) -- -std=c11 -D_GNU_SOURCE -Ilibshmlimit/include \
 	  -Ilibshmlimit/src $(DEP_CFLAGS)

@@ -6,6 +6,7 @@
  *   POST /v1/messages/count_tokens  {"input_tokens": N}
  *   POST /v1/messages/batches       a message_batch object (accepted, never run)
  *   GET  /mock/stats                what the mock has seen, as JSON
+ *   GET  /mock/admissions           the last admissions of each pool (limits.c)
  *   GET  /mock/health               {"ok":true}
  *   GET, POST /mock/limits          the pools' limits; change them mid-run
  *   POST /mock/shutdown             answer, then stop the server
@@ -212,7 +213,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 			n.otpm_reserve = (uint64_t)maxt->valuedouble;
 		uint64_t ra = 0;
 		int dim = 0;
-		if (pool_admit(p, &n, &ra, &dim) < 0) {
+		if (pool_admit(p, &n, r->arrived_ns, &ra, &dim) < 0) {
 			free(e);
 			reset_headers(c);
 			sbuf_printf(&c->h, "retry-after: %llu\r\n",
@@ -444,6 +445,9 @@ int api_handle(int fd, struct http_req *r)
 	if (strcmp(r->path, "/mock/stats") == 0) {
 		c.o.status = 200;
 		keep = send_json(&c, 200, stats_json(), r->keep_alive, 0);
+	} else if (strcmp(r->path, "/mock/admissions") == 0) {
+		c.o.status = 200;
+		keep = send_json(&c, 200, limits_admissions_json(mock_cfg->limits), r->keep_alive, 0);
 	} else if (strcmp(r->path, "/mock/health") == 0) {
 		char *ok = strdup("{\"ok\":true}");
 		keep = send_json(&c, 200, ok, r->keep_alive, 0);

@@ -128,6 +128,25 @@ void sleep_ms(uint64_t ms)
 /* Reading                                                              */
 /* ------------------------------------------------------------------ */
 
+/* The receive time a recvmsg carried, on the mono_ns() scale (the kernel
+ * stamps CLOCK_REALTIME); now when it carried none. */
+static int64_t rx_time(struct msghdr *mh)
+{
+	int64_t mono = mono_ns();
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
+			continue;
+		struct timespec ts, real;
+		memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+		clock_gettime(CLOCK_REALTIME, &real);
+		int64_t ago = ((int64_t)real.tv_sec - ts.tv_sec) * 1000000000LL +
+			      (real.tv_nsec - ts.tv_nsec);
+		/* a wall clock step between the two: the reading of now */
+		return ago >= 0 && ago < 60LL * 1000000000LL ? mono - ago : mono;
+	}
+	return mono;
+}
+
 /* Receive more bytes into the buffer.  Returns the count, -ENODATA on EOF. */
 static int conn_fill(struct conn *c)
 {
@@ -141,9 +160,20 @@ static int conn_fill(struct conn *c)
 	if (c->end == c->cap)
 		return -E2BIG;
 	for (;;) {
-		ssize_t n = recv(c->fd, c->buf + c->end, c->cap - c->end, 0);
+		/* The kernel's receive time of these bytes (SO_TIMESTAMPNS, set
+		 * on every accepted socket): a request's arrival as the network
+		 * saw it, whatever this process's threads were doing then. */
+		struct iovec iov = {c->buf + c->end, c->cap - c->end};
+		union {
+			char b[CMSG_SPACE(sizeof(struct timespec))];
+			struct cmsghdr align;
+		} ctl;
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+				    .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
+		ssize_t n = recvmsg(c->fd, &mh, 0);
 		if (n > 0) {
 			c->end += (size_t)n;
+			c->rx_ns = rx_time(&mh);
 			return (int)n;
 		}
 		if (n == 0)
@@ -414,6 +444,7 @@ int http_read_request(struct conn *c, struct http_req *r)
 		return rc;
 	r->body[len] = '\0';
 	r->body_len = (size_t)len;
+	r->arrived_ns = c->rx_ns;
 	return 0;
 }
 

@@ -33,6 +33,11 @@
  * tolerance, so a client whose requests arrive a little closer together
  * than it sent them is refused.
  *
+ * A request is admitted as of its arrival: the instant the kernel received
+ * its last bytes (http.c), not when a thread of this process got round to
+ * it, so that the judge's own scheduling on a busy machine does not move
+ * arrivals closer together than the network delivered them.
+ *
  * The limits can change while the server runs (POST /mock/limits, so that
  * tests can show a fleet following the server): a pool's limit, burst and
  * tolerance are therefore guarded by its mutex like its levels.
@@ -187,6 +192,7 @@ static int load_pool(const cJSON *jp, struct pool *p, char *err, size_t errlen)
 	}
 	pthread_mutex_init(&p->mu, NULL);
 	p->last_ns = mono_ns();
+	p->adm = calloc(MOCK_ADM_LOG, sizeof(*p->adm)); /* NULL: no log, nothing else lost */
 	return 0;
 }
 
@@ -331,14 +337,16 @@ static void refill(struct pool *p, int64_t now)
 	}
 }
 
-int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
+int pool_admit(struct pool *p, const struct need *n, int64_t at, uint64_t *retry_after,
 	       int *dim)
 {
 	double need[NDIM] = {1, (double)n->itpm, (double)n->otpm_reserve};
 	double worst = 0;
 	int worst_dim = -1;
 	pthread_mutex_lock(&p->mu);
-	refill(p, mono_ns());
+	/* As of the request's arrival (0: now); a bucket already brought
+	 * past it (another thread, its headers) stays where it is. */
+	refill(p, at > 0 ? at : mono_ns());
 	for (int d = 0; d < NDIM; d++) {
 		if (p->limit[d] <= 0)
 			continue;
@@ -351,10 +359,19 @@ int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
 			}
 		}
 	}
-	if (worst_dim < 0)
+	if (worst_dim < 0) {
+		if (p->adm != NULL) {
+			struct admission *a = &p->adm[p->nadm % MOCK_ADM_LOG];
+			a->at_ns = at > p->last_ns ? at : p->last_ns; /* as of the levels' time */
+			a->level_rpm = p->level[DIM_RPM];
+			a->level_itpm = p->level[DIM_ITPM];
+			a->need_itpm = need[DIM_ITPM];
+		}
+		p->nadm++;
 		for (int d = 0; d < NDIM; d++)
 			if (p->limit[d] > 0)
 				p->level[d] -= need[d];
+	}
 	pthread_mutex_unlock(&p->mu);
 	if (worst_dim < 0)
 		return 0;
@@ -599,4 +616,39 @@ char *limits_json(struct limits *l)
 	char *s = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
 	return s;
+}
+
+/*
+ * GET /mock/admissions: per pool, its limits now and the last MOCK_ADM_LOG
+ * admissions, oldest first, as [at_ns, level_rpm, level_itpm, need_itpm]
+ * (at_ns on the server's monotonic clock; levels before the admission).
+ * From these a test reads how much of a limit a client used over a window
+ * of its choosing: what was admitted from the k-th admission to the last,
+ * against the level at the k-th plus the refill until the last.
+ */
+char *limits_admissions_json(const struct limits *l)
+{
+	cJSON *root = cJSON_CreateObject();
+	cJSON *pools = cJSON_AddObjectToObject(root, "pools");
+	for (int i = 0; l != NULL && i < l->npools; i++) {
+		struct pool *p = &l->pools[i];
+		cJSON *jp = cJSON_AddObjectToObject(pools, p->name);
+		cJSON *log = cJSON_CreateArray();
+		pthread_mutex_lock(&p->mu);
+		cJSON_AddNumberToObject(jp, "rpm", p->limit[DIM_RPM]);
+		cJSON_AddNumberToObject(jp, "itpm", p->limit[DIM_ITPM]);
+		cJSON_AddNumberToObject(jp, "admitted", (double)p->nadm);
+		uint64_t first = p->nadm > MOCK_ADM_LOG ? p->nadm - MOCK_ADM_LOG : 0;
+		for (uint64_t k = first; p->adm != NULL && k < p->nadm; k++) {
+			const struct admission *a = &p->adm[k % MOCK_ADM_LOG];
+			const double v[4] = {(double)a->at_ns, a->level_rpm, a->level_itpm,
+					     a->need_itpm};
+			cJSON_AddItemToArray(log, cJSON_CreateDoubleArray(v, 4));
+		}
+		pthread_mutex_unlock(&p->mu);
+		cJSON_AddItemToObject(jp, "log", log);
+	}
+	char *text = cJSON_PrintUnformatted(root);
+	cJSON_Delete(root);
+	return text;
 }

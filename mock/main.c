@@ -123,6 +123,8 @@ static void start_conn(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* (inherited from the listening socket; again in case it was not) */
+	setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
 
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -148,6 +150,10 @@ static int listen_on(uint64_t port, int *out_port)
 		return -errno;
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Arrival times from the kernel (http.c, conn_fill): set here, so
+	 * that an accepted connection has it (it inherits the flag) for the
+	 * bytes that came before accept returned. */
+	setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
 	struct sockaddr_in a = {.sin_family = AF_INET,
 				.sin_port = htons((uint16_t)port),
 				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -72,6 +72,7 @@ struct conn {
 	int fd;
 	char *buf;
 	size_t cap, start, end;
+	int64_t rx_ns;       /* mono_ns() scale: when the kernel received the last bytes read */
 };
 
 struct http_hdr {
@@ -89,6 +90,7 @@ struct http_req {
 	char *head;          /* owns the strings hdr[] point into */
 	char *body;          /* NUL-terminated, body_len bytes before the NUL */
 	size_t body_len;
+	int64_t arrived_ns;  /* mono_ns() scale: the kernel's receipt of its last bytes */
 };
 
 /*
@@ -156,6 +158,16 @@ struct pool {
 	double tol[NDIM];       /* clock-skew tolerance (see limits.c) */
 	double level[NDIM];     /* tokens available now (< 0: in debt) */
 	int64_t last_ns;        /* when level was last brought up to date */
+	struct admission *adm;  /* the last MOCK_ADM_LOG admissions (a ring) */
+	uint64_t nadm;          /* admissions ever: the next goes to adm[nadm % MOCK_ADM_LOG] */
+};
+
+/* One admission, for GET /mock/admissions: when (the request's arrival),
+ * the RPM and ITPM levels just before it, and what it took of ITPM. */
+#define MOCK_ADM_LOG 4096
+struct admission {
+	int64_t at_ns;
+	double level_rpm, level_itpm, need_itpm;
 };
 
 struct model_rule {
@@ -207,12 +219,15 @@ struct need {
 };
 
 /*
- * Admit a request, all dimensions or none.  Returns 0 when admitted (the
- * buckets are charged), or -EAGAIN with *retry_after set to the whole
+ * Admit a request, all dimensions or none, as of `at` (mono_ns() scale:
+ * the request's arrival; 0: now).  Returns 0 when admitted (the buckets are
+ * charged), or -EAGAIN with *retry_after set to the whole
  * seconds (at least 1) until it could be admitted and *dim to the refusing
  * dimension.
  */
-int pool_admit(struct pool *p, const struct need *n, uint64_t *retry_after,
+/* GET /mock/admissions (the JSON text, malloc'd; NULL: no memory). */
+char *limits_admissions_json(const struct limits *l);
+int pool_admit(struct pool *p, const struct need *n, int64_t at, uint64_t *retry_after,
 	       int *dim);
 
 /* Settle an admitted request's output: charge `out` tokens and give back a

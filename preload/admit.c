@@ -384,6 +384,9 @@ int shim_place(struct hs *s, int64_t now)
 		s->pool = t != NULL ? t->pool : s->ticket.pool;
 		s->ticket_open = 1;
 		s->release_at = release > now ? release : now;
+		s->release0 = s->release_at;
+		if (shl_ex_place(g_shl, s->ex, &s->place) != 0)
+			memset(&s->place, 0, sizeof(s->place)); /* the most cautious place */
 		return 0;
 	}
 	if ((r == -EAGAIN || (r == -ETIMEDOUT && s->route.active)) && why.wait_ns >= 0) {
@@ -391,6 +394,8 @@ int shim_place(struct hs *s, int64_t now)
 		if (left >= 0 && why.wait_ns > left)
 			return refused(s, -ETIMEDOUT, &why);
 		s->release_at = why.wait_ns > INT64_MAX - now ? INT64_MAX : now + why.wait_ns;
+		s->release0 = s->release_at;
+		memset(&s->place, 0, sizeof(s->place));
 		return 1;
 	}
 	if (r == -ETIMEDOUT || r == -EAGAIN || r == -E2BIG || r == -EDQUOT)
@@ -400,15 +405,18 @@ int shim_place(struct hs *s, int64_t now)
 	return -2;
 }
 
-int shim_start(struct hs *s, int64_t now)
+int shim_start(struct hs *s, int64_t now, struct shim_multi *m)
 {
 	for (int round = 0; round < 4; round++) {
+		int placed = 0;
 		if (!s->ticket_open) {
 			int r = shim_place(s, now);
 			if (r != 0)
 				return r;
+			placed = 1;
 		}
-		if (s->release_at > now)
+		/* (the line's skew first: it may move the release) */
+		if (shim_multi_hold_back(m, s, now, placed) || s->release_at > now)
 			return 1;
 #if SHIM_RESERVE
 		shl_refusal why;
@@ -456,11 +464,13 @@ int shim_prereq_admit(void *ud, char *pip, char *lip, int pport, int lport)
 		why.dim = SHL_DIM_NONE;
 		int r = s->ticket_open ? shl_ex_start(g_shl, s->ex, &why) : 0;
 		if (r == -EAGAIN || r == -EDQUOT) {
+			shim_multi_unsent(s);
 			s->ticket_open = 0; /* shl_ex_start has cancelled it */
 			refused(s, r == -EAGAIN ? -EBUSY : r, &why);
 			return CURL_PREREQFUNC_ABORT;
 		}
 #endif
+		shim_multi_sent(s, shl_now()); /* what was placed after it moves by its lateness */
 	} else if (!s->ticket_open && shim_admit(s) < 0) {
 		s->admit_failed = 1;
 		return CURL_PREREQFUNC_ABORT;

@@ -33,6 +33,39 @@
  *   - curl_multi_remove_handle, curl_easy_cleanup or curl_easy_reset of a
  *     held transfer, and curl_multi_cleanup, cancel it.
  *
+ * Late sends
+ *   A transfer given to libcurl is not necessarily sent at once: libcurl
+ *   may keep it waiting for a connection (CURLOPT_PIPEWAIT, which curl
+ *   --parallel sets, waits for the first connection to say whether it can
+ *   multiplex: with HTTP/1.1, until that connection's response is in; and
+ *   CURLMOPT_MAX_HOST_CONNECTIONS and friends).  Its charge was laid in the
+ *   line at its release, but the server sees it when it is sent.  While the
+ *   server's bucket sits full, the refill of that wait is lost to it, and
+ *   everything laid after the late transfer would reach the server that
+ *   much too early: five transfers held for 3 s by PIPEWAIT and the sixth,
+ *   released 0.5 s after them, arrive together, more than the bucket holds.
+ *   So, per multi and pool, with each transfer's place in each bucket
+ *   (shl_ex_place: debt, how long the bucket stays in debt after its
+ *   release; edge, how much later than its release that bucket alone would
+ *   have let it go):
+ *   - a transfer given to libcurl stays "in limbo" until its pre-request
+ *     callback (sent) or its end;
+ *   - sent with lateness L, it shows each bucket d it took to be behind the
+ *     server's by e[d] = L - debt[d] (when positive: the server's bucket sat
+ *     full that long); a transfer placed after it may then go no sooner
+ *     than its release plus max over d of (edge[d] + e[d]): every held
+ *     transfer of the pool is moved so, and every one placed until that
+ *     line has gone;
+ *   - while a transfer in limbo is already that late for a held one, the
+ *     held one is not given to libcurl (it would be sent in the same
+ *     bunch); it waits for the send, and is then moved.
+ *   Lateness is measured from the first release, so it adds up along a
+ *   line, as it does at a server that keeps one request per interval.
+ *   Transfers placed at the same instant (within LIMBO_GRACE_NS: one pass of
+ *   the loop) go together: their admissions counted on each other only.
+ *   Only this process's transfers are moved; another process's are covered
+ *   by the jitter margin (pools[].margin) and the server's tolerance.
+ *
  * What it assumes
  *   - libcurl's rule that a multi handle, and the easy handles in it, are
  *     used by one thread at a time: a multi's state needs no lock.  The
@@ -64,11 +97,28 @@
 
 #include "shim.h"
 
+/* Placed within this of each other: placed together (see "Late sends"). */
+#define LIMBO_GRACE_NS 1000000
+
+/*
+ * A pool's skew in this multi, per bucket d: the server's bucket may be up
+ * to e[d] behind the segment's word (its tat later by e[d]), until
+ * until[d], when the server's bucket is full again at the latest (then
+ * nothing is left to carry).  A late send of k shows e[d] = lateness -
+ * debt[d] and the server full no later than k's end plus e[d]; each
+ * transfer it moves ends later too, and carries it on.
+ */
+struct shim_skew {
+	int64_t e[3], until[3];
+};
+
 /* Used only by the thread that uses the multi handle. */
 struct shim_multi {
 	struct cds_lfht_node node;
 	CURLM *key;
 	struct hs *list;       /* transfers held back, refused or reported (hs->hold) */
+	struct hs *limbo;      /* given to libcurl, not yet sent (hs->limbo_in) */
+	struct shim_skew skew[SHL_MAX_POOLS]; /* per pool */
 	/* the application's CURLMOPT_TIMERFUNCTION, when wrapped */
 	curl_multi_timer_callback app_timer;
 	void *app_timer_data;
@@ -130,6 +180,17 @@ static struct shim_multi *multi_get(CURLM *multi)
 	return m;
 }
 
+/* Held transfers are kept in the order they were added: released in that
+ * order when they are due together. */
+static void list_append(struct shim_multi *m, struct hs *s)
+{
+	struct hs **pp = &m->list;
+	while (*pp != NULL)
+		pp = &(*pp)->next_held;
+	s->next_held = NULL;
+	*pp = s;
+}
+
 static void unlink_hs(struct shim_multi *m, struct hs *s)
 {
 	for (struct hs **pp = &m->list; *pp != NULL; pp = &(*pp)->next_held) {
@@ -159,6 +220,176 @@ int shim_multi_pending(const struct shim_multi *m)
 	return n;
 }
 
+/* ------------------------------------------------------------------ */
+/* Late sends: limbo, gate and shift (see the top of the file)         */
+/* ------------------------------------------------------------------ */
+
+static void limbo_add(struct shim_multi *m, struct hs *s)
+{
+	s->limbo_in = m;
+	s->next_limbo = m->limbo;
+	m->limbo = s;
+}
+
+static void limbo_del(struct hs *s)
+{
+	struct shim_multi *m = s->limbo_in;
+	if (m == NULL)
+		return;
+	for (struct hs **pp = &m->limbo; *pp != NULL; pp = &(*pp)->next_limbo) {
+		if (*pp == s) {
+			*pp = s->next_limbo;
+			break;
+		}
+	}
+	s->limbo_in = NULL;
+	s->next_limbo = NULL;
+}
+
+/*
+ * How much later than its release `h` must go for the skew `k` (0: not
+ * moved).  In each bucket d still skewed at its release, two bounds on the
+ * server's tat before h: the word's (release + debt) plus e[d], and
+ * until[d]; h conforms there once that tat + its cost - the tolerance is
+ * past, i.e. (edge - debt) after it: the smaller of the two moves.
+ */
+static int64_t moved_by(const struct hs *h, const struct shim_skew *k)
+{
+	int64_t by = 0;
+	for (int d = 0; d < 3; d++) {
+		if (k->until[d] <= h->release0 || h->place.edge[d] == INT64_MIN)
+			continue;
+		int64_t a = h->place.edge[d] + k->e[d];
+		int64_t b = k->until[d] + h->place.edge[d] - h->place.debt[d] - h->release0;
+		int64_t m = a < b ? a : b;
+		if (m > by)
+			by = m;
+	}
+	return by;
+}
+
+/*
+ * Fold in what `h` shows or carries, at `at` (its send, or its moved
+ * release): in each bucket with e[d] > 0, the server's tat before h is at
+ * most the word's (release0 + debt) plus e[d], so after h it is at most
+ * max(that, at) plus h's cost (full - debt): full again no later than
+ * that.
+ */
+static void carry(struct shim_skew *k, const struct hs *h, const int64_t e[3], int64_t at,
+		  int64_t now)
+{
+	for (int d = 0; d < 3; d++) {
+		if (e[d] <= 0 || h->place.full[d] == INT64_MIN)
+			continue;
+		int64_t base = h->release0 + h->place.debt[d] + e[d];
+		if (k->until[d] > h->release0 && k->until[d] < base)
+			base = k->until[d]; /* the tighter bound, while it holds */
+		if (base < at)
+			base = at;
+		int64_t until = base + (h->place.full[d] - h->place.debt[d]);
+		if (k->until[d] <= h->release0 || e[d] > k->e[d])
+			k->e[d] = e[d];
+		if (until > k->until[d])
+			k->until[d] = until;
+	}
+}
+
+/*
+ * What a send of `h` at `now` shows, per bucket: the server's tat after it
+ * is later than the word's by at most max(the skew still live at h's
+ * release, lateness - debt) (0 for a bucket it does not take).
+ */
+static void behind(const struct hs *h, const struct shim_skew *k, int64_t now, int64_t e[3])
+{
+	for (int d = 0; d < 3; d++) {
+		if (h->place.debt[d] == INT64_MIN) {
+			e[d] = 0;
+			continue;
+		}
+		e[d] = now - h->release0 - h->place.debt[d];
+		if (k != NULL && k->until[d] > h->release0 && k->e[d] > e[d])
+			e[d] = k->e[d];
+	}
+}
+
+/* Whether `s`, due now, must wait for a late transfer of its pool in limbo:
+ * sent now, that transfer would move `s`. */
+static int gated(const struct shim_multi *m, const struct hs *s, int64_t now)
+{
+	if (!s->ticket_open)
+		return 0; /* no place yet: it takes one (and the skew) when placed */
+	for (const struct hs *k = m->limbo; k != NULL; k = k->next_limbo) {
+		if (k->pool != s->pool || s->release0 - k->release0 <= LIMBO_GRACE_NS)
+			continue;
+		struct shim_skew sk;
+		behind(k, &m->skew[k->pool], now, sk.e);
+		for (int d = 0; d < 3; d++)
+			sk.until[d] = INT64_MAX;
+		if (moved_by(s, &sk) > 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Move `h` (placed, held) by the skew; what it then carries is folded in. */
+static void move(struct shim_skew *k, struct hs *h, int64_t now)
+{
+	if (!h->ticket_open)
+		return; /* no place yet: moved when placed */
+	int64_t by = moved_by(h, k);
+	if (by <= 0 || h->release0 + by <= h->release_at)
+		return;
+	h->release_at = h->release0 + by;
+	int64_t e[3];
+	for (int d = 0; d < 3; d++)
+		e[d] = k->until[d] > h->release0 ? k->e[d] : 0;
+	carry(k, h, e, h->release_at, now);
+}
+
+/* A new place of `s` (its release0 and release_at just set) in a pool
+ * whose line was moved by a late send is moved the same way. */
+static void skew_place(struct shim_multi *m, struct hs *s, int64_t now)
+{
+	int p = s->pool;
+	if (m != NULL && p >= 0 && p < SHL_MAX_POOLS)
+		move(&m->skew[p], s, now);
+}
+
+void shim_multi_sent(struct hs *s, int64_t now)
+{
+	struct shim_multi *m = s->limbo_in;
+	if (m == NULL)
+		return;
+	limbo_del(s);
+	int p = s->pool;
+	if (p < 0 || p >= SHL_MAX_POOLS)
+		return;
+	struct shim_skew *k = &m->skew[p];
+	int64_t e[3];
+	behind(s, k, now, e);
+	if (e[0] <= 0 && e[1] <= 0 && e[2] <= 0)
+		return;
+	carry(k, s, e, now, now);
+	for (struct hs *h = m->list; h != NULL; h = h->next_held)
+		if (h->hold == HOLD_WAITING && h->pool == p &&
+		    h->release0 - s->release0 > LIMBO_GRACE_NS)
+			move(k, h, now);
+}
+
+void shim_multi_unsent(struct hs *s)
+{
+	limbo_del(s);
+}
+
+int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int placed)
+{
+	if (m == NULL)
+		return 0;
+	if (placed)
+		skew_place(m, s, now);
+	return s->release_at > now || gated(m, s, now);
+}
+
 /*
  * Milliseconds until the next release (rounded up), -1 when nothing is
  * held.  0 for a refusal not yet announced: the application's next call
@@ -168,21 +399,20 @@ int shim_multi_pending(const struct shim_multi *m)
  */
 static long next_ms(struct shim_multi *m)
 {
-	int64_t first = INT64_MAX;
+	int64_t first = INT64_MAX, now = shl_now();
 	int news = 0;
 	for (struct hs *s = m ? m->list : NULL; s != NULL; s = s->next_held) {
 		if (s->hold == HOLD_REFUSED && !s->announced) {
 			s->announced = 1;
 			news = 1;
 		}
-		if (s->hold == HOLD_WAITING && s->release_at < first)
+		if (s->hold == HOLD_WAITING && s->release_at < first && !gated(m, s, now))
 			first = s->release_at;
 	}
 	if (news)
 		return 0;
 	if (first == INT64_MAX)
 		return -1;
-	int64_t now = shl_now();
 	if (first <= now)
 		return 0;
 	int64_t ms = (first - now + 999999) / 1000000;
@@ -250,12 +480,14 @@ static int start_one(struct shim_multi *m, struct hs *s)
 {
 	unlink_hs(m, s);
 	CURLMcode mc = real.multi_add(m->key, s->key);
-	if (mc == CURLM_OK)
+	if (mc == CURLM_OK) {
+		if (s->ticket_open)
+			limbo_add(m, s);
 		return 1;
+	}
 	s->hold = HOLD_WAITING;
 	s->held_by = m->key;
-	s->next_held = m->list;
-	m->list = s;
+	list_append(m, s);
 	if (mc == CURLM_RECURSIVE_API_CALL) {
 		/* called from inside one of libcurl's callbacks: kept, with its
 		 * place, and tried again at the next look */
@@ -280,9 +512,9 @@ int shim_multi_release(struct shim_multi *m)
 	struct hs *next;
 	for (struct hs *s = m->list; s != NULL; s = next) {
 		next = s->next_held;
-		if (s->hold != HOLD_WAITING || s->release_at > now)
+		if (s->hold != HOLD_WAITING || s->release_at > now || gated(m, s, now))
 			continue;
-		int r = shim_start(s, now);
+		int r = shim_start(s, now, m);
 		if (r == 1)
 			continue; /* back in line */
 		if (r == -1)
@@ -299,16 +531,17 @@ CURLMcode shim_multi_add(CURLM *multi, struct hs *s)
 	int64_t now = shl_now();
 	s->deadline = g_wait_ns < 0 || g_wait_ns > INT64_MAX - now ? INT64_MAX : now + g_wait_ns;
 	struct shim_multi *m = multi_get(multi);
-	int r = m != NULL ? shim_start(s, now) : 0; /* no state: admitted in prereq */
+	int r = m != NULL ? shim_start(s, now, m) : 0; /* no state: admitted in prereq */
 	if (r == 0 || r == -2) {
 		CURLMcode mc = real.multi_add(multi, s->key);
 		if (mc != CURLM_OK)
 			shim_cancel(s); /* nothing sent: cancelled */
+		else if (r == 0 && m != NULL && s->ticket_open)
+			limbo_add(m, s);
 		return mc;
 	}
 	s->held_by = multi;
-	s->next_held = m->list;
-	m->list = s;
+	list_append(m, s);
 	s->hold = HOLD_WAITING;
 	if (r == -1)
 		refuse_held(s, CURLE_ABORTED_BY_CALLBACK);
@@ -385,6 +618,8 @@ void shim_multi_forget(CURLM *multi)
 		return;
 	while (m->list != NULL)
 		shim_multi_drop(m->list);
+	while (m->limbo != NULL)
+		limbo_del(m->limbo);
 	rcu_read_lock();
 	int r = cds_lfht_del(g_mt, &m->node);
 	rcu_read_unlock();

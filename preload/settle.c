@@ -131,6 +131,7 @@ static int request_was_sent(struct hs *s)
  */
 void shim_finish(struct hs *s)
 {
+	shim_multi_unsent(s); /* done or removed before it was sent */
 	if (!s->ticket_open) {
 		shim_unhook(s);
 		return;

@@ -194,6 +194,10 @@ struct hs {
 	int64_t deadline;     /* SHMLIMIT_WAIT_MS after curl_multi_add_handle */
 	CURLMsg msg;          /* HOLD_REFUSED: the CURLMSG_DONE curl_multi_info_read gives */
 	int announced;        /* HOLD_REFUSED: a timeout of 0 was given for it once */
+	int64_t release0;     /* the release its place in line gave (before any shift) */
+	shl_place place;      /* shl_ex_place at its placing (hold.c) */
+	struct shim_multi *limbo_in; /* given to libcurl, not yet sent (hold.c) */
+	struct hs *next_limbo;
 };
 
 /* The state of `c`, or NULL.  The pointer stays valid until the handle is
@@ -243,7 +247,8 @@ int shim_place(struct hs *s, int64_t now);
  * open: start it now), 1 (held again until s->release_at), -1 refused,
  * -2 internal failure (pass through ungoverned), as shim_place.
  */
-int shim_start(struct hs *s, int64_t now);
+struct shim_multi;
+int shim_start(struct hs *s, int64_t now, struct shim_multi *m);
 
 /*
  * Holding multi transfers back (hold.c).  Per multi handle, used by the
@@ -283,6 +288,15 @@ int shim_multi_timer_setopt(CURLM *multi, CURLMoption opt, void (*fv)(void), voi
 			    CURLMcode *rc);
 /* curl_multi_cleanup: drop every held transfer, forget the multi. */
 void shim_multi_forget(CURLM *multi);
+/* Whether `s` (due at s->release_at) must stay held in `m` now: a place
+ * just taken (placed) takes the pool's skew; a late transfer of its pool
+ * in limbo gates it.  0 with m NULL. */
+int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int placed);
+/* The pre-request callback of a transfer hold.c gave to libcurl: it is
+ * being sent now; what was placed after it moves by its lateness. */
+void shim_multi_sent(struct hs *s, int64_t now);
+/* A transfer left libcurl (done, removed, cleaned up) without being sent. */
+void shim_multi_unsent(struct hs *s);
 
 /* Reading the response and settling (settle.c). */
 /* Wrap the application's write and header callbacks.  0, or -1 (nothing installed). */

@@ -438,6 +438,11 @@ static cJSON *build(const cJSON *live, const struct group *g, int ng, int *rc)
 		}
 		snprintf(taken[ntaken++], SHL_NAME_MAX + 1, "%s", name);
 		cJSON *pool = by_key(pools, "name", name);
+		/* a model group has at least one model id (parse checked it) */
+		const char *first_id = g[i].kind == G_MODELS && g[i].models != NULL &&
+				       g[i].models->child != NULL &&
+				       cJSON_IsString(g[i].models->child) ?
+				       g[i].models->child->valuestring : "";
 		if (pool == NULL) {
 			pool = cJSON_CreateObject();
 			cJSON_AddStringToObject(pool, "name", name);
@@ -448,7 +453,7 @@ static cJSON *build(const cJSON *live, const struct group *g, int ng, int *rc)
 			const char *from = NULL;
 			const cJSON *pr = NULL;
 			if (g[i].kind == G_MODELS)
-				pr = price_of(live, g[i].models->child->valuestring, &from);
+				pr = price_of(live, first_id, &from);
 			else if (g[i].kind == G_BATCH)
 				pr = price_of(live, "message_batches", &from);
 			if (g[i].kind == G_COUNT) {
@@ -463,8 +468,7 @@ static cJSON *build(const cJSON *live, const struct group *g, int ng, int *rc)
 					     "add a models[] entry for it, or an unknown_model pool, "
 					     "and sync again; nothing was changed\n",
 					g[i].kind == G_BATCH ? "the batch group's entry" : "model",
-					g[i].kind == G_BATCH ? "message_batches"
-							     : g[i].models->child->valuestring);
+					g[i].kind == G_BATCH ? "message_batches" : first_id);
 				cJSON_Delete(out);
 				*rc = TX_CONFIG;
 				return NULL;
@@ -671,7 +675,7 @@ static int fetch_all(const char *base, const char *key, long timeout_ms, unsigne
 		while (data->child)
 			cJSON_AddItemToArray(items, cJSON_DetachItemViaPointer(data, data->child));
 		free(cursor);
-		cursor = cJSON_IsString(next) ? strdup(next->valuestring) : NULL;
+		cursor = cJSON_IsString(next) && next != NULL ? strdup(next->valuestring) : NULL;
 		cJSON_Delete(doc);
 		if (cursor == NULL)
 			break;

@@ -632,16 +632,34 @@ SHL_API int shl_ex_model_entry(const shl_exchange *x);
 SHL_API double shl_ex_ratio(const shl_exchange *x);
 
 /*
- * shl_reserve for the exchange's request; *release_ns as t->admitted_at.
- * Until shl_reserve is in this build, it is shl_try: 0 (admitted now,
- * *release_ns = now) or -EAGAIN with why->wait_ns (call again then), and
- * -ETIMEDOUT at once when that wait is past `max_wait_ns` (< 0: none).
+ * shl_reserve for the exchange's request: a place in line, *release_ns
+ * (t->admitted_at) the instant it may be sent; -ETIMEDOUT at once when that
+ * is further than `max_wait_ns` (< 0: no limit).
  */
 SHL_API int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *release_ns,
 			   shl_refusal *why);
 /* shl_start for the exchange; on -EAGAIN / -EDQUOT the reservation has
  * been cancelled (reserve again after why->wait_ns, or give up). */
 SHL_API int shl_ex_start(shl_t *h, shl_exchange *x, shl_refusal *why);
+/*
+ * Where the exchange's place lies in each bucket of its pool (index: enum
+ * shl_dim), in ns from its release, read right after the reservation
+ * (refunds since only make debt and full smaller, the safe way):
+ *   debt  how long the bucket stays in debt after the release without this
+ *         request (0: full at the release).  Sent later than that, the
+ *         request reaches a server whose bucket sat full meanwhile and
+ *         dropped refill that the line laid after it counted on;
+ *   edge  how much later than the release the bucket alone would have let
+ *         it go (<= 0; 0 in the bucket that set the release);
+ *   full  how long after the release the bucket is full again, with it;
+ * INT64_MIN in all three for a bucket it does not take.  What the preload
+ * shim moves its held multi transfers by when one is sent late
+ * (preload/hold.c).  0, or -EINVAL with no open ticket.
+ */
+typedef struct shl_place {
+	int64_t debt[3], edge[3], full[3];
+} shl_place;
+SHL_API int shl_ex_place(shl_t *h, const shl_exchange *x, shl_place *out);
 /*
  * The caller admitted the request itself (shl_acquire, or shl_route, which
  * may have chosen another model): the exchange settles that ticket (a
@@ -680,7 +698,10 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
  *   - no status but sent: the input estimate; an error status: nothing but
  *     the request;
  *   - then the anthropic-ratelimit-*-remaining headers clamp the buckets,
- *     as of when they arrived, plus the output generated since: each token
+ *     as of when they arrived, plus the output generated since, but only
+ *     when the count does not fit the segment's own account as of the
+ *     request's release (the server counted at some instant in between;
+ *     token counts are rounded to the thousand): each token
  *     is charged once, whichever of settle and clamp came first (the
  *     requests and output-tokens counts already clamp when the headers are
  *     over: the blank line of raw headers, or the first body bytes; the

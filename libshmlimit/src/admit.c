@@ -352,7 +352,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 	uint64_t o0 = atomic_load_explicit(&rt->bkt[0].tat, memory_order_relaxed);
 	uint64_t o1 = atomic_load_explicit(&rt->bkt[1].tat, memory_order_relaxed);
 	uint64_t n0 = shl__gcra_next(o0, n, c0), n1 = shl__gcra_next(o1, n, c1);
-	uint64_t f[2];
+	uint64_t f[2] = {0, 0}; /* set by fused_slow when it admits */
 	int r;
 	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
 			 n1 - n > tol[SHL_DIM_ITPM] ||
@@ -1238,7 +1238,46 @@ int shl_hold(shl_t *h, int pool, int64_t duration_ns)
 	return shl__hold(h, pool, duration_ns, 1);
 }
 
-int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at)
+/*
+ * A ticket's place in each bucket (shl_ex_place), from its marks: the tat
+ * after the take is the mark minus the ledger now (bucket.c; refunds since
+ * only make it smaller).  debt = tat before the take - release; edge = tat
+ * after - tolerance - release; full = tat after - release.  A ticket of
+ * another generation or of a multi-host pool (credit, not these words) has
+ * debt 0, edge 0 and full 0 in every bucket it holds units of.
+ */
+void shl__ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
+{
+	const uint64_t need[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
+	struct shl_local *l = shl__local(h);
+	int known = l != NULL && t->state == 1 && t->generation == l->gen && t->pool >= 0 &&
+		    (unsigned)t->pool < l->slot.npools &&
+		    !(l->pools[t->pool].flags & SHL_PF_CLUSTER);
+	uint64_t rel = t->admitted_at < 0 ? 0 : (uint64_t)t->admitted_at;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		out->debt[d] = out->edge[d] = out->full[d] = INT64_MIN;
+		if (t->full_at[d] == 0 || need[d] == 0)
+			continue; /* not taken (OTPM "actual" is only checked) */
+		out->debt[d] = out->edge[d] = out->full[d] = 0;
+		if (!known)
+			continue;
+		const struct shl_pool_local *pl = &l->pools[t->pool];
+		/* acquire: as a take's ledger read (bucket.c). */
+		uint64_t after = t->full_at[d] - atomic_load_explicit(
+			&h->seg->pools[t->pool].bkt[d].refunded, memory_order_acquire);
+		uint64_t before = after - shl__mul_sat(need[d], pl->interval[d]);
+		/* signed distances from the release: tat words are within 2^62
+		 * ns of now */
+		int64_t db = (int64_t)(before - rel), e = (int64_t)(after - pl->tol[d] - rel);
+		int64_t f = (int64_t)(after - rel);
+		out->debt[d] = db > 0 ? db : 0;
+		out->edge[d] = e < 0 ? e : 0;
+		out->full[d] = f > 0 ? f : 0;
+	}
+}
+
+int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at,
+		  int64_t since)
 {
 	struct shl_local *l;
 	int r = pool_ok(h, pool, &l);
@@ -1257,6 +1296,25 @@ int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t afte
 	struct shl_pool_rt *rt = &h->seg->pools[pool];
 	/* relaxed: a hint for the statistic below (bucket words, bucket.c). */
 	uint64_t before = atomic_load_explicit(&rt->bkt[dim].tat, memory_order_relaxed);
+	if (since > 0 && since < at) {
+		/* The server counted `remaining` at some instant in [since, at]
+		 * (it answers after the request's release, and the answer took
+		 * at - since: latency, generation).  If the word is already
+		 * past where that count puts it at the earliest of those
+		 * instants, the count fits this segment's own account (the
+		 * server counted earlier than `at`, and nothing was used that
+		 * the segment does not know of): nothing to correct.  Raising
+		 * to the floor as of `at` would take the whole latency's refill
+		 * from the line at every answer.  Token counts are rounded to
+		 * the nearest thousand (so up to 500 more may have been there). */
+		uint64_t rnd = dim != SHL_DIM_RPM && remaining % 1000 == 0 ? 500 : 0;
+		uint64_t hi = remaining + rnd < pl->burst[dim] ? remaining + rnd : pl->burst[dim];
+		uint64_t early = shl__add_sat((uint64_t)since,
+					      shl__mul_sat(shl__add_sat(pl->burst[dim] - hi, after),
+							   pl->interval[dim]));
+		if (before >= early)
+			return 0;
+	}
 	shl__bucket_raise(&rt->bkt[dim].tat, floor);
 	if (before < floor)
 		/* relaxed: a statistic. */
@@ -1266,7 +1324,7 @@ int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t afte
 
 int shl_clamp(shl_t *h, int pool, int dim, uint64_t remaining)
 {
-	return shl__clamp_at(h, pool, dim, remaining, 0, shl__now());
+	return shl__clamp_at(h, pool, dim, remaining, 0, shl__now(), 0);
 }
 
 int shl_spend_exhaust(shl_t *h)

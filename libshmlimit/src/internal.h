@@ -155,10 +155,15 @@ static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns
 /* admit.c: feedback with the details the exchange needs.  shl__hold counts
  * a server 429 only with `count_429` (a 529 holds without being one);
  * shl__clamp_at clamps as of the instant `at` the server reported
- * `remaining`, with `after` units used since then that it had not counted. */
+ * `remaining`, with `after` units used since then that it had not counted;
+ * with `since` (> 0, < at: the request's release), only when that count
+ * does not fit the bucket as of `since` (the server counted it somewhere
+ * in [since, at]). */
 SHL_HIDDEN int shl__hold(struct shl *h, int pool, int64_t duration_ns, int count_429);
+/* shl_ex_place's rule for an open ticket (admit.c). */
+SHL_HIDDEN void shl__ticket_place(struct shl *h, const shl_ticket *t, shl_place *out);
 SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,
-			     uint64_t after, int64_t at);
+			     uint64_t after, int64_t at, int64_t since);
 /* cluster.c: multi-host leases (see its top comment) */
 struct cJSON;
 SHL_HIDDEN int shl__cluster_parse(const struct cJSON *o, struct shl_cluster_cfg *c, shl_err *e);

@@ -793,7 +793,7 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 			bucket_rescale(&rt->bkt[d].tat, now, l->pools[j].interval[d],
 				       nl.pools[j].interval[d]);
 	}
-	if ((r = shl__slot_validate(s, err)) != 0) { /* what would be published, as placed */
+	if (shl__slot_validate(s, err) != 0) { /* what would be published, as placed */
 		free(s);
 		flock(h->fd, LOCK_UN);
 		return -EINVAL;

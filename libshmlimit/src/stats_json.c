@@ -111,8 +111,8 @@ char *shl_stats_to_json(const shl_stats *s, const char *name)
 			cJSON_AddItemToObject(o, "observed", dims(ps->observed));
 		else
 			cJSON_AddNullToObject(o, "observed");
-		cJSON_AddNumberToObject(o, "observed_unix",
-					(double)(ps->observed_unix_ns / 1000000000LL));
+		int64_t observed_s = ps->observed_unix_ns / 1000000000LL; /* whole seconds */
+		cJSON_AddNumberToObject(o, "observed_unix", (double)observed_s);
 		cJSON_AddItemToObject(o, "effective", dims(ps->effective));
 		cJSON_AddBoolToObject(o, "follow_server", ps->follow_server != 0);
 		cJSON_AddBoolToObject(o, "provisional", ps->provisional != 0);

@@ -62,11 +62,11 @@ closed() {
 	eq "$a" "$((s + c))"
 }
 # sends TRACE: the times (seconds of the day) of every request curl wrote.
-sends() { awk '/=> Send header/ { split($1, t, ":"); print t[1] * 3600 + t[2] * 60 + t[3] }' "$1"; }
+sends() { awk '/=> Send header/ { split($1, t, ":"); printf "%.6f\n", t[1] * 3600 + t[2] * 60 + t[3] }' "$1"; }
 # got429 TRACE: the time the first 429 status line arrived.
 got429() {
 	awk '/<= Recv header/ { split($1, t, ":"); at = t[1] * 3600 + t[2] * 60 + t[3] }
-	     /^0000: HTTP\/1\.[01] 429/ { print at; exit }' "$1"
+	     /^0000: HTTP\/1\.[01] 429/ { printf "%.6f\n", at; exit }' "$1"
 }
 
 # One pool, one request a second; tokens plentiful (RPM binds).
@@ -158,6 +158,9 @@ shim "$S3" "$i_port" curl -s --parallel --parallel-max 8 "${args[@]}" 2>"$T/p3.e
 check "itpm: curl exit 0" eq $? 0
 check "itpm: the server refused none (zero 429s)" eq "$(mock_num "$i_url" rate_limited)" 0
 check "itpm: every transfer got a message" eq "$(grep -l msg_mock "$T"/itpm[0-9]* | wc -l | tr -d " ")" "$NI"
+use=$(python3 "$HERE/use.py" "$i_url" p itpm)
+echo "       use of the ITPM limit: $use (the server's admissions)"
+check "itpm: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
 check "itpm: $NI settled" eq "$(seg "$S3" p.settled)" "$NI"
 check "itpm: the pool was saturated (admissions waited)" ge "$(seg "$S3" p.waited)" 4
 check "itpm: segment input tokens = server's" eq "$(seg "$S3" p.tokens_in)" "$(mock_num "$i_url" input_tokens)"

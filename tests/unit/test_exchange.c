@@ -274,6 +274,98 @@ static void test_early_clamps(void)
 	free(b);
 }
 
+/*
+ * Where a place lies (shl_ex_place, what preload/hold.c moves late sends
+ * by): the second of two takes at one instant starts where the first ends
+ * (its debt is the first's full), both cost the same, neither set its
+ * release (edge < 0) in these large buckets, and OTPM in "actual" mode is
+ * not taken.  In a bucket of one request the reservation behind sets its
+ * release: edge 0, no debt past it.
+ */
+static void test_place(void)
+{
+	open_seg(big_pool(NULL));
+	char *b = body_of("abcd", 100, NULL);
+	shl_exchange *x1 = open_ex(b), *x2 = open_ex(b);
+	shl_place p1, p2;
+	CU_ASSERT_EQUAL(shl_ex_place(h, x1, &p1), -EINVAL); /* no ticket yet */
+	admit(x1);
+	admit(x2);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x1, &p1), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
+	for (int d = SHL_DIM_RPM; d <= SHL_DIM_ITPM; d++) {
+		CU_ASSERT_EQUAL(p1.debt[d], 0);
+		CU_ASSERT(p1.full[d] > 0);
+		CU_ASSERT_EQUAL(p2.debt[d], p1.full[d]);
+		CU_ASSERT_EQUAL(p2.full[d] - p2.debt[d], p1.full[d]);
+		CU_ASSERT(p1.edge[d] < 0 && p2.edge[d] < 0 && p2.edge[d] > p1.edge[d]);
+	}
+	CU_ASSERT(p2.full[SHL_DIM_ITPM] > 100 * p2.full[SHL_DIM_RPM] / 2 - 1);
+	CU_ASSERT_EQUAL(p1.debt[SHL_DIM_OTPM], INT64_MIN);
+	CU_ASSERT_EQUAL(p1.edge[SHL_DIM_OTPM], INT64_MIN);
+	CU_ASSERT_EQUAL(p1.full[SHL_DIM_OTPM], INT64_MIN);
+	CU_ASSERT_EQUAL(shl_ex_place(NULL, x1, &p1), -EINVAL);
+	CU_ASSERT_EQUAL(shl_ex_place(h, x1, NULL), -EINVAL);
+	shl_ex_free(x1);
+	shl_ex_free(x2);
+	close_seg();
+
+	/* RPM burst 1: the second is reserved one interval ahead */
+	open_seg(tu_pool_cfg(60, 60, 60, 1, 1000000, 1000000, NULL, NULL));
+	x1 = open_ex(b);
+	x2 = open_ex(b);
+	admit(x1);
+	int64_t rel = -1;
+	shl_refusal why;
+	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
+	CU_ASSERT(rel > tu_boot);
+	CU_ASSERT_EQUAL(p2.edge[SHL_DIM_RPM], 0);
+	CU_ASSERT_EQUAL(p2.debt[SHL_DIM_RPM], 0);
+	CU_ASSERT_EQUAL(p2.full[SHL_DIM_RPM], rel - tu_boot); /* one interval */
+	shl_ex_free(x1);
+	shl_ex_free(x2);
+	free(b);
+	close_seg();
+}
+
+/*
+ * The server counted `remaining` at some instant between the request's
+ * release and its answer.  3 s of latency, and a count that fits the
+ * segment's own account at the release (nobody else used the pool): no
+ * clamp, so the 3 s of refill are not taken from the line.  A count that
+ * does not fit (someone else used 5000): clamped as of the answer.
+ */
+static void test_clamp_latency(void)
+{
+	char *b = body_of("abcd", 100, NULL); /* estimate 100 */
+	for (int other = 0; other < 2; other++) {
+		open_seg(big_pool(NULL));
+		shl_exchange *x = open_ex(b);
+		admit(x);
+		tu_boot += 3 * S; /* the answer, 3 s after the release */
+		shl_ex_status(x, 200);
+		hdr(x, "anthropic-ratelimit-requests-remaining", other ? "990" : "999");
+		hdr(x, "anthropic-ratelimit-input-tokens-remaining", other ? "994900" : "999900");
+		body(x, "{\"usage\":{\"input_tokens\":100,\"output_tokens\":0}}");
+		CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
+		shl_stats st;
+		const shl_pool_stats *p = pool0(&st);
+		if (!other) {
+			/* the segment's own: 100 taken, 3 s (about 3 tokens) refilled */
+			CU_ASSERT(p->available[SHL_DIM_ITPM] > 999900 + 2);
+			CU_ASSERT(p->available[SHL_DIM_RPM] > 999.5); /* full again, not 999 */
+		} else {
+			/* the server's count as of the answer */
+			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 994900, 1e-6);
+			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_RPM], 990, 1e-6);
+		}
+		shl_ex_free(x);
+		close_seg();
+	}
+	free(b);
+}
+
 /* The old order, for the record: clamp first, then settle, charges the
  * estimate's error twice (what test_charged_once guards against). */
 static void test_clamp_then_settle_double_counts(void)
@@ -644,6 +736,8 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_charged_once);
 	TU_ADD(s, test_clamp_then_settle_double_counts);
 	TU_ADD(s, test_early_clamps);
+	TU_ADD(s, test_place);
+	TU_ADD(s, test_clamp_latency);
 	TU_ADD(s, test_429_kinds);
 	TU_ADD(s, test_429_holds_at_headers);
 	TU_ADD(s, test_fallbacks);
