@@ -51,7 +51,7 @@ check-preload: $(PRELOAD_SO) $(PRELOAD_WORKER) $(PRELOAD_SEG) $(BUILD)/shmlimit-
 	timeout 120 preload/tests/learn.sh $(BUILD)
 	timeout 120 preload/tests/multi.sh $(BUILD)
 	timeout 120 preload/tests/unknown.sh $(BUILD)
-	timeout 120 preload/tests/fidelity.sh $(BUILD)
+	timeout 240 preload/tests/fidelity.sh $(BUILD)
 
 $(PRELOAD_ROUTEAPP): preload/tests/routeapp.c | $(BUILD)/.deps-build
 	@mkdir -p $(dir $@)

@@ -171,7 +171,7 @@ cat > "$T/rpm.json" <<'EOF'
 EOF
 start_mock r --config "$T/rpm.json" --strict-interval
 new_seg S1 "$T/rpm.json"
-NR=20
+NR=12
 args=()
 for k in $(seq 1 $NR); do
 	[ "$k" -gt 1 ] && args+=(--next -s)
@@ -214,7 +214,7 @@ cat > "$T/txt.json" <<'EOF'
 EOF
 start_mock x --config "$T/txt.json" --latency-ms 3000
 new_seg S2 "$T/txt.json"
-WARM=4 NM=12
+WARM=4 NM=8
 # txt_args FIRST LAST: transfers FIRST..LAST of each language, interleaved
 txt_args() {
 	args=()
