@@ -438,6 +438,15 @@ curl -s -o "$T/stats" "$lim_url/mock/stats"
 check "stats: rate_limited counts own 429s" eq "$(json_num rate_limited "$T/stats")" 7
 check "stats: by_pool" has '"slow":{"requests":3,"ok":2,"rate_limited":1,' "$T/stats"
 check "stats: 404 counted" has '"404":1' "$T/stats"
+# GET /mock/admissions: pool itok admitted three (two of 1 token, then
+# 90: the 429s are not admissions), the first from a full bucket of 100.
+curl -s -o "$T/adm" "$lim_url/mock/admissions"
+check "admissions: itok's log" eq "$(python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))["pools"]["itok"]
+print(int(p["admitted"]), len(p["log"]), [int(e[3]) for e in p["log"]], int(p["log"][0][2]),
+      int(p["itpm"]), p["log"][0][0] <= p["log"][1][0] <= p["log"][2][0])' "$T/adm")" \
+	"3 3 [1, 1, 90] 100 600 True"
 
 kill -TERM "$lim_pid"
 wait_exit "$lim_pid" 15; check "SIGTERM: exits 0" eq "$RC" 0

@@ -16,7 +16,7 @@ if [ "${1:-}" = "--check" ]; then
 fi
 
 pkgs_build="gcc make pkg-config liburcu-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev"
-pkgs_test="libcunit1-dev curl groff-base redis-server"
+pkgs_test="libcunit1-dev curl groff-base redis-server python3"
 pkgs_bench="redis-server gnuplot-nox curl"
 pkgs_fuzz="clang libclang-rt-14-dev"
 pkgs_prom="prometheus"
