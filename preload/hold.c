@@ -275,8 +275,8 @@ static int64_t moved_by(const struct hs *h, const struct shim_skew *k)
  * max(that, at) plus h's cost (full - debt): full again no later than
  * that.
  */
-static void carry(struct shim_skew *k, const struct hs *h, const int64_t e[3], int64_t at,
-		  int64_t now)
+static void carry(struct shim_multi *m, struct shim_skew *k, struct hs *h, const int64_t e[3],
+		  int64_t at, int64_t now)
 {
 	for (int d = 0; d < 3; d++) {
 		if (e[d] <= 0 || h->place.full[d] == INT64_MIN)
@@ -291,6 +291,7 @@ static void carry(struct shim_skew *k, const struct hs *h, const int64_t e[3], i
 			k->e[d] = e[d];
 		if (until > k->until[d])
 			k->until[d] = until;
+		h->carried_by = m->key; /* its settlement may lower the bound */
 	}
 }
 
@@ -331,28 +332,58 @@ static int gated(const struct shim_multi *m, const struct hs *s, int64_t now)
 	return 0;
 }
 
-/* Move `h` (placed, held) by the skew; what it then carries is folded in. */
-static void move(struct shim_skew *k, struct hs *h, int64_t now)
+/*
+ * Move `h` (placed, held) by the running bound `run`, then extend `run`
+ * by h's own cost at its (moved) release, for the transfers after it: in
+ * each bucket still skewed at its release, the server's tat after h is at
+ * most max(min(the word's + e, the bound), h's release) + h's cost.
+ */
+static void step(struct shim_skew *run, struct hs *h)
 {
-	if (!h->ticket_open)
-		return; /* no place yet: moved when placed */
-	int64_t by = moved_by(h, k);
-	if (by <= 0 || h->release0 + by <= h->release_at)
-		return;
-	h->release_at = h->release0 + by;
-	int64_t e[3];
-	for (int d = 0; d < 3; d++)
-		e[d] = k->until[d] > h->release0 ? k->e[d] : 0;
-	carry(k, h, e, h->release_at, now);
+	int64_t by = moved_by(h, run);
+	if (by > 0 && h->release0 + by > h->release_at)
+		h->release_at = h->release0 + by;
+	for (int d = 0; d < 3; d++) {
+		if (run->until[d] <= h->release0 || h->place.full[d] == INT64_MIN)
+			continue;
+		int64_t base = h->release0 + h->place.debt[d] + run->e[d];
+		if (run->until[d] < base)
+			base = run->until[d];
+		if (base < h->release_at)
+			base = h->release_at;
+		run->until[d] = base + (h->place.full[d] - h->place.debt[d]);
+	}
+}
+
+/*
+ * The pool's held, placed transfers, in line order, moved against a
+ * running copy of its bound (which only sends extend): each is moved by
+ * what the transfers before it leave, never by its own cost.  Those placed
+ * within LIMBO_GRACE_NS after `with` (a release: placed together with the
+ * late one) are not moved; `extra`, a new place, goes last.
+ */
+static void replan(struct shim_multi *m, int p, int64_t with, struct hs *extra)
+{
+	struct shim_skew run = m->skew[p];
+	for (struct hs *h = m->list; h != NULL; h = h->next_held) {
+		if (h == extra || h->hold != HOLD_WAITING || h->pool != p || !h->ticket_open ||
+		    (with != INT64_MIN && h->release0 - with <= LIMBO_GRACE_NS))
+			continue;
+		step(&run, h);
+	}
+	if (extra != NULL)
+		step(&run, extra);
 }
 
 /* A new place of `s` (its release0 and release_at just set) in a pool
- * whose line was moved by a late send is moved the same way. */
+ * whose line was moved by a late send is moved the same way, behind the
+ * held ones. */
 static void skew_place(struct shim_multi *m, struct hs *s, int64_t now)
 {
 	int p = s->pool;
-	if (m != NULL && p >= 0 && p < SHL_MAX_POOLS)
-		move(&m->skew[p], s, now);
+	(void)now;
+	if (m != NULL && p >= 0 && p < SHL_MAX_POOLS && s->ticket_open)
+		replan(m, p, INT64_MIN, s);
 }
 
 void shim_multi_sent(struct hs *s, int64_t now)
@@ -369,16 +400,37 @@ void shim_multi_sent(struct hs *s, int64_t now)
 	behind(s, k, now, e);
 	if (e[0] <= 0 && e[1] <= 0 && e[2] <= 0)
 		return;
-	carry(k, s, e, now, now);
-	for (struct hs *h = m->list; h != NULL; h = h->next_held)
-		if (h->hold == HOLD_WAITING && h->pool == p &&
-		    h->release0 - s->release0 > LIMBO_GRACE_NS)
-			move(k, h, now);
+	carry(m, k, s, e, now, now);
+	replan(m, p, s->release0, NULL);
 }
 
 void shim_multi_unsent(struct hs *s)
 {
 	limbo_del(s);
+}
+
+/*
+ * A bound carried a transfer's cost as admitted (the estimate); the server
+ * counted less: the server's tat is that much earlier in the input bucket,
+ * and the bound comes down by it.  (More than the estimate: settlement
+ * charges the word, and the bound is left as it was, the safe way.)
+ */
+void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted)
+{
+	CURLM *key = s->carried_by;
+	s->carried_by = NULL;
+	struct shim_multi *m = key != NULL ? shim_multi_find(key) : NULL;
+	int p = s->pool, d = SHL_DIM_ITPM;
+	if (m == NULL || p < 0 || p >= SHL_MAX_POOLS || charged <= counted ||
+	    s->place.full[d] == INT64_MIN)
+		return;
+	struct shim_skew *k = &m->skew[p];
+	int64_t cost = s->place.full[d] - s->place.debt[d]; /* ns for `charged` units */
+	if (cost <= 0 || k->until[d] <= shl_now())
+		return;
+	/* charged < 2^34 (settle clamps counts), cost < 2^62: long double */
+	k->until[d] -= (int64_t)((long double)cost * (long double)(charged - counted) /
+				 (long double)charged);
 }
 
 int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int placed)

@@ -137,9 +137,17 @@ void shim_finish(struct hs *s)
 		return;
 	}
 	s->ticket_open = 0;
+	const shl_ticket *t = shl_ex_ticket(s->ex);
+	uint64_t charged = t != NULL ? t->itpm : 0;
 	if (shl_ex_finish(g_shl, s->ex, request_was_sent(s)) == SHL_EX_ESTIMATED)
 		shim_warn_once(C_RESP, "a response's usage could not be read; such requests are charged "
 				       "their estimate and max_tokens");
+	shl_usage u;
+	if (s->carried_by != NULL && shl_ex_usage(s->ex, &u) == 0)
+		/* each count <= SHL_WIRE_USAGE_MAX: no overflow */
+		shim_multi_settled(s, charged, u.input_tokens + u.cache_write_5m +
+						       u.cache_write_1h + u.cache_read);
+	s->carried_by = NULL;
 	shim_unhook(s);
 }
 

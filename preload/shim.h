@@ -197,6 +197,7 @@ struct hs {
 	int64_t release0;     /* the release its place in line gave (before any shift) */
 	shl_place place;      /* shl_ex_place at its placing (hold.c) */
 	struct shim_multi *limbo_in; /* given to libcurl, not yet sent (hold.c) */
+	CURLM *carried_by;    /* its cost is in that multi's skew bound (hold.c) */
 	struct hs *next_limbo;
 };
 
@@ -297,6 +298,9 @@ int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int pl
 void shim_multi_sent(struct hs *s, int64_t now);
 /* A transfer left libcurl (done, removed, cleaned up) without being sent. */
 void shim_multi_unsent(struct hs *s);
+/* A transfer whose cost a skew bound carries has settled: `charged` input
+ * units at admission, `counted` by the server. */
+void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted);
 
 /* Reading the response and settling (settle.c). */
 /* Wrap the application's write and header callbacks.  0, or -1 (nothing installed). */

@@ -722,6 +722,9 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
 #define SHL_EX_CANCELLED 2
 #define SHL_EX_UNADMITTED 3
 SHL_API int shl_ex_finish(shl_t *h, shl_exchange *x, int sent);
+/* The usage the response reported (what settlement charged when it was
+ * read): 0, or -ENODATA when none was read and believed. */
+SHL_API int shl_ex_usage(const shl_exchange *x, shl_usage *out);
 /* Free the exchange.  One still admitted and not finished is finished
  * first as sent (through the handle it was opened on). */
 SHL_API void shl_ex_free(shl_exchange *x);

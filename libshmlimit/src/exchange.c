@@ -192,6 +192,16 @@ int shl_ex_place(shl_t *h, const shl_exchange *x, shl_place *out)
 	return 0;
 }
 
+int shl_ex_usage(const shl_exchange *x, shl_usage *out)
+{
+	if (x == NULL || out == NULL)
+		return -EINVAL;
+	if (!x->resp.usage_seen || x->resp.usage_bad)
+		return -ENODATA;
+	*out = x->resp.usage;
+	return 0;
+}
+
 int shl_ex_adopt(shl_exchange *x, const shl_ticket *t)
 {
 	if (x == NULL || t == NULL || t->state != 1)

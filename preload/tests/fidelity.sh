@@ -255,11 +255,13 @@ check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$
 # sends the first transfer alone and, with CURLOPT_PIPEWAIT on HTTP/1.1,
 # starts the others only when its answer is in (3 s later), time the
 # server's bucket sits full through curl's own choice.  What is left below
-# 100% on a quiet machine (1.6% to 2.4%) is the line moved a little more
-# than the server needed after that 3 s bunch: the skew a late send shows
-# counts the bunch's estimate surplus (E > S), which settlement gives back
-# to the word but not to the skew, so the line stays that far behind.  The
-# check is set at 95%, below what this run reaches, so that a loaded
+# 100% on a quiet machine (1.6% to 2.5%) is not the moves of the late-send
+# logic (after the 3 s bunch, 4 transfers moved, none later) nor the
+# reservation horizon capping refunds (with one place in line per model,
+# tried and dropped, fr rose to 98.7% and ja stayed at 98.4%): the
+# server's bucket keeps 130 to 200 tokens the segment's word does not see,
+# the learned estimate's surplus (p95 ratio) and the 0.2% margin among it.
+# The check is set at 95%, below what this run reaches, so that a loaded
 # machine's later sends do not fail it; issue 12's 99.5% is not met here.
 for l in ja fr; do
 	eval "from=\$a_$l"

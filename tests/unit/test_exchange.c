@@ -206,6 +206,14 @@ static void test_charged_once(void)
 	/* OTPM: the header came before the 300 output tokens were generated:
 	 * the server's 999000 less those 300. */
 	CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_OTPM], 999000 - 300, 1e-6);
+	shl_usage u;
+	CU_ASSERT_EQUAL(shl_ex_usage(x, &u), 0); /* what the response said */
+	CU_ASSERT_EQUAL(u.input_tokens, 150);
+	CU_ASSERT_EQUAL(u.output_tokens, 300);
+	CU_ASSERT_EQUAL(shl_ex_usage(x, NULL), -EINVAL);
+	shl_ex_free(x);
+	x = open_ex(b);
+	CU_ASSERT_EQUAL(shl_ex_usage(x, &u), -ENODATA); /* none read */
 	shl_ex_free(x);
 
 	/* The same when the headers arrived 10 s before the end: what refilled
