@@ -163,12 +163,12 @@ gen() { python3 "$T/gen.py" "$@"; }
 # this case failed 3 times in about 35 runs (0 in the runs without them):
 # each time the 429 went to the second request, its arrival (the kernel's
 # stamp at the mock) less than 1 s after the first's, though the shim had
-# moved it by the first's lateness at its pre-request callback.  Either
-# the first request's bytes left well after that callback (a process
-# descheduled for more than the 2 ms margin), or the first request of a
-# new connection was stamped late (http.c falls back to the read's time
-# when a read carries no kernel stamp).  Not resolved; a 0.3% or 0.4%
-# margin made 429s rarer but use then fell under 99.5%.
+# moved it by the first's lateness at its pre-request callback.  The
+# first request's bytes must have left well after that callback (curl
+# descheduled for more than the 2 ms margin); its kernel stamp is there
+# (checked: the first read of a new connection carries it).  Not
+# resolved; a 0.3% or 0.4% margin made 429s rarer but use then fell
+# under 99.5%.
 echo "# 1. curl --parallel --parallel-max 8, RPM enforced as one request per interval"
 # 60 RPM, burst 1, as the server of issue 12's table enforced it (one
 # request a second, no tolerance); tokens plentiful, so RPM binds.  The
