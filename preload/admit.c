@@ -176,6 +176,20 @@ static const char *kind_path(enum shim_kind k)
 	       : k == SHIM_KIND_BATCH ? "/v1/messages/batches" : "/v1/messages";
 }
 
+/* A refusal's line: on stderr, and in the application's
+ * CURLOPT_ERRORBUFFER (CURL_ERROR_SIZE bytes), cut to fit. */
+static void refusal_out(struct hs *s, const char *line)
+{
+	fprintf(stderr, "%s\n", line);
+	if (s->errbuf != NULL) {
+		size_t n = strlen(line);
+		if (n >= CURL_ERROR_SIZE)
+			n = CURL_ERROR_SIZE - 1;
+		memcpy(s->errbuf, line, n);
+		s->errbuf[n] = '\0';
+	}
+}
+
 /* The one line for a refused request; also into the app's error buffer. */
 static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 {
@@ -218,14 +232,7 @@ static void refuse_line(struct hs *s, int r, const shl_refusal *why)
 	char line[512];
 	snprintf(line, sizeof(line), "shmlimit: refused POST %s model %s: pool %s: %s limit%s: %s",
 		 kind_path(s->kind), shl_ex_model(s->ex), pool, shl_dim_name(why->dim), lim, reason);
-	fprintf(stderr, "%s\n", line);
-	if (s->errbuf != NULL) {
-		size_t n = strlen(line);
-		if (n >= CURL_ERROR_SIZE)
-			n = CURL_ERROR_SIZE - 1;
-		memcpy(s->errbuf, line, n);
-		s->errbuf[n] = '\0';
-	}
+	refusal_out(s, line);
 }
 
 /*
@@ -277,15 +284,7 @@ int shim_prepare(struct hs *s)
 		char line[CURL_ERROR_SIZE + 64];
 		snprintf(line, sizeof(line), "shmlimit: refused POST %s: %s", kind_path(s->kind),
 			 err.msg[0] ? err.msg : shl_strerror(r));
-		fprintf(stderr, "%s\n", line);
-		if (s->errbuf != NULL) {
-			/* the application's buffer holds CURL_ERROR_SIZE bytes */
-			size_t n = strlen(line);
-			if (n >= CURL_ERROR_SIZE)
-				n = CURL_ERROR_SIZE - 1;
-			memcpy(s->errbuf, line, n);
-			s->errbuf[n] = '\0';
-		}
+		refusal_out(s, line);
 		s->admit_failed = 1;
 		return -1;
 	}

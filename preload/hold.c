@@ -52,10 +52,13 @@
  *     callback (sent) or its end;
  *   - sent with lateness L, it shows each bucket d it took to be behind the
  *     server's by e[d] = L - debt[d] (when positive: the server's bucket sat
- *     full that long); a transfer placed after it may then go no sooner
- *     than its release plus max over d of (edge[d] + e[d]): every held
- *     transfer of the pool is moved so, and every one placed until that
- *     line has gone;
+ *     full that long), with a bound on the server's tat after it (until[d],
+ *     struct shim_skew); a transfer placed after it may then go no sooner
+ *     than its release plus max over d of the smaller of (edge[d] + e[d])
+ *     and what until[d] leaves it: the held transfers of the pool are
+ *     replanned so in line order, each behind the ones before it, and so
+ *     is every one placed while the bound holds; a settlement below the
+ *     estimate lowers the bound by the difference;
  *   - while a transfer in limbo is already that late for a held one, the
  *     held one is not given to libcurl (it would be sent in the same
  *     bunch); it waits for the send, and is then moved.
@@ -269,24 +272,30 @@ static int64_t moved_by(const struct hs *h, const struct shim_skew *k)
 }
 
 /*
- * Fold in what `h` shows or carries, at `at` (its send, or its moved
- * release): in each bucket with e[d] > 0, the server's tat before h is at
- * most the word's (release0 + debt) plus e[d], so after h it is at most
- * max(that, at) plus h's cost (full - debt): full again no later than
- * that.
+ * The bound on the server's tat in bucket d after `h` sent at `at`, the
+ * skew being e and the bound before it `until`: before h the server's tat
+ * is at most the word's (release0 + debt) plus e, or `until` when that is
+ * tighter and still holds at h's release; after h, at most max(that, at)
+ * plus h's cost (full - debt).
  */
+static int64_t end_bound(const struct hs *h, int d, int64_t e, int64_t until, int64_t at)
+{
+	int64_t base = h->release0 + h->place.debt[d] + e;
+	if (until > h->release0 && until < base)
+		base = until;
+	if (base < at)
+		base = at;
+	return base + (h->place.full[d] - h->place.debt[d]);
+}
+
+/* Fold a send of `h` at `at` showing e[] into the pool's skew `k`. */
 static void carry(struct shim_multi *m, struct shim_skew *k, struct hs *h, const int64_t e[3],
-		  int64_t at, int64_t now)
+		  int64_t at)
 {
 	for (int d = 0; d < 3; d++) {
 		if (e[d] <= 0 || h->place.full[d] == INT64_MIN)
 			continue;
-		int64_t base = h->release0 + h->place.debt[d] + e[d];
-		if (k->until[d] > h->release0 && k->until[d] < base)
-			base = k->until[d]; /* the tighter bound, while it holds */
-		if (base < at)
-			base = at;
-		int64_t until = base + (h->place.full[d] - h->place.debt[d]);
+		int64_t until = end_bound(h, d, e[d], k->until[d], at);
 		if (k->until[d] <= h->release0 || e[d] > k->e[d])
 			k->e[d] = e[d];
 		if (until > k->until[d])
@@ -334,25 +343,16 @@ static int gated(const struct shim_multi *m, const struct hs *s, int64_t now)
 
 /*
  * Move `h` (placed, held) by the running bound `run`, then extend `run`
- * by h's own cost at its (moved) release, for the transfers after it: in
- * each bucket still skewed at its release, the server's tat after h is at
- * most max(min(the word's + e, the bound), h's release) + h's cost.
+ * by h's own cost at its (moved) release, for the transfers after it.
  */
 static void step(struct shim_skew *run, struct hs *h)
 {
 	int64_t by = moved_by(h, run);
 	if (by > 0 && h->release0 + by > h->release_at)
 		h->release_at = h->release0 + by;
-	for (int d = 0; d < 3; d++) {
-		if (run->until[d] <= h->release0 || h->place.full[d] == INT64_MIN)
-			continue;
-		int64_t base = h->release0 + h->place.debt[d] + run->e[d];
-		if (run->until[d] < base)
-			base = run->until[d];
-		if (base < h->release_at)
-			base = h->release_at;
-		run->until[d] = base + (h->place.full[d] - h->place.debt[d]);
-	}
+	for (int d = 0; d < 3; d++)
+		if (run->until[d] > h->release0 && h->place.full[d] != INT64_MIN)
+			run->until[d] = end_bound(h, d, run->e[d], run->until[d], h->release_at);
 }
 
 /*
@@ -378,10 +378,9 @@ static void replan(struct shim_multi *m, int p, int64_t with, struct hs *extra)
 /* A new place of `s` (its release0 and release_at just set) in a pool
  * whose line was moved by a late send is moved the same way, behind the
  * held ones. */
-static void skew_place(struct shim_multi *m, struct hs *s, int64_t now)
+static void skew_place(struct shim_multi *m, struct hs *s)
 {
 	int p = s->pool;
-	(void)now;
 	if (m != NULL && p >= 0 && p < SHL_MAX_POOLS && s->ticket_open)
 		replan(m, p, INT64_MIN, s);
 }
@@ -400,7 +399,7 @@ void shim_multi_sent(struct hs *s, int64_t now)
 	behind(s, k, now, e);
 	if (e[0] <= 0 && e[1] <= 0 && e[2] <= 0)
 		return;
-	carry(m, k, s, e, now, now);
+	carry(m, k, s, e, now);
 	replan(m, p, s->release0, NULL);
 }
 
@@ -438,7 +437,7 @@ int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int pl
 	if (m == NULL)
 		return 0;
 	if (placed)
-		skew_place(m, s, now);
+		skew_place(m, s);
 	return s->release_at > now || gated(m, s, now);
 }
 

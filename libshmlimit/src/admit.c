@@ -202,6 +202,7 @@ fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_poo
 	   uint64_t f[2])
 {
 	const uint64_t n = (uint64_t)now;
+	f[0] = f[1] = 0; /* read by the caller only when this admits */
 	const uint64_t need[SHL_NBUCKETS] = {1, need_i, 0};
 	const uint64_t cost_ns[SHL_NBUCKETS] = {pl->interval[SHL_DIM_RPM],
 						need_i * pl->interval[SHL_DIM_ITPM], 0};
@@ -352,7 +353,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 	uint64_t o0 = atomic_load_explicit(&rt->bkt[0].tat, memory_order_relaxed);
 	uint64_t o1 = atomic_load_explicit(&rt->bkt[1].tat, memory_order_relaxed);
 	uint64_t n0 = shl__gcra_next(o0, n, c0), n1 = shl__gcra_next(o1, n, c1);
-	uint64_t f[2] = {0, 0}; /* set by fused_slow when it admits */
+	uint64_t f[2]; /* set by fused_slow (zeroed there, off the hot path) */
 	int r;
 	if (shl_unlikely((t2 > n && t2 - n > tol[SHL_DIM_OTPM]) || n0 - n > tol[SHL_DIM_RPM] ||
 			 n1 - n > tol[SHL_DIM_ITPM] ||

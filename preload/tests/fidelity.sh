@@ -48,20 +48,7 @@ seg_rm() { "$SEGTOOL" rm "$1"; }
 . "$HERE/harness.sh"
 harness_init preload-fidelity
 
-# start_mock NAME ARGS...: start a server; sets NAME_port, NAME_url.
-start_mock() {
-	local name=$1; shift
-	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 120 --max-requests 500 "$@" \
-		2>"$T/$name.err" &
-	local pid=$! i=0
-	PIDS="$PIDS $pid"
-	while [ ! -s "$T/$name.port" ] && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
-		sleep 0.05; i=$((i + 1))
-	done
-	[ -s "$T/$name.port" ] || { echo "FATAL: mock $name did not start: $(cat "$T/$name.err")"; exit 1; }
-	eval "${name}_port=$(cat "$T/$name.port")"
-	eval "${name}_url=http://127.0.0.1:\$${name}_port"
-}
+MOCK_BOUNDS="--max-seconds 120 --max-requests 500"
 nseg=0
 new_seg() { # new_seg NAME CONFIG
 	nseg=$((nseg + 1))

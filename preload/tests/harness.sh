@@ -7,6 +7,9 @@
 #                       # a segment it made is removed)
 #   PIDS="$PIDS $pid"; SEGS="$SEGS $name"   # cleaned up on exit
 #   check "what" CMD... # ok or FAIL, counted
+#   start_mock NAME ARGS...  # $MOCK on a free port (MOCK_BOUNDS: its
+#                       # --max-seconds and --max-requests); NAME_pid,
+#                       # NAME_port, NAME_url
 #   harness_done        # the summary line; the exit status
 # shellcheck shell=bash disable=SC2034
 
@@ -39,3 +42,19 @@ ge() { [ "$1" -ge "$2" ] || { echo "       expected >= $2, got '$1'" >&2; return
 le() { [ "$1" -le "$2" ] || { echo "       expected <= $2, got '$1'" >&2; return 1; }; }
 has() { grep -q -- "$1" "$2" || { echo "       '$1' not in $2: $(head -c 300 "$2")" >&2; return 1; }; }
 lines() { wc -l < "$1" | tr -d ' '; }
+
+# start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
+MOCK_BOUNDS="--max-seconds 300 --max-requests 2000"
+start_mock() {
+	local name=$1; shift
+	# shellcheck disable=SC2086
+	"$MOCK" --port 0 --port-file "$T/$name.port" $MOCK_BOUNDS "$@" 2>"$T/$name.err" &
+	local pid=$! i=0
+	PIDS="$PIDS $pid"
+	while [ ! -s "$T/$name.port" ] && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
+		sleep 0.05; i=$((i + 1))
+	done
+	[ -s "$T/$name.port" ] || { echo "FATAL: mock $name did not start: $(cat "$T/$name.err")"; exit 1; }
+	eval "${name}_pid=$pid; ${name}_port=$(cat "$T/$name.port")"
+	eval "${name}_url=http://127.0.0.1:\$${name}_port"
+}

@@ -22,20 +22,6 @@ seg_rm() { "$SEGTOOL" rm "$1"; }
 . "$HERE/harness.sh"
 harness_init preload-test
 
-# start_mock NAME ARGS...: start a server; sets NAME_pid, NAME_port, NAME_url.
-start_mock() {
-	local name=$1; shift
-	"$MOCK" --port 0 --port-file "$T/$name.port" --max-seconds 300 --max-requests 2000 "$@" \
-		2>"$T/$name.err" &
-	local pid=$! i=0
-	PIDS="$PIDS $pid"
-	while [ ! -s "$T/$name.port" ] && [ $i -lt 200 ] && kill -0 "$pid" 2>/dev/null; do
-		sleep 0.05; i=$((i + 1))
-	done
-	[ -s "$T/$name.port" ] || { echo "FATAL: mock $name did not start: $(cat "$T/$name.err")"; exit 1; }
-	eval "${name}_pid=$pid; ${name}_port=$(cat "$T/$name.port")"
-	eval "${name}_url=http://127.0.0.1:\$${name}_port"
-}
 # new_seg NAME [CONFIG]: a fresh segment; its name in $NAME.
 nseg=0
 new_seg() {
