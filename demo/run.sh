@@ -315,5 +315,10 @@ if [ "${rl:-1}" = 0 ]; then
 	echo "result: the fleet stayed within the limits: no server 429s"
 else
 	echo "result: the server refused $rl requests"
+	# Which pool and bucket: the mock's by_pool rate_limited_by.
+	"$PY" -c 'import json, sys
+for p, t in json.load(open(sys.argv[1]))["by_pool"].items():
+    for d, n in t.get("rate_limited_by", {}).items():
+        if n: print("server: %d refused by %s %s" % (n, p, d))' "$T/mock.json" 2>/dev/null
 	exit 1
 fi

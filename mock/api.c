@@ -220,6 +220,7 @@ static int handle_messages(struct ctx *c, int count_tokens)
 				    (unsigned long long)ra);
 			pool_headers(p, &c->h, c->remaining);
 			c->o.own_429 = 1;
+			c->o.limited_dim = dim;
 			char msg[200];
 			snprintf(msg, sizeof(msg),
 				 "This request would exceed the rate limit for pool %s "

@@ -42,6 +42,7 @@ struct outcome {
 	const char *model;    /* NULL if the body had none */
 	int pool;             /* -1: none */
 	int own_429;          /* refused by the mock's buckets */
+	int limited_dim;      /* with own_429: the DIM_* that refused it */
 	int scripted_429;     /* x-mock-fail 429 or spend-cap */
 	int complete;         /* a whole successful message: count its usage */
 	uint64_t in, out, cw, cr;

@@ -17,6 +17,7 @@
 /* Per model / per pool / overall counters. */
 struct tally {
 	uint64_t requests, ok, rate_limited;
+	uint64_t limited_by[NDIM]; /* rate_limited, by the bucket that refused */
 	uint64_t in, out, cache_write, cache_read;
 };
 
@@ -55,8 +56,11 @@ static struct tally *model_tally(const char *model)
 static void tally_add(struct tally *t, const struct outcome *o)
 {
 	t->requests++;
-	if (o->own_429)
+	if (o->own_429) {
 		t->rate_limited++;
+		if (o->limited_dim >= 0 && o->limited_dim < NDIM)
+			t->limited_by[o->limited_dim]++;
+	}
 	if (o->complete) {
 		t->ok++;
 		t->in += o->in;
@@ -94,6 +98,10 @@ static cJSON *tally_json(const struct tally *t)
 	cJSON_AddNumberToObject(o, "cache_creation_input_tokens",
 				(double)t->cache_write);
 	cJSON_AddNumberToObject(o, "cache_read_input_tokens", (double)t->cache_read);
+	cJSON *by = cJSON_AddObjectToObject(o, "rate_limited_by");
+	cJSON_AddNumberToObject(by, "rpm", (double)t->limited_by[DIM_RPM]);
+	cJSON_AddNumberToObject(by, "itpm", (double)t->limited_by[DIM_ITPM]);
+	cJSON_AddNumberToObject(by, "otpm", (double)t->limited_by[DIM_OTPM]);
 	return o;
 }
 

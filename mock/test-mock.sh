@@ -437,6 +437,11 @@ check "reserve: then 95 > 80: 429" eq "$st" 429
 curl -s -o "$T/stats" "$lim_url/mock/stats"
 check "stats: rate_limited counts own 429s" eq "$(json_num rate_limited "$T/stats")" 7
 check "stats: by_pool" has '"slow":{"requests":3,"ok":2,"rate_limited":1,' "$T/stats"
+check "stats: rate_limited_by names the bucket that refused" eq "$(python3 -c '
+import json, sys
+p = json.load(open(sys.argv[1]))["by_pool"]
+print(" ".join("%s:%s" % (n, ",".join(str(p[n]["rate_limited_by"][d]) for d in ("rpm", "itpm", "otpm")))
+               for n in ("slow", "itok", "otok", "res")))' "$T/stats")" "slow:1,0,0 itok:0,2,0 otok:0,0,1 res:0,0,2"
 check "stats: 404 counted" has '"404":1' "$T/stats"
 # GET /mock/admissions: pool itok admitted three (two of 1 token, then
 # 90: the 429s are not admissions), the first from a full bucket of 100.

@@ -409,7 +409,7 @@ static void render_prom(FILE *f, const char *name, const shl_stats *s)
 		  "USD settled on the pool since creation.", NULL, NULL, 1, g_spend);
 	prom_pool(f, seg, s, "pool_estimate_ratio", "gauge",
 		  "Learned ratio of the server's input count to the raw estimate (95th percentile "
-		  "of the last 112 settlements; 1 before any).", NULL, NULL, 1, g_ratio);
+		  "of the last 112 settlements; the prior 1.25 before any).", NULL, NULL, 1, g_ratio);
 	prom_pool(f, seg, s, "pool_estimate_samples_total", "counter",
 		  "Settlements the estimate ratio was learned from.", NULL, NULL, 1, g_samples);
 	prom_head(f, "spend_month_dollars", "gauge", "USD spent this calendar month (UTC).");

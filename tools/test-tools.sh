@@ -196,7 +196,7 @@ eq(p["tokens"]["input"], 1000, "tokens.input"); eq(p["tokens"]["output"], 200, "
 assert abs(p["spend_usd"] - 0.006) < 1e-12, "pool spend_usd %r" % p["spend_usd"]
 eq(p["prices"], {"input": 3, "output": 15, "cache_write_5m": 3.75, "cache_write_1h": 6, "cache_read": 0.3}, "prices")
 # settled through shl_settle, not a read response: nothing learned yet
-eq(p["estimate"], {"ratio": 1, "samples": 0}, "estimate")
+eq(p["estimate"], {"ratio": 1.25, "samples": 0}, "estimate")  # the prior, before any settlement
 PY
 then ok "stat --json: every field checked"; else bad "stat --json field check"; fi
 
@@ -205,7 +205,7 @@ expect 0 "stat table" "$STAT" $N
 grep -q "^sonnet  *requests  *1  *3 " "$TMP/out" && ok "table row: sonnet rpm limit 1 burst 3" || bad "table: $(head -4 "$TMP/out")"
 grep -q "^spend [0-9-]*: \$0.006000 of \$10.00 cap" "$TMP/out" && ok "table spend line" || bad "spend line: $(grep spend "$TMP/out")"
 grep -q "admitted $ADM " "$TMP/out" && ok "table counters" || bad "counters: $(grep admitted "$TMP/out")"
-grep -q "estimate ratio 1.000 (learned from 0 settlements)" "$TMP/out" && ok "table estimate ratio" || bad "estimate: $(grep estimate "$TMP/out")"
+grep -q "estimate ratio 1.250 (learned from 0 settlements)" "$TMP/out" && ok "table estimate ratio" || bad "estimate: $(grep estimate "$TMP/out")"
 expect 0 "SHMLIMIT_SEGMENT names the segment" env SHMLIMIT_SEGMENT=$N "$STAT" --json
 expect 2 "stat without a name" env -u SHMLIMIT_SEGMENT "$STAT"
 
@@ -250,7 +250,7 @@ for n in names:
 PY
 grep -q "^shmlimit_pool_burst_requests{segment=\"$N\",pool=\"sonnet\"} 3$" "$TMP/prom.txt" && ok "prometheus: burst of requests" || bad "burst_requests: $(grep burst "$TMP/prom.txt" | head -3)"
 grep -q "^shmlimit_pool_limit_tokens_per_second{segment=\"$N\",pool=\"sonnet\",kind=\"input\"} " "$TMP/prom.txt" && ok "prometheus: input token rate" || bad "limit_tokens: $(grep limit "$TMP/prom.txt" | head -3)"
-grep -q "^shmlimit_pool_estimate_ratio{segment=\"$N\",pool=\"sonnet\"} 1$" "$TMP/prom.txt" && ok "prometheus estimate ratio" || bad "prometheus estimate ratio: $(grep estimate_ratio "$TMP/prom.txt")"
+grep -q "^shmlimit_pool_estimate_ratio{segment=\"$N\",pool=\"sonnet\"} 1.25$" "$TMP/prom.txt" && ok "prometheus estimate ratio" || bad "prometheus estimate ratio: $(grep estimate_ratio "$TMP/prom.txt")"
 if command -v promtool >/dev/null 2>&1; then
 	if promtool check metrics <"$TMP/prom.txt" >"$TMP/pt" 2>&1; then ok "promtool check metrics"; else bad "promtool check metrics: $(cat "$TMP/pt")"; fi
 else

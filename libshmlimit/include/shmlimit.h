@@ -616,7 +616,9 @@ SHL_API int shl_ex_kind(const char *method, const char *path);
  * send it; -ENOMEM.  (A model no entry matches under a catch-all pool
  * opens on that pool; shl_unknown_note says whether to name it.)  The input estimate (documented in
  * preload/README.md, "What a request is charged") is scaled by the pool's
- * learned ratio (shl_pool_stats.est_ratio) for Messages requests.  The
+ * learned ratio (shl_pool_stats.est_ratio; before the pool's first
+ * settlement a prior of 1.25, lowered for a body it would lift above the
+ * ITPM bucket) for Messages requests.  The
  * handle must outlive the exchange.
  */
 SHL_API int shl_ex_open(shl_t *h, int kind, const char *body, size_t len, shl_exchange **out,
@@ -626,8 +628,8 @@ SHL_API int shl_ex_stream(const shl_exchange *x);       /* 1: "stream": true */
 SHL_API int shl_ex_cost(const shl_exchange *x, shl_cost *out); /* the cost admitted on */
 SHL_API const shl_ticket *shl_ex_ticket(const shl_exchange *x); /* NULL until admitted */
 /* The model entry the exchange is admitted on (shl_lookup's index; the
- * ticket's once admitted), and the learned ratio its estimate was scaled by
- * (1.0: none). */
+ * ticket's once admitted), and the ratio its estimate was scaled by (1.0
+ * for count_tokens and batches). */
 SHL_API int shl_ex_model_entry(const shl_exchange *x);
 SHL_API double shl_ex_ratio(const shl_exchange *x);
 
@@ -759,7 +761,7 @@ typedef struct shl_pool_stats {
 	uint64_t server_429;              /* 429s from the server, spend-cap ones included */
 	uint64_t tokens_in, tokens_out, cache_read, cache_write;
 	int64_t spend;                    /* units settled on this pool, lifetime */
-	double est_ratio;                 /* the learned estimate ratio (1.0: none yet) */
+	double est_ratio;                 /* the estimate ratio (1.25, the prior: none learned yet) */
 	uint64_t est_samples;             /* settlements it was learned from */
 	/* Multi-host mode only (zero otherwise): */
 	int64_t lease_ns[SHL_NBUCKETS];   /* this host's leased credit not yet taken,

@@ -70,6 +70,34 @@ static const char *kind_path(int kind)
 	       : kind == SHL_EX_BATCH ? "/v1/messages/batches" : "/v1/messages";
 }
 
+/* The estimate times the pool's ratio (learn.c).  Before the first sample
+ * the ratio is the prior, a guess: it never lifts a request that fits the
+ * pool's ITPM bucket at 1.0 above it (that would refuse locally what the
+ * server might accept), so there it is lowered to what fits. */
+static void scale(shl_t *h, shl_exchange *x)
+{
+	const shl_cost *raw = &x->req.cost;
+	uint64_t samples;
+	uint32_t r = shl__learn_ratio(h, x->pool, &samples);
+	if (samples == 0 && r > SHL_LEARN_ONE) {
+		struct shl_local *l = shl__local(h);
+		const struct shl_pool_local *pl = l != NULL ? &l->pools[x->pool] : NULL;
+		uint64_t cap = pl != NULL ? pl->burst[SHL_DIM_ITPM] : 0;
+		if (pl != NULL && (pl->flags & SHL_PF_CACHE_READS))  /* counted, not scaled */
+			cap = cap > raw->cache_read ? cap - raw->cache_read : 0;
+		uint64_t sum = raw->input_tokens + raw->cache_write_5m + raw->cache_write_1h;
+		/* The three parts round up apart: up to 3 tokens over sum * r. */
+		if (sum > 0 && sum + 3 <= cap && shl__learn_apply(sum, r) + 3 > cap)
+			r = (uint32_t)((cap - 3) * SHL_LEARN_ONE / sum);
+		if (r < SHL_LEARN_ONE)
+			r = SHL_LEARN_ONE;
+	}
+	x->ratio = r;
+	x->cost.input_tokens = shl__learn_apply(raw->input_tokens, r);
+	x->cost.cache_write_5m = shl__learn_apply(raw->cache_write_5m, r);
+	x->cost.cache_write_1h = shl__learn_apply(raw->cache_write_1h, r);
+}
+
 int shl_ex_open(shl_t *h, int kind, const char *body, size_t len, shl_exchange **out,
 		shl_err *err)
 {
@@ -104,12 +132,8 @@ int shl_ex_open(shl_t *h, int kind, const char *body, size_t len, shl_exchange *
 	x->pool = p;
 	x->cost = x->req.cost;
 	x->ratio = SHL_LEARN_ONE;
-	if (kind == SHL_EX_MESSAGES) {
-		x->ratio = shl__learn_ratio(h, p, NULL);
-		x->cost.input_tokens = shl__learn_apply(x->req.cost.input_tokens, x->ratio);
-		x->cost.cache_write_5m = shl__learn_apply(x->req.cost.cache_write_5m, x->ratio);
-		x->cost.cache_write_1h = shl__learn_apply(x->req.cost.cache_write_1h, x->ratio);
-	}
+	if (kind == SHL_EX_MESSAGES)
+		scale(h, x);
 	shl__resp_init(&x->resp);
 	*out = x;
 	return 0;

@@ -29,6 +29,11 @@
  * overheads would dominate their ratio), or forget with time (only newer
  * samples push older ones out).  A scribbled ring gives a ratio within
  * SHL_LEARN_MIN .. SHL_LEARN_MAX, never more.
+ *
+ * Before its first sample a pool has no evidence, and the ratio is the prior
+ * SHL_LEARN_PRIOR (wire.h), above 1: a request reserved then, in a bucket
+ * already drawn down, is released after the first settlements and would
+ * otherwise go out under the server's count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -61,13 +66,15 @@ uint32_t shl__learn_ratio(struct shl *h, int pool, uint64_t *samples)
 		*samples = 0;
 	/* relaxed: the owner tag and the ratio are independent advisory
 	 * words (see the top); nothing is read through them. */
-	if (a == NULL || atomic_load_explicit(&a->owner, memory_order_relaxed) != tag)
+	if (a == NULL)
 		return SHL_LEARN_ONE;
+	if (atomic_load_explicit(&a->owner, memory_order_relaxed) != tag)
+		return SHL_LEARN_PRIOR;
 	uint32_t r = atomic_load_explicit(&a->ratio, memory_order_relaxed);
 	if (samples != NULL)
 		*samples = atomic_load_explicit(&a->count, memory_order_relaxed);
 	if (r == 0)
-		return SHL_LEARN_ONE;
+		return SHL_LEARN_PRIOR;
 	return r < SHL_LEARN_MIN ? SHL_LEARN_MIN : r > SHL_LEARN_MAX ? SHL_LEARN_MAX : r;
 }
 

@@ -135,12 +135,20 @@ SHL_HIDDEN_W int shl__usage_from_json(const struct cJSON *usage, shl_usage *u, i
 #define SHL_LEARN_ONE 4096u
 #define SHL_LEARN_MIN (SHL_LEARN_ONE / 4)  /* a sample is clamped to 0.25 .. 8 */
 #define SHL_LEARN_MAX (SHL_LEARN_ONE * 8)
+/* The ratio a pool applies before its first sample: 1.25, erring high.  A
+ * request reserved before anything was learned is released after the first
+ * settlements and sent as estimated then: at 1.0, an English body would go
+ * out about 12% under the server's count (the mock's tokenizer, issue 12),
+ * into a bucket that holds only what the segment thinks.  The overshoot is
+ * given back at settlement; it never makes a request inadmissible
+ * (exchange.c caps it at the bucket). */
+#define SHL_LEARN_PRIOR (SHL_LEARN_ONE + SHL_LEARN_ONE / 4)
 /* Requests estimated below this many tokens teach nothing (fixed per-request
  * overheads would dominate their ratio). */
 #define SHL_LEARN_MIN_TOKENS 64
 
 struct shl;
-/* The pool's learned ratio (SHL_LEARN_ONE when none yet) and its samples. */
+/* The pool's learned ratio (SHL_LEARN_PRIOR when none yet) and its samples. */
 SHL_HIDDEN_W uint32_t shl__learn_ratio(struct shl *h, int pool, uint64_t *samples);
 /* One settlement: the server counted `server` input tokens (all of input,
  * cache writes and reads) for a request estimated at `raw` before the ratio. */

@@ -134,6 +134,13 @@ EOF
 start_mock i --config "$T/itpm.json"
 new_seg S3 "$T/itpm.json"
 TXT=$(head -c 1000 /dev/zero | tr '\0' 'w')
+# One request first, alone: the pool learns its estimate ratio (1.0 for this
+# text) from it.  Without it, the first 8 take their places in line before
+# any answer, at a fresh pool's prior of 1.25 (preload/README.md, "the
+# learned ratio"): a fifth more than they need, which the line keeps until
+# it next drains (over these 16: 89% of the limit used, not 99.8%).
+shim "$S3" "$i_port" curl -s -o "$T/warm" "$i_url/v1/messages" -d "$(body claude-haiku-4-5 20 "0 $TXT")"
+check "itpm: the first request settled (the ratio learned from it)" eq "$(seg "$S3" p.settled)" 1
 args=()
 NI=16
 for k in $(seq 1 $NI); do
@@ -144,10 +151,10 @@ shim "$S3" "$i_port" curl -s --parallel --parallel-max 8 "${args[@]}" 2>"$T/p3.e
 check "itpm: curl exit 0" eq $? 0
 check "itpm: the server refused none (zero 429s)" eq "$(mock_num "$i_url" rate_limited)" 0
 check "itpm: every transfer got a message" eq "$(grep -l msg_mock "$T"/itpm[0-9]* | wc -l | tr -d " ")" "$NI"
-use=$(python3 "$HERE/use.py" "$i_url" p itpm)
-echo "       use of the ITPM limit: $use (the server's admissions)"
+use=$(python3 "$HERE/use.py" "$i_url" p itpm 1)
+echo "       use of the ITPM limit: $use (the server's admissions, after the first request)"
 check "itpm: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
-check "itpm: $NI settled" eq "$(seg "$S3" p.settled)" "$NI"
+check "itpm: $((NI + 1)) settled" eq "$(seg "$S3" p.settled)" "$((NI + 1))"
 check "itpm: the pool was saturated (admissions waited)" ge "$(seg "$S3" p.waited)" 4
 check "itpm: segment input tokens = server's" eq "$(seg "$S3" p.tokens_in)" "$(mock_num "$i_url" input_tokens)"
 check "itpm: segment output tokens = server's" eq "$(seg "$S3" p.tokens_out)" "$(mock_num "$i_url" output_tokens)"

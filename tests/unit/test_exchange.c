@@ -129,7 +129,9 @@ static void test_script_rule(void)
 	shl_exchange *x = open_ex(b);
 	shl_cost c;
 	CU_ASSERT_EQUAL(shl_ex_cost(x, &c), 0);
-	CU_ASSERT_EQUAL(c.input_tokens, 300); /* not 75, the ASCII rule's */
+	/* 300, not 75 (the ASCII rule's), times the prior of a fresh pool */
+	CU_ASSERT_EQUAL(c.input_tokens, shl__learn_apply(300, SHL_LEARN_PRIOR));
+	CU_ASSERT_EQUAL(c.input_tokens, 375);
 	CU_ASSERT_EQUAL(c.max_tokens, 500);
 	CU_ASSERT_STRING_EQUAL(shl_ex_model(x), "m1");
 	CU_ASSERT_PTR_NULL(shl_ex_ticket(x));
@@ -261,15 +263,16 @@ static void test_early_clamps(void)
 		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_RPM], 500, 1e-6);
 		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_OTPM], 990000, 1e-6);
 		if (!raw)
-			/* input: still the estimate's 100 taken, not yet clamped */
-			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 1000000 - 100, 1e-6);
-		/* message_start: the server counted 150 (the estimate said 100),
+			/* input: still the estimate's 125 taken (100 times the
+			 * fresh pool's prior), not yet clamped */
+			CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 1000000 - 125, 1e-6);
+		/* message_start: the server counted 150 (the estimate said 125),
 		 * and R = 990000 counts them: the input clamps now, to end at R
-		 * once the settlement charges the other 50 */
+		 * once the settlement charges the other 25 */
 		body(x, "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
 			"{\"input_tokens\":150,\"output_tokens\":1}}}\n\n");
 		p = pool0(&st);
-		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 990000 + 50, 1e-6);
+		CU_ASSERT_DOUBLE_EQUAL(p->available[SHL_DIM_ITPM], 990000 + 25, 1e-6);
 		body(x, "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\n\n");
 		CU_ASSERT_EQUAL(shl_ex_finish(h, x, 1), SHL_EX_SETTLED);
 		p = pool0(&st);
@@ -501,7 +504,7 @@ static void test_fallbacks(void)
 	shl_ex_free(x);
 	shl_stats st;
 	const shl_pool_stats *p = pool0(&st);
-	CU_ASSERT_EQUAL(p->tokens_in, 100);
+	CU_ASSERT_EQUAL(p->tokens_in, 125); /* 100 times a fresh pool's prior */
 	CU_ASSERT_EQUAL(p->tokens_out, 500);
 	/* no status, nothing sent: cancelled */
 	x = open_ex(b);
@@ -520,7 +523,7 @@ static void test_fallbacks(void)
 	p = pool0(&st);
 	CU_ASSERT_EQUAL(p->cancelled, 1);
 	CU_ASSERT_EQUAL(p->settled, 2);
-	CU_ASSERT_EQUAL(p->tokens_in, 200);
+	CU_ASSERT_EQUAL(p->tokens_in, 250);
 	CU_ASSERT_EQUAL(p->tokens_out, 500);
 	free(b);
 	close_seg();
@@ -540,7 +543,7 @@ static void test_stream_rules(void)
 	CU_ASSERT_EQUAL(shl_ex_stream(x), 1);
 	shl_cost c;
 	shl_ex_cost(x, &c);
-	CU_ASSERT_EQUAL(c.cache_write_1h, 10);
+	CU_ASSERT_EQUAL(c.cache_write_1h, 13); /* 10, times a fresh pool's prior */
 	admit(x);
 	shl_ex_status(x, 200);
 	hdr(x, "content-type", "text/event-stream");
@@ -590,8 +593,19 @@ static void test_learning(void)
 	open_seg(tu_pool_cfg(600000, 6000000, 60000, 10000, 1000, 1000000, NULL, NULL));
 	char *b = body_of("abcd", 600, NULL); /* raw estimate 600 */
 	shl_stats st;
-	CU_ASSERT_DOUBLE_EQUAL(pool0(&st)->est_ratio, 1.0, 1e-9);
+	/* nothing learned yet: the prior, erring high */
+	CU_ASSERT_DOUBLE_EQUAL(pool0(&st)->est_ratio, 1.25, 1e-9);
 	CU_ASSERT_EQUAL(st.pools[0].est_samples, 0);
+	/* ... but never above the ITPM bucket for a body that fits it at 1.0:
+	 * raw 900 of 1000 is charged at most 1000, and admitted */
+	char *near = body_of("abcd", 900, NULL);
+	shl_exchange *x = open_ex(near);
+	shl_cost c;
+	shl_ex_cost(x, &c);
+	CU_ASSERT(c.input_tokens >= 900 && c.input_tokens <= 1000);
+	CU_ASSERT(shl_ex_ratio(x) > 1.0 && shl_ex_ratio(x) < 1.25);
+	shl_ex_free(x);
+	free(near);
 	/* 50 requests counted exactly, one outlier at 5x: the ratio stays 1 */
 	for (int i = 0; i < 50; i++) {
 		settle_ratio(b, 600);
@@ -612,8 +626,7 @@ static void test_learning(void)
 		tu_boot += S;
 	}
 	CU_ASSERT_DOUBLE_EQUAL(pool0(&st)->est_ratio, 1.5, 0.001);
-	shl_exchange *x = open_ex(b);
-	shl_cost c;
+	x = open_ex(b);
 	shl_ex_cost(x, &c);
 	CU_ASSERT_EQUAL(c.input_tokens, 900);
 	CU_ASSERT_DOUBLE_EQUAL(shl_ex_ratio(x), 1.5, 0.001);
