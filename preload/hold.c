@@ -227,8 +227,12 @@ int shim_multi_pending(const struct shim_multi *m)
 /* Late sends: limbo, gate and shift (see the top of the file)         */
 /* ------------------------------------------------------------------ */
 
+/* A transfer given to libcurl with a place in line (one admitted in its
+ * pre-request callback has none: it is sent there). */
 static void limbo_add(struct shim_multi *m, struct hs *s)
 {
+	if (!s->ticket_open)
+		return;
 	s->limbo_in = m;
 	s->next_limbo = m->limbo;
 	m->limbo = s;
@@ -375,16 +379,6 @@ static void replan(struct shim_multi *m, int p, int64_t with, struct hs *extra)
 		step(&run, extra);
 }
 
-/* A new place of `s` (its release0 and release_at just set) in a pool
- * whose line was moved by a late send is moved the same way, behind the
- * held ones. */
-static void skew_place(struct shim_multi *m, struct hs *s)
-{
-	int p = s->pool;
-	if (m != NULL && p >= 0 && p < SHL_MAX_POOLS && s->ticket_open)
-		replan(m, p, INT64_MIN, s);
-}
-
 void shim_multi_sent(struct hs *s, int64_t now)
 {
 	struct shim_multi *m = s->limbo_in;
@@ -436,8 +430,10 @@ int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int pl
 {
 	if (m == NULL)
 		return 0;
-	if (placed)
-		skew_place(m, s);
+	/* A new place (release0 and release_at just set) in a pool whose line
+	 * a late send moved is moved the same way, behind the held ones. */
+	if (placed && s->pool >= 0 && s->pool < SHL_MAX_POOLS && s->ticket_open)
+		replan(m, s->pool, INT64_MIN, s);
 	return s->release_at > now || gated(m, s, now);
 }
 
@@ -532,8 +528,7 @@ static int start_one(struct shim_multi *m, struct hs *s)
 	unlink_hs(m, s);
 	CURLMcode mc = real.multi_add(m->key, s->key);
 	if (mc == CURLM_OK) {
-		if (s->ticket_open)
-			limbo_add(m, s);
+		limbo_add(m, s);
 		return 1;
 	}
 	s->hold = HOLD_WAITING;
@@ -587,7 +582,7 @@ CURLMcode shim_multi_add(CURLM *multi, struct hs *s)
 		CURLMcode mc = real.multi_add(multi, s->key);
 		if (mc != CURLM_OK)
 			shim_cancel(s); /* nothing sent: cancelled */
-		else if (r == 0 && m != NULL && s->ticket_open)
+		else if (r == 0 && m != NULL)
 			limbo_add(m, s);
 		return mc;
 	}

@@ -40,7 +40,6 @@ struct shl_exchange {
 	int ticket_open;
 	struct shl__resp resp;
 	int64_t headers_at;   /* shl_now() when the last header of a final response arrived */
-	int64_t since;        /* the ticket's release: the server counted after it */
 	int early_done;       /* the headers' RPM and OTPM clamps are applied */
 	int held;             /* a 429's retry-after has held the pool, at its headers */
 	int itpm_done;        /* a stream's message_start gave the input count early */
@@ -188,7 +187,6 @@ int shl_ex_reserve(shl_t *h, shl_exchange *x, int64_t max_wait_ns, int64_t *rele
 		return r;
 	x->ticket_open = 1;
 	x->pool = x->ticket.pool;
-	x->since = x->ticket.admitted_at;
 	if (release_ns != NULL)
 		*release_ns = x->ticket.admitted_at;
 	return 0;
@@ -236,7 +234,6 @@ int shl_ex_adopt(shl_exchange *x, const shl_ticket *t)
 	x->ticket_open = 1;
 	x->model = t->model;
 	x->pool = t->pool;
-	x->since = t->admitted_at;
 	return 0;
 }
 
@@ -361,10 +358,10 @@ static void early_feedback(shl_exchange *x)
 		return;
 	if (x->resp.remaining[SHL_DIM_RPM] >= 0)
 		shl__clamp_at(x->h, x->pool, SHL_DIM_RPM, (uint64_t)x->resp.remaining[SHL_DIM_RPM], 0,
-			      x->headers_at, x->since);
+			      x->headers_at, x->ticket.admitted_at);
 	if (x->resp.remaining[SHL_DIM_OTPM] >= 0)
 		shl__clamp_at(x->h, x->pool, SHL_DIM_OTPM, (uint64_t)x->resp.remaining[SHL_DIM_OTPM],
-			      0, x->headers_at, x->since);
+			      0, x->headers_at, x->ticket.admitted_at);
 	/* A 429's retry-after holds the pool as soon as the headers are over,
 	 * not only when the caller gets round to finishing the exchange: what
 	 * it starts meanwhile (the preload shim's multi transfers held back
@@ -400,7 +397,7 @@ static void early_input(shl_exchange *x)
 		srv += r->usage.cache_read;
 	uint64_t rem = (uint64_t)r->remaining[SHL_DIM_ITPM], est = x->ticket.itpm;
 	rem = srv >= est ? shl__add_sat(rem, srv - est) : rem > est - srv ? rem - (est - srv) : 0;
-	shl__clamp_at(x->h, x->pool, SHL_DIM_ITPM, rem, 0, x->headers_at, x->since);
+	shl__clamp_at(x->h, x->pool, SHL_DIM_ITPM, rem, 0, x->headers_at, x->ticket.admitted_at);
 }
 
 /* What the server says about the pool, after the settlement: holds, the
@@ -450,7 +447,7 @@ static void feedback(shl_t *h, shl_exchange *x, const shl_usage *u, int settled)
 				/* the server reserved max_tokens and gave the rest back */
 				rem += x->cost.max_tokens - u->output_tokens;
 		}
-		shl__clamp_at(h, x->pool, d, rem, after, x->headers_at, x->since);
+		shl__clamp_at(h, x->pool, d, rem, after, x->headers_at, x->ticket.admitted_at);
 	}
 	/* The pool's real limits (anthropic-ratelimit-*-limit): recorded, and
 	 * followed (shl_observe_limits); last, so that a change of the rate,

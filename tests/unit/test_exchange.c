@@ -604,6 +604,8 @@ static void test_learning(void)
 	shl_ex_cost(x, &c);
 	CU_ASSERT(c.input_tokens >= 900 && c.input_tokens <= 1000);
 	CU_ASSERT(shl_ex_ratio(x) > 1.0 && shl_ex_ratio(x) < 1.25);
+	admit(x); /* asserts it is admitted, not -E2BIG */
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x, 0), SHL_EX_CANCELLED);
 	shl_ex_free(x);
 	free(near);
 	/* 50 requests counted exactly, one outlier at 5x: the ratio stays 1 */
