@@ -50,8 +50,10 @@
  * Refunds give back only what is provably still this ticket's:
  *   - to a bucket, at most what is left of the take: its end moved down
  *     by every refund of the bucket since (the refund ledger, bucket.c),
- *     minus now; and nothing at all for a ticket of an earlier
- *     configuration generation:
+ *     minus now (or the reservation horizon); in ITPM, or as much as the
+ *     takes after it leave room for, if that is more (every ITPM take
+ *     notes its slack: bucket.c, "Slack"); and nothing at all for a
+ *     ticket of an earlier configuration generation:
  *     an apply rescales the bucket (its mark is on the old scale) and a
  *     reset republishes the configuration after refilling every bucket;
  *   - to the spend, nothing for a ticket admitted before the last spend
@@ -139,12 +141,13 @@ static inline int64_t deadline_of(int64_t start, int64_t timeout)
  * refund rule at a fresh clock reading: what is left of each take, never
  * more.  Off the hot path: only a lost race or a spend refusal gets here.
  */
-static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, int upto,
-						     const uint64_t cost_ns[SHL_NBUCKETS],
+static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, struct shl_slack *sl,
+						     int upto, const uint64_t cost_ns[SHL_NBUCKETS],
 						     const uint64_t mark[SHL_NBUCKETS])
 {
 	for (int k = 0; k < upto; k++)
-		shl__bucket_refund(&rt->bkt[k], SHL_NOW_FRESH, cost_ns[k], mark[k], &rt->horizon);
+		shl__bucket_refund(&rt->bkt[k], SHL_NOW_FRESH, cost_ns[k], mark[k], &rt->horizon,
+				   k == SHL_DIM_ITPM ? sl : NULL);
 }
 
 /* The read-only pass: the exact wait of each dimension, from the words as
@@ -197,9 +200,9 @@ static int refuse(struct shl_pool_rt *rt, shl_refusal *why, int dim, int pool, i
  * since), with what refused.  Off the hot path.
  */
 static __attribute__((noinline, cold)) int
-fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_pool_local *pl,
-	   int64_t now, uint64_t need_i, const uint64_t tol[], int took0, uint64_t m0,
-	   uint64_t f[2])
+fused_slow(struct shl_pool_rt *rt, struct shl_slack *sl, shl_refusal *why, int p,
+	   const struct shl_pool_local *pl, int64_t now, uint64_t need_i, const uint64_t tol[],
+	   int took0, uint64_t m0, uint64_t f[2])
 {
 	const uint64_t n = (uint64_t)now;
 	f[0] = f[1] = 0; /* read by the caller only when this admits */
@@ -215,17 +218,17 @@ fused_slow(struct shl_pool_rt *rt, shl_refusal *why, int p, const struct shl_poo
 		wd = SHL_DIM_RPM;
 		w = took0 ? 0
 			  : shl__bucket_take_at(&rt->bkt[SHL_DIM_RPM], now, cost_ns[SHL_DIM_RPM],
-						tol[SHL_DIM_RPM], &mark[SHL_DIM_RPM]);
+						tol[SHL_DIM_RPM], &mark[SHL_DIM_RPM], NULL, now);
 		if (w == 0) {
 			wd = SHL_DIM_ITPM;
 			w = shl__bucket_take_at(&rt->bkt[SHL_DIM_ITPM], now, cost_ns[SHL_DIM_ITPM],
-						tol[SHL_DIM_ITPM], &mark[SHL_DIM_ITPM]);
+						tol[SHL_DIM_ITPM], &mark[SHL_DIM_ITPM], sl, now);
 			if (w == 0) {
 				f[0] = mark[SHL_DIM_RPM];
 				f[1] = mark[SHL_DIM_ITPM];
 				return 0;
 			}
-			rollback(rt, 1, cost_ns, mark);
+			rollback(rt, NULL, 1, cost_ns, mark); /* RPM alone */
 		}
 	}
 	int64_t wmax;
@@ -265,7 +268,7 @@ refuse_spend(shl_t *h, const struct shl_local *l, const struct shl_pool_local *p
 						need_i * pl->interval[SHL_DIM_ITPM],
 						need_o * pl->interval[SHL_DIM_OTPM]};
 	const uint64_t mark[SHL_NBUCKETS] = {f0, f1, f2};
-	rollback(rt, SHL_NBUCKETS, cost_ns, mark);
+	rollback(rt, &h->seg->pext[p].slack, SHL_NBUCKETS, cost_ns, mark);
 	int64_t cur = shl__spend_read(&h->seg->spendl, month);
 	return refuse(rt, why, SHL_DIM_SPEND, p, r == -EAGAIN ? shl__cluster_wait(h) : 0,
 		      (uint64_t)units + (uint64_t)cur, (uint64_t)l->spend_cap, r);
@@ -342,6 +345,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
       shl_refusal *why, int64_t now, uint64_t need_i, const uint64_t tol[])
 {
 	const uint64_t n = (uint64_t)now;
+	struct shl_slack *sl = &h->seg->pext[p].slack;
 	const uint64_t c0 = pl->interval[SHL_DIM_RPM]; /* need[RPM] is 1 */
 	const uint64_t c1 = need_i * pl->interval[SHL_DIM_ITPM];
 	/* acquire: the ledgers are read before the words they mark, and pair
@@ -361,14 +365,18 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 			 !atomic_compare_exchange_strong_explicit(&rt->bkt[0].tat, &o0, n0,
 								  memory_order_relaxed,
 								  memory_order_relaxed))) {
-		r = fused_slow(rt, why, p, pl, now, need_i, tol, 0, 0, f);
+		r = fused_slow(rt, sl, why, p, pl, now, need_i, tol, 0, 0, f);
 		goto slow;
 	}
+	/* The ITPM take's slack, noted before its CAS (bucket.c, "Slack");
+	 * release: pairs with the acquire load of tat in shl__bucket_refund. */
+	shl__slack_note(sl, n, (o1 > n ? o1 : n) - n + r1, n);
+	atomic_thread_fence(memory_order_release);
 	/* relaxed/relaxed: as above. */
 	if (shl_unlikely(!atomic_compare_exchange_strong_explicit(&rt->bkt[1].tat, &o1, n1,
 								   memory_order_relaxed,
 								   memory_order_relaxed))) {
-		r = fused_slow(rt, why, p, pl, now, need_i, tol, 1, n0 + r0, f);
+		r = fused_slow(rt, sl, why, p, pl, now, need_i, tol, 1, n0 + r0, f);
 		goto slow;
 	}
 	return admit_finish(h, l, pl, rt, p, model, units, batch, t, why, now, need_i, 0, n0 + r0,
@@ -416,9 +424,11 @@ cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		if (need[d] == 0)
 			continue;
-		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d]);
+		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d],
+						d == SHL_DIM_ITPM ? &h->seg->pext[p].slack : NULL,
+						now);
 		if (w > 0) {
-			rollback(rt, d, cost_ns, full_at);
+			rollback(rt, &h->seg->pext[p].slack, d, cost_ns, full_at);
 			shl__cluster_untake(h, p, cost_ns);
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
 		}
@@ -580,9 +590,11 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		if (need[d] == 0)
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
-		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d]);
+		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d],
+						d == SHL_DIM_ITPM ? &h->seg->pext[p].slack : NULL,
+						now);
 		if (shl_unlikely(w > 0)) {
-			rollback(rt, d, cost_ns, full_at);
+			rollback(rt, &h->seg->pext[p].slack, d, cost_ns, full_at);
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
 		}
 	}
@@ -625,8 +637,9 @@ static struct shl_pool_rt *ticket_pool(shl_t *h, const struct shl_local *l, cons
  *      Later than the deadline: -ETIMEDOUT, nothing taken, why->wait_ns
  *      = rel - now;
  *   2. raise the pool's horizon to rel (no refund then gives back room
- *      that lies before it), then take every bucket AT rel, tat' =
- *      max(tat, rel) + c (shl__bucket_take_at with rel as its "now"), so
+ *      that lies before it by that rule), then take every bucket AT rel,
+ *      tat' = max(tat, rel) + c (shl__bucket_take_at for the instant rel;
+ *      ITPM's take noted in the slack slots for rel), so
  *      that every dimension is taken for the same instant and none holds
  *      capacity it does not use.  A word that moved so that it needs a
  *      later release (a lost race), or a hold that arrived and covers rel:
@@ -674,6 +687,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 	const int p = (int)l->slot.models[model].pool;
 	const struct shl_pool_local *pl = &l->pools[p];
 	struct shl_pool_rt *rt = &h->seg->pools[p];
+	struct shl_slack *sl = &h->seg->pext[p].slack;
 	const uint32_t flags = pl->flags;
 	const uint64_t need_i = c->input_tokens + c->cache_write_5m + c->cache_write_1h +
 				((flags & SHL_PF_CACHE_READS) ? c->cache_read : 0);
@@ -779,7 +793,8 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 				lost = tt > rel && tt - rel > tol[d];
 			} else {
 				lost = shl__bucket_take_at(&rt->bkt[d], (int64_t)rel, cost_ns[d], tol[d],
-							   &mark[d]) != 0;
+							   &mark[d], d == SHL_DIM_ITPM ? sl : NULL,
+							   now1) != 0;
 			}
 			if (lost)
 				break;
@@ -791,7 +806,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 			lost = hold > 0 && (uint64_t)hold > rel;
 		}
 		if (lost) {
-			rollback(rt, d, cost_ns, mark); /* the buckets before d */
+			rollback(rt, sl, d, cost_ns, mark); /* the buckets before d */
 			continue;
 		}
 		if (ps != NULL)
@@ -1072,12 +1087,14 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
 static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int64_t now,
 							 uint64_t had, uint64_t real, uint64_t iv,
 							 int refunds, uint64_t mark,
-							 _Atomic uint64_t *horizon)
+							 _Atomic uint64_t *horizon,
+							 struct shl_slack *sl)
 {
 	if (real > had)
 		shl__bucket_charge(&b->tat, now, shl__mul_sat(real - had, iv));
 	else if (shl_unlikely(had > real) && refunds)
-		shl__bucket_refund(b, SHL_NOW_FRESH, shl__mul_sat(had - real, iv), mark, horizon);
+		shl__bucket_refund(b, SHL_NOW_FRESH, shl__mul_sat(had - real, iv), mark, horizon,
+				   sl);
 }
 
 int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
@@ -1116,9 +1133,9 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		const int rf = ticket_refunds(l, t);
 		adjust(&rt->bkt[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM], rf,
-		       t->full_at[SHL_DIM_ITPM], &rt->horizon);
+		       t->full_at[SHL_DIM_ITPM], &rt->horizon, &h->seg->pext[t->pool].slack);
 		adjust(&rt->bkt[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM], rf,
-		       t->full_at[SHL_DIM_OTPM], &rt->horizon);
+		       t->full_at[SHL_DIM_OTPM], &rt->horizon, NULL);
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		if (shl_likely(ps != NULL)) {
 			/* Our own slot: plain adds, no lock prefix (pslot.c). */
@@ -1178,8 +1195,9 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
 			shl__bucket_refund(&rt->bkt[d], SHL_NOW_FRESH,
-					   shl__mul_sat(had[d], pl->interval[d]),
-					   t->full_at[d], &rt->horizon);
+					   shl__mul_sat(had[d], pl->interval[d]), t->full_at[d],
+					   &rt->horizon,
+					   d == SHL_DIM_ITPM ? &h->seg->pext[t->pool].slack : NULL);
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else

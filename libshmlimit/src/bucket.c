@@ -130,9 +130,56 @@
  * barrier): a reservation whose CAS precedes the refund's in the word's
  * order has its H raise visible there.  With now' = max(now, H) >= t_k
  * for every take after j, (I2)'s step holds as written, and (I1) does not
- * involve time.  The cost is only credit: while reservations are queued,
- * a cancel gives back at most what lies past the last release.  A scribbled
- * H far ahead (over 2^62 ns) makes refunds give nothing.
+ * involve time.  The cost is credit: while reservations are queued, the
+ * horizon rule gives back at most what lies past the last release.  A
+ * scribbled H far ahead (over 2^62 ns) makes that rule give nothing.
+ *
+ * Slack: a surplus given back under a line, or late
+ * --------------------------------------------------
+ * At saturation there is always a line, and a settle often comes after
+ * its own region has passed (an answer slower than the burst refills), so
+ * the rules above alone give a settle's surplus back almost never: the
+ * learned estimate errs high by a few percent of every request, which the
+ * server keeps and the word never sees again.  The step of (I2) that needs
+ * t_k <= now' can also be closed per take: (I1) for k itself gives
+ * tat >= start_k - G_k + N_k, where start_k = max(tat before k, t_k) is
+ * where k's region began and G_k what was given back since k's take, so a
+ * give of b keeps tat - b >= t_k + N_k as long as
+ *
+ *      b <= slack_k = start_k - t_k - G_k = L_k - R_now,
+ *      L_k = start_k - t_k + R_take(k)     (a constant of the take),
+ *
+ * whether k was taken before now or reserved ahead of it.  A take at a
+ * saturated bucket finds it in debt by about tol - c_k: most of a burst.
+ * So every take of the ITPM bucket (the one settles refund) notes its L,
+ * before its CAS (a release fence orders them, as for H), in the slot of
+ * its instant's span (2^32 ns; struct shl_slack, layout.h): each slot holds
+ * the least L of one span and the span's tag, given only to later spans.
+ * A refund of ticket j, whose end is P_j = mark - R_now, needs the takes
+ * after it for instants past P_j - b: it reads the slots, then the clock,
+ * and, if every take no slot holds was for an instant before P_j - ns
+ * (far, below) and every span from P_j - ns to max(now, H) is in the
+ * slots (tag equal: its least L; tag lower: no take for that span yet,
+ * else its note would be there), may give the least L - R_now of them, or
+ * everything if none; else nothing by this rule.  It gives the larger of
+ * that and the horizon rule's amount.  Sound: a take after j for an
+ * instant t_k <= P_j - b is covered as in (I1)-(I2) (P_j - b >= t_k), any
+ * later one is in a span read (noted before its CAS, which precedes the
+ * refund's, so visible past the pair the refund validates; its instant
+ * is at most the refund's clock or H), and its slack is at least that
+ * span's least L - R_now.  L read with an older ledger (a refund between
+ * the ledger read and the CAS: the CAS then fails and notes again) is
+ * smaller: only less credit.  A note for a span whose slot a later span
+ * already holds is dropped: a refund that needs that span finds the later
+ * tag and gives nothing by the rule.  A note that would take a slot for a
+ * span more than eight spans ahead of its clock (evicting one less than
+ * three behind it) raises `far` instead, as does one contended beyond
+ * reason; an apply that moves the word's regions raises far to max(now,
+ * H), which covers every take made before it.  A slot is read as tag,
+ * low, tag: tags only grow (until a reset), so two equal readings bracket
+ * a low of one span; one torn eight times running turns the rule off.  A
+ * scribbled far or tag only turns the rule off; a scribbled low can
+ * over-credit up to the ticket's own request.
  */
 #include <stdint.h>
 
@@ -177,12 +224,93 @@ int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, u
 	return 1; /* contended beyond reason: refuse, retry in 1 ns */
 }
 
-/* A take from a bucket pair: the ticket's mark is the new tat plus the
- * ledger as read before the CAS (see the top). */
-int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns, uint64_t tol,
-			    uint64_t *mark)
+#if SHL_HAVE_CAS16
+/* A take's note, past the common case of shl__slack_note (internal.h):
+ * its span's slot holds an earlier span, or more than this low. */
+void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t low, uint64_t now)
 {
-	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	const uint64_t tag = (at >> SHL_SLACK_SHIFT) + 1, cur = (now >> SHL_SLACK_SHIFT) + 1;
+	struct shl_slack_slot *s = &sl->slot[(tag - 1) % SHL_SLACK_SLOTS];
+	/* relaxed: a first guess; the cmpxchg16b validates the pair. */
+	uint64_t lo = atomic_load_explicit(&s->low, memory_order_relaxed);
+	uint64_t tg = atomic_load_explicit(&s->tag, memory_order_relaxed);
+	for (int i = 0; i < SHL_CAS_TRIES; i++) {
+		if (tg > tag)
+			return; /* a later span's: refunds needing this one give nothing */
+		if (tg == tag && (int64_t)(lo - low) <= 0)
+			return; /* mod 2^64, as the ledger */
+		if (tg < tag && tag > cur + SHL_SLACK_SLOTS - 3)
+			break; /* too far ahead to evict a span refunds may need: far */
+		/* Full barrier (locked); the caller's release fence then orders
+		 * it before the take's CAS. */
+		if (shl__cas16(s, &lo, &tg, low, tag))
+			return;
+	}
+	shl__horizon_raise(&sl->far, at);
+}
+
+/* Read the slots, each as one snapshot (see the top); -1 if one kept
+ * changing under the reads. */
+static int slack_read(struct shl_slack *sl, uint64_t lo[SHL_SLACK_SLOTS],
+		      uint64_t tg[SHL_SLACK_SLOTS])
+{
+	for (int i = 0; i < SHL_SLACK_SLOTS; i++) {
+		struct shl_slack_slot *s = &sl->slot[i];
+		int k;
+		for (k = 0; k < 8; k++) {
+			/* acquire, all three: kept in this order. */
+			uint64_t a = atomic_load_explicit(&s->tag, memory_order_acquire);
+			lo[i] = atomic_load_explicit(&s->low, memory_order_acquire);
+			tg[i] = atomic_load_explicit(&s->tag, memory_order_acquire);
+			if (a == tg[i])
+				break;
+		}
+		if (k == 8)
+			return -1;
+	}
+	return 0;
+}
+
+/* What the slots allow giving back of a take ending at p (tat scale, the
+ * ledger taken off), asked ns, r the ledger, n the clock read after the
+ * slots, hz the horizon (see the top): -1 for nothing by this rule. */
+static int64_t slack_left(uint64_t p, uint64_t ns, uint64_t r, uint64_t n, uint64_t hz,
+			  uint64_t far, const uint64_t lo[SHL_SLACK_SLOTS],
+			  const uint64_t tg[SHL_SLACK_SLOTS])
+{
+	/* p is a time, or below 0 once gives since the take passed its end
+	 * (modular, as a signed quantity); ns <= 2^62. */
+	uint64_t from = (int64_t)p > (int64_t)ns ? p - ns : 0;
+	if (far >= from)
+		return -1; /* a take no slot holds may lie past from */
+	uint64_t top = hz > n ? hz : n;
+	if (top - n > (1ULL << 62))
+		return -1; /* a scribbled horizon */
+	uint64_t e0 = from >> SHL_SLACK_SHIFT, e1 = top >> SHL_SLACK_SHIFT;
+	int64_t left = INT64_MAX;
+	if (e1 < e0)
+		return left; /* no take after j is for an instant past from */
+	if (e1 - e0 >= SHL_SLACK_SLOTS)
+		return -1; /* more spans than slots */
+	for (uint64_t e = e0; e <= e1; e++) {
+		int i = (int)(e % SHL_SLACK_SLOTS);
+		if (tg[i] > e + 1)
+			return -1; /* the span's takes are gone from the slots */
+		if (tg[i] == e + 1 && (int64_t)(lo[i] - r) < left)
+			left = (int64_t)(lo[i] - r);
+	}
+	return left;
+}
+#endif
+
+/* A take from a bucket pair for the instant `at` (a reservation's release,
+ * or now): the ticket's mark is the new tat plus the ledger as read before
+ * the CAS (see the top).  With `sl` (the ITPM bucket), the take is noted
+ * in the slack slots before its CAS; `now` is the taker's clock. */
+int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t at, uint64_t cost_ns, uint64_t tol,
+			    uint64_t *mark, struct shl_slack *sl, int64_t now)
+{
+	uint64_t n = at < 0 ? 0 : (uint64_t)at;
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
 		/* acquire: pairs with the refund's cmpxchg16b (a full barrier):
 		 * a ledger value seen here is of a refund whose tat write the
@@ -190,6 +318,12 @@ int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns, ui
 		 * relaxed, the CAS re-validates it. */
 		uint64_t r = atomic_load_explicit(&b->refunded, memory_order_acquire);
 		uint64_t old = atomic_load_explicit(&b->tat, memory_order_relaxed), after;
+		if (sl != NULL && shl__gcra_next(old, n, cost_ns) - n <= tol) {
+			shl__slack_note(sl, n, (old > n ? old : n) - n + r, now < 0 ? 0 : (uint64_t)now);
+			/* release: the note above before the CAS below; pairs
+			 * with the acquire load of tat in shl__bucket_refund. */
+			atomic_thread_fence(memory_order_release);
+		}
 		int done;
 		int64_t w = take_word(&b->tat, n, &old, cost_ns, tol, &after, &done);
 		if (done) {
@@ -201,41 +335,60 @@ int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns, ui
 	return 1; /* contended beyond reason: refuse, retry in 1 ns */
 }
 
+/* What is left of a take by one rule: mark - ledger - max(now, from), or
+ * 0 when `from` is scribbled (over 2^62 ns ahead). */
+static inline int64_t left_past(uint64_t end, uint64_t n0, uint64_t from)
+{
+	uint64_t n = from > n0 ? from : n0;
+	return n - n0 > (1ULL << 62) ? 0 : (int64_t)(end - n); /* modular, as a signed difference */
+}
+
 /*
  * Give back up to `ns` of a take whose ticket holds `mark` (see the top):
  * at most what is left of it, full_at - (gives since the take) - now', by
  * one 16-byte CAS of (tat, ledger), where now' = max(now, the pool's
- * reservation horizon).  Returns what was given.
+ * reservation horizon); or, with `sl` (the ITPM bucket), what the slack
+ * of the takes after it allows, if that is more.  Returns what was given.
  */
 uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_t mark,
-			    _Atomic uint64_t *horizon)
+			    _Atomic uint64_t *horizon, struct shl_slack *sl)
 {
 	if (ns == 0)
 		return 0;
 #if SHL_HAVE_CAS16
-	/* SHL_NOW_FRESH: read the clock inside the loop, after the pair and
-	 * the horizon, right before each cmpxchg16b (see the limit above). */
+	/* SHL_NOW_FRESH: read the clock inside the loop, after the pair, the
+	 * horizon and the slots, right before each cmpxchg16b (see the limit
+	 * above; the slack rule needs the clock read after the slots). */
 	const int fresh = now == SHL_NOW_FRESH;
 	uint64_t n0 = now < 0 ? 0 : (uint64_t)now;
 	/* acquire: a first guess, which the cmpxchg16b validates (on failure
 	 * it reloads the pair into t, r, as a full barrier); acquire so that
-	 * the horizon read below sees the raise of every reservation whose
-	 * CAS wrote the tat read here (pairs with the release fence in
-	 * admit.c's reserve path). */
+	 * the horizon and slot reads below see the raise and the note of
+	 * every take whose CAS wrote the tat read here (pairs with the
+	 * release fences of admit.c and shl__bucket_take_at). */
 	uint64_t t = atomic_load_explicit(&b->tat, memory_order_acquire);
 	uint64_t r = atomic_load_explicit(&b->refunded, memory_order_relaxed);
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
 		/* relaxed: ordered after the pair by the acquire load above or
 		 * by the failed cmpxchg16b's barrier. */
 		uint64_t hz = atomic_load_explicit(horizon, memory_order_relaxed);
+		uint64_t far = 0, lo[SHL_SLACK_SLOTS], tg[SHL_SLACK_SLOTS];
+		int slots = sl != NULL;
+		if (slots) {
+			/* relaxed: as the horizon. */
+			far = atomic_load_explicit(&sl->far, memory_order_relaxed);
+			slots = slack_read(sl, lo, tg) == 0;
+		}
 		if (fresh) {
 			int64_t c = shl__now();
 			n0 = c < 0 ? 0 : (uint64_t)c;
 		}
-		uint64_t n = hz > n0 ? hz : n0;
-		if (n - n0 > (1ULL << 62))
-			return 0; /* a scribbled horizon: give nothing */
-		int64_t left = (int64_t)(mark - r - n); /* modular, as a signed difference */
+		int64_t left = left_past(mark - r, n0, hz);
+		if (slots) {
+			int64_t ls = slack_left(mark - r, ns, r, n0, hz, far, lo, tg);
+			if (ls > left)
+				left = ls;
+		}
 		uint64_t give = left <= 0 ? 0 : ((uint64_t)left < ns ? (uint64_t)left : ns);
 		/* Nothing left: final even if t and r were read apart.  r is
 		 * the ledger now or an older value, and the ledger only grows,
@@ -253,8 +406,34 @@ uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns, uint64_
 	(void)now;
 	(void)mark;
 	(void)horizon;
+	(void)sl;
 	return 0;
 #endif
+}
+
+/* An apply moved the word's regions (a rescale): every take made before
+ * it is covered by far from now on (see the top). */
+void shl__slack_cover(struct shl_slack *sl, _Atomic uint64_t *horizon, int64_t now)
+{
+	/* acquire: after the rescale's RMW of tat, so that the horizon read
+	 * sees the raise of every reservation whose CAS that RMW followed
+	 * (pairs with admit.c's release fence). */
+	atomic_thread_fence(memory_order_acquire);
+	uint64_t hz = atomic_load_explicit(horizon, memory_order_relaxed);
+	uint64_t n = now < 0 ? 0 : (uint64_t)now;
+	shl__horizon_raise(&sl->far, hz > n ? hz : n);
+}
+
+/* A reset: the words start over, and so do the slots. */
+void shl__slack_clear(struct shl_slack *sl)
+{
+	/* relaxed: a reset racing admissions is an operator's choice
+	 * (segment.c); tickets from before it get no refund. */
+	atomic_store_explicit(&sl->far, 0, memory_order_relaxed);
+	for (int i = 0; i < SHL_SLACK_SLOTS; i++) {
+		atomic_store_explicit(&sl->slot[i].tag, 0, memory_order_relaxed);
+		atomic_store_explicit(&sl->slot[i].low, 0, memory_order_relaxed);
+	}
 }
 
 /* Raise a pool's reservation horizon to `release` (never lowers it). */

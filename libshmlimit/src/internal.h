@@ -123,10 +123,16 @@ SHL_HIDDEN int shl__unknown_record(struct shl *h, const char *id);
  * the bucket pair with its refund ledger (see bucket.c's top comment). */
 SHL_HIDDEN int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now,
 				    uint64_t cost_ns, uint64_t tol);
-SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t now, uint64_t cost_ns,
-				       uint64_t tol, uint64_t *mark);
+SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t at, uint64_t cost_ns,
+				       uint64_t tol, uint64_t *mark, struct shl_slack *sl,
+				       int64_t now);
 SHL_HIDDEN uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns,
-				       uint64_t mark, _Atomic uint64_t *horizon);
+				       uint64_t mark, _Atomic uint64_t *horizon,
+				       struct shl_slack *sl);
+SHL_HIDDEN void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t low,
+				     uint64_t now);
+SHL_HIDDEN void shl__slack_cover(struct shl_slack *sl, _Atomic uint64_t *horizon, int64_t now);
+SHL_HIDDEN void shl__slack_clear(struct shl_slack *sl);
 #define SHL_NOW_FRESH INT64_MIN /* shl__bucket_refund's `now`: read it in the loop */
 SHL_HIDDEN void shl__horizon_raise(_Atomic uint64_t *horizon, uint64_t release);
 SHL_HIDDEN void shl__bucket_charge(_Atomic uint64_t *tat, int64_t now, uint64_t ns);
@@ -317,8 +323,9 @@ SHL_HIDDEN void shl__window_sum(const struct shl_pool_rt *rt, int64_t now,
 /* ------------------------------------------------------------------ */
 
 /*
- * A 16-byte compare-and-swap of a bucket pair (tat, refunded): x86-64's
- * lock cmpxchg16b.  Like every locked instruction it is a full barrier;
+ * A 16-byte compare-and-swap of a bucket pair (tat, refunded), or of a slack
+ * slot (low, tag; bucket.c), at a 16-byte aligned p: x86-64's lock
+ * cmpxchg16b.  Like every locked instruction it is a full barrier;
  * relaxed is all the bucket words need, except the ledger's pairing with a
  * take (bucket.c).  The ThreadSanitizer build uses it too: TSan does not see
  * the asm (no false report: no data is published through bucket words).
@@ -327,8 +334,7 @@ SHL_HIDDEN void shl__window_sum(const struct shl_pool_rt *rt, int64_t now,
  */
 #if defined(__x86_64__)
 #define SHL_HAVE_CAS16 1
-static inline int shl__cas16(struct shl_bkt *p, uint64_t *o0, uint64_t *o1, uint64_t n0,
-			     uint64_t n1)
+static inline int shl__cas16(void *p, uint64_t *o0, uint64_t *o1, uint64_t n0, uint64_t n1)
 {
 	_Bool ok;
 	__asm__ __volatile__("lock cmpxchg16b %1"
@@ -341,6 +347,33 @@ static inline int shl__cas16(struct shl_bkt *p, uint64_t *o0, uint64_t *o1, uint
 #else
 #define SHL_HAVE_CAS16 0
 #endif
+
+/*
+ * Note a take of the ITPM bucket for the instant `at`, of constant `low`
+ * (start - at + ledger at the take; bucket.c, "Slack"), before its CAS.
+ * The common case is one read of its span's slot, which already holds as
+ * little; the caller orders the note before its CAS with a release fence.
+ */
+static inline void shl__slack_note(struct shl_slack *sl, uint64_t at, uint64_t low, uint64_t now)
+{
+#if SHL_HAVE_CAS16
+	uint64_t tag = (at >> SHL_SLACK_SHIFT) + 1;
+	struct shl_slack_slot *s = &sl->slot[(tag - 1) % SHL_SLACK_SLOTS];
+	/* relaxed: hints.  Read tag then low: a low of a later occupancy
+	 * means the slot went to a later span, and refunds that need this
+	 * one give nothing by the rule (bucket.c). */
+	uint64_t tg = atomic_load_explicit(&s->tag, memory_order_relaxed);
+	if (shl_likely(tg == tag) &&
+	    (int64_t)(atomic_load_explicit(&s->low, memory_order_relaxed) - low) <= 0)
+		return;
+	shl__slack_note_slow(sl, at, low, now);
+#else
+	(void)sl;
+	(void)at;
+	(void)low;
+	(void)now;
+#endif
+}
 
 #include <time.h>
 

@@ -6,7 +6,7 @@
  * by tests/unit/test_layout.c.  Nothing here is exported from the shared
  * library; our own tools, tests and benchmarks link the static archive.
  *
- * Segment layout, version 3 (all integers little-endian, host order):
+ * Segment layout, version 4 (all integers little-endian, host order):
  *
  *   OFFSET   SIZE    DESCRIPTION
  *   0x00000  64      header: written once by the creator, read-only after
@@ -181,7 +181,20 @@
  *          need_ns, granted_ns, expired_ns, 24 bytes pad;
  *          +192 u64 short_refusals, +200 refills, +208 fallback_grants,
  *          +216 i64 hold_pushed, +224 u64 charged_reported, +232 pad
- *   +832   192   reserved (zero)
+ *   +832   192   slack (struct shl_slack; layout 4): the ITPM bucket's
+ *                takes, by the span of time they are taken for, so that a
+ *                settle can give a surplus back when the line of takes
+ *                after it leaves room for it (bucket.c, "Slack"):
+ *     +0   u64 far        every take no slot holds was for an instant at
+ *                         or before this one (only raised: a take too far
+ *                         ahead of its clock, or an apply, which moves
+ *                         every take's place)
+ *     +8   u64 reserved
+ *     +16  11 slots x 16 bytes, 16-byte aligned, each written by one
+ *          cmpxchg16b: u64 low, the least (start - instant + refund
+ *          ledger at the take) of the takes for its span, mod 2^64; u64
+ *          tag, the span + 1 (0: never used; span = instant >> 32, 4.3 s;
+ *          slot = span mod 11; a slot is only ever given to a later span)
  *
  * Configuration slot (41024 bytes):
  *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
@@ -230,7 +243,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(sizeof(void *) == 8, "libshmlimit needs a 64-bit platform");
 
 #define SHL_MAGIC 0x31544d494c4d4853ULL /* "SHMLIMT1" */
-#define SHL_LAYOUT_VERSION 3u
+#define SHL_LAYOUT_VERSION 4u
 #define SHL_CACHELINE 64
 #define SHL_WINDOW_SLOTS 12
 #define SHL_WINDOW_SLOT_NS 5000000000LL
@@ -505,11 +518,26 @@ struct shl_learn {
 	_Atomic uint32_t ring[SHL_LEARN_RING];
 };
 
+/* The takes of a pool's ITPM bucket by the span of time they were for
+ * (bucket.c, "Slack"): what lets a settle give a surplus back under a
+ * line, and after its own place has passed. */
+#define SHL_SLACK_SLOTS 11
+#define SHL_SLACK_SHIFT 32 /* a span is 2^32 ns (4.3 s) */
+struct shl_slack_slot {
+	_Atomic uint64_t low; /* min over the span's takes of start - instant + ledger */
+	_Atomic uint64_t tag; /* span + 1; 0: never used */
+} __attribute__((aligned(16)));
+struct shl_slack {
+	_Atomic uint64_t far; /* every take no slot holds was for an instant <= far */
+	uint64_t reserved;
+	struct shl_slack_slot slot[SHL_SLACK_SLOTS];
+};
+
 struct shl_pool_ext {
 	struct shl_learn learn;
 	struct shl_observed observed;
 	struct shl_cluster_pool cluster;
-	uint8_t reserved[192];
+	struct shl_slack slack;
 };
 _Static_assert(sizeof(struct shl_unknown_ent) == 80, "unknown-model entry");
 _Static_assert(sizeof(struct shl_unknown_tab) == 1024, "unknown-model table");
@@ -517,6 +545,9 @@ _Static_assert(sizeof(struct shl_observed) == 64, "observed limits");
 
 _Static_assert(sizeof(struct shl_cluster_seg) == 512, "cluster segment area");
 _Static_assert(sizeof(struct shl_cluster_pool) == 256, "cluster pool area");
+_Static_assert(sizeof(struct shl_slack) == 192, "slack area");
+_Static_assert(__builtin_offsetof(struct shl_pool_ext, slack) == 832, "slack area");
+_Static_assert(__builtin_offsetof(struct shl_pool_ext, slack.slot) == 848, "slack slots");
 
 struct shl_seg {
 	struct shl_hdr hdr;

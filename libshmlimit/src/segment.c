@@ -639,6 +639,7 @@ static void pool_rt_zero(struct shl_seg *seg, int p, int64_t now)
 	for (size_t i = 0; i < sizeof(seg->pools[p]) / 8; i++)
 		__atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
 	shl__cluster_pool_zero(seg, p);
+	shl__slack_clear(&seg->pext[p].slack);
 	shl__stats_rebase(seg, p, now); /* the process slots' counts too */
 }
 
@@ -792,6 +793,8 @@ int shl_apply(shl_t *h, const shl_config *cfg, shl_err *err)
 		for (int d = 0; d < SHL_NBUCKETS; d++)
 			bucket_rescale(&rt->bkt[d].tat, now, l->pools[j].interval[d],
 				       nl.pools[j].interval[d]);
+		/* The regions moved: the takes the slack slots hold are far now. */
+		shl__slack_cover(&h->seg->pext[j].slack, &rt->horizon, now);
 	}
 	if (shl__slot_validate(s, err) != 0) { /* what would be published, as placed */
 		free(s);
@@ -892,6 +895,8 @@ int shl__observe_apply(struct shl *h, int pool, const uint64_t limit[SHL_NBUCKET
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		bucket_follow(&h->seg->pools[pool].bkt[d].tat, now, pl->interval[d],
 			      shl__interval(lim[d], pc->margin_ppm), pl->burst[d], bur[d]);
+	/* The regions moved: the takes the slack slots hold are far now. */
+	shl__slack_cover(&h->seg->pext[pool].slack, &h->seg->pools[pool].horizon, now);
 	uint64_t g = atomic_load_explicit(&h->seg->genl.gen, memory_order_relaxed);
 	slot_publish(h->seg, s, g + 1);
 	free(s);
@@ -949,6 +954,7 @@ int shl_reset(shl_t *h, unsigned what)
 			/* The reservations it measured are gone with the words
 			 * (their tickets are of the old generation: no refund). */
 			atomic_store_explicit(&rt->horizon, 0, memory_order_relaxed);
+			shl__slack_clear(&seg->pext[p].slack);
 		}
 		if (what & SHL_RESET_COUNTERS) {
 			_Atomic uint64_t *c[] = {&rt->admitted,   &rt->refused,     &rt->waited,
@@ -1074,6 +1080,23 @@ int shl_check(shl_t *h, char *report, size_t len)
 			rep(report, len, &at, "pools[%u].horizon: %llu ns is over a year ahead of now "
 			    "(%lld)\n", p, (unsigned long long)hz, (long long)now);
 			bad = 1;
+		}
+		/* relaxed: readings, as the horizon (bucket.c, "Slack"). */
+		const struct shl_slack *sk = &seg->pext[p].slack;
+		uint64_t far = atomic_load_explicit(&sk->far, memory_order_relaxed);
+		if (far > (uint64_t)(now + year)) {
+			rep(report, len, &at, "pext[%u].slack.far: %llu ns is over a year ahead of "
+			    "now (%lld)\n", p, (unsigned long long)far, (long long)now);
+			bad = 1;
+		}
+		for (int k = 0; k < SHL_SLACK_SLOTS; k++) {
+			uint64_t tg = atomic_load_explicit(&sk->slot[k].tag, memory_order_relaxed);
+			if (tg > ((uint64_t)(now + year) >> SHL_SLACK_SHIFT) + 1) {
+				rep(report, len, &at, "pext[%u].slack.slot[%d].tag: %llu is a span over a "
+				    "year ahead of now (%lld)\n", p, k, (unsigned long long)tg,
+				    (long long)now);
+				bad = 1;
+			}
 		}
 	}
 	uint64_t w = atomic_load_explicit(&seg->spendl.spend, memory_order_relaxed);

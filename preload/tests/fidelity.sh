@@ -252,14 +252,19 @@ check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$
 # sends the first transfer alone and, with CURLOPT_PIPEWAIT on HTTP/1.1,
 # starts the others only when its answer is in (3 s later), time the
 # server's bucket sits full through curl's own choice.  What is left below
-# 100% on a quiet machine (1.6% to 2.5%) is not the moves of the late-send
-# logic (after the 3 s bunch, 4 transfers moved, none later) nor the
-# reservation horizon capping refunds (with one place in line per model,
-# tried and dropped, fr rose to 98.7% and ja stayed at 98.4%): the
-# server's bucket keeps 130 to 200 tokens the segment's word does not see,
-# the learned estimate's surplus (p95 ratio) and the 0.2% margin among it.
-# The check is set at 95%, below what this run reaches, so that a loaded
-# machine's later sends do not fail it; issue 12's 99.5% is not met here.
+# 100% on a quiet machine (1.6% to 2.5%) is the learned estimate's surplus
+# (its p95 ratio errs high by 2-4% of every request) and the 0.2% margin.
+# A settle gives its surplus back (bucket.c, "Slack": measured on this row,
+# 58 of 64 settles gave all of it, the 6 others the warm-up's, whose takes
+# found the bucket empty), but this batch took its places in line before
+# any answer came, so nothing placed after a refund is there to use it.
+# A steady fleet does (tests/unit/test_fair.c,
+# test_fleet_surplus_comes_back; this row's bodies with curl
+# --parallel-max 16 and 24 of each, 99.35% and 98.99%: then what is left
+# is the surplus of the requests in flight at the last admission, which
+# no settle has given back yet, and the margin).  The check is set at 95%,
+# below what this run reaches, so that a loaded machine's later sends do
+# not fail it; issue 12's 99.5% is not met here.
 for l in ja fr; do
 	eval "from=\$a_$l"
 	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))

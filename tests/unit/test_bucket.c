@@ -44,8 +44,8 @@ static void test_give_charge_raise(void)
 	struct shl_bkt b = {0};
 	_Atomic uint64_t *tat = &b.tat;
 	uint64_t iv = 10, tol = 100, mark;
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 100, tol, &mark), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 50, mark, &no_horizon), 50);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 100, tol, &mark, NULL, 1000), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 50, mark, &no_horizon, NULL), 50);
 	CU_ASSERT_EQUAL(atomic_load(tat), 1050);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 50);
 	CU_ASSERT_EQUAL(shl__bucket_take(tat, 1000, 50, tol), 0);
@@ -61,7 +61,7 @@ static void test_give_charge_raise(void)
 	CU_ASSERT_EQUAL(atomic_load(t2), 1030);
 	/* Giving back more than the word holds floors at 0, no wrap (a
 	 * mark far ahead lets the whole 5000 through). */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b2, 1000, 5000, 10000, &no_horizon), 5000);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b2, 1000, 5000, 10000, &no_horizon, NULL), 5000);
 	CU_ASSERT_EQUAL(atomic_load(t2), 0);
 	/* Raise only raises. */
 	shl__bucket_raise(t2, 700);
@@ -126,19 +126,19 @@ static void test_refund_shifted_by_earlier_refund(void)
 	const uint64_t tol = 1000;
 	int64_t now = 1000;
 	uint64_t x0, x1, x2, y1, y2;
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x0), 0);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x1), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x0, &no_horizon), 500); /* cancel X0 */
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x0, NULL, now), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x1, NULL, now), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x0, &no_horizon, NULL), 500); /* cancel X0 */
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 1500);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 500);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x2), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 500, tol, &x2, NULL, now), 0);
 	now = 1500;
 	/* X1 is all gone by now: nothing to give. */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x1, &no_horizon), 0);
-	int64_t w1 = shl__bucket_take_at(&b, now, 1000, tol, &y1);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x1, &no_horizon, NULL), 0);
+	int64_t w1 = shl__bucket_take_at(&b, now, 1000, tol, &y1, NULL, now);
 	CU_ASSERT_EQUAL(w1, 500); /* X2 still holds 500 */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x2, &no_horizon), 500); /* cancel X2 */
-	int64_t w2 = shl__bucket_take_at(&b, now, 500, tol, &y2);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, now, 500, x2, &no_horizon, NULL), 500); /* cancel X2 */
+	int64_t w2 = shl__bucket_take_at(&b, now, 500, tol, &y2, NULL, now);
 	CU_ASSERT_EQUAL(w2, 0);
 	/* Admitted at 1500, net: at most the burst. */
 	uint64_t sent = (w1 == 0 ? 1000u : 0u) + (w2 == 0 ? 500u : 0u);
@@ -146,7 +146,7 @@ static void test_refund_shifted_by_earlier_refund(void)
 	/* And the bucket is not emptier than that history allows. */
 	CU_ASSERT(atomic_load(&b.tat) >= 2000);
 	/* Y1 again: the bucket holds Y2's 500, so 1000 more must wait 500. */
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 1000, tol, &y1), 500);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, now, 1000, tol, &y1, NULL, now), 500);
 }
 
 /* The ledger and the ticket's mark are modular: a ledger near 2^64 wraps
@@ -157,15 +157,15 @@ static void test_refund_ledger_wraps(void)
 	atomic_store(&b.tat, 0);
 	atomic_store(&b.refunded, UINT64_MAX - 100);
 	uint64_t m;
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 700, 1000, &m), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 300, m, &no_horizon), 300);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 700, 1000, &m, NULL, 1000), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1000, 300, m, &no_horizon, NULL), 300);
 	CU_ASSERT_EQUAL(atomic_load(&b.refunded), 199); /* wrapped */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon), 200); /* 700-300 left, 200 gone by */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon, NULL), 200); /* 700-300 left, 200 gone by */
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 1200);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 1000, m, &no_horizon, NULL), 0);
 	/* A mark far in the past (or a scribbled ledger) gives nothing more
 	 * than asked. */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 5, m + (1ULL << 40), &no_horizon), 5);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 1200, 5, m + (1ULL << 40), &no_horizon, NULL), 5);
 }
 
 /*
@@ -202,8 +202,16 @@ static int cmp_mc(const void *x, const void *y)
 	return (a->t > b->t) - (a->t < b->t);
 }
 
-/* Returns the number of violations found (0: sound); *takes: tickets. */
-static int model_check(unsigned seed, int steps, int reserve_pct, int use_horizon, int *takes)
+/* The refund rule a model check runs: refunds measured from now alone,
+ * from the horizon, or from the horizon and the slack slots (with every
+ * take noted, and times scaled by 2^24 so that a burst spans about four of
+ * the slots' 2^32-ns spans and a run some hundreds). */
+enum { MC_NOW, MC_HORIZON, MC_SLACK };
+
+/* Returns the number of violations found (0: sound); *takes: tickets;
+ * *given: everything the refunds gave back. */
+static int model_check(unsigned seed, int steps, int reserve_pct, int rule, int *takes,
+		       uint64_t *given)
 {
 	enum { MAXT = 8192 };
 	static struct mc_ticket tk[MAXT], sorted[MAXT];
@@ -211,8 +219,14 @@ static int model_check(unsigned seed, int steps, int reserve_pct, int use_horizo
 	int n = 0, nopen = 0;
 	struct shl_bkt b = {0};
 	_Atomic uint64_t horizon = 0, unused = 0;
-	const uint64_t tol = 1000 + (seed % 7) * 150;
-	int64_t now = 1000 + (int64_t)(seed % 1000);
+	static struct shl_slack slack;
+	memset(&slack, 0, sizeof(slack));
+	struct shl_slack *sp = rule == MC_SLACK ? &slack : NULL;
+	const uint64_t K = rule == MC_SLACK ? 1ULL << 24 : 1;
+	*given = 0;
+	const uint64_t tol = (1000 + (seed % 7) * 150) * K;
+	const int64_t start = (1000 + (int64_t)(seed % 1000)) * (int64_t)K;
+	int64_t now = start;
 	atomic_store(&b.tat, (uint64_t)now);
 	uint64_t x = seed * 2654435761u + 1;
 #define RND() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
@@ -220,21 +234,21 @@ static int model_check(unsigned seed, int steps, int reserve_pct, int use_horizo
 	for (int step = 0; step < steps && !bad; step++) {
 		unsigned op = (unsigned)(RND() % 100);
 		if (op < 25) {
-			now += (int64_t)(RND() % 400); /* the clock moves on */
+			now += (int64_t)(RND() % 400 * K); /* the clock moves on */
 		} else if (op < 60 && n < MAXT) {
-			uint64_t c = 1 + RND() % 700, m;
+			uint64_t c = (1 + RND() % 700) * K, m;
 			int64_t at = now;
 			if ((int)(RND() % 100) < reserve_pct) {
 				/* a reservation: at the bucket's release, or later */
 				uint64_t tat = atomic_load(&b.tat), need = tat + c;
 				uint64_t r = need > tol && need - tol > (uint64_t)now ? need - tol
 										: (uint64_t)now;
-				at = (int64_t)r + (RND() % 2 ? (int64_t)(RND() % 600) : 0);
+				at = (int64_t)r + (RND() % 2 ? (int64_t)(RND() % 600 * K) : 0);
 				shl__horizon_raise(&horizon, (uint64_t)at);
-				CU_ASSERT_EQUAL(shl__bucket_take_at(&b, at, c, tol, &m), 0);
+				CU_ASSERT_EQUAL(shl__bucket_take_at(&b, at, c, tol, &m, sp, now), 0);
 				tk[n] = (struct mc_ticket){at, c, 0, m};
 				open_[nopen++] = n++;
-			} else if (shl__bucket_take_at(&b, now, c, tol, &m) == 0) {
+			} else if (shl__bucket_take_at(&b, now, c, tol, &m, sp, now) == 0) {
 				tk[n] = (struct mc_ticket){now, c, 0, m};
 				open_[nopen++] = n++;
 			}
@@ -244,14 +258,15 @@ static int model_check(unsigned seed, int steps, int reserve_pct, int use_horizo
 			/* a cancel (all that is left), or a partial refund (settle). */
 			uint64_t ask = op < 80 ? left : RND() % (left + 1);
 			uint64_t g = shl__bucket_refund(&b, now, ask, tk[k].mark,
-							use_horizon ? &horizon : &unused);
+							rule != MC_NOW ? &horizon : &unused, sp);
 			CU_ASSERT(g <= ask);
 			tk[k].given += g;
+			*given += g;
 			if (op < 80 || RND() % 3 == 0)
 				open_[i] = open_[--nopen]; /* settled or cancelled: closed */
 		}
 		/* The oracle. */
-		uint64_t T = (uint64_t)(1000 + (int64_t)(seed % 1000));
+		uint64_t T = (uint64_t)start;
 		for (int k = 0; k < n; k++)
 			T = ((uint64_t)tk[k].t > T ? (uint64_t)tk[k].t : T) + (tk[k].cost - tk[k].given);
 		uint64_t tat = atomic_load(&b.tat), nn = (uint64_t)now;
@@ -279,7 +294,8 @@ static void test_refund_model_check(void)
 {
 	for (unsigned seed = 1; seed <= 24; seed++) {
 		int n;
-		CU_ASSERT_EQUAL(model_check(seed, 6000, 0, 1, &n), 0);
+		uint64_t g;
+		CU_ASSERT_EQUAL(model_check(seed, 6000, 0, MC_HORIZON, &n, &g), 0);
 		CU_ASSERT(n > 600); /* the check had something to check */
 	}
 }
@@ -290,7 +306,8 @@ static void test_reserve_model_check(void)
 {
 	for (unsigned seed = 1; seed <= 24; seed++) {
 		int n;
-		CU_ASSERT_EQUAL(model_check(seed, 6000, 33, 1, &n), 0);
+		uint64_t g;
+		CU_ASSERT_EQUAL(model_check(seed, 6000, 33, MC_HORIZON, &n, &g), 0);
 		CU_ASSERT(n > 600);
 	}
 }
@@ -303,9 +320,75 @@ static void test_reserve_model_check_needs_horizon(void)
 	int found = 0;
 	for (unsigned seed = 1; seed <= 24; seed++) {
 		int n;
-		found += model_check(seed, 6000, 33, 0, &n) > 0;
+		uint64_t g;
+		found += model_check(seed, 6000, 33, MC_NOW, &n, &g) > 0;
 	}
 	CU_ASSERT(found > 0);
+}
+
+/* The slack slots (bucket.c, "Slack"): the same check, with takes at
+ * now only, a third and most of them reservations, stays sound. */
+static void test_slack_model_check(void)
+{
+	for (unsigned seed = 1; seed <= 24; seed++) {
+		for (int pct = 0; pct <= 90; pct += 45) {
+			int n;
+			uint64_t g;
+			CU_ASSERT_EQUAL(model_check(seed, 6000, pct, MC_SLACK, &n, &g), 0);
+			CU_ASSERT(n > 600);
+		}
+	}
+}
+
+/* What they are for: a saturated line (a burst of 4 spans, requests of 1
+ * span reserved as each settles, eight in flight: twice the burst, as
+ * curl --parallel queues them), each settling `late` after its release
+ * with 5% less than it took: 1.5 spans (its region not yet passed, the
+ * line more than a burst past it) or 6 spans (its region passed).  The
+ * horizon rule gives back nothing either way; the slack of the takes
+ * after each gives back the surplus, all but the first line's (the first
+ * takes found the bucket empty: no slack). */
+#define SPAN (1ULL << SHL_SLACK_SHIFT)
+static uint64_t line_surplus(int use_slack, int64_t late, uint64_t *asked)
+{
+	enum { N = 400, INFLIGHT = 8 };
+	const uint64_t tol = 4 * SPAN, c = SPAN, surplus = SPAN / 20;
+	struct shl_bkt b = {0};
+	_Atomic uint64_t hz = 0;
+	static struct shl_slack slack;
+	memset(&slack, 0, sizeof(slack));
+	struct shl_slack *sp = use_slack ? &slack : NULL;
+	uint64_t mark[N], given = 0;
+	int64_t rel[N], now = 0;
+	*asked = 0;
+	for (int k = 0; k < N; k++) {
+		if (k >= INFLIGHT) { /* the oldest in flight settles */
+			int o = k - INFLIGHT;
+			if (now < rel[o] + late)
+				now = rel[o] + late;
+			given += shl__bucket_refund(&b, now, surplus, mark[o], &hz, sp);
+			*asked += surplus;
+		}
+		uint64_t tat = atomic_load(&b.tat);
+		int64_t r = tat + c > tol && (int64_t)(tat + c - tol) > now ? (int64_t)(tat + c - tol)
+									  : now;
+		shl__horizon_raise(&hz, (uint64_t)r);
+		CU_ASSERT_EQUAL(shl__bucket_take_at(&b, r, c, tol, &mark[k], sp, now), 0);
+		rel[k] = r;
+	}
+	return given;
+}
+
+static void test_slack_gives_surplus(void)
+{
+	const int64_t late[2] = {(int64_t)(3 * SPAN / 2), (int64_t)(6 * SPAN)};
+	for (int i = 0; i < 2; i++) {
+		uint64_t asked, g;
+		g = line_surplus(0, late[i], &asked);
+		CU_ASSERT(asked > 0 && g == 0);
+		g = line_surplus(1, late[i], &asked);
+		CU_ASSERT(asked > 0 && g >= asked - asked / 20);
+	}
 }
 
 /* The repro of bucket.c's "Reservations": A takes the whole burst at 0, B
@@ -318,20 +401,157 @@ static void test_cancel_before_queued_release(void)
 	_Atomic uint64_t hz = 0;
 	const uint64_t tol = 1000;
 	uint64_t ma, mb, mc;
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 1000, tol, &ma), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 1000, tol, &ma, NULL, 0), 0);
 	shl__horizon_raise(&hz, 1000);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 1000, tol, &mb), 0); /* B at 1000 */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, ma, &hz), 0);     /* A: nothing */
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 1000, tol, &mb, NULL, 1000), 0); /* B at 1000 */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, ma, &hz, NULL), 0);     /* A: nothing */
 	/* C: released no earlier than 2000 (1000 is B's whole burst). */
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 1000, tol, &mc), 1000);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 1000, 1000, tol, &mc, NULL, 1000), 1000);
 	/* B itself, cancelled before its release, gives back all of it. */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, mb, &hz), 1000);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, mb, &hz, NULL), 1000);
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 1000);
 	/* Horizon: only raised; a scribbled one far ahead gives nothing. */
 	shl__horizon_raise(&hz, 500);
 	CU_ASSERT_EQUAL(atomic_load(&hz), 1000);
 	atomic_store(&hz, UINT64_MAX - 3);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, ma + (1ULL << 40), &hz), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 1000, ma + (1ULL << 40), &hz, NULL), 0);
+}
+
+/* A settle after its own place has passed (times in spans): A and B take
+ * 2 each of a burst of 4 at 0; C takes 2 at 2 (the bucket at its edge:
+ * slack 2).  C settles at 6 with 1 less than it took: its region [4, 6)
+ * has passed, so the horizon rule gives nothing; no take after it is for
+ * an instant past 5, so the slack rule gives the 1.  E then takes the
+ * whole burst at 7, the bucket having been full a while (slack 0): a
+ * settle of D (taken with C) now gives nothing, or a take of 1 would fit
+ * at 7 beside E's 4. */
+static void test_slack_late_settle(void)
+{
+	const uint64_t tol = 4 * SPAN;
+	struct shl_bkt b = {0};
+	_Atomic uint64_t hz = 0;
+	static struct shl_slack slack;
+	memset(&slack, 0, sizeof(slack));
+	uint64_t ma, mb, mc, md, me, mf;
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &ma, &slack, 0), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &mb, &slack, 0), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 2 * SPAN, 2 * SPAN, tol, &mc, &slack, 2 * SPAN), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 2 * SPAN, 0, tol, &md, &slack, 2 * SPAN), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 6 * SPAN, SPAN, mc, &hz, NULL), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 6 * SPAN, SPAN, mc, &hz, &slack), SPAN);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 7 * SPAN, 4 * SPAN, tol, &me, &slack, 7 * SPAN), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 7 * SPAN, SPAN, md, &hz, &slack), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 7 * SPAN, SPAN, tol, &mf, &slack, 7 * SPAN), SPAN);
+}
+
+/* A surplus under a line (times in spans): A takes 1 and B 3 of a burst
+ * of 4 at 0; C reserves 1 (release 1, its region [4, 5): slack 3).  A's
+ * surplus lies before the horizon (1), so the horizon rule gives nothing;
+ * the slack rule gives it back, as far as C's slack allows, and B's
+ * cancel then gives back only what keeps C's region from starting before
+ * its release.  (A's own take, slack 0, is in span 0 with the others: the
+ * refunds here ask from span 1 on.) */
+static void test_slack_under_line(void)
+{
+	const uint64_t tol = 4 * SPAN;
+	struct shl_bkt b = {0};
+	_Atomic uint64_t hz = 0;
+	static struct shl_slack slack;
+	memset(&slack, 0, sizeof(slack));
+	uint64_t ma, mb, mc, md;
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, SPAN, tol, &ma, &slack, 0), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 3 * SPAN, tol, &mb, &slack, 0), 0);
+	shl__horizon_raise(&hz, SPAN);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, SPAN, SPAN, tol, &mc, &slack, 0), 0);
+	CU_ASSERT_EQUAL(atomic_load(&b.tat), 5 * SPAN);
+	/* A's surplus of a quarter span: from 3/4, span 0 is not asked of */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, NULL), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, &slack), 0); /* span 0: A */
+	/* B's cancel: 3 asked; B's end 4, from 1: spans 1..1 hold C (slack 3) */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 3 * SPAN, mb, &hz, &slack), 3 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&b.tat), 2 * SPAN);
+	/* D, taken now, goes after C: the bucket holds A and C until 2. */
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 4 * SPAN, tol, &md, &slack, 0), 2 * SPAN);
+}
+
+/* The counter-example of "Reservations" (A's whole burst, B reserved at
+ * its end, A cancelled): with the slack rule too, A gives nothing (B's
+ * slack is 0), and C goes after B. */
+static void test_slack_cancel_before_queued_release(void)
+{
+	struct shl_bkt b = {0};
+	_Atomic uint64_t hz = 0;
+	static struct shl_slack slack;
+	memset(&slack, 0, sizeof(slack));
+	const uint64_t tol = 4 * SPAN;
+	uint64_t ma, mb, mc;
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, tol, tol, &ma, &slack, 0), 0);
+	shl__horizon_raise(&hz, tol);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, tol, tol, tol, &mb, &slack, 0), 0);
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, tol, ma, &hz, &slack), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, tol, tol, tol, &mc, &slack, 0), tol);
+}
+
+/* The slots themselves: takes for one span keep the least low; a slot
+ * goes to a later span, never back; a note too far ahead of its clock
+ * raises far; a refund that needs a span whose slot a later span holds,
+ * or one past far, gets nothing by the rule; an apply's cover raises far
+ * to the horizon or now; a reset clears them. */
+static void test_slack_slots(void)
+{
+	static struct shl_slack sl;
+	memset(&sl, 0, sizeof(sl));
+	_Atomic uint64_t hz = 0;
+	CU_ASSERT_EQUAL(SHL_SLACK_SLOTS, 11);
+	shl__slack_note(&sl, 5 * SPAN + 1, 700, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 700);
+	shl__slack_note(&sl, 5 * SPAN + 2, 900, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 700);
+	shl__slack_note(&sl, 5 * SPAN + 3, 600, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 600);
+	/* span 16 (slot 5 again) from a clock in span 13: evicts span 5 */
+	shl__slack_note(&sl, 16 * SPAN, 50, 13 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 50);
+	/* a late note for span 5: dropped (its refunds find span 16's tag) */
+	shl__slack_note(&sl, 5 * SPAN, 10, 13 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 50);
+	/* span 25 (slot 3) from a clock in span 13: more than 8 ahead: far */
+	shl__slack_note(&sl, 25 * SPAN, 10, 13 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[3].tag), 0);
+	CU_ASSERT_EQUAL(atomic_load(&sl.far), 25 * SPAN);
+	/* Refunds of a take ending at 18 (a fresh word each time, no
+	 * horizon), asked 1 at 19: from 17, spans 17..19 (slots 6..8).  far
+	 * at 25 is in the way: nothing (the horizon rule: its end has
+	 * passed). */
+	struct shl_bkt b;
+#define FRESH() (atomic_store(&b.tat, 30 * SPAN), atomic_store(&b.refunded, 0))
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), 0);
+	/* far cleared: no slot holds a take for spans 17..19: all of it */
+	atomic_store(&sl.far, 0);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), SPAN);
+	/* a take for span 18 with half a span of slack: half */
+	shl__slack_note(&sl, 18 * SPAN, SPAN / 2, 18 * SPAN);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), SPAN / 2);
+	/* slot 7 given to span 29 (a note from a clock in span 22): span
+	 * 18's takes are gone, nothing */
+	shl__slack_note(&sl, 29 * SPAN, 5, 22 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[7].tag), 30);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), 0);
+#undef FRESH
+	/* an apply's cover; a reset */
+	shl__horizon_raise(&hz, 40 * SPAN);
+	shl__slack_cover(&sl, &hz, 30 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.far), 40 * SPAN);
+	shl__slack_clear(&sl);
+	CU_ASSERT_EQUAL(atomic_load(&sl.far), 0);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 0);
 }
 
 /* A charge (usage above the estimate) always lands, however many times
@@ -362,6 +582,12 @@ void suite_bucket(void)
 	TU_ADD(s, test_refund_model_check);
 	TU_ADD(s, test_reserve_model_check);
 	TU_ADD(s, test_reserve_model_check_needs_horizon);
+	TU_ADD(s, test_slack_model_check);
+	TU_ADD(s, test_slack_gives_surplus);
+	TU_ADD(s, test_slack_late_settle);
+	TU_ADD(s, test_slack_under_line);
+	TU_ADD(s, test_slack_cancel_before_queued_release);
+	TU_ADD(s, test_slack_slots);
 	TU_ADD(s, test_cancel_before_queued_release);
 	TU_ADD(s, test_charge_always_lands);
 }

@@ -27,7 +27,7 @@ static void test_header(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_hdr), 64);
 	CU_ASSERT_EQUAL(SHL_MAGIC, 0x31544d494c4d4853ULL);
 	CU_ASSERT_EQUAL(memcmp(&(uint64_t){SHL_MAGIC}, "SHMLIMT1", 8), 0);
-	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 3);
+	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 4);
 }
 
 static void test_lines(void)
@@ -96,6 +96,17 @@ static void test_lines(void)
 	CU_ASSERT_EQUAL(SHL_PF_PROVISIONAL, 0x80);
 	CU_ASSERT_EQUAL(SHL_MF_CATCHALL, 0x4);
 	AT(struct shl_pool_ext, cluster, 576);
+	/* The slack area (layout 4; bucket.c, "Slack"). */
+	AT(struct shl_pool_ext, slack, 832);
+	AT(struct shl_pool_ext, slack.far, 832);
+	AT(struct shl_pool_ext, slack.reserved, 840);
+	AT(struct shl_pool_ext, slack.slot[0].low, 848);
+	AT(struct shl_pool_ext, slack.slot[0].tag, 856);
+	AT(struct shl_pool_ext, slack.slot[10].tag, 1016);
+	CU_ASSERT_EQUAL(sizeof(struct shl_slack), 192);
+	CU_ASSERT_EQUAL(SHL_SLACK_SLOTS, 11);
+	CU_ASSERT_EQUAL(SHL_SLACK_SHIFT, 32);
+	CU_ASSERT_EQUAL((offsetof(struct shl_seg, pext) + offsetof(struct shl_pool_ext, slack.slot)) % 16, 0);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, pext) + 64 * sizeof(struct shl_pool_ext), 0x191000);
 	CU_ASSERT_EQUAL(SHL_SEG_SIZE, 0xB38000);
 	CU_ASSERT_EQUAL(offsetof(struct shl_seg, bases) % 64, 0);

@@ -58,7 +58,7 @@ static int64_t rb_unix_fn(void)
 		/* ... while another process admits one request (RPM burst 1). */
 		uint64_t after;
 		int64_t w = shl__bucket_take_at(&h->seg->pools[0].bkt[SHL_DIM_RPM], tu_boot, S, S,
-						&after);
+						&after, NULL, tu_boot);
 		CU_ASSERT_EQUAL(w, 0);
 	}
 	return tu_unix;
