@@ -322,7 +322,7 @@ int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t at, uint64_t cost_ns, uin
 			shl__slack_note(sl, n, (old > n ? old : n) - n + r, now < 0 ? 0 : (uint64_t)now);
 			/* release: the note above before the CAS below; pairs
 			 * with the acquire load of tat in shl__bucket_refund. */
-			atomic_thread_fence(memory_order_release);
+			shl__release_fence();
 		}
 		int done;
 		int64_t w = take_word(&b->tat, n, &old, cost_ns, tol, &after, &done);

@@ -349,6 +349,20 @@ static inline int shl__cas16(void *p, uint64_t *o0, uint64_t *o1, uint64_t n0, u
 #endif
 
 /*
+ * The release fence that orders a take's note (or a horizon raise) before
+ * its CAS.  GCC refuses atomic_thread_fence in some inlined contexts under
+ * -fsanitize=thread (TSan does not model fences); there it is a compiler
+ * barrier, which is all a release fence is on x86-64 (stores are not
+ * reordered with later stores), and TSan does not see the cmpxchg16b that
+ * writes the slots anyway.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define shl__release_fence() atomic_signal_fence(memory_order_release)
+#else
+#define shl__release_fence() atomic_thread_fence(memory_order_release)
+#endif
+
+/*
  * Note a take of the ITPM bucket for the instant `at`, of constant `low`
  * (start - at + ledger at the take; bucket.c, "Slack"), before its CAS.
  * The common case is one read of its span's slot, which already holds as
