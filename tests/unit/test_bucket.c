@@ -418,13 +418,12 @@ static void test_cancel_before_queued_release(void)
 }
 
 /* A settle after its own place has passed (times in spans): A and B take
- * 2 each of a burst of 4 at 0; C takes 2 at 2 (the bucket at its edge:
- * slack 2).  C settles at 6 with 1 less than it took: its region [4, 6)
- * has passed, so the horizon rule gives nothing; no take after it is for
- * an instant past 5, so the slack rule gives the 1.  E then takes the
- * whole burst at 7, the bucket having been full a while (slack 0): a
- * settle of D (taken with C) now gives nothing, or a take of 1 would fit
- * at 7 beside E's 4. */
+ * 2 each of a burst of 4 at 0; C takes 2 at 2 and D 1 at 3 (slack 2, 3).
+ * C settles at 6 with 1 less than it took: its region [4, 6) has passed,
+ * so the horizon rule gives nothing; no take after it is for an instant
+ * past 5, so the slack rule gives the 1.  E then takes the whole burst at
+ * 7, the bucket having refilled a while (slack 0): a settle of D now gives
+ * nothing, or a take of 1 would fit at 7 beside E's 4. */
 static void test_slack_late_settle(void)
 {
 	const uint64_t tol = 4 * SPAN;
@@ -436,7 +435,7 @@ static void test_slack_late_settle(void)
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &ma, &slack, 0), 0);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &mb, &slack, 0), 0);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 2 * SPAN, 2 * SPAN, tol, &mc, &slack, 2 * SPAN), 0);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 2 * SPAN, 0, tol, &md, &slack, 2 * SPAN), 0);
+	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 3 * SPAN, SPAN, tol, &md, &slack, 3 * SPAN), 0);
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 6 * SPAN, SPAN, mc, &hz, NULL), 0);
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 6 * SPAN, SPAN, mc, &hz, &slack), SPAN);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 7 * SPAN, 4 * SPAN, tol, &me, &slack, 7 * SPAN), 0);
@@ -444,13 +443,14 @@ static void test_slack_late_settle(void)
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 7 * SPAN, SPAN, tol, &mf, &slack, 7 * SPAN), SPAN);
 }
 
-/* A surplus under a line (times in spans): A takes 1 and B 3 of a burst
- * of 4 at 0; C reserves 1 (release 1, its region [4, 5): slack 3).  A's
- * surplus lies before the horizon (1), so the horizon rule gives nothing;
- * the slack rule gives it back, as far as C's slack allows, and B's
- * cancel then gives back only what keeps C's region from starting before
- * its release.  (A's own take, slack 0, is in span 0 with the others: the
- * refunds here ask from span 1 on.) */
+/* A line (times in spans): A takes 1 and B 3 of a burst of 4 at 0; C
+ * reserves 1 (release 1, its region [4, 5): slack 3).  A's surplus of a
+ * quarter lies before the horizon (1), so the horizon rule gives nothing,
+ * and the slack rule asks of span 0 (from 3/4), where A's own take found
+ * the bucket empty (slack 0): nothing either, the cautious way.  B's
+ * cancel asks from 1 on, where only C's take is: it gives back all 3,
+ * which moves C's region to [1, 2), starting at its release and no
+ * earlier, and D, taken at 0, waits until C's end. */
 static void test_slack_under_line(void)
 {
 	const uint64_t tol = 4 * SPAN;
@@ -464,9 +464,8 @@ static void test_slack_under_line(void)
 	shl__horizon_raise(&hz, SPAN);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, SPAN, SPAN, tol, &mc, &slack, 0), 0);
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 5 * SPAN);
-	/* A's surplus of a quarter span: from 3/4, span 0 is not asked of */
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, NULL), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, &slack), 0); /* span 0: A */
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, &slack), 0);
 	/* B's cancel: 3 asked; B's end 4, from 1: spans 1..1 hold C (slack 3) */
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 3 * SPAN, mb, &hz, &slack), 3 * SPAN);
 	CU_ASSERT_EQUAL(atomic_load(&b.tat), 2 * SPAN);
