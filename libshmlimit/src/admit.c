@@ -136,6 +136,14 @@ static inline int64_t deadline_of(int64_t start, int64_t timeout)
 	return start + timeout;
 }
 
+/* Only the ITPM bucket notes and reads its takes' slack (bucket.c,
+ * "Slack"): RPM has no surplus to give back, and OTPM keeps the horizon
+ * rule.  sl is the pool's slack area. */
+static inline struct shl_slack *slack_for(struct shl_slack *sl, int d)
+{
+	return d == SHL_DIM_ITPM ? sl : NULL;
+}
+
 /*
  * Give back the takes of a failed admission (buckets 0..upto-1), by the
  * refund rule at a fresh clock reading: what is left of each take, never
@@ -147,7 +155,7 @@ static __attribute__((noinline, cold)) void rollback(struct shl_pool_rt *rt, str
 {
 	for (int k = 0; k < upto; k++)
 		shl__bucket_refund(&rt->bkt[k], SHL_NOW_FRESH, cost_ns[k], mark[k], &rt->horizon,
-				   k == SHL_DIM_ITPM ? sl : NULL);
+				   slack_for(sl, k));
 }
 
 /* The read-only pass: the exact wait of each dimension, from the words as
@@ -425,8 +433,7 @@ cluster_admit(shl_t *h, const struct shl_local *l, const struct shl_pool_local *
 		if (need[d] == 0)
 			continue;
 		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d],
-						d == SHL_DIM_ITPM ? &h->seg->pext[p].slack : NULL,
-						now);
+						slack_for(&h->seg->pext[p].slack, d), now);
 		if (w > 0) {
 			rollback(rt, &h->seg->pext[p].slack, d, cost_ns, full_at);
 			shl__cluster_untake(h, p, cost_ns);
@@ -591,8 +598,7 @@ static inline __attribute__((always_inline)) int try_impl(shl_t *h, int model, c
 		if (need[d] == 0)
 			continue; /* OTPM in "actual" mode: checked above, taken at settle */
 		int64_t w = shl__bucket_take_at(&rt->bkt[d], now, cost_ns[d], tol[d], &full_at[d],
-						d == SHL_DIM_ITPM ? &h->seg->pext[p].slack : NULL,
-						now);
+						slack_for(&h->seg->pext[p].slack, d), now);
 		if (shl_unlikely(w > 0)) {
 			rollback(rt, &h->seg->pext[p].slack, d, cost_ns, full_at);
 			return refuse(rt, why, d, p, w, need[d], pl->burst[d], -EAGAIN);
@@ -793,8 +799,7 @@ static int reserve_impl(shl_t *h, int model, const shl_cost *c, int64_t max_wait
 				lost = tt > rel && tt - rel > tol[d];
 			} else {
 				lost = shl__bucket_take_at(&rt->bkt[d], (int64_t)rel, cost_ns[d], tol[d],
-							   &mark[d], d == SHL_DIM_ITPM ? sl : NULL,
-							   now1) != 0;
+							   &mark[d], slack_for(sl, d), now1) != 0;
 			}
 			if (lost)
 				break;
@@ -1196,8 +1201,7 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
 			shl__bucket_refund(&rt->bkt[d], SHL_NOW_FRESH,
 					   shl__mul_sat(had[d], pl->interval[d]), t->full_at[d],
-					   &rt->horizon,
-					   d == SHL_DIM_ITPM ? &h->seg->pext[t->pool].slack : NULL);
+					   &rt->horizon, slack_for(&h->seg->pext[t->pool].slack, d));
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else

@@ -29,6 +29,10 @@
 # ITPM binding under --parallel.)
 #
 # Usage: preload/tests/fidelity.sh [BUILD_DIR]
+#   FIDELITY_TEXT_N=N: case 2 measures N transfers per language (default 8);
+#   FIDELITY_TEXT_PMAX=P: case 2's measured transfers run with curl
+#   --parallel-max P (default curl's, 50: all of them placed at once), as
+#   a steady fleet rather than a batch (the figures in case 2's comment).
 #
 # No timing is asserted: what is checked is what the mock and the segment
 # report; the use of a limit is the mock's own account of its admissions
@@ -211,7 +215,7 @@ cat > "$T/txt.json" <<'EOF'
 EOF
 start_mock x --config "$T/txt.json" --latency-ms 3000
 new_seg S2 "$T/txt.json"
-WARM=4 NM=8
+WARM=4 NM=${FIDELITY_TEXT_N:-8}
 # txt_args FIRST LAST: transfers FIRST..LAST of each language, interleaved
 txt_args() {
 	args=()
@@ -239,7 +243,8 @@ r_ja0=$(ratio "$S2" ja) r_fr0=$(ratio "$S2" fr)
 adm() { curl -s "$x_url/mock/admissions" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["pools"][sys.argv[1]]["admitted"]))' "$1"; }
 a_ja=$(adm ja) a_fr=$(adm fr)
 txt_args $((WARM + 1)) $((WARM + NM))
-shim "$S2" "$x_port" curl -s --parallel "${args[@]}" 2>"$T/p2.err"
+shim "$S2" "$x_port" curl -s --parallel ${FIDELITY_TEXT_PMAX:+--parallel-max "$FIDELITY_TEXT_PMAX"} \
+	"${args[@]}" 2>"$T/p2.err"
 check "text: curl exit 0" eq $? 0
 n429=$(($(mstat "$x_url" rate_limited) - warm429))
 check "text: zero server 429s after the first $((2 * WARM)) requests ($WARM per pool)" eq "$n429" 0
@@ -254,15 +259,15 @@ check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$
 # server's bucket sits full through curl's own choice.  What is left below
 # 100% on a quiet machine (1.6% to 2.5%) is the learned estimate's surplus
 # (its p95 ratio errs high by 2-4% of every request) and the 0.2% margin.
-# A settle gives its surplus back (bucket.c, "Slack": measured on this row,
-# 58 of 64 settles gave all of it, the 6 others the warm-up's, whose takes
-# found the bucket empty), but this batch took its places in line before
-# any answer came, so nothing placed after a refund is there to use it.
-# A steady fleet does (tests/unit/test_fair.c,
-# test_fleet_surplus_comes_back; this row's bodies with curl
-# --parallel-max 16 and 24 of each, 99.35% and 98.99%: then what is left
-# is the surplus of the requests in flight at the last admission, which
-# no settle has given back yet, and the margin).  The check is set at 95%,
+# A settle gives its surplus back as far as the places taken after it
+# leave room (bucket.c, "Slack"), but this batch took its places in line
+# before any answer came, so nothing placed after a refund is there to use
+# it.  A steady fleet does (tests/unit/test_fair.c,
+# test_fleet_surplus_comes_back); with this row's bodies,
+# FIDELITY_TEXT_N=24 FIDELITY_TEXT_PMAX=16 measured 99.35% and 98.99%, and
+# N=32 99.64% and 99.13%: what is left is the surplus of the requests in
+# flight at the last admission, which no settle has given back yet, and
+# the margin, so it shrinks only as the run grows.  The check is set at 95%,
 # below what this run reaches, so that a loaded machine's later sends do
 # not fail it; issue 12's 99.5% is not met here.
 for l in ja fr; do

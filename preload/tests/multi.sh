@@ -5,6 +5,9 @@
 # curl_multi_socket_action, against shmlimit-mock on 127.0.0.1.
 #
 # Usage: preload/tests/multi.sh [BUILD_DIR]
+#   MULTI_FRESH=1: the ITPM row without its teaching request (a fresh pool's
+#   first bunch placed at the prior, README.md "The input estimate errs
+#   high"): its use of the limit is printed, not checked.
 #
 # The pools here admit one request a second (burst 1), so that a transfer
 # released after a 429 is a second away from it: while the loop is not
@@ -139,11 +142,15 @@ TXT=$(head -c 1000 /dev/zero | tr '\0' 'w')
 # any answer, at a fresh pool's prior of 1.25 (preload/README.md, "the
 # learned ratio"): a fifth more than they need.  Their settles give it
 # back as far as the places taken after them leave room (bucket.c,
-# "Slack"), but places already taken keep theirs: over these 16, without
-# this request, 93.6% to 99.8% of the limit used in 5 runs (89% before
-# settles could give a surplus back under a line), not 99.8% every time.
-shim "$S3" "$i_port" curl -s -o "$T/warm" "$i_url/v1/messages" -d "$(body claude-haiku-4-5 20 "0 $TXT")"
-check "itpm: the first request settled (the ratio learned from it)" eq "$(seg "$S3" p.settled)" 1
+# "Slack"), but places already taken keep theirs, and the use of the limit
+# varies from run to run (MULTI_FRESH=1 prints it; README.md has figures).
+taught=1
+if [ "${MULTI_FRESH:-0}" = 1 ]; then
+	taught=0
+else
+	shim "$S3" "$i_port" curl -s -o "$T/warm" "$i_url/v1/messages" -d "$(body claude-haiku-4-5 20 "0 $TXT")"
+	check "itpm: the first request settled (the ratio learned from it)" eq "$(seg "$S3" p.settled)" 1
+fi
 args=()
 NI=16
 for k in $(seq 1 $NI); do
@@ -154,10 +161,14 @@ shim "$S3" "$i_port" curl -s --parallel --parallel-max 8 "${args[@]}" 2>"$T/p3.e
 check "itpm: curl exit 0" eq $? 0
 check "itpm: the server refused none (zero 429s)" eq "$(mock_num "$i_url" rate_limited)" 0
 check "itpm: every transfer got a message" eq "$(grep -l msg_mock "$T"/itpm[0-9]* | wc -l | tr -d " ")" "$NI"
-use=$(python3 "$HERE/use.py" "$i_url" p itpm 1)
-echo "       use of the ITPM limit: $use (the server's admissions, after the first request)"
-check "itpm: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
-check "itpm: $((NI + 1)) settled" eq "$(seg "$S3" p.settled)" "$((NI + 1))"
+use=$(python3 "$HERE/use.py" "$i_url" p itpm $taught)
+if [ $taught = 1 ]; then
+	echo "       use of the ITPM limit: $use (the server's admissions, after the first request)"
+	check "itpm: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
+else
+	echo "       use of the ITPM limit: $use (MULTI_FRESH: a fresh pool, printed, not checked)"
+fi
+check "itpm: $((NI + taught)) settled" eq "$(seg "$S3" p.settled)" "$((NI + taught))"
 check "itpm: the pool was saturated (admissions waited)" ge "$(seg "$S3" p.waited)" 4
 check "itpm: segment input tokens = server's" eq "$(seg "$S3" p.tokens_in)" "$(mock_num "$i_url" input_tokens)"
 check "itpm: segment output tokens = server's" eq "$(seg "$S3" p.tokens_out)" "$(mock_num "$i_url" output_tokens)"

@@ -219,8 +219,7 @@ static int model_check(unsigned seed, int steps, int reserve_pct, int rule, int 
 	int n = 0, nopen = 0;
 	struct shl_bkt b = {0};
 	_Atomic uint64_t horizon = 0, unused = 0;
-	static struct shl_slack slack;
-	memset(&slack, 0, sizeof(slack));
+	struct shl_slack slack = {0};
 	struct shl_slack *sp = rule == MC_SLACK ? &slack : NULL;
 	const uint64_t K = rule == MC_SLACK ? 1ULL << 24 : 1;
 	*given = 0;
@@ -355,8 +354,7 @@ static uint64_t line_surplus(int use_slack, int64_t late, uint64_t *asked)
 	const uint64_t tol = 4 * SPAN, c = SPAN, surplus = SPAN / 20;
 	struct shl_bkt b = {0};
 	_Atomic uint64_t hz = 0;
-	static struct shl_slack slack;
-	memset(&slack, 0, sizeof(slack));
+	struct shl_slack slack = {0};
 	struct shl_slack *sp = use_slack ? &slack : NULL;
 	uint64_t mark[N], given = 0;
 	int64_t rel[N], now = 0;
@@ -429,8 +427,7 @@ static void test_slack_late_settle(void)
 	const uint64_t tol = 4 * SPAN;
 	struct shl_bkt b = {0};
 	_Atomic uint64_t hz = 0;
-	static struct shl_slack slack;
-	memset(&slack, 0, sizeof(slack));
+	struct shl_slack slack = {0};
 	uint64_t ma, mb, mc, md, me, mf;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &ma, &slack, 0), 0);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 2 * SPAN, tol, &mb, &slack, 0), 0);
@@ -456,8 +453,7 @@ static void test_slack_under_line(void)
 	const uint64_t tol = 4 * SPAN;
 	struct shl_bkt b = {0};
 	_Atomic uint64_t hz = 0;
-	static struct shl_slack slack;
-	memset(&slack, 0, sizeof(slack));
+	struct shl_slack slack = {0};
 	uint64_t ma, mb, mc, md;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, SPAN, tol, &ma, &slack, 0), 0);
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 3 * SPAN, tol, &mb, &slack, 0), 0);
@@ -480,8 +476,7 @@ static void test_slack_cancel_before_queued_release(void)
 {
 	struct shl_bkt b = {0};
 	_Atomic uint64_t hz = 0;
-	static struct shl_slack slack;
-	memset(&slack, 0, sizeof(slack));
+	struct shl_slack slack = {0};
 	const uint64_t tol = 4 * SPAN;
 	uint64_t ma, mb, mc;
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, tol, tol, &ma, &slack, 0), 0);
@@ -498,8 +493,7 @@ static void test_slack_cancel_before_queued_release(void)
  * to the horizon or now; a reset clears them. */
 static void test_slack_slots(void)
 {
-	static struct shl_slack sl;
-	memset(&sl, 0, sizeof(sl));
+	struct shl_slack sl = {0};
 	_Atomic uint64_t hz = 0;
 	CU_ASSERT_EQUAL(SHL_SLACK_SLOTS, 11);
 	shl__slack_note(&sl, 5 * SPAN + 1, 700, 5 * SPAN);
