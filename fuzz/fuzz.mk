@@ -8,7 +8,7 @@
 # fuzz/regress/<target>/ (copy it there by hand).
 FUZZ_TARGETS := config segment request headers usage sse
 FUZZ_SECONDS ?= 300
-FUZZ_SMOKE ?= 4
+FUZZ_SMOKE ?= 2
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_BIN := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 

@@ -69,6 +69,26 @@
  *   Only this process's transfers are moved; another process's are covered
  *   by the jitter margin (pools[].margin) and the server's tolerance.
  *
+ * Early release
+ *   A held transfer's release was laid by the estimates of the places
+ *   before it; the server counts them less (the learned estimate errs
+ *   high).  When a transfer of the multi settles below its estimate or is
+ *   cancelled, the library gives the difference back as far as the places
+ *   taken since allow, and says how much per bucket (shl_ex_given): every
+ *   place after it in the line, this one's included, now ends that much
+ *   sooner in that bucket.  So each held transfer of its pool placed after
+ *   it in this multi (hs->seq, per multi) has its edges moved down by the
+ *   gives; when a bucket set its release (an edge of 0: not a hold, not
+ *   the clock at its placing), the release moves to the latest edge
+ *   (shl_ex_advance moves the reservation itself, never before what the
+ *   word allows counting every give since its take), its place is
+ *   restated from there, and the pool's line is replanned for the
+ *   late-send skew.  Gives by places taken after a held one (a later
+ *   transfer cancelled) are not counted for it: they make no room before
+ *   it, though the word's ledger, which every refund raises, would say so.
+ *   Another process's gives are not seen here; they leave the word with
+ *   more room than this line uses, never less.
+ *
  * What it assumes
  *   - libcurl's rule that a multi handle, and the easy handles in it, are
  *     used by one thread at a time: a multi's state needs no lock.  The
@@ -127,7 +147,8 @@ struct shim_multi {
 	void *app_timer_data;
 	int timer_wrapped;     /* libcurl calls wrap_timer with this state */
 	int overridden;        /* the application's timer was last set to a release */
-	int releasing, rearming; /* re-entrance guards */
+	int releasing, rearming, forgetting; /* re-entrance guards */
+	uint64_t seq;          /* places taken in this multi (hs->seq) */
 };
 
 static unsigned long hash_ptr(const void *p)
@@ -426,10 +447,80 @@ void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted)
 				 (long double)charged);
 }
 
+/*
+ * Move held `h` sooner by the gives g[] (ns per bucket) of a transfer placed
+ * before it: each bucket's edge moves down by its give; when a bucket set
+ * the release, the release moves to the latest edge (or as far as
+ * shl_ex_advance allows), and h's place is restated from the new release,
+ * exactly or the safe way (debt smaller, full and edge larger).  1 when it
+ * moved.
+ */
+static int advance(struct hs *h, const int64_t g[3])
+{
+	int64_t was = INT64_MIN, now_at = INT64_MIN, gd[3];
+	for (int d = 0; d < 3; d++) {
+		gd[d] = g[d] < 0 ? 0 : g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
+		if (h->place.edge[d] == INT64_MIN)
+			continue;
+		if (h->place.edge[d] > was)
+			was = h->place.edge[d];
+		if (h->place.edge[d] - gd[d] > now_at)
+			now_at = h->place.edge[d] - gd[d];
+	}
+	/* A bucket set the release (edge 0), else something the gives do
+	 * not move did (a hold, the clock at the placing): it stays. */
+	int64_t shift = was == 0 ? -now_at : 0;
+	if (shift <= 0)
+		return 0;
+	/* The library moves the reservation itself (shl_ex_start refuses
+	 * one started before its release), within what its word allows. */
+	int64_t rel = h->release0 - shift;
+	if (shl_ex_advance(g_shl, h->ex, &rel) != 0 || (shift = h->release0 - rel) <= 0)
+		return 0;
+	h->release0 -= shift;
+	h->release_at -= shift;
+	shl_place *p = &h->place;
+	for (int d = 0; d < 3; d++) {
+		if (p->edge[d] == INT64_MIN)
+			continue;
+		int64_t by = shift - gd[d]; /* >= 0: relative to the new release */
+		p->edge[d] = p->edge[d] + by > 0 ? 0 : p->edge[d] + by;
+		/* a debt of 0 ended at or before the release: 0 stays (smaller) */
+		p->debt[d] = p->debt[d] > 0 ? p->debt[d] + by : 0;
+		/* a full of 0 was at or before the release: at most `by` now */
+		p->full[d] = p->full[d] + by;
+	}
+	return 1;
+}
+
+void shim_multi_given(struct hs *s, const int64_t given[3])
+{
+	CURLM *key = s->line;
+	struct shim_multi *m = key != NULL ? shim_multi_find(key) : NULL;
+	int p = s->pool;
+	if (m == NULL || m->forgetting || p < 0 || p >= SHL_MAX_POOLS ||
+	    (given[0] <= 0 && given[1] <= 0 && given[2] <= 0))
+		return;
+	int moved = 0;
+	for (struct hs *h = m->list; h != NULL; h = h->next_held)
+		if (h->hold == HOLD_WAITING && h->pool == p && h->ticket_open && h->line == key &&
+		    h->seq > s->seq)
+			moved |= advance(h, given);
+	if (!moved)
+		return;
+	replan(m, p, INT64_MIN, NULL);
+	if (!m->releasing)
+		shim_multi_rearm(m);
+}
+
 int shim_multi_hold_back(struct shim_multi *m, struct hs *s, int64_t now, int placed)
 {
 	if (m == NULL)
 		return 0;
+	if (placed) {
+		s->line = m->key;
+		s->seq = ++m->seq;
+	}
 	/* A new place (release0 and release_at just set) in a pool whose line
 	 * a late send moved is moved the same way, behind the held ones. */
 	if (placed && s->pool >= 0 && s->pool < SHL_MAX_POOLS && s->ticket_open)
@@ -662,6 +753,7 @@ void shim_multi_forget(CURLM *multi)
 	struct shim_multi *m = shim_multi_find(multi);
 	if (m == NULL)
 		return;
+	m->forgetting = 1;
 	while (m->list != NULL)
 		shim_multi_drop(m->list);
 	while (m->limbo != NULL)

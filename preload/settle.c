@@ -113,6 +113,7 @@ void shim_unhook(struct hs *s)
 			   s->app_postsize);
 	shl_ex_free(s->ex);
 	s->ex = NULL;
+	s->line = NULL;
 }
 
 static int request_was_sent(struct hs *s)
@@ -122,6 +123,14 @@ static int request_was_sent(struct hs *s)
 	    real.easy_getinfo(s->key, CURLINFO_REQUEST_SIZE, &n) != CURLE_OK)
 		return 1; /* unknown: assume the worst */
 	return n > 0;
+}
+
+/* What finishing gave back moves the transfers placed after it (hold.c). */
+static void gave(struct hs *s)
+{
+	int64_t g[3];
+	if (s->line != NULL && shl_ex_given(s->ex, g) == 0)
+		shim_multi_given(s, g);
 }
 
 /*
@@ -148,6 +157,7 @@ void shim_finish(struct hs *s)
 		shim_multi_settled(s, charged, u.input_tokens + u.cache_write_5m +
 						       u.cache_write_1h + u.cache_read);
 	s->carried_by = NULL;
+	gave(s);
 	shim_unhook(s);
 }
 
@@ -158,6 +168,7 @@ void shim_cancel(struct hs *s)
 	if (s->ticket_open) {
 		s->ticket_open = 0;
 		shl_ex_finish(g_shl, s->ex, 0);
+		gave(s);
 	}
 	shim_unhook(s);
 }

@@ -199,6 +199,8 @@ struct hs {
 	struct shim_multi *limbo_in; /* given to libcurl, not yet sent (hold.c) */
 	CURLM *carried_by;    /* its cost is in that multi's skew bound (hold.c) */
 	struct hs *next_limbo;
+	CURLM *line;          /* the multi it took its place in (hold.c, "Early release") */
+	uint64_t seq;         /* its place's order in that multi */
 };
 
 /* The state of `c`, or NULL.  The pointer stays valid until the handle is
@@ -301,6 +303,10 @@ void shim_multi_unsent(struct hs *s);
 /* A transfer whose cost a skew bound carries has settled: `charged` input
  * units at admission, `counted` by the server. */
 void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted);
+/* A transfer's settle or cancel gave back `given` ns (per bucket, as
+ * shl_ex_given): the transfers of its pool placed after it in its multi,
+ * still held, go that much sooner. */
+void shim_multi_given(struct hs *s, const int64_t given[3]);
 
 /* Reading the response and settling (settle.c). */
 /* Wrap the application's write and header callbacks.  0, or -1 (nothing installed). */

@@ -724,6 +724,32 @@ SHL_API void shl_ex_header_in_body(shl_exchange *x, int on);
 #define SHL_EX_CANCELLED 2
 #define SHL_EX_UNADMITTED 3
 SHL_API int shl_ex_finish(shl_t *h, shl_exchange *x, int sent);
+/*
+ * What finishing the exchange gave back to each bucket of its pool (index:
+ * enum shl_dim), in ns of that bucket's line: a settle below the estimate,
+ * a cancel (the refund rules: README.md, "Refunds never over-credit").
+ * Every place taken in that pool after this exchange's, and still waiting,
+ * now lies that much sooner in the bucket: a caller holding such places
+ * may release them that much earlier, in the buckets each one takes
+ * (shl_ex_place's edge moves down by it).  Gives by places taken after a
+ * waiting one do not move it: count only the exchanges placed before it.
+ * What the preload shim does for its held multi transfers (preload/hold.c,
+ * "Early release").  0 and the three amounts (0 when nothing was given),
+ * or -EINVAL before shl_ex_finish.
+ */
+SHL_API int shl_ex_given(const shl_exchange *x, int64_t given_ns[3]);
+/*
+ * Move a waiting reservation's release sooner, to *release_ns (the caller
+ * counted the gives of the places before it: shl_ex_given), so that
+ * shl_ex_start accepts it from then on.  Never later than it was, never
+ * before now, and never before the latest over its buckets of its end less
+ * every refund since its take less the bucket's tolerance (what the word
+ * allows even counting every give, its own line's or not).  *release_ns
+ * is set to the release it now has.  0; -EINVAL with no open reservation;
+ * -ESTALE when its place cannot be read (an apply since, a cluster pool):
+ * unchanged.
+ */
+SHL_API int shl_ex_advance(shl_t *h, shl_exchange *x, int64_t *release_ns);
 /* The usage the response reported (what settlement charged when it was
  * read): 0, or -ENODATA when none was read and believed. */
 SHL_API int shl_ex_usage(const shl_exchange *x, shl_usage *out);

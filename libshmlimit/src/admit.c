@@ -1088,21 +1088,26 @@ static inline void pwin_add(struct shl_pslot_pool *q, int64_t now,
 }
 
 /* Inline: a usage equal to the estimate (the common ITPM case) costs one
- * compare and no call. */
-static inline __attribute__((always_inline)) void adjust(struct shl_bkt *b, int64_t now,
-							 uint64_t had, uint64_t real, uint64_t iv,
-							 int refunds, uint64_t mark,
-							 _Atomic uint64_t *horizon,
-							 struct shl_slack *sl)
+ * compare and no call.  Returns what it gave back (ns of the word). */
+static inline __attribute__((always_inline)) uint64_t adjust(struct shl_bkt *b, int64_t now,
+							     uint64_t had, uint64_t real,
+							     uint64_t iv, int refunds,
+							     uint64_t mark,
+							     _Atomic uint64_t *horizon,
+							     struct shl_slack *sl)
 {
 	if (real > had)
 		shl__bucket_charge(&b->tat, now, shl__mul_sat(real - had, iv));
 	else if (shl_unlikely(had > real) && refunds)
-		shl__bucket_refund(b, SHL_NOW_FRESH, shl__mul_sat(had - real, iv), mark, horizon,
-				   sl);
+		return shl__bucket_refund(b, SHL_NOW_FRESH, shl__mul_sat(had - real, iv), mark,
+					  horizon, sl);
+	return 0;
 }
 
-int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
+/* shl_settle, and what it gave back to each bucket of the ticket's pool
+ * (given: NULL, or 3 words it sets; shl__settle_given). */
+static inline __attribute__((always_inline)) int settle(shl_t *h, shl_ticket *t,
+							const shl_usage *u, uint64_t *given)
 {
 	if (h == NULL || t == NULL || u == NULL)
 		return -EINVAL;
@@ -1137,10 +1142,16 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	if (rt != NULL) {
 		uint64_t itpm = in + cw5 + cw1 + ((pl->flags & SHL_PF_CACHE_READS) ? rd : 0);
 		const int rf = ticket_refunds(l, t);
-		adjust(&rt->bkt[SHL_DIM_ITPM], now, t->itpm, itpm, pl->interval[SHL_DIM_ITPM], rf,
-		       t->full_at[SHL_DIM_ITPM], &rt->horizon, &h->seg->pext[t->pool].slack);
-		adjust(&rt->bkt[SHL_DIM_OTPM], now, t->otpm, out, pl->interval[SHL_DIM_OTPM], rf,
-		       t->full_at[SHL_DIM_OTPM], &rt->horizon, NULL);
+		uint64_t gi = adjust(&rt->bkt[SHL_DIM_ITPM], now, t->itpm, itpm,
+				     pl->interval[SHL_DIM_ITPM], rf, t->full_at[SHL_DIM_ITPM],
+				     &rt->horizon, &h->seg->pext[t->pool].slack);
+		uint64_t go = adjust(&rt->bkt[SHL_DIM_OTPM], now, t->otpm, out,
+				     pl->interval[SHL_DIM_OTPM], rf, t->full_at[SHL_DIM_OTPM],
+				     &rt->horizon, NULL);
+		if (given != NULL) {
+			given[SHL_DIM_ITPM] = gi;
+			given[SHL_DIM_OTPM] = go;
+		}
 		uint64_t add[SHL_NBUCKETS] = {1, itpm, out};
 		if (shl_likely(ps != NULL)) {
 			/* Our own slot: plain adds, no lock prefix (pslot.c). */
@@ -1181,8 +1192,28 @@ int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
 	return 0;
 }
 
+int shl_settle(shl_t *h, shl_ticket *t, const shl_usage *u)
+{
+	return settle(h, t, u, NULL);
+}
+
+int shl__settle_given(shl_t *h, shl_ticket *t, const shl_usage *u, uint64_t given[SHL_NBUCKETS])
+{
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		given[d] = 0;
+	return settle(h, t, u, given);
+}
+
 int shl_cancel(shl_t *h, shl_ticket *t)
 {
+	uint64_t given[SHL_NBUCKETS];
+	return shl__cancel_given(h, t, given);
+}
+
+int shl__cancel_given(shl_t *h, shl_ticket *t, uint64_t given[SHL_NBUCKETS])
+{
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		given[d] = 0;
 	if (h == NULL || t == NULL)
 		return -EINVAL;
 	if (t->state != 1)
@@ -1199,9 +1230,10 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	if (rt != NULL) {
 		uint64_t had[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
 		for (int d = 0; d < SHL_NBUCKETS && ticket_refunds(l, t); d++)
-			shl__bucket_refund(&rt->bkt[d], SHL_NOW_FRESH,
-					   shl__mul_sat(had[d], pl->interval[d]), t->full_at[d],
-					   &rt->horizon, slack_for(&h->seg->pext[t->pool].slack, d));
+			given[d] = shl__bucket_refund(&rt->bkt[d], SHL_NOW_FRESH,
+						      shl__mul_sat(had[d], pl->interval[d]),
+						      t->full_at[d], &rt->horizon,
+						      slack_for(&h->seg->pext[t->pool].slack, d));
 		if (ps != NULL)
 			shl__padd(&ps->pools[t->pool].cnt[SHL_PS_CANCELLED], 1);
 		else
@@ -1297,6 +1329,30 @@ void shl__ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
 		out->edge[d] = e < 0 ? e : 0;
 		out->full[d] = f > 0 ? f : 0;
 	}
+}
+
+int64_t shl__ticket_floor(shl_t *h, const shl_ticket *t)
+{
+	const uint64_t need[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
+	struct shl_local *l = shl__local(h);
+	if (l == NULL || t->state != 1 || t->generation != l->gen || t->pool < 0 ||
+	    (unsigned)t->pool >= l->slot.npools || (l->pools[t->pool].flags & SHL_PF_CLUSTER))
+		return INT64_MAX;
+	const struct shl_pool_local *pl = &l->pools[t->pool];
+	int64_t floor = INT64_MIN;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (t->full_at[d] == 0 || need[d] == 0)
+			continue;
+		/* acquire: as shl__ticket_place.  mark - ledger now is the
+		 * take's end moved down by every refund since, its own line's
+		 * and any later place's: never later than the true end. */
+		uint64_t after = t->full_at[d] - atomic_load_explicit(
+			&h->seg->pools[t->pool].bkt[d].refunded, memory_order_acquire);
+		int64_t e = (int64_t)(after - pl->tol[d]); /* within 2^62 of now */
+		if (e > floor)
+			floor = e;
+	}
+	return floor == INT64_MIN ? INT64_MAX : floor;
 }
 
 int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at,

@@ -45,6 +45,7 @@ struct shl_exchange {
 	int itpm_done;        /* a stream's message_start gave the input count early */
 	int finished;
 	int outcome;          /* shl_ex_finish's result, once finished */
+	uint64_t given[SHL_NBUCKETS]; /* what finishing gave back (shl_ex_given) */
 };
 
 int shl_ex_kind(const char *method, const char *path)
@@ -211,6 +212,39 @@ int shl_ex_place(shl_t *h, const shl_exchange *x, shl_place *out)
 	if (h == NULL || x == NULL || !x->ticket_open || out == NULL)
 		return -EINVAL;
 	shl__ticket_place(h, &x->ticket, out);
+	return 0;
+}
+
+int shl_ex_advance(shl_t *h, shl_exchange *x, int64_t *release_ns)
+{
+	if (h == NULL || x == NULL || release_ns == NULL || !x->ticket_open)
+		return -EINVAL;
+	int64_t want = *release_ns, now = shl__now();
+	if (want < now)
+		want = now;
+	if (want >= x->ticket.admitted_at) {
+		*release_ns = x->ticket.admitted_at;
+		return 0;
+	}
+	int64_t floor = shl__ticket_floor(h, &x->ticket);
+	if (floor == INT64_MAX) {
+		*release_ns = x->ticket.admitted_at;
+		return -ESTALE;
+	}
+	if (want < floor)
+		want = floor;
+	if (want < x->ticket.admitted_at)
+		x->ticket.admitted_at = want;
+	*release_ns = x->ticket.admitted_at;
+	return 0;
+}
+
+int shl_ex_given(const shl_exchange *x, int64_t given_ns[3])
+{
+	if (x == NULL || given_ns == NULL || !x->finished)
+		return -EINVAL;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		given_ns[d] = x->given[d] > INT64_MAX ? INT64_MAX : (int64_t)x->given[d];
 	return 0;
 }
 
@@ -525,10 +559,11 @@ int shl_ex_finish(shl_t *h, shl_exchange *x, int sent)
 	}
 	int rc;
 	if (cancel) {
-		rc = shl_cancel(h, &x->ticket);
+		rc = shl__cancel_given(h, &x->ticket, x->given);
 		outcome = SHL_EX_CANCELLED;
 	} else {
-		rc = shl_settle_as(h, &x->ticket, served, &u); /* served < 0: shl_settle */
+		/* served < 0: shl_settle */
+		rc = shl__settle_as_given(h, &x->ticket, served, &u, x->given);
 	}
 	feedback(h, x, &u, !cancel);
 	if (!cancel && ok && x->kind == SHL_EX_MESSAGES && r->usage_seen) {

@@ -166,6 +166,19 @@ static inline uint64_t shl__gcra_next(uint64_t tat, uint64_t n, uint64_t cost_ns
  * does not fit the bucket as of `since` (the server counted it somewhere
  * in [since, at]). */
 SHL_HIDDEN int shl__hold(struct shl *h, int pool, int64_t duration_ns, int count_429);
+/* shl_settle, shl_cancel and shl_settle_as, and what each gave back to
+ * each bucket of the ticket's pool, in ns of its word (all 0 when nothing:
+ * shl_ex_given). */
+SHL_HIDDEN int shl__settle_given(struct shl *h, shl_ticket *t, const shl_usage *u,
+				 uint64_t given[SHL_NBUCKETS]);
+SHL_HIDDEN int shl__cancel_given(struct shl *h, shl_ticket *t, uint64_t given[SHL_NBUCKETS]);
+SHL_HIDDEN int shl__settle_as_given(struct shl *h, shl_ticket *t, int served, const shl_usage *u,
+				    uint64_t given[SHL_NBUCKETS]);
+/* The earliest a reservation's release may be moved to (shl_ex_advance):
+ * the latest over its buckets of its end, less every refund since its
+ * take, less the bucket's tolerance; INT64_MAX when that is not known
+ * (another generation, a cluster pool, not open). */
+SHL_HIDDEN int64_t shl__ticket_floor(struct shl *h, const shl_ticket *t);
 /* shl_ex_place's rule for an open ticket (admit.c). */
 SHL_HIDDEN void shl__ticket_place(struct shl *h, const shl_ticket *t, shl_place *out);
 SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,

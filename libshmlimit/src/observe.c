@@ -64,10 +64,19 @@ int shl_observe_limits(shl_t *h, int pool, const uint64_t limit_per_min[3])
 
 int shl_settle_as(shl_t *h, shl_ticket *t, int served, const shl_usage *u)
 {
+	uint64_t given[SHL_NBUCKETS];
+	return shl__settle_as_given(h, t, served, u, given);
+}
+
+int shl__settle_as_given(shl_t *h, shl_ticket *t, int served, const shl_usage *u,
+			 uint64_t given[SHL_NBUCKETS])
+{
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		given[d] = 0;
 	if (h == NULL || t == NULL || u == NULL)
 		return -EINVAL;
 	if (served < 0 || served == t->model)
-		return shl_settle(h, t, u);
+		return shl__settle_given(h, t, u, given);
 	if (t->state != 1)
 		return -EALREADY;
 	struct shl_local *l = shl__local(h);
@@ -83,13 +92,13 @@ int shl_settle_as(shl_t *h, shl_ticket *t, int served, const shl_usage *u)
 		 * prices (shl_settle prices a ticket by its model entry). */
 		shl_ticket x = *t;
 		x.model = served;
-		int r = shl_settle(h, &x, u);
+		int r = shl__settle_given(h, &x, u, given);
 		t->state = x.state;
 		return r;
 	}
 	/* Another pool: the admitted pool gets its units back (the server
 	 * counted the request elsewhere) and the spend reservation returns... */
-	int r = shl_cancel(h, t);
+	int r = shl__cancel_given(h, t, given);
 	if (r < 0)
 		return r;
 	/* ...and the serving pool is charged one request and the usage, as a

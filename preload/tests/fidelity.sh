@@ -9,30 +9,32 @@
 #      the shim moving a line by a late send's lateness, preload/hold.c,
 #      are what make that hold), >= 99.5% of the limit used, settled totals
 #      equal the server's.
-#   2. Japanese (CJK with some ASCII) and accented French bodies, the mock
-#      answering in 3 s (--latency-ms 3000), curl --parallel, ITPM binding:
-#      zero server 429s after a warm-up of WARM requests per pool, >= 95%
-#      of each pool's ITPM used (97.6% and 98.4% measured on a quiet
-#      machine: issue 12 asks 99.5%, see the use check below), and the
-#      learned estimate's error within 5% at the 95th percentile.  (curl
-#      --parallel sets CURLOPT_PIPEWAIT: with HTTP/1.1 and 3 s answers,
-#      libcurl keeps released transfers 3 s before sending them; the line
-#      moves by that, preload/hold.c, "Late sends".)
+#   2. Japanese (CJK with some ASCII), accented French, and mixed bodies
+#      (90% English, 10% large Japanese), one pool each, the mock
+#      answering in 3 s (--latency-ms 3000), a steady curl --parallel
+#      fleet (--parallel-max 24), ITPM binding: zero server 429s after a
+#      warm-up of WARM requests per pool, >= 99.5% of the Japanese and the
+#      French and the mixed pools' ITPM used, and the learned estimate's
+#      error within 5% at the 95th percentile.  (curl --parallel sets CURLOPT_PIPEWAIT: with HTTP/1.1
+#      and 3 s answers, libcurl keeps released transfers up to 3 s before
+#      sending them; the line moves by that, preload/hold.c, "Late sends";
+#      a settle's surplus moves it back, "Early release".)
 #   3. A mix of small and large requests from serial curl loops running
 #      side by side: with SHMLIMIT_WAIT_MS set to the bound README.md's
 #      Fairness paragraph states, no request is refused locally (a request
 #      whose computed wait is past the deadline is refused at once, so none
 #      refused means every computed wait was within the bound), all served,
-#      zero 429s.
+#      zero 429s.  Its curl loops run while case 2's fleet waits on its
+#      answers (started before case 2, checked after it).
 #
 # (multi.sh covers the rows of the 429's retry-after, the spend-cap 429 and
 # ITPM binding under --parallel.)
 #
 # Usage: preload/tests/fidelity.sh [BUILD_DIR]
-#   FIDELITY_TEXT_N=N: case 2 measures N transfers per language (default 8);
+#   FIDELITY_TEXT_N=N: case 2 measures N transfers per pool (default 48);
 #   FIDELITY_TEXT_PMAX=P: case 2's measured transfers run with curl
-#   --parallel-max P (default curl's, 50: all of them placed at once), as
-#   a steady fleet rather than a batch (the figures in case 2's comment).
+#   --parallel-max P (default 24; 50 or more places every transfer at
+#   once, as a batch).
 #
 # No timing is asserted: what is checked is what the mock and the segment
 # report; the use of a limit is the mock's own account of its admissions
@@ -86,9 +88,10 @@ shim() {
 }
 in_tok() { grep -o '"input_tokens":[0-9]*' "$1" | head -n 1 | cut -d: -f2; }
 
-# gen.py KIND SEED MODEL [WORDS]: a request body (JSON) of deterministic
-# pseudo-random text; gen.py - FILE...: one body per line of FILE (those
-# arguments, then the output file), for many bodies in one run.
+# gen.py KIND SEED MODEL [N]: a request body (JSON) of deterministic
+# pseudo-random text (ja: about N characters, 900 when 0; en: N words);
+# gen.py - FILE...: one body per line of FILE (those arguments, then the
+# output file), for many bodies in one run.
 cat > "$T/gen.py" <<'EOF'
 import json, random, sys
 def body(kind, seed, model, n):
@@ -98,7 +101,7 @@ def body(kind, seed, model, n):
                  "文章", "を", "書き", "ます", "会議", "は", "明日", "午後", "に", "開か", "れる",
                  "予定", "です", "データ", "API", "model", "2026年", "12月", "version 4"]
         parts = []
-        while sum(len(p) for p in parts) < 900:
+        while sum(len(p) for p in parts) < (n or 900):
             s = "".join(r.choice(words) for _ in range(r.randint(4, 9)))
             parts.append(s + r.choice(["。", "、", "！", "。 "]))
         text = "".join(parts)
@@ -197,116 +200,9 @@ check "strict: segment output tokens = server's" eq "$(seg "$S1" p.tokens_out)" 
 check "strict: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p1.err")" 0
 
 # =====================================================================
-echo "# 2. CJK and accented bodies, the server answering in 3 s, curl --parallel, ITPM binding"
-# Two pools, one per language (a pool learns one ratio: learn.c assumes one
-# mix of traffic per pool): Japanese (900 characters, some ASCII words and
-# digits: about 740 tokens at the server) to Sonnet, French (600 words:
-# about 1130 tokens) to Haiku.  Each pool takes about one body a second, so
-# ITPM binds; RPM and OTPM do not.  The burst holds the WARM warm-up
-# requests, which go out with the ratio not yet learned.
-cat > "$T/txt.json" <<'EOF'
-{"pools": [{"name": "ja", "rpm": 6000, "itpm": 45000, "otpm": 6000000, "burst": {"rpm": 100, "itpm": 3300},
-            "prices": {"input": 3, "output": 15, "cache_write_5m": 3.75, "cache_write_1h": 6,
-                       "cache_read": 0.3}},
-           {"name": "fr", "rpm": 6000, "itpm": 66000, "otpm": 6000000, "burst": {"rpm": 100, "itpm": 4800},
-            "prices": {"input": 1, "output": 5, "cache_write_5m": 1.25, "cache_write_1h": 2,
-                       "cache_read": 0.1}}],
- "models": [{"match": "claude-sonnet-4*", "pool": "ja"}, {"match": "claude-haiku-4*", "pool": "fr"}]}
-EOF
-start_mock x --config "$T/txt.json" --latency-ms 3000
-new_seg S2 "$T/txt.json"
-WARM=4 NM=${FIDELITY_TEXT_N:-8}
-# txt_args FIRST LAST: transfers FIRST..LAST of each language, interleaved
-txt_args() {
-	args=()
-	local k
-	for k in $(seq "$1" "$2"); do
-		echo "ja $k claude-sonnet-4-5 0 $T/ja$k.json"
-		echo "fr $k claude-haiku-4-5 0 $T/fr$k.json"
-	done > "$T/txt.list"
-	gen - "$T/txt.list"
-	for k in $(seq "$1" "$2"); do
-		for l in ja fr; do
-			[ ${#args[@]} -gt 0 ] && args+=(--next -s)
-			args+=(-o "$T/$l$k.out" --url "$x_url/v1/messages" -d "@$T/$l$k.json")
-		done
-	done
-}
-txt_args 1 $WARM
-shim "$S2" "$x_port" curl -s --parallel "${args[@]}" 2>"$T/w2.err"
-warm429=$(mstat "$x_url" rate_limited)
-echo "       warm-up: $((2 * WARM)) requests, $warm429 server 429s; learned ratio ja $(ratio "$S2" ja), fr $(ratio "$S2" fr)"
-samples() { "$STAT" --json "$1" | python3 -c 'import json,sys; print(sum(p["estimate"]["samples"] for p in json.load(sys.stdin)["pools"]))'; }
-check "text: the warm-up taught both pools ($((2 * WARM)) samples)" eq "$(samples "$S2")" $((2 * WARM))
-r_ja0=$(ratio "$S2" ja) r_fr0=$(ratio "$S2" fr)
-# admissions before the measured requests, per pool (use.py counts from there)
-adm() { curl -s "$x_url/mock/admissions" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["pools"][sys.argv[1]]["admitted"]))' "$1"; }
-a_ja=$(adm ja) a_fr=$(adm fr)
-txt_args $((WARM + 1)) $((WARM + NM))
-shim "$S2" "$x_port" curl -s --parallel ${FIDELITY_TEXT_PMAX:+--parallel-max "$FIDELITY_TEXT_PMAX"} \
-	"${args[@]}" 2>"$T/p2.err"
-check "text: curl exit 0" eq $? 0
-n429=$(($(mstat "$x_url" rate_limited) - warm429))
-check "text: zero server 429s after the first $((2 * WARM)) requests ($WARM per pool)" eq "$n429" 0
-check "text: every transfer got a message" eq \
-	"$(grep -l msg_mock "$T"/ja*.out "$T"/fr*.out | wc -l | tr -d ' ')" $((2 * (WARM + NM)))
-check "text: ITPM bound, Japanese (admissions waited)" ge "$(seg "$S2" ja.waited)" $((NM / 2))
-check "text: ITPM bound, French (admissions waited)" ge "$(seg "$S2" fr.waited)" $((NM / 2))
-check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$(mstat "$x_url" usage input_tokens)"
-# Use from the second measured admission of each pool: curl --parallel
-# sends the first transfer alone and, with CURLOPT_PIPEWAIT on HTTP/1.1,
-# starts the others only when its answer is in (3 s later), time the
-# server's bucket sits full through curl's own choice.  What is left below
-# 100% on a quiet machine (1.6% to 2.5%) is the learned estimate's surplus
-# (its p95 ratio errs high by 2-4% of every request) and the 0.2% margin.
-# A settle gives its surplus back as far as the places taken after it
-# leave room (bucket.c, "Slack"), but this batch took its places in line
-# before any answer came, so nothing placed after a refund is there to use
-# it.  A steady fleet does (tests/unit/test_fair.c,
-# test_fleet_surplus_comes_back); with this row's bodies,
-# FIDELITY_TEXT_N=24 FIDELITY_TEXT_PMAX=16 measured 99.35% and 98.99%, and
-# N=32 99.64% and 99.13%: what is left is the surplus of the requests in
-# flight at the last admission, which no settle has given back yet, and
-# the margin, so it shrinks only as the run grows.  The check is set at 95%,
-# below what this run reaches, so that a loaded machine's later sends do
-# not fail it; issue 12's 99.5% is not met here.
-for l in ja fr; do
-	eval "from=\$a_$l"
-	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))
-	echo "       use of the ITPM limit, $l: $use"
-	check "text $l: >= 95% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.95) }'
-done
-r_ja1=$(ratio "$S2" ja) r_fr1=$(ratio "$S2" fr)
-echo "       learned ratio after: ja $r_ja1, fr $r_fr1"
-# The estimate's error: what the segment charged a request at admission is
-# its raw estimate (raw.py) times the pool's learned ratio (rounded up, in
-# 1/4096ths: learn.c), against the server's usage.input_tokens.  The ratio
-# is read before and after the measured requests; each must keep the 95th
-# percentile of |charged - server| / server within 5%.
-for l in ja fr; do
-	: > "$T/$l.err.txt"
-	for k in $(seq $((WARM + 1)) $((WARM + NM))); do
-		echo "$(python3 "$T/raw.py" "$T/$l$k.json") $(in_tok "$T/$l$k.out")" >> "$T/$l.err.txt"
-	done
-	eval "ra=\$r_${l}0 rb=\$r_${l}1"
-	p95=$(python3 - "$T/$l.err.txt" "$ra" "$rb" <<'EOF'
-import math, sys
-rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
-worst = 0.0
-for r in sys.argv[2:]:
-    q = round(float(r) * 4096)
-    errs = sorted(abs(-(-raw * q // 4096) - srv) / srv for raw, srv in rows)
-    worst = max(worst, errs[math.ceil(0.95 * len(errs)) - 1])
-print("%.4f" % worst)
-EOF
-)
-	echo "       $l: estimate error at the 95th percentile $p95 ($(lines "$T/$l.err.txt") requests)"
-	check "text $l: estimate error <= 5% at the 95th percentile" \
-		awk -v e="$p95" -v n="$(lines "$T/$l.err.txt")" 'BEGIN { exit !(n == '"$NM"' && e <= 0.05) }'
-done
-
-# =====================================================================
 echo "# 3. small and large requests side by side: every wait within the Fairness bound"
+# (Started here, checked after case 2: its curl loops run while case 2's
+# fleet waits on its 3-s answers.)
 # ITPM binds: 400 input tokens a second, burst 1000.  Three serial curl
 # loops send small bodies (about 100 tokens), one sends large ones (about
 # 600) at the same time; each loop has one request at a time.
@@ -366,6 +262,143 @@ for w in 1 2 3; do
 done
 loop l $(seq -f "$T/l.%g.json" 1 $NL) &
 lp="$lp $!"
+
+# =====================================================================
+echo "# 2. CJK, accented and mixed bodies, the server answering in 3 s, a steady curl --parallel fleet, ITPM binding"
+# Three pools, one per kind of traffic (a pool learns one ratio: learn.c
+# assumes one mix of traffic per pool): Japanese (900 characters, some
+# ASCII words and digits: about 740 tokens at the server) to Sonnet, French
+# (600 words: about 1130 tokens) to Haiku, and issue 12's mixed row to
+# Opus: nine English bodies of 250 words (about 300 tokens) in ten and one
+# large Japanese body of 3,000 characters (about 2,500 tokens).  Each pool
+# takes about one body a second, so ITPM binds; RPM and OTPM do not.  The
+# burst holds the WARM warm-up requests, which go out with the ratio not
+# yet learned (the mixed pool's include one large body: its ratio, the
+# 95th percentile, is then the English bodies', which over-estimates the
+# large ones).
+cat > "$T/txt.json" <<'EOF'
+{"pools": [{"name": "ja", "rpm": 6000, "itpm": 45000, "otpm": 6000000, "burst": {"rpm": 100, "itpm": 3300},
+            "prices": {"input": 3, "output": 15, "cache_write_5m": 3.75, "cache_write_1h": 6,
+                       "cache_read": 0.3}},
+           {"name": "fr", "rpm": 6000, "itpm": 66000, "otpm": 6000000, "burst": {"rpm": 100, "itpm": 4800},
+            "prices": {"input": 1, "output": 5, "cache_write_5m": 1.25, "cache_write_1h": 2,
+                       "cache_read": 0.1}},
+           {"name": "mix", "rpm": 6000, "itpm": 32000, "otpm": 6000000, "burst": {"rpm": 100, "itpm": 3600},
+            "prices": {"input": 5, "output": 25, "cache_write_5m": 6.25, "cache_write_1h": 10,
+                       "cache_read": 0.5}}],
+ "models": [{"match": "claude-sonnet-4*", "pool": "ja"}, {"match": "claude-haiku-4*", "pool": "fr"},
+            {"match": "claude-opus-4*", "pool": "mix"}]}
+EOF
+start_mock x --config "$T/txt.json" --latency-ms 3000
+new_seg S2 "$T/txt.json"
+LANGS="ja fr mix"
+WARM=4 NM=${FIDELITY_TEXT_N:-48}
+# txt_args FIRST LAST: transfers FIRST..LAST of each pool, interleaved (the
+# mixed pool's third and every tenth after it a large Japanese body: with
+# 48, the last one, the 43rd, comes 9 transfers, about 7 s, before the run
+# ends, time for its answer to give its surplus back: see the use check)
+txt_args() {
+	args=()
+	local k l
+	for k in $(seq "$1" "$2"); do
+		echo "ja $k claude-sonnet-4-5 0 $T/ja$k.json"
+		echo "fr $k claude-haiku-4-5 0 $T/fr$k.json"
+		if [ $((k % 10)) = 3 ]; then
+			echo "ja $((5000 + k)) claude-opus-4-5 3000 $T/mix$k.json"
+		else
+			echo "en $((5000 + k)) claude-opus-4-5 250 $T/mix$k.json"
+		fi
+	done > "$T/txt.list"
+	gen - "$T/txt.list"
+	for k in $(seq "$1" "$2"); do
+		for l in $LANGS; do
+			[ ${#args[@]} -gt 0 ] && args+=(--next -s)
+			args+=(-o "$T/$l$k.out" --url "$x_url/v1/messages" -d "@$T/$l$k.json")
+		done
+	done
+}
+txt_args 1 $WARM
+shim "$S2" "$x_port" curl -s --parallel "${args[@]}" 2>"$T/w2.err"
+warm429=$(mstat "$x_url" rate_limited)
+echo "       warm-up: $((3 * WARM)) requests, $warm429 server 429s; learned ratio ja $(ratio "$S2" ja), fr $(ratio "$S2" fr), mix $(ratio "$S2" mix)"
+samples() { "$STAT" --json "$1" | python3 -c 'import json,sys; print(sum(p["estimate"]["samples"] for p in json.load(sys.stdin)["pools"]))'; }
+check "text: the warm-up taught the three pools ($((3 * WARM)) samples)" eq "$(samples "$S2")" $((3 * WARM))
+r_ja0=$(ratio "$S2" ja) r_fr0=$(ratio "$S2" fr)
+# admissions before the measured requests, per pool (use.py counts from there)
+adm() { curl -s "$x_url/mock/admissions" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["pools"][sys.argv[1]]["admitted"]))' "$1"; }
+a_ja=$(adm ja) a_fr=$(adm fr) a_mix=$(adm mix)
+# The measured run: a steady fleet, at most P transfers at a time (curl
+# --parallel-max), each new one placed as an earlier one ends, as a worker
+# pool keeps its slots busy.  (A batch placed all at once is the README's
+# "Early release" case: a settle's surplus reaches only what was placed
+# before the settle and still waits.)
+txt_args $((WARM + 1)) $((WARM + NM))
+shim "$S2" "$x_port" curl -s --parallel --parallel-max "${FIDELITY_TEXT_PMAX:-24}" \
+	"${args[@]}" 2>"$T/p2.err"
+check "text: curl exit 0" eq $? 0
+n429=$(($(mstat "$x_url" rate_limited) - warm429))
+check "text: zero server 429s after the first $((3 * WARM)) requests ($WARM per pool)" eq "$n429" 0
+check "text: every transfer got a message" eq \
+	"$(grep -l msg_mock "$T"/ja*.out "$T"/fr*.out "$T"/mix*.out | wc -l | tr -d ' ')" $((3 * (WARM + NM)))
+for l in $LANGS; do
+	check "text: ITPM bound, $l (admissions waited)" ge "$(seg "$S2" $l.waited)" $((NM / 2))
+done
+check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$(mstat "$x_url" usage input_tokens)"
+check "text: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p2.err")" 0
+# Use from the second measured admission of each pool (the first went
+# with the warm-up's answers still in flight).  What stays below 100% is
+# the 0.2% margin and the learned estimate's surplus (its p95 ratio errs
+# high by 2-4% of every request) on the requests in flight at the last
+# admission: each settle gives its surplus back (bucket.c, "Slack") and
+# the shim moves the transfers held behind it that much sooner
+# (preload/hold.c, "Early release"), so only the last seconds' surplus is
+# not used.  Without the early release the surplus of every transfer
+# waiting in line was lost as well (mix 98.83% and fr 99.50% in this run;
+# fr 99.13% at 32 per pool).  The mixed
+# pool's large bodies carry about 250 tokens of surplus each (their ratio
+# is the English bodies'), which comes back some 6 s after one is sent
+# (3 s of PIPEWAIT, 3 s of answer): the server's bucket sits that much
+# fuller meanwhile and the line catches up after.  A run that stops within
+# those 6 s leaves it unused: 99.0% when the last large body was the
+# 51st of 52 (hence the 43rd here).
+for l in $LANGS; do
+	eval "from=\$a_$l"
+	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))
+	echo "       use of the ITPM limit, $l: $use"
+	check "text $l: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
+done
+r_ja1=$(ratio "$S2" ja) r_fr1=$(ratio "$S2" fr)
+echo "       learned ratio after: ja $r_ja1, fr $r_fr1, mix $(ratio "$S2" mix)"
+# The estimate's error: what the segment charged a request at admission is
+# its raw estimate (raw.py) times the pool's learned ratio (rounded up, in
+# 1/4096ths: learn.c), against the server's usage.input_tokens.  The ratio
+# is read before and after the measured requests; each must keep the 95th
+# percentile of |charged - server| / server within 5%.  (Not the mixed
+# pool: one ratio for two scripts errs high on the one it fits worse.)
+for l in ja fr; do
+	: > "$T/$l.err.txt"
+	for k in $(seq $((WARM + 1)) $((WARM + NM))); do
+		echo "$(python3 "$T/raw.py" "$T/$l$k.json") $(in_tok "$T/$l$k.out")" >> "$T/$l.err.txt"
+	done
+	eval "ra=\$r_${l}0 rb=\$r_${l}1"
+	p95=$(python3 - "$T/$l.err.txt" "$ra" "$rb" <<'EOF'
+import math, sys
+rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+worst = 0.0
+for r in sys.argv[2:]:
+    q = round(float(r) * 4096)
+    errs = sorted(abs(-(-raw * q // 4096) - srv) / srv for raw, srv in rows)
+    worst = max(worst, errs[math.ceil(0.95 * len(errs)) - 1])
+print("%.4f" % worst)
+EOF
+)
+	echo "       $l: estimate error at the 95th percentile $p95 ($(lines "$T/$l.err.txt") requests)"
+	check "text $l: estimate error <= 5% at the 95th percentile" \
+		awk -v e="$p95" -v n="$(lines "$T/$l.err.txt")" 'BEGIN { exit !(n == '"$NM"' && e <= 0.05) }'
+done
+
+# =====================================================================
+echo "# 3. (checks) small and large requests side by side"
 # shellcheck disable=SC2086
 wait $lp
 cat "$T"/s[123].rc > "$T/s.rc"

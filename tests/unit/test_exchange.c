@@ -12,6 +12,7 @@
 #include "wire.h"
 
 #define S 1000000000LL
+#define MS 1000000LL
 
 static char name[64];
 static shl_t *h;
@@ -334,6 +335,74 @@ static void test_place(void)
 	CU_ASSERT_EQUAL(p2.edge[SHL_DIM_RPM], 0);
 	CU_ASSERT_EQUAL(p2.debt[SHL_DIM_RPM], 0);
 	CU_ASSERT_EQUAL(p2.full[SHL_DIM_RPM], rel - tu_boot); /* one interval */
+	shl_ex_free(x1);
+	shl_ex_free(x2);
+	free(b);
+	close_seg();
+}
+
+/*
+ * What finishing gave back (shl_ex_given, what preload/hold.c moves held
+ * transfers sooner by).  ITPM binds: 10 tokens a second (100 ms a token),
+ * burst 250 (RPM's burst of 10,000 puts its own floor for shl_ex_advance
+ * 10 s before the release: not the one that binds); each body is estimated
+ * at 125 (100 times the fresh pool's prior).  x0 goes first; 5 s later x1 goes and x2 waits behind it (ITPM
+ * sets its release, at 12.5 s).  The server counts 100 of x1's 125: its
+ * settle gives 25 tokens back, in ns of the word, and nothing in the other
+ * buckets; x2's place in the ITPM bucket is then exactly that much sooner
+ * (its edge, read again, moved down by it), and shl_ex_advance moves its
+ * release exactly that much.  x2, last in line and cancelled, gives back
+ * all of its 125 tokens and its request.
+ */
+static void test_given(void)
+{
+	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 100, NULL);
+	shl_exchange *x0 = open_ex(b), *x1 = open_ex(b), *x2 = open_ex(b);
+	int64_t g[3], rel = -1;
+	shl_refusal why;
+	admit(x0);
+	tu_boot += 5 * S;
+	admit(x1);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
+	CU_ASSERT_EQUAL(rel, tu_boot + 7500 * MS); /* x2 waits */
+	shl_place p2, q2;
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
+	CU_ASSERT_EQUAL(p2.edge[SHL_DIM_ITPM], 0); /* ITPM set its release */
+	CU_ASSERT_EQUAL(shl_ex_given(x1, g), -EINVAL); /* not finished */
+	CU_ASSERT_EQUAL(shl_ex_given(NULL, g), -EINVAL);
+
+	tu_boot += 1 * S; /* x1's answer: x2 still waits */
+	shl_ex_status(x1, 200);
+	body(x1, "{\"type\":\"message\",\"model\":\"m1\",\"usage\":"
+		 "{\"input_tokens\":100,\"output_tokens\":20}}");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 1), SHL_EX_SETTLED);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x1, g), 0);
+	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 2500 * MS); /* 25 tokens of 100 ms */
+	CU_ASSERT_EQUAL(g[SHL_DIM_RPM], 0);
+	CU_ASSERT_EQUAL(g[SHL_DIM_OTPM], 0);
+	CU_ASSERT_EQUAL(shl_ex_given(x1, NULL), -EINVAL);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &q2), 0);
+	CU_ASSERT_EQUAL(q2.edge[SHL_DIM_ITPM], p2.edge[SHL_DIM_ITPM] - g[SHL_DIM_ITPM]);
+	CU_ASSERT_EQUAL(q2.edge[SHL_DIM_RPM], p2.edge[SHL_DIM_RPM]);
+
+	/* shl_ex_advance: x2 may go 2.5 s sooner, no sooner than that (asked
+	 * for now: the floor), never later, and shl_ex_start takes it then */
+	int64_t want = tu_boot, later = rel + S;
+	CU_ASSERT_EQUAL(shl_ex_advance(h, x2, NULL), -EINVAL);
+	CU_ASSERT_EQUAL(shl_ex_advance(h, x2, &want), 0);
+	CU_ASSERT_EQUAL(want, rel - g[SHL_DIM_ITPM]);
+	CU_ASSERT_EQUAL(shl_ex_advance(h, x2, &later), 0);
+	CU_ASSERT_EQUAL(later, want);
+	tu_boot = want;
+	CU_ASSERT_EQUAL(shl_ex_start(h, x2, &why), 0);
+
+	/* x2, never sent: cancelled, it gives back everything it took */
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x2, 0), SHL_EX_CANCELLED);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x2, g), 0);
+	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 12500 * MS);
+	CU_ASSERT_EQUAL(g[SHL_DIM_RPM], MS);
+	shl_ex_free(x0);
 	shl_ex_free(x1);
 	shl_ex_free(x2);
 	free(b);
@@ -760,6 +829,7 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_clamp_then_settle_double_counts);
 	TU_ADD(s, test_early_clamps);
 	TU_ADD(s, test_place);
+	TU_ADD(s, test_given);
 	TU_ADD(s, test_clamp_latency);
 	TU_ADD(s, test_429_kinds);
 	TU_ADD(s, test_429_holds_at_headers);
