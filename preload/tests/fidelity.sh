@@ -31,7 +31,7 @@
 # ITPM binding under --parallel.)
 #
 # Usage: preload/tests/fidelity.sh [BUILD_DIR]
-#   FIDELITY_TEXT_N=N: case 2 measures N transfers per pool (default 48);
+#   FIDELITY_TEXT_N=N: case 2 measures N transfers per pool (default 56);
 #   FIDELITY_TEXT_PMAX=P: case 2's measured transfers run with curl
 #   --parallel-max P (default 24; 50 or more places every transfer at
 #   once, as a batch).
@@ -292,10 +292,10 @@ EOF
 start_mock x --config "$T/txt.json" --latency-ms 3000
 new_seg S2 "$T/txt.json"
 LANGS="ja fr mix"
-WARM=4 NM=${FIDELITY_TEXT_N:-48}
+WARM=4 NM=${FIDELITY_TEXT_N:-56}
 # txt_args FIRST LAST: transfers FIRST..LAST of each pool, interleaved (the
-# mixed pool's third and every tenth after it a large Japanese body: with
-# 48, the last one, the 43rd, comes 9 transfers, about 7 s, before the run
+# mixed pool's first and every tenth after it a large Japanese body: with
+# 56, the last one, the 51st, comes 9 transfers, about 7 s, before the run
 # ends, time for its answer to give its surplus back: see the use check)
 txt_args() {
 	args=()
@@ -303,7 +303,7 @@ txt_args() {
 	for k in $(seq "$1" "$2"); do
 		echo "ja $k claude-sonnet-4-5 0 $T/ja$k.json"
 		echo "fr $k claude-haiku-4-5 0 $T/fr$k.json"
-		if [ $((k % 10)) = 3 ]; then
+		if [ $((k % 10)) = 1 ]; then
 			echo "ja $((5000 + k)) claude-opus-4-5 3000 $T/mix$k.json"
 		else
 			echo "en $((5000 + k)) claude-opus-4-5 250 $T/mix$k.json"
@@ -318,7 +318,8 @@ txt_args() {
 	done
 }
 txt_args 1 $WARM
-shim "$S2" "$x_port" curl -s --parallel "${args[@]}" 2>"$T/w2.err"
+# (--parallel-immediate: the warm-up only teaches the ratios; no PIPEWAIT)
+shim "$S2" "$x_port" curl -s --parallel --parallel-immediate "${args[@]}" 2>"$T/w2.err"
 warm429=$(mstat "$x_url" rate_limited)
 echo "       warm-up: $((3 * WARM)) requests, $warm429 server 429s; learned ratio ja $(ratio "$S2" ja), fr $(ratio "$S2" fr), mix $(ratio "$S2" mix)"
 samples() { "$STAT" --json "$1" | python3 -c 'import json,sys; print(sum(p["estimate"]["samples"] for p in json.load(sys.stdin)["pools"]))'; }
@@ -353,14 +354,14 @@ check "text: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p2.err"
 # the shim moves the transfers held behind it that much sooner
 # (preload/hold.c, "Early release"), so only the last seconds' surplus is
 # not used.  Without the early release the surplus of every transfer
-# waiting in line was lost as well (mix 98.83% and fr 99.50% in this run;
-# fr 99.13% at 32 per pool).  The mixed
-# pool's large bodies carry about 250 tokens of surplus each (their ratio
-# is the English bodies'), which comes back some 6 s after one is sent
-# (3 s of PIPEWAIT, 3 s of answer): the server's bucket sits that much
-# fuller meanwhile and the line catches up after.  A run that stops within
-# those 6 s leaves it unused: 99.0% when the last large body was the
-# 51st of 52 (hence the 43rd here).
+# waiting in line was lost as well (at 48 per pool: mix 98.83%, fr
+# 99.50%; fr 99.13% at 32 per pool, 16 at a time).  The mixed pool's
+# large bodies carry about 250 tokens of surplus each (their ratio is the
+# English bodies'), which comes back some 6 s after one is sent (3 s of
+# PIPEWAIT, 3 s of answer): the server's bucket sits that much fuller
+# meanwhile and the line catches up after.  A run that stops within those
+# 6 s leaves it unused: 99.0% when the last large body was the 51st of 52
+# transfers (here, of 60).
 for l in $LANGS; do
 	eval "from=\$a_$l"
 	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))
@@ -376,10 +377,13 @@ echo "       learned ratio after: ja $r_ja1, fr $r_fr1, mix $(ratio "$S2" mix)"
 # percentile of |charged - server| / server within 5%.  (Not the mixed
 # pool: one ratio for two scripts errs high on the one it fits worse.)
 for l in ja fr; do
-	: > "$T/$l.err.txt"
+	bodies=() outs=()
 	for k in $(seq $((WARM + 1)) $((WARM + NM))); do
-		echo "$(python3 "$T/raw.py" "$T/$l$k.json") $(in_tok "$T/$l$k.out")" >> "$T/$l.err.txt"
+		bodies+=("$T/$l$k.json")
+		outs+=("$T/$l$k.out")
 	done
+	paste -d ' ' <(python3 "$T/raw.py" "${bodies[@]}") \
+		<(for f in "${outs[@]}"; do in_tok "$f"; done) > "$T/$l.err.txt"
 	eval "ra=\$r_${l}0 rb=\$r_${l}1"
 	p95=$(python3 - "$T/$l.err.txt" "$ra" "$rb" <<'EOF'
 import math, sys
