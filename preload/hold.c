@@ -459,7 +459,8 @@ static int advance(struct hs *h, const int64_t g[3])
 {
 	int64_t was = INT64_MIN, now_at = INT64_MIN, gd[3];
 	for (int d = 0; d < 3; d++) {
-		gd[d] = g[d] < 0 ? 0 : g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
+		/* >= 0 (shl_ex_given); capped so that edge - gd cannot wrap */
+		gd[d] = g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
 		if (h->place.edge[d] == INT64_MIN)
 			continue;
 		if (h->place.edge[d] > was)
@@ -483,12 +484,15 @@ static int advance(struct hs *h, const int64_t g[3])
 	for (int d = 0; d < 3; d++) {
 		if (p->edge[d] == INT64_MIN)
 			continue;
-		int64_t by = shift - gd[d]; /* >= 0: relative to the new release */
+		/* how far this bucket's positions move relative to the new
+		 * release: < 0 where the give was more than shl_ex_advance let
+		 * the release move */
+		int64_t by = shift - gd[d];
 		p->edge[d] = p->edge[d] + by > 0 ? 0 : p->edge[d] + by;
 		/* a debt of 0 ended at or before the release: 0 stays (smaller) */
-		p->debt[d] = p->debt[d] > 0 ? p->debt[d] + by : 0;
+		p->debt[d] = p->debt[d] > 0 && p->debt[d] + by > 0 ? p->debt[d] + by : 0;
 		/* a full of 0 was at or before the release: at most `by` now */
-		p->full[d] = p->full[d] + by;
+		p->full[d] = p->full[d] + by > 0 ? p->full[d] + by : 0;
 	}
 	return 1;
 }

@@ -1301,30 +1301,54 @@ int shl_hold(shl_t *h, int pool, int64_t duration_ns)
  * another generation or of a multi-host pool (credit, not these words) has
  * debt 0, edge 0 and full 0 in every bucket it holds units of.
  */
+/*
+ * Where an open ticket's take ends in each bucket, moved down by every
+ * refund since (mark - ledger now: its own line's and any later place's,
+ * so never later than the true end): the buckets it takes as a mask, each
+ * end in after[], and 1 when the words hold its place (0: another
+ * generation, a multi-host pool, not open; after[] is then not set).
+ */
+static int ticket_ends(shl_t *h, const shl_ticket *t, const struct shl_pool_local **plp,
+		       unsigned *taken, uint64_t after[SHL_NBUCKETS])
+{
+	const uint64_t need[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
+	*taken = 0;
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		if (t->full_at[d] != 0 && need[d] != 0)
+			*taken |= 1u << d; /* else not taken (OTPM "actual" is only checked) */
+	struct shl_local *l = shl__local(h);
+	if (l == NULL || t->state != 1 || t->generation != l->gen || t->pool < 0 ||
+	    (unsigned)t->pool >= l->slot.npools || (l->pools[t->pool].flags & SHL_PF_CLUSTER))
+		return 0;
+	*plp = &l->pools[t->pool];
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		if (*taken & 1u << d)
+			/* acquire: as a take's ledger read (bucket.c). */
+			after[d] = t->full_at[d] - atomic_load_explicit(
+				&h->seg->pools[t->pool].bkt[d].refunded, memory_order_acquire);
+	return 1;
+}
+
 void shl__ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
 {
 	const uint64_t need[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
-	struct shl_local *l = shl__local(h);
-	int known = l != NULL && t->state == 1 && t->generation == l->gen && t->pool >= 0 &&
-		    (unsigned)t->pool < l->slot.npools &&
-		    !(l->pools[t->pool].flags & SHL_PF_CLUSTER);
+	const struct shl_pool_local *pl = NULL;
+	unsigned taken;
+	uint64_t after[SHL_NBUCKETS];
+	int known = ticket_ends(h, t, &pl, &taken, after);
 	uint64_t rel = t->admitted_at < 0 ? 0 : (uint64_t)t->admitted_at;
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
 		out->debt[d] = out->edge[d] = out->full[d] = INT64_MIN;
-		if (t->full_at[d] == 0 || need[d] == 0)
-			continue; /* not taken (OTPM "actual" is only checked) */
+		if (!(taken & 1u << d))
+			continue;
 		out->debt[d] = out->edge[d] = out->full[d] = 0;
 		if (!known)
 			continue;
-		const struct shl_pool_local *pl = &l->pools[t->pool];
-		/* acquire: as a take's ledger read (bucket.c). */
-		uint64_t after = t->full_at[d] - atomic_load_explicit(
-			&h->seg->pools[t->pool].bkt[d].refunded, memory_order_acquire);
-		uint64_t before = after - shl__mul_sat(need[d], pl->interval[d]);
+		uint64_t before = after[d] - shl__mul_sat(need[d], pl->interval[d]);
 		/* signed distances from the release: tat words are within 2^62
 		 * ns of now */
-		int64_t db = (int64_t)(before - rel), e = (int64_t)(after - pl->tol[d] - rel);
-		int64_t f = (int64_t)(after - rel);
+		int64_t db = (int64_t)(before - rel), e = (int64_t)(after[d] - pl->tol[d] - rel);
+		int64_t f = (int64_t)(after[d] - rel);
 		out->debt[d] = db > 0 ? db : 0;
 		out->edge[d] = e < 0 ? e : 0;
 		out->full[d] = f > 0 ? f : 0;
@@ -1333,26 +1357,19 @@ void shl__ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
 
 int64_t shl__ticket_floor(shl_t *h, const shl_ticket *t)
 {
-	const uint64_t need[SHL_NBUCKETS] = {t->rpm, t->itpm, t->otpm};
-	struct shl_local *l = shl__local(h);
-	if (l == NULL || t->state != 1 || t->generation != l->gen || t->pool < 0 ||
-	    (unsigned)t->pool >= l->slot.npools || (l->pools[t->pool].flags & SHL_PF_CLUSTER))
+	const struct shl_pool_local *pl = NULL;
+	unsigned taken;
+	uint64_t after[SHL_NBUCKETS];
+	if (!ticket_ends(h, t, &pl, &taken, after) || taken == 0)
 		return INT64_MAX;
-	const struct shl_pool_local *pl = &l->pools[t->pool];
 	int64_t floor = INT64_MIN;
 	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		if (t->full_at[d] == 0 || need[d] == 0)
-			continue;
-		/* acquire: as shl__ticket_place.  mark - ledger now is the
-		 * take's end moved down by every refund since, its own line's
-		 * and any later place's: never later than the true end. */
-		uint64_t after = t->full_at[d] - atomic_load_explicit(
-			&h->seg->pools[t->pool].bkt[d].refunded, memory_order_acquire);
-		int64_t e = (int64_t)(after - pl->tol[d]); /* within 2^62 of now */
-		if (e > floor)
+		/* within 2^62 ns of now */
+		int64_t e = (int64_t)(after[d] - pl->tol[d]);
+		if ((taken & 1u << d) && e > floor)
 			floor = e;
 	}
-	return floor == INT64_MIN ? INT64_MAX : floor;
+	return floor;
 }
 
 int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at,

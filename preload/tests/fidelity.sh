@@ -354,14 +354,14 @@ check "text: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p2.err"
 # the shim moves the transfers held behind it that much sooner
 # (preload/hold.c, "Early release"), so only the last seconds' surplus is
 # not used.  Without the early release the surplus of every transfer
-# waiting in line was lost as well (at 48 per pool: mix 98.83%, fr
-# 99.50%; fr 99.13% at 32 per pool, 16 at a time).  The mixed pool's
+# waiting in line was lost as well (switched off by hand, at 48 per pool:
+# mix 98.83%, under its check; fr 99.50%).  The mixed pool's
 # large bodies carry about 250 tokens of surplus each (their ratio is the
 # English bodies'), which comes back some 6 s after one is sent (3 s of
 # PIPEWAIT, 3 s of answer): the server's bucket sits that much fuller
 # meanwhile and the line catches up after.  A run that stops within those
-# 6 s leaves it unused: 99.0% when the last large body was the 51st of 52
-# transfers (here, of 60).
+# 6 s leaves it unused: FIDELITY_TEXT_N=48 puts the last large body 51st
+# of 52 and reads about 99.0% for the mixed pool (here it is 51st of 60).
 for l in $LANGS; do
 	eval "from=\$a_$l"
 	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))
