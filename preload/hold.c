@@ -457,43 +457,13 @@ void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted)
  */
 static int advance(struct hs *h, const int64_t g[3])
 {
-	int64_t was = INT64_MIN, now_at = INT64_MIN, gd[3];
-	for (int d = 0; d < 3; d++) {
-		/* >= 0 (shl_ex_given); capped so that edge - gd cannot wrap */
-		gd[d] = g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
-		if (h->place.edge[d] == INT64_MIN)
-			continue;
-		if (h->place.edge[d] > was)
-			was = h->place.edge[d];
-		if (h->place.edge[d] - gd[d] > now_at)
-			now_at = h->place.edge[d] - gd[d];
-	}
-	/* A bucket set the release (edge 0), else something the gives do
-	 * not move did (a hold, the clock at the placing): it stays. */
-	int64_t shift = was == 0 ? -now_at : 0;
-	if (shift <= 0)
+	/* The library moves the reservation itself (shl_ex_start refuses one
+	 * started before its release) and restates its place. */
+	int64_t rel;
+	if (shl_ex_follow(g_shl, h->ex, g, &h->place, &rel) != 1)
 		return 0;
-	/* The library moves the reservation itself (shl_ex_start refuses
-	 * one started before its release), within what its word allows. */
-	int64_t rel = h->release0 - shift;
-	if (shl_ex_advance(g_shl, h->ex, &rel) != 0 || (shift = h->release0 - rel) <= 0)
-		return 0;
-	h->release0 -= shift;
-	h->release_at -= shift;
-	shl_place *p = &h->place;
-	for (int d = 0; d < 3; d++) {
-		if (p->edge[d] == INT64_MIN)
-			continue;
-		/* how far this bucket's positions move relative to the new
-		 * release: < 0 where the give was more than shl_ex_advance let
-		 * the release move */
-		int64_t by = shift - gd[d];
-		p->edge[d] = p->edge[d] + by > 0 ? 0 : p->edge[d] + by;
-		/* a debt of 0 ended at or before the release: 0 stays (smaller) */
-		p->debt[d] = p->debt[d] > 0 && p->debt[d] + by > 0 ? p->debt[d] + by : 0;
-		/* a full of 0 was at or before the release: at most `by` now */
-		p->full[d] = p->full[d] + by > 0 ? p->full[d] + by : 0;
-	}
+	h->release_at -= h->release0 - rel;
+	h->release0 = rel;
 	return 1;
 }
 

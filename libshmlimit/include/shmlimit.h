@@ -750,6 +750,22 @@ SHL_API int shl_ex_given(const shl_exchange *x, int64_t given_ns[3]);
  * unchanged.
  */
 SHL_API int shl_ex_advance(shl_t *h, shl_exchange *x, int64_t *release_ns);
+/*
+ * The early release in one call, for a caller holding waiting exchanges
+ * (the preload shim, the Python transports, Node's governedFetch): `x`
+ * waits with *place (shl_ex_place's right after its reservation, then as
+ * this call leaves it); `given_ns` is what an exchange placed before it in
+ * its line (the same segment and pool, its place taken earlier) gave back
+ * at its finish (shl_ex_given).  Its edges move down by the gives; when a
+ * bucket set its release (an edge of 0: not a hold, not the clock at its
+ * placing), the release moves to the latest edge, as far as
+ * shl_ex_advance allows, and the place is restated from the new release
+ * (debt and full at least 0).  *release_ns is set to the release it now
+ * has.  1 when it moved, 0 when not; -EINVAL (no open reservation, NULL
+ * arguments), -ESTALE (shl_ex_advance's): unchanged.
+ */
+SHL_API int shl_ex_follow(shl_t *h, shl_exchange *x, const int64_t given_ns[3], shl_place *place,
+			  int64_t *release_ns);
 /* The usage the response reported (what settlement charged when it was
  * read): 0, or -ENODATA when none was read and believed. */
 SHL_API int shl_ex_usage(const shl_exchange *x, shl_usage *out);

@@ -378,7 +378,7 @@ fused(shl_t *h, const struct shl_local *l, const struct shl_pool_local *pl,
 	}
 	/* The ITPM take's slack, noted before its CAS (bucket.c, "Slack");
 	 * release: pairs with the acquire load of tat in shl__bucket_refund. */
-	shl__slack_note(sl, n, (o1 > n ? o1 : n) - n + r1, n);
+	shl__slack_note(sl, n, (o1 > n ? o1 : n) - n, r1, tol[SHL_DIM_ITPM] - c1, n);
 	shl__release_fence();
 	/* relaxed/relaxed: as above. */
 	if (shl_unlikely(!atomic_compare_exchange_strong_explicit(&rt->bkt[1].tat, &o1, n1,

@@ -151,35 +151,46 @@
  *
  * whether k was taken before now or reserved ahead of it.  A take at a
  * saturated bucket finds it in debt by about tol - c_k: most of a burst.
- * So every take of the ITPM bucket (the one settles refund) notes its L,
- * before its CAS (a release fence orders them, as for H), in the slot of
- * its instant's span (2^32 ns; struct shl_slack, layout.h): each slot holds
- * the least L of one span and the span's tag, given only to later spans.
- * A refund of ticket j, whose end is P_j = mark - R_now, needs the takes
- * after it for instants past P_j - b: it reads the slots, then the clock,
- * and, if every take no slot holds was for an instant before P_j - ns
- * (far, below) and every span from P_j - ns to max(now, H) is in the
- * slots (tag equal: its least L; tag lower: no take for that span yet,
- * else its note would be there), may give the least L - R_now of them, or
- * everything if none; else nothing by this rule.  It gives the larger of
- * that and the horizon rule's amount.  Sound: a take after j for an
- * instant t_k <= P_j - b is covered as in (I1)-(I2) (P_j - b >= t_k), any
- * later one is in a span read (noted before its CAS, which precedes the
- * refund's, so visible past the pair the refund validates; its instant
- * is at most the refund's clock or H), and its slack is at least that
- * span's least L - R_now.  L read with an older ledger (a refund between
- * the ledger read and the CAS: the CAS then fails and notes again) is
- * smaller: only less credit.  A note for a span whose slot a later span
- * already holds is dropped: a refund that needs that span finds the later
- * tag and gives nothing by the rule.  A note that would take a slot for a
- * span more than eight spans ahead of its clock (evicting one less than
- * three behind it) raises `far` instead, as does one contended beyond
- * reason; an apply that moves the word's regions raises far to max(now,
- * H), which covers every take made before it.  A slot is read as tag,
- * low, tag: tags only grow (until a reset), so two equal readings bracket
- * a low of one span; one torn eight times running turns the rule off.  A
- * scribbled far or tag only turns the rule off; a scribbled low can
- * over-credit up to the ticket's own request.
+ * A take into an idle bucket finds no debt (slack 0), and neither does
+ * the first of a batch placed at once, in the span every later take of
+ * the batch shares; but a give of b needs no slack of a take k after j
+ * for an instant t_k <= P_j - b (it is covered as in (I1)-(I2)), nor of
+ * any take before j.  So every take of the ITPM bucket (the
+ * one settles refund) is noted, before its CAS (a release fence orders
+ * them, as for H), in the slot of its instant's span (2^32 ns; struct
+ * shl_slack, layout.h), by one of two things: a deep take (slack over
+ * half of tol - c_k, the most it could find; SHL_SLACK_DEEP: a take at
+ * the margin of a line, large or small, is deep) lowers the span's least
+ * L; a shallow one
+ * raises the span's latest shallow instant (kept in the tag's low half at
+ * 2-ns grain, read back late).  A slot is given only to later spans.
+ * A refund of ticket j, whose end is P_j = mark - R_now, asking ns: every
+ * take no slot holds was for an instant at or before `far` (below), so
+ * b <= P_j - far; it reads the slots, then the clock, and if every span
+ * from P_j - ns to max(now, H) is in the slots (tag equal: its notes;
+ * tag lower: no take for that span yet, else its note would be there),
+ * may give the least of P_j - far, L - R_now of the deep takes read and
+ * P_j - s of the latest shallow instants s read; else nothing by this
+ * rule.  It gives the larger of that and the horizon rule's amount.
+ * Sound: a take after j for an instant t_k <= P_j - b is covered as in
+ * (I1)-(I2); a later one is in a span read (noted before its CAS, which
+ * precedes the refund's, so visible past the pair the refund validates;
+ * its instant is at most the refund's clock or H), not shallow (its
+ * instant would bound b below P_j - t_k), so deep, and its slack is at
+ * least that span's least L - R_now.  L read with an older ledger (a
+ * refund between the ledger read and the CAS: the CAS then fails and
+ * notes again) is smaller: only less credit.  A note for a span whose
+ * slot a later span already holds is dropped: a refund that needs that
+ * span finds the later tag and gives nothing by the rule.  A note that
+ * would take a slot for a span more than eight spans ahead of its clock
+ * (evicting one less than three behind it) raises `far` instead, as does
+ * one contended beyond reason; an apply that moves the word's regions
+ * raises far to max(now, H), which covers every take made before it.  A
+ * slot is read as tag, low, tag: tags only grow (until a reset), so two
+ * equal readings bracket a low of one span; one torn eight times running
+ * turns the rule off.  A scribbled far or span only turns the rule off;
+ * a scribbled low or shallow instant can over-credit up to the ticket's
+ * own request.
  */
 #include <stdint.h>
 
@@ -226,24 +237,37 @@ int64_t shl__bucket_take(_Atomic uint64_t *tat, int64_t now, uint64_t cost_ns, u
 
 #if SHL_HAVE_CAS16
 /* A take's note, past the common case of shl__slack_note (internal.h):
- * its span's slot holds an earlier span, or more than this low. */
-void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t low, uint64_t now)
+ * its span's slot holds an earlier span, or says less than this take. */
+void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t slack, uint64_t r,
+			  uint64_t room, uint64_t now)
 {
-	const uint64_t tag = (at >> SHL_SLACK_SHIFT) + 1, cur = (now >> SHL_SLACK_SHIFT) + 1;
-	struct shl_slack_slot *s = &sl->slot[(tag - 1) % SHL_SLACK_SLOTS];
+	const uint64_t span = (at >> SHL_SLACK_SHIFT) + 1, cur = (now >> SHL_SLACK_SHIFT) + 1;
+	const int deep = slack > room >> SHL_SLACK_DEEP;
+	const uint64_t low = slack + r; /* mod 2^64, as the ledger */
+	const uint32_t mk = deep ? 0 : shl__slack_mark(at);
+	struct shl_slack_slot *s = &sl->slot[(span - 1) % SHL_SLACK_SLOTS];
 	/* relaxed: a first guess; the cmpxchg16b validates the pair. */
 	uint64_t lo = atomic_load_explicit(&s->low, memory_order_relaxed);
 	uint64_t tg = atomic_load_explicit(&s->tag, memory_order_relaxed);
 	for (int i = 0; i < SHL_CAS_TRIES; i++) {
-		if (tg > tag)
+		uint64_t nlo, ntg;
+		if (tg >> 32 > span)
 			return; /* a later span's: refunds needing this one give nothing */
-		if (tg == tag && (int64_t)(lo - low) <= 0)
-			return; /* mod 2^64, as the ledger */
-		if (tg < tag && tag > cur + SHL_SLACK_SLOTS - 3)
-			break; /* too far ahead to evict a span refunds may need: far */
+		if (tg >> 32 == span) {
+			if (deep ? (int64_t)(lo - low) <= 0 : (uint32_t)tg >= mk)
+				return; /* the slot says as much already */
+			nlo = deep ? low : lo;
+			ntg = deep ? tg : (tg & ~(uint64_t)0xffffffffu) | mk;
+		} else {
+			if (span > cur + SHL_SLACK_SLOTS - 3)
+				break; /* too far ahead to evict a span refunds may need: far */
+			/* a span with no deep take yet: a least L no refund reaches */
+			nlo = deep ? low : r + (1ULL << 62);
+			ntg = span << 32 | mk;
+		}
 		/* Full barrier (locked); the caller's release fence then orders
 		 * it before the take's CAS. */
-		if (shl__cas16(s, &lo, &tg, low, tag))
+		if (shl__cas16(s, &lo, &tg, nlo, ntg))
 			return;
 	}
 	shl__horizon_raise(&sl->far, at);
@@ -279,25 +303,36 @@ static int64_t slack_left(uint64_t p, uint64_t ns, uint64_t r, uint64_t n, uint6
 			  const uint64_t tg[SHL_SLACK_SLOTS])
 {
 	/* p is a time, or below 0 once gives since the take passed its end
-	 * (modular, as a signed quantity); ns <= 2^62. */
-	uint64_t from = (int64_t)p > (int64_t)ns ? p - ns : 0;
-	if (far >= from)
-		return -1; /* a take no slot holds may lie past from */
+	 * (modular, as a signed quantity); ns <= 2^62.  A give b needs every
+	 * take no slot holds (for instants <= far) at or before p - b. */
+	if ((int64_t)p <= 0 || far >= p)
+		return -1;
+	uint64_t cap = p - far < ns ? p - far : ns, from = p - cap;
 	uint64_t top = hz > n ? hz : n;
 	if (top - n > (1ULL << 62))
 		return -1; /* a scribbled horizon */
 	uint64_t e0 = from >> SHL_SLACK_SHIFT, e1 = top >> SHL_SLACK_SHIFT;
-	int64_t left = INT64_MAX;
+	int64_t left = (int64_t)cap;
 	if (e1 < e0)
 		return left; /* no take after j is for an instant past from */
 	if (e1 - e0 >= SHL_SLACK_SLOTS)
 		return -1; /* more spans than slots */
 	for (uint64_t e = e0; e <= e1; e++) {
 		int i = (int)(e % SHL_SLACK_SLOTS);
-		if (tg[i] > e + 1)
+		if (tg[i] >> 32 > e + 1)
 			return -1; /* the span's takes are gone from the slots */
-		if (tg[i] == e + 1 && (int64_t)(lo[i] - r) < left)
-			left = (int64_t)(lo[i] - r);
+		if (tg[i] >> 32 != e + 1)
+			continue; /* no take for it yet */
+		if ((int64_t)(lo[i] - r) < left)
+			left = (int64_t)(lo[i] - r); /* its deep takes' least slack */
+		if ((uint32_t)tg[i] != 0) {
+			/* its latest shallow take, read late: b <= p - that */
+			uint64_t s = (e << SHL_SLACK_SHIFT) + 2 * (uint64_t)(uint32_t)tg[i] - 1;
+			if (s >= p)
+				return -1;
+			if ((int64_t)(p - s) < left)
+				left = (int64_t)(p - s);
+		}
 	}
 	return left;
 }
@@ -319,7 +354,8 @@ int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t at, uint64_t cost_ns, uin
 		uint64_t r = atomic_load_explicit(&b->refunded, memory_order_acquire);
 		uint64_t old = atomic_load_explicit(&b->tat, memory_order_relaxed), after;
 		if (sl != NULL && shl__gcra_next(old, n, cost_ns) - n <= tol) {
-			shl__slack_note(sl, n, (old > n ? old : n) - n + r, now < 0 ? 0 : (uint64_t)now);
+			shl__slack_note(sl, n, (old > n ? old : n) - n, r, tol - cost_ns,
+					now < 0 ? 0 : (uint64_t)now);
 			/* release: the note above before the CAS below; pairs
 			 * with the acquire load of tat in shl__bucket_refund. */
 			shl__release_fence();

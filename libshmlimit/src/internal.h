@@ -129,8 +129,8 @@ SHL_HIDDEN int64_t shl__bucket_take_at(struct shl_bkt *b, int64_t at, uint64_t c
 SHL_HIDDEN uint64_t shl__bucket_refund(struct shl_bkt *b, int64_t now, uint64_t ns,
 				       uint64_t mark, _Atomic uint64_t *horizon,
 				       struct shl_slack *sl);
-SHL_HIDDEN void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t low,
-				     uint64_t now);
+SHL_HIDDEN void shl__slack_note_slow(struct shl_slack *sl, uint64_t at, uint64_t slack,
+				     uint64_t r, uint64_t room, uint64_t now);
 SHL_HIDDEN void shl__slack_cover(struct shl_slack *sl, _Atomic uint64_t *horizon, int64_t now);
 SHL_HIDDEN void shl__slack_clear(struct shl_slack *sl);
 #define SHL_NOW_FRESH INT64_MIN /* shl__bucket_refund's `now`: read it in the loop */
@@ -375,29 +375,49 @@ static inline int shl__cas16(void *p, uint64_t *o0, uint64_t *o1, uint64_t n0, u
 #define shl__release_fence() atomic_thread_fence(memory_order_release)
 #endif
 
+/* A shallow take's mark in its slot's tag: 1 + half its offset in its
+ * span (bucket.c, "Slack"), which read back errs late, the safe way. */
+static inline uint32_t shl__slack_mark(uint64_t at)
+{
+	return (uint32_t)((at & 0xffffffffu) >> 1) + 1;
+}
+
 /*
- * Note a take of the ITPM bucket for the instant `at`, of constant `low`
- * (start - at + ledger at the take; bucket.c, "Slack"), before its CAS.
- * The common case is one read of its span's slot, which already holds as
- * little; the caller orders the note before its CAS with a release fence.
+ * Note a take of the ITPM bucket for the instant `at` before its CAS
+ * (bucket.c, "Slack"): `slack` = start - at (what it found the bucket in
+ * debt by), `r` the ledger it read, `room` = tol - its cost (the most
+ * slack it could have found).  A deep take (slack over half its room)
+ * lowers its span's least slack + r; a shallow one raises its span's
+ * latest shallow instant.  The common case is one read of its span's
+ * slot, which already says as much; the caller orders the note before its
+ * CAS with a release fence.
  */
-static inline void shl__slack_note(struct shl_slack *sl, uint64_t at, uint64_t low, uint64_t now)
+static inline void shl__slack_note(struct shl_slack *sl, uint64_t at, uint64_t slack, uint64_t r,
+				   uint64_t room, uint64_t now)
 {
 #if SHL_HAVE_CAS16
-	uint64_t tag = (at >> SHL_SLACK_SHIFT) + 1;
-	struct shl_slack_slot *s = &sl->slot[(tag - 1) % SHL_SLACK_SLOTS];
+	uint64_t span = (at >> SHL_SLACK_SHIFT) + 1;
+	struct shl_slack_slot *s = &sl->slot[(span - 1) % SHL_SLACK_SLOTS];
 	/* relaxed: hints.  Read tag then low: a low of a later occupancy
 	 * means the slot went to a later span, and refunds that need this
 	 * one give nothing by the rule (bucket.c). */
 	uint64_t tg = atomic_load_explicit(&s->tag, memory_order_relaxed);
-	if (shl_likely(tg == tag) &&
-	    (int64_t)(atomic_load_explicit(&s->low, memory_order_relaxed) - low) <= 0)
-		return;
-	shl__slack_note_slow(sl, at, low, now);
+	if (shl_likely(tg >> 32 == span)) {
+		if (slack > room >> SHL_SLACK_DEEP) {
+			if ((int64_t)(atomic_load_explicit(&s->low, memory_order_relaxed) -
+				      (slack + r)) <= 0)
+				return;
+		} else if ((uint32_t)tg >= shl__slack_mark(at)) {
+			return;
+		}
+	}
+	shl__slack_note_slow(sl, at, slack, r, room, now);
 #else
 	(void)sl;
 	(void)at;
-	(void)low;
+	(void)slack;
+	(void)r;
+	(void)room;
 	(void)now;
 #endif
 }

@@ -6,7 +6,7 @@
  * by tests/unit/test_layout.c.  Nothing here is exported from the shared
  * library; our own tools, tests and benchmarks link the static archive.
  *
- * Segment layout, version 4 (all integers little-endian, host order):
+ * Segment layout, version 5 (all integers little-endian, host order):
  *
  *   OFFSET   SIZE    DESCRIPTION
  *   0x00000  64      header: written once by the creator, read-only after
@@ -181,7 +181,7 @@
  *          need_ns, granted_ns, expired_ns, 24 bytes pad;
  *          +192 u64 short_refusals, +200 refills, +208 fallback_grants,
  *          +216 i64 hold_pushed, +224 u64 charged_reported, +232 pad
- *   +832   192   slack (struct shl_slack; layout 4): the ITPM bucket's
+ *   +832   192   slack (struct shl_slack; layout 5): the ITPM bucket's
  *                takes, by the span of time they are taken for, so that a
  *                settle can give a surplus back when the line of takes
  *                after it leaves room for it (bucket.c, "Slack"):
@@ -191,10 +191,16 @@
  *                         every take's place)
  *     +8   u64 reserved
  *     +16  11 slots x 16 bytes, 16-byte aligned, each written by one
- *          cmpxchg16b: u64 low, the least (start - instant + refund
- *          ledger at the take) of the takes for its span, mod 2^64; u64
- *          tag, the span + 1 (0: never used; span = instant >> 32, 4.3 s;
- *          slot = span mod 11; a slot is only ever given to a later span)
+ *          cmpxchg16b:
+ *            u64 low  the least (start - instant + refund ledger at the
+ *                     take) of the span's deep takes (start - instant
+ *                     over half of tol - cost), mod 2^64; the
+ *                     ledger + 2^62 when it has none
+ *            u64 tag  bits 63-32: the span + 1 (0: never used; span =
+ *                     instant >> 32, 4.3 s; slot = span mod 11; a slot is
+ *                     only ever given to a later span); bits 31-0: 0, or
+ *                     1 + half the latest in-span offset of its shallow
+ *                     takes (the others).  Only ever grows.
  *
  * Configuration slot (41024 bytes):
  *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
@@ -243,7 +249,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 _Static_assert(sizeof(void *) == 8, "libshmlimit needs a 64-bit platform");
 
 #define SHL_MAGIC 0x31544d494c4d4853ULL /* "SHMLIMT1" */
-#define SHL_LAYOUT_VERSION 4u
+#define SHL_LAYOUT_VERSION 5u
 #define SHL_CACHELINE 64
 #define SHL_WINDOW_SLOTS 12
 #define SHL_WINDOW_SLOT_NS 5000000000LL
@@ -523,9 +529,10 @@ struct shl_learn {
  * line, and after its own place has passed. */
 #define SHL_SLACK_SLOTS 11
 #define SHL_SLACK_SHIFT 32 /* a span is 2^32 ns (4.3 s) */
+#define SHL_SLACK_DEEP 1  /* deep: start - instant > (tol - cost) >> 1 */
 struct shl_slack_slot {
-	_Atomic uint64_t low; /* min over the span's takes of start - instant + ledger */
-	_Atomic uint64_t tag; /* span + 1; 0: never used */
+	_Atomic uint64_t low; /* min over the span's deep takes of start - instant + ledger */
+	_Atomic uint64_t tag; /* (span + 1) << 32 | the latest shallow take (0: none) */
 } __attribute__((aligned(16)));
 struct shl_slack {
 	_Atomic uint64_t far; /* every take no slot holds was for an instant <= far */

@@ -1091,10 +1091,10 @@ int shl_check(shl_t *h, char *report, size_t len)
 		}
 		for (int k = 0; k < SHL_SLACK_SLOTS; k++) {
 			uint64_t tg = atomic_load_explicit(&sk->slot[k].tag, memory_order_relaxed);
-			if (tg > ((uint64_t)(now + year) >> SHL_SLACK_SHIFT) + 1) {
-				rep(report, len, &at, "pext[%u].slack.slot[%d].tag: %llu is a span over a "
-				    "year ahead of now (%lld)\n", p, k, (unsigned long long)tg,
-				    (long long)now);
+			if (tg >> 32 > ((uint64_t)(now + year) >> SHL_SLACK_SHIFT) + 1) {
+				rep(report, len, &at, "pext[%u].slack.slot[%d].tag: span %llu is over a "
+				    "year ahead of now (%lld)\n", p, k,
+				    (unsigned long long)(tg >> 32), (long long)now);
 				bad = 1;
 			}
 		}

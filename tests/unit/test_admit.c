@@ -190,7 +190,9 @@ static void test_late_refund_not_credited(void)
 	CU_ASSERT_EQUAL(shl_settle(h, &y, &u), 0);
 	shl_stats_get(h, &st);
 	CU_ASSERT_DOUBLE_EQUAL(st.pools[0].available[SHL_DIM_ITPM], 1000, 1e-9);
-	CU_ASSERT_EQUAL(atomic_load(&h->seg->pools[0].bkt[SHL_DIM_ITPM].tat), (uint64_t)tu_boot);
+	/* (the slack rule gives all of y back: its take found the bucket
+	 * idle, for an instant before its end less that; full either way) */
+	CU_ASSERT(atomic_load(&h->seg->pools[0].bkt[SHL_DIM_ITPM].tat) <= (uint64_t)tu_boot);
 	close_seg();
 }
 

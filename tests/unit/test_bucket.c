@@ -442,31 +442,78 @@ static void test_slack_late_settle(void)
 
 /* A line (times in spans): A takes 1 and B 3 of a burst of 4 at 0; C
  * reserves 1 (release 1, its region [4, 5): slack 3).  A's surplus of a
- * quarter lies before the horizon (1), so the horizon rule gives nothing,
- * and the slack rule asks of span 0 (from 3/4), where A's own take found
- * the bucket empty (slack 0): nothing either, the cautious way.  B's
- * cancel asks from 1 on, where only C's take is: it gives back all 3,
- * which moves C's region to [1, 2), starting at its release and no
- * earlier, and D, taken at 0, waits until C's end. */
+ * quarter lies before the horizon (1), so the horizon rule gives nothing.
+ * The slack rule reads spans 0 and 1: A's take found the bucket empty
+ * (shallow: for the instant 0, before A's end less the quarter), B's and
+ * C's found it as much in debt as they could (1 and 3: deep): it gives
+ * the quarter, which moves C's region to [3 3/4, 4 3/4), after its
+ * release.  B's cancel then gives 2 3/4 (the horizon rule: what lies past
+ * C's release; the slack rule reads its own take's 1 less the quarter
+ * given since, the cautious way).  Cancelled
+ * first, B's gives all 3.  Either way C's region moves to [1, 2), starting
+ * at its release and no earlier, and D, taken at 0, waits until C's end. */
 static void test_slack_under_line(void)
 {
 	const uint64_t tol = 4 * SPAN;
-	struct shl_bkt b = {0};
-	_Atomic uint64_t hz = 0;
-	struct shl_slack slack = {0};
-	uint64_t ma, mb, mc, md;
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, SPAN, tol, &ma, &slack, 0), 0);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 3 * SPAN, tol, &mb, &slack, 0), 0);
-	shl__horizon_raise(&hz, SPAN);
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, SPAN, SPAN, tol, &mc, &slack, 0), 0);
-	CU_ASSERT_EQUAL(atomic_load(&b.tat), 5 * SPAN);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, NULL), 0);
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, &slack), 0);
-	/* B's cancel: 3 asked; B's end 4, from 1: spans 1..1 hold C (slack 3) */
-	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 3 * SPAN, mb, &hz, &slack), 3 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&b.tat), 2 * SPAN);
-	/* D, taken now, goes after C: the bucket holds A and C until 2. */
-	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 4 * SPAN, tol, &md, &slack, 0), 2 * SPAN);
+	for (int a_first = 1; a_first >= 0; a_first--) {
+		struct shl_bkt b = {0};
+		_Atomic uint64_t hz = 0;
+		struct shl_slack slack = {0};
+		uint64_t ma, mb, mc, md;
+		CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, SPAN, tol, &ma, &slack, 0), 0);
+		CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 3 * SPAN, tol, &mb, &slack, 0), 0);
+		shl__horizon_raise(&hz, SPAN);
+		CU_ASSERT_EQUAL(shl__bucket_take_at(&b, SPAN, SPAN, tol, &mc, &slack, 0), 0);
+		CU_ASSERT_EQUAL(atomic_load(&b.tat), 5 * SPAN);
+		CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, NULL), 0);
+		if (a_first) {
+			CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, SPAN / 4, ma, &hz, &slack), SPAN / 4);
+			CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 3 * SPAN, mb, &hz, &slack),
+					3 * SPAN - SPAN / 4);
+		} else {
+			CU_ASSERT_EQUAL(shl__bucket_refund(&b, 0, 3 * SPAN, mb, &hz, &slack), 3 * SPAN);
+		}
+		CU_ASSERT_EQUAL(atomic_load(&b.tat), 2 * SPAN);
+		/* D, taken now, goes after C: the bucket holds A and C until 2. */
+		CU_ASSERT_EQUAL(shl__bucket_take_at(&b, 0, 4 * SPAN, tol, &md, &slack, 0), 2 * SPAN);
+	}
+}
+
+/* A batch into an idle bucket (times in spans): 24 requests of half a
+ * span placed at once (the first 8 taken at 0, a burst of 4, the rest
+ * reserved at their releases), each settled 1.5 spans after its release
+ * with 5% less than it took, in order.  The horizon rule gives back
+ * nothing before the last release (8); the slack rule gives back all of
+ * every surplus: the first takes found the bucket less than half as much
+ * in debt as they could (shallow, for the instant 0, before every
+ * settle's end less its surplus), every later one more than that.  (When the slots kept the
+ * least slack of every take, the first settles got nothing: span 0 held
+ * the first take's slack of 0.) */
+static void test_slack_batch(void)
+{
+	enum { N = 24 };
+	const uint64_t tol = 4 * SPAN, c = SPAN / 2, surplus = c / 20;
+	for (int use_slack = 0; use_slack <= 1; use_slack++) {
+		struct shl_bkt b = {0};
+		_Atomic uint64_t hz = 0;
+		struct shl_slack slack = {0};
+		struct shl_slack *sp = use_slack ? &slack : NULL;
+		uint64_t mark[N], given = 0;
+		int64_t rel[N], now = 0;
+		for (int k = 0; k < N; k++) {
+			uint64_t tat = atomic_load(&b.tat);
+			rel[k] = tat + c > tol ? (int64_t)(tat + c - tol) : 0;
+			shl__horizon_raise(&hz, (uint64_t)rel[k]);
+			CU_ASSERT_EQUAL(shl__bucket_take_at(&b, rel[k], c, tol, &mark[k], sp, 0), 0);
+		}
+		for (int k = 0; k < N; k++) {
+			if (now < rel[k] + (int64_t)(3 * SPAN / 2))
+				now = rel[k] + (int64_t)(3 * SPAN / 2);
+			given += shl__bucket_refund(&b, now, surplus, mark[k], &hz, sp);
+		}
+		/* without it: nothing until past the last release (k 13) */
+		CU_ASSERT(use_slack ? given == N * surplus : given <= (N - 14) * surplus);
+	}
 }
 
 /* The counter-example of "Reservations" (A's whole burst, B reserved at
@@ -486,57 +533,88 @@ static void test_slack_cancel_before_queued_release(void)
 	CU_ASSERT_EQUAL(shl__bucket_take_at(&b, tol, tol, tol, &mc, &slack, 0), tol);
 }
 
-/* The slots themselves: takes for one span keep the least low; a slot
- * goes to a later span, never back; a note too far ahead of its clock
- * raises far; a refund that needs a span whose slot a later span holds,
- * or one past far, gets nothing by the rule; an apply's cover raises far
+/* The slots themselves: a span's deep takes keep their least low, its
+ * shallow ones their latest instant (in the tag's low half, read back
+ * late); a slot goes to a later span, never back; a note too far ahead of
+ * its clock raises far; a refund of b needs far, and every shallow take
+ * of the spans it reads, at or before its end less b, a span whose slot a
+ * later span holds gets nothing by the rule; an apply's cover raises far
  * to the horizon or now; a reset clears them. */
 static void test_slack_slots(void)
 {
 	struct shl_slack sl = {0};
 	_Atomic uint64_t hz = 0;
+	const uint64_t room = 1000; /* tol less the cost; deep: a slack over 500 */
 	CU_ASSERT_EQUAL(SHL_SLACK_SLOTS, 11);
-	shl__slack_note(&sl, 5 * SPAN + 1, 700, 5 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6);
+	shl__slack_note(&sl, 5 * SPAN + 1, 700, 0, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 700);
-	shl__slack_note(&sl, 5 * SPAN + 2, 900, 5 * SPAN);
+	shl__slack_note(&sl, 5 * SPAN + 2, 900, 0, room, 5 * SPAN);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 700);
-	shl__slack_note(&sl, 5 * SPAN + 3, 600, 5 * SPAN);
+	shl__slack_note(&sl, 5 * SPAN + 3, 501, 99, room, 5 * SPAN); /* ledger 99 */
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 600);
+	/* shallow takes (slack 500 or less): the latest instant, low unchanged */
+	shl__slack_note(&sl, 5 * SPAN + 101, 0, 0, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 51);
+	shl__slack_note(&sl, 5 * SPAN + 40, 500, 0, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 51);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 600);
+	/* a span's first take shallow: a least low no refund reaches */
+	shl__slack_note(&sl, 6 * SPAN + 7, 3, 40, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].tag), 7ULL << 32 | 4);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].low), 40 + (1ULL << 62));
+	shl__slack_note(&sl, 6 * SPAN + 9, 600, 40, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].low), 640);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].tag), 7ULL << 32 | 4);
 	/* span 16 (slot 5 again) from a clock in span 13: evicts span 5 */
-	shl__slack_note(&sl, 16 * SPAN, 50, 13 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17);
+	shl__slack_note(&sl, 16 * SPAN, 50, 0, 50, 13 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17ULL << 32);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 50);
-	/* a late note for span 5: dropped (its refunds find span 16's tag) */
-	shl__slack_note(&sl, 5 * SPAN, 10, 13 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17);
+	/* late notes for span 5: dropped (its refunds find span 16's tag) */
+	shl__slack_note(&sl, 5 * SPAN, 10, 0, 10, 13 * SPAN);
+	shl__slack_note(&sl, 5 * SPAN + 999, 0, 0, 10, 13 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 17ULL << 32);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 50);
 	/* span 25 (slot 3) from a clock in span 13: more than 8 ahead: far */
-	shl__slack_note(&sl, 25 * SPAN, 10, 13 * SPAN);
+	shl__slack_note(&sl, 25 * SPAN, 10, 0, 10, 13 * SPAN);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[3].tag), 0);
 	CU_ASSERT_EQUAL(atomic_load(&sl.far), 25 * SPAN);
 	/* Refunds of a take ending at 18 (a fresh word each time, no
-	 * horizon), asked 1 at 19: from 17, spans 17..19 (slots 6..8).  far
-	 * at 25 is in the way: nothing (the horizon rule: its end has
-	 * passed). */
+	 * horizon), asked 1 at 19: spans 17..19 (slots 6..8).  far at 25 is
+	 * in the way: nothing (the horizon rule: its end has passed). */
 	struct shl_bkt b;
 #define FRESH() (atomic_store(&b.tat, 30 * SPAN), atomic_store(&b.refunded, 0))
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), 0);
+	/* far at 17 1/4: three quarters */
+	atomic_store(&sl.far, 17 * SPAN + SPAN / 4);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl),
+			3 * SPAN / 4);
 	/* far cleared: no slot holds a take for spans 17..19: all of it */
 	atomic_store(&sl.far, 0);
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), SPAN);
-	/* a take for span 18 with half a span of slack: half */
-	shl__slack_note(&sl, 18 * SPAN, SPAN / 2, 18 * SPAN);
+	/* a deep take for span 18 with half a span of slack: half */
+	shl__slack_note(&sl, 18 * SPAN, SPAN / 2, 0, SPAN / 2, 18 * SPAN);
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), SPAN / 2);
-	/* slot 7 given to span 29 (a note from a clock in span 22): span
-	 * 18's takes are gone, nothing */
-	shl__slack_note(&sl, 29 * SPAN, 5, 22 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[7].tag), 30);
+	/* a shallow take for 17 1/2 (read as 17 1/2 + 1): up to its instant */
+	shl__slack_note(&sl, 17 * SPAN + SPAN / 2, 0, 0, SPAN, 17 * SPAN);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl),
+			SPAN / 2 - 1);
+	/* one for an instant past the take's end (18 + 1000): nothing */
+	shl__slack_note(&sl, 18 * SPAN + 1000, 0, 0, SPAN, 18 * SPAN);
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), 0);
+	/* slot 7 given to span 29 (a note from a clock in span 22): span
+	 * 18's takes are gone, nothing even for a take ending later */
+	shl__slack_note(&sl, 29 * SPAN, 15, 0, 15, 22 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[7].tag), 30ULL << 32);
+	FRESH();
+	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN + SPAN / 2, &hz, &sl),
+			0);
 #undef FRESH
 	/* an apply's cover; a reset */
 	shl__horizon_raise(&hz, 40 * SPAN);
@@ -579,6 +657,7 @@ void suite_bucket(void)
 	TU_ADD(s, test_slack_gives_surplus);
 	TU_ADD(s, test_slack_late_settle);
 	TU_ADD(s, test_slack_under_line);
+	TU_ADD(s, test_slack_batch);
 	TU_ADD(s, test_slack_cancel_before_queued_release);
 	TU_ADD(s, test_slack_slots);
 	TU_ADD(s, test_cancel_before_queued_release);

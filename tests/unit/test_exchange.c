@@ -409,6 +409,57 @@ static void test_given(void)
 	close_seg();
 }
 
+/* shl_ex_follow, test_given's line: x1's give (2.5 s of ITPM) moves x2,
+ * which ITPM released, by exactly that, and restates its place from the
+ * new release; the same give counted again moves nothing (the word's
+ * floor); a place no bucket released (edges all below 0: a hold, the
+ * clock) does not move. */
+static void test_follow(void)
+{
+	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 100, NULL);
+	shl_exchange *x0 = open_ex(b), *x1 = open_ex(b), *x2 = open_ex(b);
+	int64_t g[3], rel = -1, r2 = -1;
+	shl_refusal why;
+	admit(x0);
+	tu_boot += 5 * S;
+	admit(x1);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
+	shl_place p2, was;
+	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
+	was = p2;
+	tu_boot += 1 * S;
+	shl_ex_status(x1, 200);
+	body(x1, "{\"type\":\"message\",\"model\":\"m1\",\"usage\":"
+		 "{\"input_tokens\":100,\"output_tokens\":20}}");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 1), SHL_EX_SETTLED);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x1, g), 0);
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, NULL, &p2, &r2), -EINVAL);
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, NULL, &r2), -EINVAL);
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &p2, &r2), 1);
+	CU_ASSERT_EQUAL(r2, rel - 2500 * MS);
+	CU_ASSERT_EQUAL(p2.edge[SHL_DIM_ITPM], 0);
+	CU_ASSERT_EQUAL(p2.edge[SHL_DIM_RPM],
+			was.edge[SHL_DIM_RPM] + 2500 * MS > 0 ? 0 : was.edge[SHL_DIM_RPM] + 2500 * MS);
+	CU_ASSERT_EQUAL(p2.full[SHL_DIM_ITPM], was.full[SHL_DIM_ITPM]); /* moved with it */
+	/* the same give again: the word allows no more */
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &p2, &r2), 0);
+	CU_ASSERT_EQUAL(r2, rel - 2500 * MS);
+	/* a place no bucket released stays */
+	shl_place held = p2;
+	held.edge[SHL_DIM_ITPM] = held.edge[SHL_DIM_RPM] = -MS;
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &held, &r2), 0);
+	tu_boot = r2;
+	CU_ASSERT_EQUAL(shl_ex_start(h, x2, &why), 0);
+	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &p2, &r2), 0); /* started: never before now */
+	CU_ASSERT_EQUAL(r2, tu_boot);
+	shl_ex_free(x0);
+	shl_ex_free(x1);
+	shl_ex_free(x2);
+	free(b);
+	close_seg();
+}
+
 /*
  * The server counted `remaining` at some instant between the request's
  * release and its answer.  3 s of latency, and a count that fits the
@@ -830,6 +881,7 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_early_clamps);
 	TU_ADD(s, test_place);
 	TU_ADD(s, test_given);
+	TU_ADD(s, test_follow);
 	TU_ADD(s, test_clamp_latency);
 	TU_ADD(s, test_429_kinds);
 	TU_ADD(s, test_429_holds_at_headers);

@@ -27,7 +27,7 @@ static void test_header(void)
 	CU_ASSERT_EQUAL(sizeof(struct shl_hdr), 64);
 	CU_ASSERT_EQUAL(SHL_MAGIC, 0x31544d494c4d4853ULL);
 	CU_ASSERT_EQUAL(memcmp(&(uint64_t){SHL_MAGIC}, "SHMLIMT1", 8), 0);
-	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 4);
+	CU_ASSERT_EQUAL(SHL_LAYOUT_VERSION, 5);
 }
 
 static void test_lines(void)
@@ -96,7 +96,7 @@ static void test_lines(void)
 	CU_ASSERT_EQUAL(SHL_PF_PROVISIONAL, 0x80);
 	CU_ASSERT_EQUAL(SHL_MF_CATCHALL, 0x4);
 	AT(struct shl_pool_ext, cluster, 576);
-	/* The slack area (layout 4; bucket.c, "Slack"). */
+	/* The slack area (layout 5; bucket.c, "Slack"). */
 	AT(struct shl_pool_ext, slack, 832);
 	AT(struct shl_pool_ext, slack.far, 832);
 	AT(struct shl_pool_ext, slack.reserved, 840);

@@ -322,7 +322,7 @@ static void test_reset_and_check(void)
 	/* The slack area's far and a slot's span a century ahead (bucket.c,
 	 * "Slack": they only turn the refund rule off, but mean a scribble). */
 	atomic_store(&h->seg->pext[0].slack.far, (uint64_t)INT64_MAX);
-	atomic_store(&h->seg->pext[0].slack.slot[3].tag, ((uint64_t)INT64_MAX >> SHL_SLACK_SHIFT) + 1);
+	atomic_store(&h->seg->pext[0].slack.slot[3].tag, (((uint64_t)INT64_MAX >> SHL_SLACK_SHIFT) + 1) << 32);
 	CU_ASSERT_EQUAL(shl_check(h, rep, sizeof(rep)), -EUCLEAN);
 	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pext[0].slack.far"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(rep, "pext[0].slack.slot[3].tag"));
