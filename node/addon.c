@@ -19,6 +19,27 @@
  *     written into a Float64Array that JavaScript handed over once
  *     (`setOut`).  So admit + settle is two N-API calls with numbers only.
  *
+ * Early release (governedFetch's exchanges; preload/hold.c, "Early
+ * release", the same rule without the shim's late-send replanning)
+ *   A waiting exchange's release was laid by the estimates of the places
+ *   before it, which the server counts less (the estimate errs high).  So
+ *   every exReserve numbers its place (seq, per environment: one
+ *   JavaScript thread, so the numbers are in the order the places were
+ *   taken) and, when it must wait, keeps its place (shl_ex_place's edges)
+ *   in the environment's list of waiting exchanges.  When an exchange
+ *   finishes, what it gave back (shl_ex_given) moves each waiting one of
+ *   its line (the same handle and pool) placed after it: every edge moves
+ *   down by its bucket's give, and when a bucket set the release (an edge
+ *   of 0: not a hold, not the clock) the release moves to the latest edge,
+ *   as far as shl_ex_advance allows.  exFinish says how many moved, and
+ *   exMoved which, so that JavaScript sets their timers again.  Gives by
+ *   places taken after a waiting one never move it: they make no room
+ *   before it, though the word's ledger, which every refund raises, would
+ *   say so.  Other environments' and processes' gives are not seen here:
+ *   they leave the word more room than this line uses, never less.  A
+ *   response collected unread finishes in its finalizer, where no
+ *   JavaScript can set a timer: its give moves nobody.
+ *
  * What it deliberately does not do
  *   - Read requests or responses: the shl_ex_* component of the library
  *     does that for every client (the preload shim, Python, this addon).
@@ -56,7 +77,9 @@ enum {
 	IN_0 = 8,         /* reserve: input, cw5m, cw1h, cache_read, max_tokens,
 			     batch, max_wait_ns; settle: input, output, cw5m,
 			     cw1h, cache_read */
-	OUT_LEN = 16
+	OUT_SEQ = 16,     /* exReserve: the place's number (early release) */
+	OUT_MOVED = 17,   /* exFinish: waiting exchanges its give moved (exMoved) */
+	OUT_LEN = 18
 };
 
 struct handle {
@@ -76,6 +99,15 @@ struct exch {
 	struct handle *hd;
 	shl_exchange *x;
 	int finished;
+	/* Its place in line (the top of the file, "Early release"): */
+	uint64_t seq;         /* 0: none taken */
+	int pool;             /* its line is (hd, pool) */
+	/* while waiting, in the environment's list: */
+	struct exch **pprev;  /* NULL: not in the list */
+	struct exch *next;
+	int64_t release;      /* shl_now() scale */
+	int64_t edge[3];      /* shl_ex_place's, moved with the release */
+	int64_t shifted;      /* how much sooner since the last exMoved */
 };
 
 struct state {
@@ -85,6 +117,8 @@ struct state {
 	struct slot *slots;
 	int nslots, free_head;
 	int warned; /* the open-tickets line was written */
+	uint64_t seq;        /* places taken by exReserve */
+	struct exch *waiting; /* exchanges waiting for their release */
 };
 
 /* ------------------------------------------------------------------ */
@@ -314,7 +348,7 @@ static napi_value js_set_out(napi_env env, napi_callback_info info)
 	void *data;
 	if (napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL) != napi_ok ||
 	    type != napi_float64_array || len < OUT_LEN) {
-		napi_throw_type_error(env, "EINVAL", "setOut needs a Float64Array of 16");
+		napi_throw_type_error(env, "EINVAL", "setOut needs a Float64Array of 18");
 		return NULL;
 	}
 	if (st->out_ref != NULL)
@@ -568,9 +602,89 @@ static napi_value js_err_name(napi_env env, napi_callback_info info)
 /* Exchanges: one Messages API request and its response (shl_ex_*)     */
 /* ------------------------------------------------------------------ */
 
+static void wait_add(struct state *st, struct exch *e)
+{
+	e->next = st->waiting;
+	if (e->next != NULL)
+		e->next->pprev = &e->next;
+	e->pprev = &st->waiting;
+	st->waiting = e;
+	e->shifted = 0;
+}
+
+/* Out of the list of waiting exchanges (started, finished, collected). */
+static void wait_del(struct exch *e)
+{
+	if (e->pprev == NULL)
+		return;
+	*e->pprev = e->next;
+	if (e->next != NULL)
+		e->next->pprev = e->pprev;
+	e->pprev = NULL;
+	e->next = NULL;
+}
+
+/*
+ * Move waiting `w` sooner by the gives g[] (ns per bucket) of an exchange
+ * placed before it in its line: each edge moves down by its bucket's give;
+ * when a bucket set the release (was == 0), the release moves to the
+ * latest edge, or as far as shl_ex_advance allows (-ESTALE, -EINVAL: left
+ * as it is).  1 when it moved.  (preload/hold.c's advance(), for the edges
+ * only.)
+ */
+static int advance(struct exch *w, const int64_t g[3])
+{
+	int64_t was = INT64_MIN, now_at = INT64_MIN, gd[3];
+	for (int d = 0; d < 3; d++) {
+		/* >= 0 (shl_ex_given); capped so that edge - gd cannot wrap */
+		gd[d] = g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
+		if (w->edge[d] == INT64_MIN)
+			continue;
+		if (w->edge[d] > was)
+			was = w->edge[d];
+		if (w->edge[d] - gd[d] > now_at)
+			now_at = w->edge[d] - gd[d];
+	}
+	/* A bucket set the release (edge 0), else something the gives do
+	 * not move did (a hold, the clock at the placing): it stays. */
+	int64_t shift = was == 0 ? -now_at : 0;
+	if (shift <= 0)
+		return 0;
+	/* The library moves the reservation itself (shl_ex_start refuses
+	 * one started before its release), within what its word allows. */
+	int64_t rel = w->release - shift;
+	if (shl_ex_advance(w->hd->h, w->x, &rel) != 0 || (shift = w->release - rel) <= 0)
+		return 0;
+	w->release = rel;
+	for (int d = 0; d < 3; d++) {
+		if (w->edge[d] == INT64_MIN)
+			continue;
+		/* < 0 where the give was more than the release moved */
+		int64_t by = shift - gd[d];
+		w->edge[d] = w->edge[d] + by > 0 ? 0 : w->edge[d] + by;
+	}
+	w->shifted += shift;
+	return 1;
+}
+
+/* What finished `e` gave back moves the waiting exchanges of its line
+ * placed after it; how many moved. */
+static int gave(struct state *st, const struct exch *e)
+{
+	int64_t g[3];
+	if (e->seq == 0 || shl_ex_given(e->x, g) != 0 || (g[0] <= 0 && g[1] <= 0 && g[2] <= 0))
+		return 0;
+	int n = 0;
+	for (struct exch *w = st->waiting; w != NULL; w = w->next)
+		if (w->hd == e->hd && w->pool == e->pool && w->seq > e->seq)
+			n += advance(w, g);
+	return n;
+}
+
 static void exch_finalize(napi_env env, void *data, void *hint)
 {
 	struct exch *e = data;
+	wait_del(e);
 	/* A response JavaScript dropped without reading to the end: the
 	 * request was sent, so it is settled with what was read. */
 	if (!e->finished)
@@ -658,7 +772,11 @@ static napi_value js_ex_open(napi_env env, napi_callback_info info)
 	return res;
 }
 
-/* exReserve(exchange, maxWaitNs) -> 0 or a negative code; out[DELAY_NS]. */
+/*
+ * exReserve(exchange, maxWaitNs) -> 0 or a negative code; out[DELAY_NS],
+ * out[SEQ] (the place's number: exMoved names it so).  An exchange that
+ * must wait is in the list of waiting ones until exStart or exFinish.
+ */
 static napi_value js_ex_reserve(napi_env env, napi_callback_info info)
 {
 	ARGS(2);
@@ -672,20 +790,32 @@ static napi_value js_ex_reserve(napi_env env, napi_callback_info info)
 		fill_refusal(st, &why);
 		return int32v(env, r);
 	}
-	st->out[OUT_DELAY_NS] = (double)(release - shl_now());
+	/* Numbered even when it may go at once: its finish can give. */
+	e->seq = ++st->seq;
 	const shl_ticket *t = shl_ex_ticket(e->x);
-	st->out[OUT_TPOOL] = t != NULL ? t->pool : -1;
+	e->pool = t != NULL ? t->pool : -1;
+	int64_t now = shl_now();
+	shl_place p;
+	if (release > now && shl_ex_place(e->hd->h, e->x, &p) == 0) {
+		e->release = release;
+		memcpy(e->edge, p.edge, sizeof(e->edge));
+		wait_add(st, e);
+	}
+	st->out[OUT_DELAY_NS] = (double)(release - now);
+	st->out[OUT_TPOOL] = e->pool;
+	st->out[OUT_SEQ] = (double)e->seq;
 	return int32v(env, r);
 }
 
 /* exStart(exchange) -> 0 or a negative code (the reservation is then
- * cancelled: reserve again, or give up). */
+ * cancelled: reserve again, or give up).  No longer waiting either way. */
 static napi_value js_ex_start(napi_env env, napi_callback_info info)
 {
 	ARGS(1);
 	struct exch *e = arg_exch(env, argv[0]);
 	if (e == NULL || e->finished)
 		return int32v(env, -EINVAL);
+	wait_del(e);
 	shl_refusal why = {.dim = SHL_DIM_NONE};
 	int r = shl_ex_start(e->hd->h, e->x, &why);
 	if (r < 0)
@@ -749,17 +879,50 @@ static napi_value js_ex_body(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
-/* exFinish(exchange, sent) -> 0 or a negative code; once. */
+/*
+ * exFinish(exchange, sent) -> 0 or a negative code; once.  out[MOVED]:
+ * how many waiting exchanges its give moved sooner (exMoved says which).
+ */
 static napi_value js_ex_finish(napi_env env, napi_callback_info info)
 {
 	ARGS(2);
+	st->out[OUT_MOVED] = 0;
 	struct exch *e = arg_exch(env, argv[0]);
 	if (e == NULL || e->finished)
 		return int32v(env, 0);
 	bool sent = true;
 	napi_get_value_bool(env, argv[1], &sent);
+	wait_del(e); /* an aborted wait: it gives, and is not moved */
 	e->finished = 1;
-	return int32v(env, shl_ex_finish(e->hd->h, e->x, sent));
+	int r = shl_ex_finish(e->hd->h, e->x, sent);
+	st->out[OUT_MOVED] = gave(st, e);
+	return int32v(env, r);
+}
+
+/*
+ * exMoved() -> [seq, delayNs, shiftNs, ...]: the waiting exchanges moved
+ * since the last call, each with its new delay (release - now; <= 0: due)
+ * and how much sooner it now goes.
+ */
+static napi_value js_ex_moved(napi_env env, napi_callback_info info)
+{
+	ARGS(0);
+	napi_value res, v;
+	napi_create_array(env, &res);
+	int64_t now = shl_now();
+	uint32_t i = 0;
+	for (struct exch *w = st->waiting; w != NULL; w = w->next) {
+		if (w->shifted == 0)
+			continue;
+		const double three[3] = {(double)w->seq, (double)(w->release - now),
+					 (double)w->shifted};
+		w->shifted = 0;
+		for (int k = 0; k < 3; k++) {
+			napi_create_double(env, three[k], &v);
+			napi_set_element(env, res, i++, v);
+		}
+	}
+	return res;
 }
 
 /* ------------------------------------------------------------------ */
@@ -769,6 +932,9 @@ static napi_value js_ex_finish(napi_env env, napi_callback_info info)
 static void state_finalize(napi_env env, void *data, void *hint)
 {
 	struct state *st = data;
+	/* Exchanges collected after this do not reach into st. */
+	while (st->waiting != NULL)
+		wait_del(st->waiting);
 	for (int i = 0; i < st->nslots; i++)
 		if (st->slots[i].hd != NULL)
 			handle_unref(st->slots[i].hd);
@@ -801,7 +967,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{"errName", js_err_name},  {"exKind", js_ex_kind},    {"exOpen", js_ex_open},
 		{"exReserve", js_ex_reserve}, {"exStart", js_ex_start},
 		{"exResponse", js_ex_response}, {"exBody", js_ex_body},
-		{"exFinish", js_ex_finish}, {"cLoop", js_c_loop},
+		{"exFinish", js_ex_finish}, {"exMoved", js_ex_moved}, {"cLoop", js_c_loop},
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

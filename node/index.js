@@ -13,7 +13,9 @@
  *
  * Waiting never blocks the event loop: the addon's calls return at once
  * (shl_reserve takes a place in line and says when it comes up; a timer
- * waits for it; shl_start checks again then).  Requests and responses are
+ * waits for it; shl_start checks again then).  governedFetch's timers move
+ * sooner when a request placed before theirs in the line settles below its
+ * estimate (the addon's early release: waitRelease).  Requests and responses are
  * read by the library's one reader (shl_ex_*), the one the preload shim and
  * the Python package use, so a request is charged the same whoever sends it.
  *
@@ -35,6 +37,9 @@ const OUT_CAPACITY = 5;
 const OUT_MODEL = 6;
 const OUT_TPOOL = 7;
 const IN_0 = 8; /* numbers for reserve and settle, written here, not passed */
+const OUT_SEQ = 16;
+const OUT_MOVED = 17;
+const OUT_LEN = 18;
 
 /* Negative errno values the library returns (Linux). */
 const EAGAIN = -11;
@@ -85,7 +90,7 @@ function load() {
     loadError.code = 'ENOADDON';
     throw loadError;
   }
-  out = new Float64Array(16);
+  out = new Float64Array(OUT_LEN);
   addon.setOut(out);
   return addon;
 }
@@ -179,6 +184,73 @@ function sleep(ms, signal) {
 async function sleepUntil(at, signal) {
   for (let left = at - performance.now(); left > 0; left = at - performance.now()) {
     await sleep(left, signal);
+  }
+}
+
+/*
+ * Early release (node/addon.c, "Early release"): governedFetch's places
+ * waiting for their release in this environment, by their number (the
+ * addon's seq).  When a request finishes, the addon moves sooner the
+ * waiting places of its line (segment handle and pool) taken after it, by
+ * what its settle or cancel gave back, and says which (exMoved); their
+ * timers are set again here.
+ */
+const waiting = new Map();
+let trace = null; /* tests: seq -> what a place did (_traceEarly) */
+
+/* Wait for place `seq`'s release, `delay` ms (> 0) from now, or sooner if
+ * it is moved; rejected early by `signal`.  (A timer may fire a little
+ * before the time it was set for, on the loop's cached clock: it is set
+ * again for the rest.) */
+function waitRelease(seq, delay, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) {
+      reject(abortReason(signal));
+      return;
+    }
+    const w = { at: performance.now() + delay, timer: null, arm: null };
+    let onAbort = null;
+    const end = () => {
+      waiting.delete(seq);
+      clearTimeout(w.timer);
+      if (signal) signal.removeEventListener('abort', onAbort);
+    };
+    w.arm = () => {
+      clearTimeout(w.timer);
+      const left = w.at - performance.now();
+      if (left > 0) {
+        w.timer = setTimeout(w.arm, Math.max(1, Math.ceil(left)));
+        return;
+      }
+      end();
+      resolve();
+    };
+    if (signal) {
+      onAbort = () => {
+        end();
+        reject(abortReason(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    waiting.set(seq, w);
+    w.arm();
+  });
+}
+
+/* Finish an exchange (settle, or cancel when not sent), then set again the
+ * timers of the waiting places its give moved. */
+function finishExchange(a, x, sent) {
+  a.exFinish(x, sent);
+  if (out[OUT_MOVED] <= 0) return;
+  const moved = a.exMoved(); /* [seq, delayNs, shiftNs, ...] */
+  for (let i = 0; i < moved.length; i += 3) {
+    const w = waiting.get(moved[i]);
+    if (!w) continue;
+    w.at = performance.now() + moved[i + 1] / 1e6;
+    if (trace && trace.has(moved[i])) {
+      trace.get(moved[i]).moves.push({ shiftNs: moved[i + 2], delayNs: moved[i + 1] });
+    }
+    w.arm();
   }
 }
 
@@ -513,7 +585,7 @@ function wrapResponse(a, x, res) {
   res.headers.forEach((v, k) => { lines.push(`${k}: ${v}`); });
   a.exResponse(x, res.status, lines.join('\r\n'));
   if (!res.body || NULL_BODY.has(res.status)) {
-    a.exFinish(x, true);
+    finishExchange(a, x, true);
     return res;
   }
   const reader = res.body.getReader();
@@ -521,7 +593,7 @@ function wrapResponse(a, x, res) {
   const finish = () => {
     if (!finished) {
       finished = true;
-      a.exFinish(x, true);
+      finishExchange(a, x, true);
     }
   };
   const body = new ReadableStream({
@@ -665,10 +737,18 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
       let r = a.exReserve(x, maxWaitNs(deadline));
       if (r === 0) {
         const delay = out[OUT_DELAY_NS] / 1e6;
-        if (delay <= 0) return;
-        await sleepUntil(performance.now() + delay, signal);
-        r = a.exStart(x);
-        if (r === 0) return;
+        const seq = out[OUT_SEQ];
+        const rec = trace && { what, seq, delayNs: out[OUT_DELAY_NS],
+                               releaseAt: performance.now() + delay, moves: [], startedAt: null };
+        if (rec) trace.set(seq, rec);
+        if (delay > 0) {
+          await waitRelease(seq, delay, signal);
+          r = a.exStart(x);
+        }
+        if (r === 0) {
+          if (rec) rec.startedAt = performance.now();
+          return;
+        }
       }
       if (r !== EAGAIN) throw refusal(a, r, what, st.lim._poolName(out[OUT_POOL] | 0));
       /* a hold arrived while it waited (its place is given back): wait, then again */
@@ -722,7 +802,7 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
     try {
       await admit(x, what, signal || undefined);
     } catch (e) {
-      a.exFinish(x, false);
+      finishExchange(a, x, false);
       if (e instanceof RefusedError && refusalMode === 'response') return refusalResponse(e);
       throw e;
     }
@@ -730,7 +810,7 @@ function governedFetch(fetchImpl = globalThis.fetch, options = {}) {
     try {
       res = await fetchImpl(input, init);
     } catch (e) {
-      a.exFinish(x, maybeSent(e));
+      finishExchange(a, x, maybeSent(e));
       throw e;
     }
     return wrapResponse(a, x, res);
@@ -749,4 +829,14 @@ module.exports = {
   unlink,
   /** The addon, loaded (throws when it cannot load); for benchmarks and tests. */
   get addon() { return load(); },
+  /**
+   * Tests: record (on) or stop recording governedFetch's places in this
+   * environment: a Map from each place's number to {what, seq, delayNs,
+   * releaseAt, moves: [{shiftNs, delayNs}], startedAt} (performance.now()
+   * times; startedAt null until it may be sent).
+   */
+  _traceEarly(on) {
+    trace = on ? new Map() : null;
+    return trace;
+  },
 };
