@@ -25,13 +25,13 @@
  *   before it, which the server counts less (the estimate errs high).  So
  *   every exReserve numbers its place (seq, per environment: one
  *   JavaScript thread, so the numbers are in the order the places were
- *   taken) and, when it must wait, keeps its place (shl_ex_place's edges)
- *   in the environment's list of waiting exchanges.  When an exchange
- *   finishes, what it gave back (shl_ex_given) moves each waiting one of
- *   its line (the same handle and pool) placed after it: every edge moves
- *   down by its bucket's give, and when a bucket set the release (an edge
- *   of 0: not a hold, not the clock) the release moves to the latest edge,
- *   as far as shl_ex_advance allows.  exFinish says how many moved, and
+ *   taken) and, when it must wait, keeps its place (shl_ex_place) in the
+ *   environment's list of waiting exchanges.  When an exchange finishes,
+ *   what it gave back (shl_ex_given) moves each waiting one of its line
+ *   (the same handle and pool) placed after it (shl_ex_follow: every edge
+ *   moves down by its bucket's give, and when a bucket set the release
+ *   the release moves to the latest edge, as far as the word allows).
+ *   exFinish says how many moved, and
  *   exMoved which, so that JavaScript sets their timers again.  Gives by
  *   places taken after a waiting one never move it: they make no room
  *   before it, though the word's ledger, which every refund raises, would
@@ -106,7 +106,7 @@ struct exch {
 	struct exch **pprev;  /* NULL: not in the list */
 	struct exch *next;
 	int64_t release;      /* shl_now() scale */
-	int64_t edge[3];      /* shl_ex_place's, moved with the release */
+	shl_place place;      /* shl_ex_place's, restated by shl_ex_follow */
 	int64_t shifted;      /* how much sooner since the last exMoved */
 };
 
@@ -624,46 +624,16 @@ static void wait_del(struct exch *e)
 	e->next = NULL;
 }
 
-/*
- * Move waiting `w` sooner by the gives g[] (ns per bucket) of an exchange
- * placed before it in its line: each edge moves down by its bucket's give;
- * when a bucket set the release (was == 0), the release moves to the
- * latest edge, or as far as shl_ex_advance allows (-ESTALE, -EINVAL: left
- * as it is).  1 when it moved.  (preload/hold.c's advance(), for the edges
- * only.)
- */
+/* Move waiting `w` sooner by the gives g[] (ns per bucket) of an exchange
+ * placed before it in its line (shl_ex_follow: the library's one rule,
+ * also the shim's); 1 when it moved. */
 static int advance(struct exch *w, const int64_t g[3])
 {
-	int64_t was = INT64_MIN, now_at = INT64_MIN, gd[3];
-	for (int d = 0; d < 3; d++) {
-		/* >= 0 (shl_ex_given); capped so that edge - gd cannot wrap */
-		gd[d] = g[d] > ((int64_t)1 << 62) ? (int64_t)1 << 62 : g[d];
-		if (w->edge[d] == INT64_MIN)
-			continue;
-		if (w->edge[d] > was)
-			was = w->edge[d];
-		if (w->edge[d] - gd[d] > now_at)
-			now_at = w->edge[d] - gd[d];
-	}
-	/* A bucket set the release (edge 0), else something the gives do
-	 * not move did (a hold, the clock at the placing): it stays. */
-	int64_t shift = was == 0 ? -now_at : 0;
-	if (shift <= 0)
+	int64_t rel;
+	if (shl_ex_follow(w->hd->h, w->x, g, &w->place, &rel) != 1)
 		return 0;
-	/* The library moves the reservation itself (shl_ex_start refuses
-	 * one started before its release), within what its word allows. */
-	int64_t rel = w->release - shift;
-	if (shl_ex_advance(w->hd->h, w->x, &rel) != 0 || (shift = w->release - rel) <= 0)
-		return 0;
+	w->shifted += w->release - rel;
 	w->release = rel;
-	for (int d = 0; d < 3; d++) {
-		if (w->edge[d] == INT64_MIN)
-			continue;
-		/* < 0 where the give was more than the release moved */
-		int64_t by = shift - gd[d];
-		w->edge[d] = w->edge[d] + by > 0 ? 0 : w->edge[d] + by;
-	}
-	w->shifted += shift;
 	return 1;
 }
 
@@ -795,10 +765,8 @@ static napi_value js_ex_reserve(napi_env env, napi_callback_info info)
 	const shl_ticket *t = shl_ex_ticket(e->x);
 	e->pool = t != NULL ? t->pool : -1;
 	int64_t now = shl_now();
-	shl_place p;
-	if (release > now && shl_ex_place(e->hd->h, e->x, &p) == 0) {
+	if (release > now && shl_ex_place(e->hd->h, e->x, &e->place) == 0) {
 		e->release = release;
-		memcpy(e->edge, p.edge, sizeof(e->edge));
 		wait_add(st, e);
 	}
 	st->out[OUT_DELAY_NS] = (double)(release - now);
