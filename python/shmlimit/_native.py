@@ -111,6 +111,12 @@ class shl_refusal(Structure):
     ]
 
 
+class shl_place(Structure):
+    """Where a reservation lies in each bucket of its pool, in ns from its release
+    (shl_ex_place; INT64_MIN for a bucket it does not take)."""
+    _fields_ = [("debt", c_int64 * 3), ("edge", c_int64 * 3), ("full", c_int64 * 3)]
+
+
 class shl_route_policy(Structure):
     _fields_ = [("min_free", c_double), ("timeout_ns", c_int64)]
 
@@ -163,9 +169,15 @@ _SIGS = [
     ("shl_ex_body", None, [_P, c_char_p, c_size_t], False),
     ("shl_ex_finish", c_int, [_P, _P, c_int], False),
     ("shl_ex_free", None, [_P], False),
+    # early release (preload/hold.c, "Early release"): a waiting reservation moved sooner
+    # by what the settles placed before it gave back
+    ("shl_ex_place", c_int, [_P, _P, POINTER(shl_place)], False),
+    ("shl_ex_given", c_int, [_P, POINTER(c_int64)], False),
+    ("shl_ex_advance", c_int, [_P, _P, POINTER(c_int64)], False),
 ]
 
-EX_FUNCS = [n for n, _, _, _ in _SIGS if n.startswith("shl_ex_")]
+EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_advance"]
+EX_FUNCS = [n for n, _, _, _ in _SIGS if n.startswith("shl_ex_") and n not in EARLY_FUNCS]
 
 
 class LibraryNotFound(OSError):
@@ -218,6 +230,7 @@ class Lib:
             setattr(self, name, f)
         self.has_reserve = self.shl_reserve is not None and self.shl_start is not None
         self.has_ex = all(getattr(self, n) is not None for n in EX_FUNCS)
+        self.has_early = self.has_ex and all(getattr(self, n) is not None for n in EARLY_FUNCS)
         libc = ctypes.CDLL(None)
         self.free = libc.free
         self.free.argtypes = [c_void_p]
@@ -276,5 +289,5 @@ def ns(seconds: Optional[float]) -> int:
 
 __all__ = [
     "Lib", "LibraryNotFound", "load", "ns", "shl_cost", "shl_usage", "shl_ticket", "shl_refusal",
-    "shl_err", "shl_route_policy", "byref", "errno", "DIM_NAMES",
+    "shl_err", "shl_route_policy", "shl_place", "byref", "errno", "DIM_NAMES",
 ]

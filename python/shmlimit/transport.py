@@ -9,9 +9,15 @@ Messages API path (``/v1/messages``, ``/v1/messages/count_tokens``,
 1. read by the library (``shl_ex_open``: model, estimate, stream; the same C
    reader as the preload shim's, no second copy here);
 2. admitted: a place in line (``shl_ex_reserve``, never blocking), a wait until
-   its release time (``time.sleep`` in the sync transport, ``await
-   asyncio.sleep`` in the async one: the event loop is never blocked), and
-   ``shl_ex_start`` (holds and the spend cap checked again);
+   its release time (the calling thread waits in the sync transport, the task
+   in the async one: the event loop is never blocked), and ``shl_ex_start``
+   (holds and the spend cap checked again).  The wait moves sooner when a
+   request of this process placed before it in the same pool settles below its
+   estimate or is cancelled: what that gave back to the shared word
+   (``shl_ex_given``) is room before this place, and ``shl_ex_advance`` moves
+   the reservation into it (the preload shim's rule for its held transfers,
+   preload/hold.c, "Early release").  Gives of requests placed after it are
+   not counted: they make no room before it;
 3. sent through the inner transport, unchanged;
 4. settled from the response: status and headers (``shl_ex_status``,
    ``shl_ex_header``), then the body as the application reads it
@@ -52,14 +58,24 @@ import time
 import weakref
 import zlib
 from ctypes import byref, c_int64, c_void_p
-from typing import Iterable, Iterator, AsyncIterator, Optional, Set, Tuple
+from typing import Callable, Iterable, Iterator, AsyncIterator, Optional, Set, Tuple
 
 import httpx
 
 try:  # asyncio or trio, whichever runs the AsyncClient (httpx's own async dependency)
-    from anyio import sleep as _async_sleep
+    from anyio import Event as _AsyncEvent, move_on_after as _move_on_after, sleep as _async_sleep
+
+    async def _wait_event(ev, seconds: float) -> None:
+        with _move_on_after(seconds):
+            await ev.wait()
 except ImportError:  # pragma: no cover
-    from asyncio import sleep as _async_sleep
+    from asyncio import Event as _AsyncEvent, sleep as _async_sleep
+
+    async def _wait_event(ev, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(ev.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
 from . import _native as N
 from .errors import from_code
@@ -91,13 +107,6 @@ def _note(key: str, msg: str) -> None:
     except Exception:
         pass
 
-
-def _reset_notes_after_fork() -> None:  # a child is a new process: it says it again
-    _noted.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_notes_after_fork)
 
 # ---------------------------------------------------------------------------
 # hosts
@@ -198,13 +207,244 @@ def _handle(segment: Optional[str]):
         return _handles[name]
 
 # ---------------------------------------------------------------------------
+# early release: this process's waiting reservations, moved sooner by the gives of the
+# places before them (preload/hold.c, "Early release", without its late-send skew)
+#
+# A line is a segment handle and a pool.  Its places are numbered (seq) in the order they
+# were taken in the word: one lock covers shl_ex_reserve and the numbering.  A give
+# (shl_ex_given: a settle below the estimate, a cancel) makes every place taken after it
+# in its pool end that much sooner; a waiting reservation placed after the finished one
+# has each taken bucket's edge (shl_ex_place: how much later than its release that bucket
+# alone would have let it go) moved down by the give, and when a bucket set its release
+# (an edge of 0: not a hold, not the clock) the release moves to the latest edge, as far as
+# shl_ex_advance allows (never before what the word allows counting every give since its
+# take).  Gives of places taken after a waiting one make no room before it (the word's
+# ledger, which every refund raises, would say they do): they never move it.
+
+_INT64_MIN = -(1 << 63)
+_GIVE_CAP = 1 << 62  # ns; a give capped so that release - give stays an int64
+
+# Tests: called (under the lock) with ("placed", seq, release, edges) for a reservation
+# that waits, ("given", seq, gives) for a finish that gave, ("moved", seq, release).
+_trace: Optional[Callable[..., None]] = None
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Waiter:
+    """A reservation waiting for its release: its place's edges and its release, moved
+    under the lock; `wake` (set by its transport, called under the lock) ends its wait
+    early after a move."""
+
+    __slots__ = ("ex", "line", "seq", "edge", "release", "wake")
+
+    def __init__(self, ex: _Exchange, edge, release: int):
+        self.ex = ex
+        self.line = ex.line
+        self.seq = ex.seq
+        self.edge = edge
+        self.release = release
+        self.wake = _nothing
+
+
+class _Lines:
+    """The seq count, the waiting reservations by line, and the gives to apply.
+
+    One lock covers every reservation with its numbering, every finish with the reading of
+    its give, every waiter's release and edges, and every shl_ex_advance, so that a place
+    taken after a finish (which counts its give already) is never moved by it.  A waiter
+    leaves (under the lock) before it calls shl_ex_start or is cancelled: an advance never
+    meets a start.  The lock is reentrant because a response garbage collected inside a
+    critical section finishes there; its give is queued and applied when the outermost
+    holder leaves, so nothing moves under a section that is reading."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.seq = 0
+        self.waiting = {}  # (handle, pool) -> {seq: _Waiter}
+        self.gives = []    # (line, seq, last seq placed before the give, gives)
+
+    def __enter__(self) -> _Lines:
+        self.lock.acquire()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            while self.depth == 1 and self.gives:
+                self._give(*self.gives.pop(0))
+        finally:
+            self.depth -= 1
+            self.lock.release()
+
+    def reserve(self, ex: _Exchange, max_wait_ns: int, rel: c_int64, why):
+        """shl_ex_reserve and its seq: (its result, the waiter when it must wait and the
+        library moves places, else None)."""
+        lib = ex.lib
+        with self:
+            r = lib.shl_ex_reserve(ex.hp, ex.x, max_wait_ns, byref(rel), byref(why))
+            if r != 0 or not lib.has_early:
+                return r, None
+            # admitted at once or not, its finish may give to the places after it
+            self.seq += 1
+            ex.seq = self.seq
+            ex.line = (ex.hp, lib.shl_ex_ticket(ex.x).contents.pool)
+            place = N.shl_place()
+            if rel.value <= lib.shl_now() or lib.shl_ex_place(ex.hp, ex.x, byref(place)) != 0:
+                return 0, None
+            w = _Waiter(ex, list(place.edge), rel.value)
+            self.waiting.setdefault(w.line, {})[w.seq] = w
+            if _trace is not None:
+                _trace("placed", w.seq, w.release, list(w.edge))
+            return 0, w
+
+    def leave(self, ex: _Exchange) -> None:
+        """`ex` waits no more: nothing moves it from here on."""
+        with self:
+            line = self.waiting.get(ex.line)
+            w = line.get(ex.seq) if line is not None else None
+            if w is not None and w.ex is ex:
+                del line[ex.seq]
+                if not line:
+                    del self.waiting[ex.line]
+
+    def finish(self, ex: _Exchange, sent: int) -> int:
+        """shl_ex_finish, and its give queued for the waiters placed after it."""
+        lib = ex.lib
+        g = (c_int64 * 3)()
+        with self:
+            # its waiter left before any start or cancel, unless an exception came between
+            # its reservation and its wait: never advance a freed exchange
+            self.leave(ex)
+            r = lib.shl_ex_finish(ex.hp, ex.x, sent)
+            if lib.shl_ex_given(ex.x, g) == 0 and max(g) > 0:
+                # the places numbered after self.seq were taken after the give: they count it
+                self.gives.append((ex.line, ex.seq, self.seq, [min(v, _GIVE_CAP) for v in g]))
+                if _trace is not None:
+                    _trace("given", ex.seq, list(g))
+        return r
+
+    def _give(self, line, seq: int, last: int, g) -> None:
+        for w in list(self.waiting.get(line, {}).values()):
+            if seq < w.seq <= last:
+                self._advance(w, g)
+
+    @staticmethod
+    def _advance(w: _Waiter, g) -> None:
+        """preload/hold.c's advance(): move `w` sooner by the gives g of a place before it."""
+        taken = [d for d in range(3) if w.edge[d] != _INT64_MIN]
+        if not taken:
+            return
+        was = max(w.edge[d] for d in taken)
+        now_at = max(w.edge[d] - g[d] for d in taken)
+        # a bucket set the release (edge 0), else something no give moves did (a hold, the
+        # clock at its placing): it stays
+        if was != 0 or now_at >= 0:
+            return
+        ex = w.ex
+        rel = c_int64(w.release + now_at)
+        # the library moves the reservation itself (shl_ex_start refuses one started before
+        # its release), within what its word allows; -ESTALE (an apply since, a cluster
+        # pool) or -EINVAL: it stays as it is
+        if ex.lib.shl_ex_advance(ex.hp, ex.x, byref(rel)) != 0 or rel.value >= w.release:
+            return
+        shift = w.release - rel.value
+        for d in taken:
+            # < 0 where the give was more than shl_ex_advance let the release move
+            w.edge[d] = min(0, w.edge[d] + shift - g[d])
+        w.release = rel.value
+        if _trace is not None:
+            _trace("moved", w.seq, w.release)
+        w.wake()
+
+
+_lines = _Lines()
+
+
+def _reset_after_fork() -> None:
+    """A child is a new process: it says it again, and has no line yet (the waiters it
+    inherited are its parent's, and so may be the lock)."""
+    global _lines
+    _noted.clear()
+    _lines = _Lines()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _wait_sync(lib, w: Optional[_Waiter], release: int) -> None:
+    """The calling thread waits until the release, or the waiter's release as moved."""
+    ev = threading.Event()
+    try:
+        while True:
+            if w is not None:
+                with _lines:
+                    release = w.release
+                    ev.clear()
+                    w.wake = ev.set
+            d = release - lib.shl_now()
+            if d <= 0:
+                return
+            ev.wait(d / 1e9)
+    finally:
+        if w is not None:
+            _lines.leave(w.ex)
+
+
+def _loop_call() -> Callable:
+    """A thread-safe call-soon into the running loop (a give may be applied on any thread)."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token().run_sync_soon
+        except RuntimeError:  # this task runs on asyncio
+            pass
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+async def _wait_async(lib, w: Optional[_Waiter], release: int) -> None:
+    """The task waits until the release, or the waiter's release as moved; a cancelled one
+    leaves the line first (its caller then gives its place back)."""
+    if w is None:
+        while True:
+            d = release - lib.shl_now()
+            if d <= 0:
+                return
+            await _async_sleep(d / 1e9)
+    try:
+        call = _loop_call()
+        while True:
+            ev = _AsyncEvent()
+
+            def wake(ev=ev) -> None:
+                try:
+                    call(ev.set)
+                except RuntimeError:  # the loop is closed: no one waits on it
+                    pass
+
+            with _lines:
+                release = w.release
+                w.wake = wake
+            d = release - lib.shl_now()
+            if d <= 0:
+                return
+            await _wait_event(ev, d / 1e9)
+    finally:
+        _lines.leave(w.ex)
+
+
+# ---------------------------------------------------------------------------
 # one exchange
 
 
 class _Exchange:
     """A governed request and its response; finish() runs once, from any thread."""
 
-    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "pid", "__weakref__")
+    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "pid", "seq", "line", "__weakref__")
 
     def __init__(self, lib, hp, x):
         self.lib = lib
@@ -214,6 +454,8 @@ class _Exchange:
         self.done = False
         self.lock = threading.Lock()
         self.decoder = None
+        self.seq = None  # its place's number and line (_Lines.reserve), once reserved
+        self.line = None
 
     def head(self, response: httpx.Response) -> None:
         lib, x = self.lib, self.x
@@ -248,7 +490,10 @@ class _Exchange:
         if os.getpid() != self.pid:
             return  # a fork child's copy (its exit runs the finalizers): the parent settles it
         try:
-            r = self.lib.shl_ex_finish(self.hp, self.x, sent)
+            if self.seq is None:
+                r = self.lib.shl_ex_finish(self.hp, self.x, sent)
+            else:
+                r = _lines.finish(self, sent)
         finally:
             self.lib.shl_ex_free(self.x)
         if r == N.SHL_EX_ESTIMATED:
@@ -364,8 +609,10 @@ class GovernedTransport(_Base, httpx.BaseTransport):
       else 60; negative: no deadline; 0: only now);
     * ``refusal``: ``"response"`` (a local 429 shaped like the API's) or ``"raise"``.
 
-    The admission wait sleeps the calling thread.  ``anthropic.Anthropic(http_client=
-    httpx.Client(transport=shmlimit.GovernedTransport()))`` governs the official SDK.
+    The admission wait blocks the calling thread until the release time, which moves sooner
+    when a request placed before it settles below its estimate.  ``anthropic.Anthropic(
+    http_client=httpx.Client(transport=shmlimit.GovernedTransport()))`` governs the official
+    SDK.
     """
 
     def __init__(self, transport: Optional[httpx.BaseTransport] = None, *,
@@ -412,7 +659,7 @@ class GovernedTransport(_Base, httpx.BaseTransport):
         deadline = self._deadline(lib)
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
-            r = lib.shl_ex_reserve(hp, x, left, byref(rel), byref(why))
+            r, w = _lines.reserve(ex, left, rel, why)
             if r == _EAGAIN:  # a library without fair waiting: shl_try's exact wait
                 wait = max(0, why.wait_ns)
                 if deadline is not None and lib.shl_now() + wait > deadline:
@@ -421,11 +668,7 @@ class GovernedTransport(_Base, httpx.BaseTransport):
                 continue
             if r < 0:
                 return self._refused(ex, r, why)
-            while True:
-                d = rel.value - lib.shl_now()
-                if d <= 0:
-                    break
-                time.sleep(d / 1e9)
+            _wait_sync(lib, w, rel.value)
             r = lib.shl_ex_start(hp, x, byref(why))
             if r == 0:
                 return None
@@ -443,9 +686,9 @@ class GovernedTransport(_Base, httpx.BaseTransport):
 class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
     """The asyncio counterpart of :class:`GovernedTransport` (same arguments; default inner
     transport ``httpx.AsyncHTTPTransport()``).  It never blocks the event loop: the
-    admission wait is an ``await asyncio.sleep`` until the release time the library
-    computed (anyio's sleep: asyncio or trio), and every library call it makes returns at
-    once.  A task cancelled while it waits gives its place back."""
+    admission wait awaits an event with a timeout at the release time the library computed
+    (anyio's: asyncio or trio), set when that release moves sooner, and every library call
+    it makes returns at once.  A task cancelled while it waits gives its place back."""
 
     def __init__(self, transport: Optional[httpx.AsyncBaseTransport] = None, *,
                  segment: Optional[str] = None, hosts: Optional[Iterable[str]] = None,
@@ -491,7 +734,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
         deadline = self._deadline(lib)
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
-            r = lib.shl_ex_reserve(hp, x, left, byref(rel), byref(why))
+            r, w = _lines.reserve(ex, left, rel, why)
             if r == _EAGAIN:  # a library without fair waiting: shl_try's exact wait
                 wait = max(0, why.wait_ns)
                 if deadline is not None and lib.shl_now() + wait > deadline:
@@ -500,11 +743,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
                 continue
             if r < 0:
                 return self._refused(ex, r, why)
-            while True:
-                d = rel.value - lib.shl_now()
-                if d <= 0:
-                    break
-                await _async_sleep(d / 1e9)
+            await _wait_async(lib, w, rel.value)
             r = lib.shl_ex_start(hp, x, byref(why))
             if r == 0:
                 return None
