@@ -174,9 +174,11 @@ _SIGS = [
     ("shl_ex_place", c_int, [_P, _P, POINTER(shl_place)], False),
     ("shl_ex_given", c_int, [_P, POINTER(c_int64)], False),
     ("shl_ex_advance", c_int, [_P, _P, POINTER(c_int64)], False),
+    ("shl_ex_follow", c_int, [_P, _P, POINTER(c_int64), POINTER(shl_place), POINTER(c_int64)],
+     False),
 ]
 
-EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_advance"]
+EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_advance", "shl_ex_follow"]
 EX_FUNCS = [n for n, _, _, _ in _SIGS if n.startswith("shl_ex_") and n not in EARLY_FUNCS]
 
 

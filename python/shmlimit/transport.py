@@ -218,11 +218,9 @@ def _handle(segment: Optional[str]):
 # alone would have let it go) moved down by the give, and when a bucket set its release
 # (an edge of 0: not a hold, not the clock) the release moves to the latest edge, as far as
 # shl_ex_advance allows (never before what the word allows counting every give since its
-# take).  Gives of places taken after a waiting one make no room before it (the word's
+# take): shl_ex_follow, one library call.  Gives of places taken after a waiting one make no room before it (the word's
 # ledger, which every refund raises, would say they do): they never move it.
 
-_INT64_MIN = -(1 << 63)
-_GIVE_CAP = 1 << 62  # ns; a give capped so that release - give stays an int64
 
 # Tests: called (under the lock) with ("placed", seq, release, edges) for a reservation
 # that waits, ("given", seq, gives) for a finish that gave, ("moved", seq, release).
@@ -234,17 +232,17 @@ def _nothing() -> None:
 
 
 class _Waiter:
-    """A reservation waiting for its release: its place's edges and its release, moved
-    under the lock; `wake` (set by its transport, called under the lock) ends its wait
-    early after a move."""
+    """A reservation waiting for its release: its place (shl_ex_place's, restated by
+    shl_ex_follow) and its release, moved under the lock; `wake` (set by its transport,
+    called under the lock) ends its wait early after a move."""
 
-    __slots__ = ("ex", "line", "seq", "edge", "release", "wake")
+    __slots__ = ("ex", "line", "seq", "place", "release", "wake")
 
-    def __init__(self, ex: _Exchange, edge, release: int):
+    def __init__(self, ex: _Exchange, place, release: int):
         self.ex = ex
         self.line = ex.line
         self.seq = ex.seq
-        self.edge = edge
+        self.place = place
         self.release = release
         self.wake = _nothing
 
@@ -295,10 +293,10 @@ class _Lines:
             place = N.shl_place()
             if rel.value <= lib.shl_now() or lib.shl_ex_place(ex.hp, ex.x, byref(place)) != 0:
                 return 0, None
-            w = _Waiter(ex, list(place.edge), rel.value)
+            w = _Waiter(ex, place, rel.value)
             self.waiting.setdefault(w.line, {})[w.seq] = w
             if _trace is not None:
-                _trace("placed", w.seq, w.release, list(w.edge))
+                _trace("placed", w.seq, w.release, list(place.edge))
             return 0, w
 
     def leave(self, ex: _Exchange) -> None:
@@ -322,7 +320,7 @@ class _Lines:
             r = lib.shl_ex_finish(ex.hp, ex.x, sent)
             if lib.shl_ex_given(ex.x, g) == 0 and max(g) > 0:
                 # the places numbered after self.seq were taken after the give: they count it
-                self.gives.append((ex.line, ex.seq, self.seq, [min(v, _GIVE_CAP) for v in g]))
+                self.gives.append((ex.line, ex.seq, self.seq, g))
                 if _trace is not None:
                     _trace("given", ex.seq, list(g))
         return r
@@ -334,27 +332,13 @@ class _Lines:
 
     @staticmethod
     def _advance(w: _Waiter, g) -> None:
-        """preload/hold.c's advance(): move `w` sooner by the gives g of a place before it."""
-        taken = [d for d in range(3) if w.edge[d] != _INT64_MIN]
-        if not taken:
-            return
-        was = max(w.edge[d] for d in taken)
-        now_at = max(w.edge[d] - g[d] for d in taken)
-        # a bucket set the release (edge 0), else something no give moves did (a hold, the
-        # clock at its placing): it stays
-        if was != 0 or now_at >= 0:
-            return
+        """Move `w` sooner by the gives g of a place before it: shl_ex_follow, the rule the
+        preload shim and Node.js use too (it moves the reservation itself, within what its
+        word allows, and restates its place; 0, -ESTALE or -EINVAL: it stays as it is)."""
         ex = w.ex
-        rel = c_int64(w.release + now_at)
-        # the library moves the reservation itself (shl_ex_start refuses one started before
-        # its release), within what its word allows; -ESTALE (an apply since, a cluster
-        # pool) or -EINVAL: it stays as it is
-        if ex.lib.shl_ex_advance(ex.hp, ex.x, byref(rel)) != 0 or rel.value >= w.release:
+        rel = c_int64()
+        if ex.lib.shl_ex_follow(ex.hp, ex.x, g, byref(w.place), byref(rel)) != 1:
             return
-        shift = w.release - rel.value
-        for d in taken:
-            # < 0 where the give was more than shl_ex_advance let the release move
-            w.edge[d] = min(0, w.edge[d] + shift - g[d])
         w.release = rel.value
         if _trace is not None:
             _trace("moved", w.seq, w.release)
