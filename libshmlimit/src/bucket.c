@@ -163,7 +163,8 @@
  * the margin of a line, large or small, is deep) lowers the span's least
  * L; a shallow one
  * raises the span's latest shallow instant (kept in the tag's low half at
- * 2-ns grain, read back late).  A slot is given only to later spans.
+ * 1-ms grain, SHL_SLACK_GRAIN, read back as the grain's end: late).  A
+ * slot is given only to later spans.
  * A refund of ticket j, whose end is P_j = mark - R_now, asking ns: every
  * take no slot holds was for an instant at or before `far` (below), so
  * b <= P_j - far; it reads the slots, then the clock, and if every span
@@ -327,7 +328,8 @@ static int64_t slack_left(uint64_t p, uint64_t ns, uint64_t r, uint64_t n, uint6
 			left = (int64_t)(lo[i] - r); /* its deep takes' least slack */
 		if ((uint32_t)tg[i] != 0) {
 			/* its latest shallow take, read late: b <= p - that */
-			uint64_t s = (e << SHL_SLACK_SHIFT) + 2 * (uint64_t)(uint32_t)tg[i] - 1;
+			uint64_t s = (e << SHL_SLACK_SHIFT) +
+				     ((uint64_t)(uint32_t)tg[i] << SHL_SLACK_GRAIN) - 1;
 			if (s >= p)
 				return -1;
 			if ((int64_t)(p - s) < left)

@@ -375,11 +375,13 @@ static inline int shl__cas16(void *p, uint64_t *o0, uint64_t *o1, uint64_t n0, u
 #define shl__release_fence() atomic_thread_fence(memory_order_release)
 #endif
 
-/* A shallow take's mark in its slot's tag: 1 + half its offset in its
- * span (bucket.c, "Slack"), which read back errs late, the safe way. */
+/* A shallow take's mark in its slot's tag: 1 + its offset in its span in
+ * grains of 2^SHL_SLACK_GRAIN ns (bucket.c, "Slack"), read back as the
+ * grain's end: late, the safe way.  The grain keeps the common case of an
+ * idle bucket one read: its takes' marks change once a grain. */
 static inline uint32_t shl__slack_mark(uint64_t at)
 {
-	return (uint32_t)((at & 0xffffffffu) >> 1) + 1;
+	return (uint32_t)((at & 0xffffffffu) >> SHL_SLACK_GRAIN) + 1;
 }
 
 /*

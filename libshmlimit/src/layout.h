@@ -199,8 +199,9 @@
  *            u64 tag  bits 63-32: the span + 1 (0: never used; span =
  *                     instant >> 32, 4.3 s; slot = span mod 11; a slot is
  *                     only ever given to a later span); bits 31-0: 0, or
- *                     1 + half the latest in-span offset of its shallow
- *                     takes (the others).  Only ever grows.
+ *                     1 + the latest in-span offset of its shallow
+ *                     takes (the others), in 2^20-ns grains.  Only ever
+ *                     grows.
  *
  * Configuration slot (41024 bytes):
  *   +0      64         slot header: u32 npools, u32 nmodels, i64 spend_cap
@@ -529,6 +530,7 @@ struct shl_learn {
  * line, and after its own place has passed. */
 #define SHL_SLACK_SLOTS 11
 #define SHL_SLACK_SHIFT 32 /* a span is 2^32 ns (4.3 s) */
+#define SHL_SLACK_GRAIN 20 /* a shallow instant's grain: 2^20 ns (1 ms) */
 #define SHL_SLACK_DEEP 1  /* deep: start - instant > (tol - cost) >> 1 */
 struct shl_slack_slot {
 	_Atomic uint64_t low; /* min over the span's deep takes of start - instant + ledger */

@@ -348,6 +348,7 @@ static void test_slack_model_check(void)
  * after each gives back the surplus, all but the first line's (the first
  * takes found the bucket empty: no slack). */
 #define SPAN (1ULL << SHL_SLACK_SHIFT)
+#define GRAIN (1ULL << SHL_SLACK_GRAIN)
 static uint64_t line_surplus(int use_slack, int64_t late, uint64_t *asked)
 {
 	enum { N = 400, INFLIGHT = 8 };
@@ -553,14 +554,16 @@ static void test_slack_slots(void)
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 700);
 	shl__slack_note(&sl, 5 * SPAN + 3, 501, 99, room, 5 * SPAN); /* ledger 99 */
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 600);
-	/* shallow takes (slack 500 or less): the latest instant, low unchanged */
-	shl__slack_note(&sl, 5 * SPAN + 101, 0, 0, room, 5 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 51);
-	shl__slack_note(&sl, 5 * SPAN + 40, 500, 0, room, 5 * SPAN);
-	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 51);
+	/* shallow takes (slack 500 or less): the latest instant (in 1-ms
+	 * grains: 1 + 3), low unchanged */
+	shl__slack_note(&sl, 5 * SPAN + 3 * GRAIN + 101, 0, 0, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 4);
+	shl__slack_note(&sl, 5 * SPAN + 2 * GRAIN, 500, 0, room, 5 * SPAN);
+	shl__slack_note(&sl, 5 * SPAN + 4 * GRAIN - 1, 500, 0, room, 5 * SPAN);
+	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].tag), 6ULL << 32 | 4);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[5].low), 600);
 	/* a span's first take shallow: a least low no refund reaches */
-	shl__slack_note(&sl, 6 * SPAN + 7, 3, 40, room, 5 * SPAN);
+	shl__slack_note(&sl, 6 * SPAN + 3 * GRAIN + 7, 3, 40, room, 5 * SPAN);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].tag), 7ULL << 32 | 4);
 	CU_ASSERT_EQUAL(atomic_load(&sl.slot[6].low), 40 + (1ULL << 62));
 	shl__slack_note(&sl, 6 * SPAN + 9, 600, 40, room, 5 * SPAN);
@@ -599,11 +602,11 @@ static void test_slack_slots(void)
 	shl__slack_note(&sl, 18 * SPAN, SPAN / 2, 0, SPAN / 2, 18 * SPAN);
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl), SPAN / 2);
-	/* a shallow take for 17 1/2 (read as 17 1/2 + 1): up to its instant */
+	/* a shallow take for 17 1/2 (read as the end of its grain): up to it */
 	shl__slack_note(&sl, 17 * SPAN + SPAN / 2, 0, 0, SPAN, 17 * SPAN);
 	FRESH();
 	CU_ASSERT_EQUAL(shl__bucket_refund(&b, 19 * SPAN, SPAN, 18 * SPAN, &hz, &sl),
-			SPAN / 2 - 1);
+			SPAN / 2 - GRAIN + 1);
 	/* one for an instant past the take's end (18 + 1000): nothing */
 	shl__slack_note(&sl, 18 * SPAN + 1000, 0, 0, SPAN, 18 * SPAN);
 	FRESH();
