@@ -10,12 +10,13 @@
 #      are what make that hold), >= 99.5% of the limit used, settled totals
 #      equal the server's.
 #   2. Japanese (CJK with some ASCII), accented French, and mixed bodies
-#      (90% English, 10% large Japanese), one pool each, the mock
-#      answering in 3 s (--latency-ms 3000), a steady curl --parallel
-#      fleet (--parallel-max 24), ITPM binding: zero server 429s after a
-#      warm-up of WARM requests per pool, >= 99.5% of the Japanese and the
-#      French and the mixed pools' ITPM used, and the learned estimate's
-#      error within 5% at the 95th percentile.  (curl --parallel sets CURLOPT_PIPEWAIT: with HTTP/1.1
+#      (90% English, 10% large Japanese), one pool each, against two
+#      mocks side by side, one answering in 3 s (--latency-ms 3000), one
+#      at once, a steady curl --parallel fleet each (--parallel-max 24),
+#      ITPM binding: zero server 429s after a warm-up of WARM requests per
+#      pool, >= 99.5% of the Japanese and the French and the mixed pools'
+#      ITPM used, and the learned estimate's error within 5% at the 95th
+#      percentile, at both latencies.  (curl --parallel sets CURLOPT_PIPEWAIT: with HTTP/1.1
 #      and 3 s answers, libcurl keeps released transfers up to 3 s before
 #      sending them; the line moves by that, preload/hold.c, "Late sends";
 #      a settle's surplus moves it back, "Early release".)
@@ -264,7 +265,7 @@ loop l $(seq -f "$T/l.%g.json" 1 $NL) &
 lp="$lp $!"
 
 # =====================================================================
-echo "# 2. CJK, accented and mixed bodies, the server answering in 3 s, a steady curl --parallel fleet, ITPM binding"
+echo "# 2. CJK, accented and mixed bodies, servers answering in 3 s (x) and at once (y), a steady curl --parallel fleet each, ITPM binding"
 # Three pools, one per kind of traffic (a pool learns one ratio: learn.c
 # assumes one mix of traffic per pool): Japanese (900 characters, some
 # ASCII words and digits: about 740 tokens at the server) to Sonnet, French
@@ -289,17 +290,21 @@ cat > "$T/txt.json" <<'EOF'
  "models": [{"match": "claude-sonnet-4*", "pool": "ja"}, {"match": "claude-haiku-4*", "pool": "fr"},
             {"match": "claude-opus-4*", "pool": "mix"}]}
 EOF
+# Two servers with these pools: x answers in 3 s, y at once; one fleet
+# each, run side by side (the same bodies; outputs $T/x.* and $T/y.*).
 start_mock x --config "$T/txt.json" --latency-ms 3000
-new_seg S2 "$T/txt.json"
+start_mock y --config "$T/txt.json"
+new_seg Sx "$T/txt.json"
+new_seg Sy "$T/txt.json"
 LANGS="ja fr mix"
 WARM=4 NM=${FIDELITY_TEXT_N:-56}
-# txt_args FIRST LAST: transfers FIRST..LAST of each pool, interleaved (the
-# mixed pool's first and every tenth after it a large Japanese body: with
-# 56, the last one, the 51st, comes 9 transfers, about 7 s, before the run
-# ends, time for its answer to give its surplus back: see the use check)
-txt_args() {
-	args=()
-	local k l
+# txt_bodies FIRST LAST: the bodies of transfers FIRST..LAST of each pool
+# (the mixed pool's first and every tenth after it a large Japanese body:
+# with 56, the last one, the 51st, comes 9 transfers, about 7 s, before
+# the run ends, time for its answer to give its surplus back: see the use
+# check)
+txt_bodies() {
+	local k
 	for k in $(seq "$1" "$2"); do
 		echo "ja $k claude-sonnet-4-5 0 $T/ja$k.json"
 		echo "fr $k claude-haiku-4-5 0 $T/fr$k.json"
@@ -310,42 +315,55 @@ txt_args() {
 		fi
 	done > "$T/txt.list"
 	gen - "$T/txt.list"
-	for k in $(seq "$1" "$2"); do
+}
+# txt_args S FIRST LAST: curl's arguments for them, to server S, the pools
+# interleaved
+txt_args() {
+	args=()
+	local k l u
+	eval "u=\$${1}_url"
+	for k in $(seq "$2" "$3"); do
 		for l in $LANGS; do
 			[ ${#args[@]} -gt 0 ] && args+=(--next -s)
-			args+=(-o "$T/$l$k.out" --url "$x_url/v1/messages" -d "@$T/$l$k.json")
+			args+=(-o "$T/$1.$l$k.out" --url "$u/v1/messages" -d "@$T/$l$k.json")
 		done
 	done
 }
-txt_args 1 $WARM
-# (--parallel-immediate: the warm-up only teaches the ratios; no PIPEWAIT)
-shim "$S2" "$x_port" curl -s --parallel --parallel-immediate "${args[@]}" 2>"$T/w2.err"
-warm429=$(mstat "$x_url" rate_limited)
-echo "       warm-up: $((3 * WARM)) requests, $warm429 server 429s; learned ratio ja $(ratio "$S2" ja), fr $(ratio "$S2" fr), mix $(ratio "$S2" mix)"
 samples() { "$STAT" --json "$1" | python3 -c 'import json,sys; print(sum(p["estimate"]["samples"] for p in json.load(sys.stdin)["pools"]))'; }
-check "text: the warm-up taught the three pools ($((3 * WARM)) samples)" eq "$(samples "$S2")" $((3 * WARM))
-r_ja0=$(ratio "$S2" ja) r_fr0=$(ratio "$S2" fr)
-# admissions before the measured requests, per pool (use.py counts from there)
-adm() { curl -s "$x_url/mock/admissions" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["pools"][sys.argv[1]]["admitted"]))' "$1"; }
-a_ja=$(adm ja) a_fr=$(adm fr) a_mix=$(adm mix)
-# The measured run: a steady fleet, at most P transfers at a time (curl
-# --parallel-max), each new one placed as an earlier one ends, as a worker
-# pool keeps its slots busy.  (A batch placed all at once is the README's
-# "Early release" case: a settle's surplus reaches only what was placed
-# before the settle and still waits.)
-txt_args $((WARM + 1)) $((WARM + NM))
-shim "$S2" "$x_port" curl -s --parallel --parallel-max "${FIDELITY_TEXT_PMAX:-24}" \
-	"${args[@]}" 2>"$T/p2.err"
-check "text: curl exit 0" eq $? 0
-n429=$(($(mstat "$x_url" rate_limited) - warm429))
-check "text: zero server 429s after the first $((3 * WARM)) requests ($WARM per pool)" eq "$n429" 0
-check "text: every transfer got a message" eq \
-	"$(grep -l msg_mock "$T"/ja*.out "$T"/fr*.out "$T"/mix*.out | wc -l | tr -d ' ')" $((3 * (WARM + NM)))
-for l in $LANGS; do
-	check "text: ITPM bound, $l (admissions waited)" ge "$(seg "$S2" $l.waited)" $((NM / 2))
+# admissions of POOL at server S so far (use.py counts from there)
+adm() {
+	local u
+	eval "u=\$${1}_url"
+	curl -s "$u/mock/admissions" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["pools"][sys.argv[1]]["admitted"]))' "$2"
+}
+txt_bodies 1 $((WARM + NM))
+for s in x y; do
+	eval "seg_=\$S$s port_=\$${s}_port url_=\$${s}_url"
+	txt_args $s 1 $WARM
+	# (--parallel-immediate: the warm-up only teaches the ratios; no PIPEWAIT)
+	shim "$seg_" "$port_" curl -s --parallel --parallel-immediate "${args[@]}" 2>"$T/$s.w.err"
+	eval "warm429_$s=$(mstat "$url_" rate_limited)"
+	eval "echo \"       $s warm-up: $((3 * WARM)) requests, \$warm429_$s server 429s; learned ratio ja $(ratio "$seg_" ja), fr $(ratio "$seg_" fr), mix $(ratio "$seg_" mix)\""
+	check "text $s: the warm-up taught the three pools ($((3 * WARM)) samples)" eq "$(samples "$seg_")" $((3 * WARM))
+	for l in $LANGS; do
+		eval "a_${s}_$l=$(adm $s $l)"
+	done
+	eval "r_ja0_$s=$(ratio "$seg_" ja) r_fr0_$s=$(ratio "$seg_" fr)"
 done
-check "text: segment input tokens = server's" eq "$(seg "$S2" all.tokens_in)" "$(mstat "$x_url" usage input_tokens)"
-check "text: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p2.err")" 0
+# The measured runs: a steady fleet per server, at most P transfers at a
+# time (curl --parallel-max), each new one placed as an earlier one ends,
+# as a worker pool keeps its slots busy.  (A batch placed all at once is
+# README.md's "Early release" case.)
+fp=""
+for s in x y; do
+	eval "seg_=\$S$s port_=\$${s}_port"
+	txt_args $s $((WARM + 1)) $((WARM + NM))
+	( shim "$seg_" "$port_" curl -s --parallel --parallel-max "${FIDELITY_TEXT_PMAX:-24}" \
+		"${args[@]}" 2>"$T/$s.p.err"; echo $? > "$T/$s.p.rc" ) &
+	fp="$fp $!"
+done
+# shellcheck disable=SC2086
+wait $fp
 # Use from the second measured admission of each pool (the first went
 # with the warm-up's answers still in flight).  What stays below 100% is
 # the 0.2% margin and the learned estimate's surplus (its p95 ratio errs
@@ -354,38 +372,53 @@ check "text: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/p2.err"
 # the shim moves the transfers held behind it that much sooner
 # (preload/hold.c, "Early release"), so only the last seconds' surplus is
 # not used.  Without the early release the surplus of every transfer
-# waiting in line was lost as well (switched off by hand, at 48 per pool:
-# mix 98.83%, under its check; fr 99.50%).  The mixed pool's
+# waiting in line was lost as well (switched off by hand, at 48 per pool,
+# 3 s: mix 98.83%, under its check; fr 99.50%).  The mixed pool's
 # large bodies carry about 250 tokens of surplus each (their ratio is the
-# English bodies'), which comes back some 6 s after one is sent (3 s of
-# PIPEWAIT, 3 s of answer): the server's bucket sits that much fuller
-# meanwhile and the line catches up after.  A run that stops within those
-# 6 s leaves it unused: FIDELITY_TEXT_N=48 puts the last large body 51st
-# of 52 and reads about 99.0% for the mixed pool (here it is 51st of 60).
-for l in $LANGS; do
-	eval "from=\$a_$l"
-	use=$(python3 "$HERE/use.py" "$x_url" $l itpm $((from + 1)))
-	echo "       use of the ITPM limit, $l: $use"
-	check "text $l: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
+# English bodies'), which at 3 s comes back some 6 s after one is sent
+# (3 s of PIPEWAIT, 3 s of answer): the server's bucket sits that much
+# fuller meanwhile and the line catches up after.  A run that stops within
+# those 6 s leaves it unused: FIDELITY_TEXT_N=48 puts the last large body
+# 51st of 52 and reads about 99.0% for the mixed pool (here it is 51st of
+# 60).
+for s in x y; do
+	eval "seg_=\$S$s url_=\$${s}_url w429=\$warm429_$s"
+	check "text $s: curl exit 0" eq "$(cat "$T/$s.p.rc")" 0
+	n429=$(($(mstat "$url_" rate_limited) - w429))
+	check "text $s: zero server 429s after the first $((3 * WARM)) requests ($WARM per pool)" eq "$n429" 0
+	check "text $s: every transfer got a message" eq \
+		"$(grep -l msg_mock "$T/$s".*.out | wc -l | tr -d ' ')" $((3 * (WARM + NM)))
+	for l in $LANGS; do
+		check "text $s: ITPM bound, $l (admissions waited)" ge "$(seg "$seg_" $l.waited)" $((NM / 2))
+	done
+	check "text $s: segment input tokens = server's" eq "$(seg "$seg_" all.tokens_in)" "$(mstat "$url_" usage input_tokens)"
+	check "text $s: nothing from the shim on stderr" eq "$(grep -c shmlimit "$T/$s.p.err")" 0
+	for l in $LANGS; do
+		eval "from=\$a_${s}_$l"
+		use=$(python3 "$HERE/use.py" "$url_" $l itpm $((from + 1)))
+		echo "       $s: use of the ITPM limit, $l: $use"
+		check "text $s $l: >= 99.5% of the ITPM limit used" awk -v u="$use" 'BEGIN { exit !(u >= 0.995) }'
+	done
+	eval "r_ja1_$s=$(ratio "$seg_" ja) r_fr1_$s=$(ratio "$seg_" fr)"
+	eval "echo \"       $s: learned ratio after: ja \$r_ja1_$s, fr \$r_fr1_$s, mix $(ratio "$seg_" mix)\""
 done
-r_ja1=$(ratio "$S2" ja) r_fr1=$(ratio "$S2" fr)
-echo "       learned ratio after: ja $r_ja1, fr $r_fr1, mix $(ratio "$S2" mix)"
 # The estimate's error: what the segment charged a request at admission is
 # its raw estimate (raw.py) times the pool's learned ratio (rounded up, in
 # 1/4096ths: learn.c), against the server's usage.input_tokens.  The ratio
 # is read before and after the measured requests; each must keep the 95th
 # percentile of |charged - server| / server within 5%.  (Not the mixed
 # pool: one ratio for two scripts errs high on the one it fits worse.)
-for l in ja fr; do
-	bodies=() outs=()
-	for k in $(seq $((WARM + 1)) $((WARM + NM))); do
-		bodies+=("$T/$l$k.json")
-		outs+=("$T/$l$k.out")
-	done
-	paste -d ' ' <(python3 "$T/raw.py" "${bodies[@]}") \
-		<(for f in "${outs[@]}"; do in_tok "$f"; done) > "$T/$l.err.txt"
-	eval "ra=\$r_${l}0 rb=\$r_${l}1"
-	p95=$(python3 - "$T/$l.err.txt" "$ra" "$rb" <<'EOF'
+for s in x y; do
+	for l in ja fr; do
+		bodies=() outs=()
+		for k in $(seq $((WARM + 1)) $((WARM + NM))); do
+			bodies+=("$T/$l$k.json")
+			outs+=("$T/$s.$l$k.out")
+		done
+		paste -d ' ' <(python3 "$T/raw.py" "${bodies[@]}") \
+			<(for f in "${outs[@]}"; do in_tok "$f"; done) > "$T/$s.$l.err.txt"
+		eval "ra=\$r_${l}0_$s rb=\$r_${l}1_$s"
+		p95=$(python3 - "$T/$s.$l.err.txt" "$ra" "$rb" <<'EOF'
 import math, sys
 rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
 worst = 0.0
@@ -396,9 +429,10 @@ for r in sys.argv[2:]:
 print("%.4f" % worst)
 EOF
 )
-	echo "       $l: estimate error at the 95th percentile $p95 ($(lines "$T/$l.err.txt") requests)"
-	check "text $l: estimate error <= 5% at the 95th percentile" \
-		awk -v e="$p95" -v n="$(lines "$T/$l.err.txt")" 'BEGIN { exit !(n == '"$NM"' && e <= 0.05) }'
+		echo "       $s: $l: estimate error at the 95th percentile $p95 ($(lines "$T/$s.$l.err.txt") requests)"
+		check "text $s $l: estimate error <= 5% at the 95th percentile" \
+			awk -v e="$p95" -v n="$(lines "$T/$s.$l.err.txt")" 'BEGIN { exit !(n == '"$NM"' && e <= 0.05) }'
+	done
 done
 
 # =====================================================================
