@@ -218,8 +218,9 @@ def _handle(segment: Optional[str]):
 # alone would have let it go) moved down by the give, and when a bucket set its release
 # (an edge of 0: not a hold, not the clock) the release moves to the latest edge, as far as
 # shl_ex_advance allows (never before what the word allows counting every give since its
-# take): shl_ex_follow, one library call.  Gives of places taken after a waiting one make no room before it (the word's
-# ledger, which every refund raises, would say they do): they never move it.
+# take): shl_ex_follow, one library call.  Gives of places taken after a waiting one make
+# no room before it (the word's ledger, which every refund raises, would say they do): they
+# never move it.
 
 
 # Tests: called (under the lock) with ("placed", seq, release, edges) for a reservation
@@ -251,7 +252,7 @@ class _Lines:
     """The seq count, the waiting reservations by line, and the gives to apply.
 
     One lock covers every reservation with its numbering, every finish with the reading of
-    its give, every waiter's release and edges, and every shl_ex_advance, so that a place
+    its give, every waiter's release and place, and every shl_ex_follow, so that a place
     taken after a finish (which counts its give already) is never moved by it.  A waiter
     leaves (under the lock) before it calls shl_ex_start or is cancelled: an advance never
     meets a start.  The lock is reentrant because a response garbage collected inside a
