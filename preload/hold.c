@@ -80,8 +80,9 @@
  *   it in this multi (hs->seq, per multi) has its edges moved down by the
  *   gives; when a bucket set its release (an edge of 0: not a hold, not
  *   the clock at its placing), the release moves to the latest edge
- *   (shl_ex_advance moves the reservation itself, never before what the
- *   word allows counting every give since its take), its place is
+ *   (shl_ex_follow: the library moves the reservation itself, never
+ *   before what the word allows counting every give since its take, the
+ *   rule the Python and Node.js bindings use too), its place is
  *   restated from there, and the pool's line is replanned for the
  *   late-send skew.  Gives by places taken after a held one (a later
  *   transfer cancelled) are not counted for it: they make no room before
@@ -449,11 +450,11 @@ void shim_multi_settled(struct hs *s, uint64_t charged, uint64_t counted)
 
 /*
  * Move held `h` sooner by the gives g[] (ns per bucket) of a transfer placed
- * before it: each bucket's edge moves down by its give; when a bucket set
- * the release, the release moves to the latest edge (or as far as
- * shl_ex_advance allows), and h's place is restated from the new release,
- * exactly or the safe way (debt smaller, full and edge larger).  1 when it
- * moved.
+ * before it (shl_ex_follow: each bucket's edge moves down by its give; when
+ * a bucket set the release, the release moves to the latest edge, or as far
+ * as the word allows, and h's place is restated from the new release,
+ * exactly or the safe way), with its late-send release the same.  1 when
+ * it moved.
  */
 static int advance(struct hs *h, const int64_t g[3])
 {
