@@ -70,12 +70,19 @@ async function aborted(p, ctl) {
   await assert.rejects(p, (e) => e.name === 'AbortError');
 }
 
-test('a settle below the estimate moves the waiting requests placed after it by exactly its give; a later one\'s cancel moves nothing', async (t) => {
+/* A mock, a segment, the trace of this environment's places (stopped
+ * after the test) and a governedFetch on them: each test's start. */
+async function early(t) {
   const m = await startMock(null);
   const seg = newSegment(config);
   const trace = shmlimit._traceEarly(true);
   t.after(() => shmlimit._traceEarly(false));
   const gf = shmlimit.governedFetch(fetch, { segment: seg, hosts: m.host, waitMs: -1 });
+  return { m, seg, trace, gf };
+}
+
+test('a settle below the estimate moves the waiting requests placed after it by exactly its give; a later one\'s cancel moves nothing', async (t) => {
+  const { m, seg, trace, gf } = await early(t);
   const lim = new shmlimit.Limiter(seg, { readOnly: true });
   assert.equal(lim.stats().pools[0].estimate.ratio, 1.25, 'the prior');
   lim.close();
@@ -120,11 +127,7 @@ test('a settle below the estimate moves the waiting requests placed after it by 
 });
 
 test('a give larger than the wait releases the waiting request at once, long before its first release', async (t) => {
-  const m = await startMock(null);
-  const seg = newSegment(config);
-  const trace = shmlimit._traceEarly(true);
-  t.after(() => shmlimit._traceEarly(false));
-  const gf = shmlimit.governedFetch(fetch, { segment: seg, hosts: m.host, waitMs: -1 });
+  const { m, seg, trace, gf } = await early(t);
   const fill = filler(seg, 'claude-early-x', 500);
   const resA = await send(gf, m, 'claude-early-a', 1000, { usage: '10,5,0,0,0' });
   /* B (400) waits 8 s; A's settle gives 990 tokens, 19.8 s */
@@ -148,12 +151,8 @@ test('a give larger than the wait releases the waiting request at once, long bef
 });
 
 test('only the line moves: not another pool of the segment, not the same pool of another segment', async (t) => {
-  const m = await startMock(null);
-  const seg = newSegment(config);
+  const { m, seg, trace, gf } = await early(t);
   const seg2 = newSegment(config);
-  const trace = shmlimit._traceEarly(true);
-  t.after(() => shmlimit._traceEarly(false));
-  const gf = shmlimit.governedFetch(fetch, { segment: seg, hosts: m.host, waitMs: -1 });
   const gf2 = shmlimit.governedFetch(fetch, { segment: seg2, hosts: m.host, waitMs: -1 });
   const fills = [filler(seg, 'claude-early-x', 500), filler(seg, 'claude-other-x', 1500),
                  filler(seg2, 'claude-early-x', 1500)];
@@ -181,11 +180,7 @@ test('only the line moves: not another pool of the segment, not the same pool of
 });
 
 test('a request released by a hold, not by a bucket, is not moved', async (t) => {
-  const m = await startMock(null);
-  const seg = newSegment(config);
-  const trace = shmlimit._traceEarly(true);
-  t.after(() => shmlimit._traceEarly(false));
-  const gf = shmlimit.governedFetch(fetch, { segment: seg, hosts: m.host, waitMs: -1 });
+  const { m, seg, trace, gf } = await early(t);
   const fill = filler(seg, 'claude-early-x', 500);
   const resA = await send(gf, m, 'claude-early-a', 1000, { usage: '700,5,0,0,0' });
   /* a server 429 holds the pool for 10 s */
