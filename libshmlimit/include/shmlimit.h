@@ -766,6 +766,20 @@ SHL_API int shl_ex_advance(shl_t *h, shl_exchange *x, int64_t *release_ns);
  */
 SHL_API int shl_ex_follow(shl_t *h, shl_exchange *x, const int64_t given_ns[3], shl_place *place,
 			  int64_t *release_ns);
+/*
+ * The same for tickets (shl_reserve's, waiting for t->admitted_at), for
+ * bindings whose explicit API waits (Python's Limiter.acquire): settle or
+ * cancel saying what each bucket got back (shl_ex_given's meaning; 0 when
+ * nothing, also on an error); where an open ticket lies in its buckets
+ * (shl_ex_place's); and a waiting ticket moved by the gives of a ticket
+ * placed before it in its line (shl_ex_follow's rule; 1 when it moved,
+ * t->admitted_at is then its new release, which shl_start accepts).
+ */
+SHL_API int shl_settle_given(shl_t *h, shl_ticket *t, const shl_usage *u, int64_t given_ns[3]);
+SHL_API int shl_cancel_given(shl_t *h, shl_ticket *t, int64_t given_ns[3]);
+SHL_API int shl_ticket_place(shl_t *h, const shl_ticket *t, shl_place *out);
+SHL_API int shl_follow(shl_t *h, shl_ticket *t, const int64_t given_ns[3], shl_place *place,
+		       int64_t *release_ns);
 /* The usage the response reported (what settlement charged when it was
  * read): 0, or -ENODATA when none was read and believed. */
 SHL_API int shl_ex_usage(const shl_exchange *x, shl_usage *out);

@@ -1210,6 +1210,33 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	return shl__cancel_given(h, t, given);
 }
 
+/* The gives as the public calls say them: ns, at most INT64_MAX. */
+static void given_out(const uint64_t given[SHL_NBUCKETS], int64_t given_ns[3])
+{
+	for (int d = 0; d < SHL_NBUCKETS; d++)
+		given_ns[d] = given[d] > INT64_MAX ? INT64_MAX : (int64_t)given[d];
+}
+
+int shl_settle_given(shl_t *h, shl_ticket *t, const shl_usage *u, int64_t given_ns[3])
+{
+	uint64_t given[SHL_NBUCKETS];
+	if (given_ns == NULL)
+		return -EINVAL;
+	int r = shl__settle_given(h, t, u, given);
+	given_out(given, given_ns);
+	return r;
+}
+
+int shl_cancel_given(shl_t *h, shl_ticket *t, int64_t given_ns[3])
+{
+	uint64_t given[SHL_NBUCKETS];
+	if (given_ns == NULL)
+		return -EINVAL;
+	int r = shl__cancel_given(h, t, given);
+	given_out(given, given_ns);
+	return r;
+}
+
 int shl__cancel_given(shl_t *h, shl_ticket *t, uint64_t given[SHL_NBUCKETS])
 {
 	for (int d = 0; d < SHL_NBUCKETS; d++)
@@ -1355,6 +1382,14 @@ void shl__ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
 	}
 }
 
+int shl_ticket_place(shl_t *h, const shl_ticket *t, shl_place *out)
+{
+	if (h == NULL || t == NULL || out == NULL || t->state != 1)
+		return -EINVAL;
+	shl__ticket_place(h, t, out);
+	return 0;
+}
+
 int64_t shl__ticket_floor(shl_t *h, const shl_ticket *t)
 {
 	const struct shl_pool_local *pl = NULL;
@@ -1370,6 +1405,74 @@ int64_t shl__ticket_floor(shl_t *h, const shl_ticket *t)
 			floor = e;
 	}
 	return floor;
+}
+
+int shl__ticket_advance(shl_t *h, shl_ticket *t, int64_t *release_ns)
+{
+	int64_t want = *release_ns, now = shl__now();
+	if (want < now)
+		want = now;
+	if (want >= t->admitted_at) {
+		*release_ns = t->admitted_at;
+		return 0;
+	}
+	int64_t floor = shl__ticket_floor(h, t);
+	if (floor == INT64_MAX) {
+		*release_ns = t->admitted_at;
+		return -ESTALE;
+	}
+	if (want < floor)
+		want = floor;
+	if (want < t->admitted_at)
+		t->admitted_at = want;
+	*release_ns = t->admitted_at;
+	return 0;
+}
+
+int shl_follow(shl_t *h, shl_ticket *t, const int64_t given_ns[3], shl_place *place,
+	       int64_t *release_ns)
+{
+	if (h == NULL || t == NULL || given_ns == NULL || place == NULL || release_ns == NULL ||
+	    t->state != 1)
+		return -EINVAL;
+	int64_t was = INT64_MIN, at = INT64_MIN, g[SHL_NBUCKETS];
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		/* >= 0 as the gives are said; capped so that edge - g cannot wrap */
+		g[d] = given_ns[d] < 0 ? 0 : given_ns[d] > (INT64_C(1) << 62) ? INT64_C(1) << 62
+									: given_ns[d];
+		if (place->edge[d] == INT64_MIN)
+			continue;
+		if (place->edge[d] > was)
+			was = place->edge[d];
+		if (place->edge[d] - g[d] > at)
+			at = place->edge[d] - g[d];
+	}
+	*release_ns = t->admitted_at;
+	/* A bucket set the release (edge 0), else something the gives do not
+	 * move did (a hold, the clock at the placing): it stays. */
+	int64_t shift = was == 0 ? -at : 0;
+	if (shift <= 0)
+		return 0;
+	int64_t before = t->admitted_at, rel = before - shift;
+	int r = shl__ticket_advance(h, t, &rel);
+	*release_ns = t->admitted_at;
+	if (r != 0)
+		return r;
+	if ((shift = before - rel) <= 0)
+		return 0;
+	for (int d = 0; d < SHL_NBUCKETS; d++) {
+		if (place->edge[d] == INT64_MIN)
+			continue;
+		/* how far this bucket's positions move relative to the new
+		 * release: < 0 where the give was more than the release moved */
+		int64_t by = shift - g[d];
+		place->edge[d] = place->edge[d] + by > 0 ? 0 : place->edge[d] + by;
+		/* a debt of 0 ended at or before the release: 0 stays */
+		place->debt[d] = place->debt[d] > 0 && place->debt[d] + by > 0 ? place->debt[d] + by : 0;
+		/* a full of 0 was at or before the release: at most `by` now */
+		place->full[d] = place->full[d] + by > 0 ? place->full[d] + by : 0;
+	}
+	return 1;
 }
 
 int shl__clamp_at(shl_t *h, int pool, int dim, uint64_t remaining, uint64_t after, int64_t at,

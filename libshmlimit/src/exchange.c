@@ -219,70 +219,15 @@ int shl_ex_advance(shl_t *h, shl_exchange *x, int64_t *release_ns)
 {
 	if (h == NULL || x == NULL || release_ns == NULL || !x->ticket_open)
 		return -EINVAL;
-	int64_t want = *release_ns, now = shl__now();
-	if (want < now)
-		want = now;
-	if (want >= x->ticket.admitted_at) {
-		*release_ns = x->ticket.admitted_at;
-		return 0;
-	}
-	int64_t floor = shl__ticket_floor(h, &x->ticket);
-	if (floor == INT64_MAX) {
-		*release_ns = x->ticket.admitted_at;
-		return -ESTALE;
-	}
-	if (want < floor)
-		want = floor;
-	if (want < x->ticket.admitted_at)
-		x->ticket.admitted_at = want;
-	*release_ns = x->ticket.admitted_at;
-	return 0;
+	return shl__ticket_advance(h, &x->ticket, release_ns);
 }
 
 int shl_ex_follow(shl_t *h, shl_exchange *x, const int64_t given_ns[3], shl_place *place,
 		  int64_t *release_ns)
 {
-	if (h == NULL || x == NULL || given_ns == NULL || place == NULL || release_ns == NULL ||
-	    !x->ticket_open)
+	if (x == NULL || !x->ticket_open)
 		return -EINVAL;
-	int64_t was = INT64_MIN, at = INT64_MIN, g[SHL_NBUCKETS];
-	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		/* >= 0 as shl_ex_given says; capped so that edge - g cannot wrap */
-		g[d] = given_ns[d] < 0 ? 0 : given_ns[d] > (INT64_C(1) << 62) ? INT64_C(1) << 62
-									: given_ns[d];
-		if (place->edge[d] == INT64_MIN)
-			continue;
-		if (place->edge[d] > was)
-			was = place->edge[d];
-		if (place->edge[d] - g[d] > at)
-			at = place->edge[d] - g[d];
-	}
-	*release_ns = x->ticket.admitted_at;
-	/* A bucket set the release (edge 0), else something the gives do not
-	 * move did (a hold, the clock at the placing): it stays. */
-	int64_t shift = was == 0 ? -at : 0;
-	if (shift <= 0)
-		return 0;
-	int64_t before = x->ticket.admitted_at, rel = before - shift;
-	int r = shl_ex_advance(h, x, &rel);
-	*release_ns = x->ticket.admitted_at;
-	if (r != 0)
-		return r;
-	if ((shift = before - rel) <= 0)
-		return 0;
-	for (int d = 0; d < SHL_NBUCKETS; d++) {
-		if (place->edge[d] == INT64_MIN)
-			continue;
-		/* how far this bucket's positions move relative to the new
-		 * release: < 0 where the give was more than the release moved */
-		int64_t by = shift - g[d];
-		place->edge[d] = place->edge[d] + by > 0 ? 0 : place->edge[d] + by;
-		/* a debt of 0 ended at or before the release: 0 stays */
-		place->debt[d] = place->debt[d] > 0 && place->debt[d] + by > 0 ? place->debt[d] + by : 0;
-		/* a full of 0 was at or before the release: at most `by` now */
-		place->full[d] = place->full[d] + by > 0 ? place->full[d] + by : 0;
-	}
-	return 1;
+	return shl_follow(h, &x->ticket, given_ns, place, release_ns);
 }
 
 int shl_ex_given(const shl_exchange *x, int64_t given_ns[3])

@@ -181,6 +181,9 @@ SHL_HIDDEN int shl__settle_as_given(struct shl *h, shl_ticket *t, int served, co
 SHL_HIDDEN int64_t shl__ticket_floor(struct shl *h, const shl_ticket *t);
 /* shl_ex_place's rule for an open ticket (admit.c). */
 SHL_HIDDEN void shl__ticket_place(struct shl *h, const shl_ticket *t, shl_place *out);
+/* shl_ex_advance for a ticket (admit.c): its release moved to *release_ns,
+ * clamped to [the floor, its release] and never before now. */
+SHL_HIDDEN int shl__ticket_advance(struct shl *h, shl_ticket *t, int64_t *release_ns);
 SHL_HIDDEN int shl__clamp_at(struct shl *h, int pool, int dim, uint64_t remaining,
 			     uint64_t after, int64_t at, int64_t since);
 /* cluster.c: multi-host leases (see its top comment) */

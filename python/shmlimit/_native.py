@@ -176,9 +176,16 @@ _SIGS = [
     ("shl_ex_advance", c_int, [_P, _P, POINTER(c_int64)], False),
     ("shl_ex_follow", c_int, [_P, _P, POINTER(c_int64), POINTER(shl_place), POINTER(c_int64)],
      False),
+    ("shl_settle_given", c_int, [_P, POINTER(shl_ticket), POINTER(shl_usage), POINTER(c_int64)],
+     False),
+    ("shl_cancel_given", c_int, [_P, POINTER(shl_ticket), POINTER(c_int64)], False),
+    ("shl_ticket_place", c_int, [_P, POINTER(shl_ticket), POINTER(shl_place)], False),
+    ("shl_follow", c_int, [_P, POINTER(shl_ticket), POINTER(c_int64), POINTER(shl_place),
+                           POINTER(c_int64)], False),
 ]
 
 EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_advance", "shl_ex_follow"]
+EARLY_TICKET_FUNCS = ["shl_settle_given", "shl_cancel_given", "shl_ticket_place", "shl_follow"]
 EX_FUNCS = [n for n, _, _, _ in _SIGS if n.startswith("shl_ex_") and n not in EARLY_FUNCS]
 
 
@@ -233,6 +240,8 @@ class Lib:
         self.has_reserve = self.shl_reserve is not None and self.shl_start is not None
         self.has_ex = all(getattr(self, n) is not None for n in EX_FUNCS)
         self.has_early = self.has_ex and all(getattr(self, n) is not None for n in EARLY_FUNCS)
+        self.has_early_tickets = self.has_reserve and all(
+            getattr(self, n) is not None for n in EARLY_TICKET_FUNCS)
         libc = ctypes.CDLL(None)
         self.free = libc.free
         self.free.argtypes = [c_void_p]

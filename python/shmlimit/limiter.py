@@ -9,9 +9,10 @@ import os
 import threading
 import time
 import warnings
-from ctypes import byref, c_int, c_int64, c_void_p, string_at
+from ctypes import byref, c_int, c_void_p, string_at
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from . import _early
 from . import _native as N
 from .errors import Refused, SegmentError, ShmlimitError, Timeout, from_code
 
@@ -70,6 +71,27 @@ def _usage_struct(usage: Optional[Usage], kw: Mapping[str, int]) -> N.shl_usage:
     return u
 
 
+def _cancel(lib, hp, t: N.shl_ticket, e: Optional[_early.Entry]) -> int:
+    """shl_cancel; for a numbered place, through its line (its give moves the places
+    waiting after it)."""
+    if e is None or e.seq is None:
+        return lib.shl_cancel(hp, byref(t))
+    return _early.lines.finish(e, lambda g: lib.shl_cancel_given(hp, byref(t), g))
+
+
+def _reserve(lib, hp, m: int, cost: N.shl_cost, left: int, t: N.shl_ticket, why,
+             e: _early.Entry):
+    """shl_reserve, numbered in its line when the library moves places (shl_follow): (its
+    result, the waiter when it must wait, else None)."""
+    if not lib.has_early_tickets:
+        return lib.shl_reserve(hp, m, byref(cost), left, byref(t), byref(why)), None
+    e.follow = lambda g, p, r: lib.shl_follow(hp, byref(t), g, byref(p), byref(r))
+    return _early.lines.reserve(
+        e, lambda: lib.shl_reserve(hp, m, byref(cost), left, byref(t), byref(why)),
+        lambda: (hp, t.pool), lambda: t.admitted_at,
+        lambda p: lib.shl_ticket_place(hp, byref(t), byref(p)), lib.shl_now)
+
+
 class Ticket:
     """One admitted request, to be settled (or cancelled) exactly once.
 
@@ -86,13 +108,16 @@ class Ticket:
       under-counted.
     """
 
-    __slots__ = ("_lim", "_t", "_cost", "model", "waited", "_sent", "__weakref__")
+    __slots__ = ("_lim", "_t", "_cost", "model", "waited", "_sent", "_entry", "__weakref__")
 
     def __init__(self, lim: "Limiter", t: N.shl_ticket, cost: N.shl_cost, model: str,
-                 waited: float):
+                 waited: float, entry: Optional[_early.Entry] = None):
         self._lim = lim
         self._t = t
         self._cost = cost
+        #: its place in its line (acquire's reservations: _early), whose settle or cancel
+        #: moves the waiting places after it
+        self._entry = entry
         #: the model id admitted (for route(): the one chosen)
         self.model = model
         #: seconds spent waiting for admission
@@ -130,15 +155,21 @@ class Ticket:
         else:
             u = _usage_struct(usage, counts)
         lim = self._lim
-        r = lim._settle(lim._hp, byref(self._t), byref(u))
+        e = self._entry
+        if e is None or e.seq is None:
+            r = lim._settle(lim._hp, byref(self._t), byref(u))
+        else:
+            r = _early.lines.finish(
+                e, lambda g: lim._lib.shl_settle_given(lim._hp, byref(self._t), byref(u), g))
         if r < 0:
             raise from_code(r, f"settle: {lim._lib.strerror(r)}")
 
     def cancel(self) -> None:
         """Give everything back: the request was never sent."""
-        r = self._lim._lib.shl_cancel(self._lim._hp, byref(self._t))
+        lim = self._lim
+        r = _cancel(lim._lib, lim._hp, self._t, self._entry)
         if r < 0:
-            raise from_code(r, f"cancel: {self._lim._lib.strerror(r)}")
+            raise from_code(r, f"cancel: {lim._lib.strerror(r)}")
 
     def _close(self, exc: bool) -> None:
         if self._t.state != 1:
@@ -324,24 +355,21 @@ class Limiter:
             return Ticket(self, t, cost, model, time.monotonic() - t0)
         start = lib.shl_now()
         deadline = None if timeout is None else start + N.ns(timeout)
+        e = _early.Entry()
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
-            r = lib.shl_reserve(hp, m, byref(cost), left, byref(t), byref(why))
+            r, w = _reserve(lib, hp, m, cost, left, t, why, e)
             if r < 0:
                 raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
-            try:
-                while True:
-                    d = t.admitted_at - lib.shl_now()
-                    if d <= 0:
-                        break
-                    time.sleep(d / 1e9)
+            try:  # until its release, sooner when the places before it give (_early)
+                _early.wait_sync(lib, w, t.admitted_at)
             except BaseException:
-                lib.shl_cancel(hp, byref(t))
+                _cancel(lib, hp, t, e)
                 raise
             r = lib.shl_start(hp, byref(t), byref(why))
             if r == 0:
-                return Ticket(self, t, cost, model, (lib.shl_now() - start) / 1e9)
-            lib.shl_cancel(hp, byref(t))
+                return Ticket(self, t, cost, model, (lib.shl_now() - start) / 1e9, e)
+            _cancel(lib, hp, t, e)
             if r != _EAGAIN:
                 raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
             # held back by a server retry-after since the reservation: wait it out, reserve again
@@ -387,10 +415,12 @@ class Limiter:
         why = N.shl_refusal()
         start = lib.shl_now()
         deadline = None if timeout is None else start + N.ns(timeout)
+        e = _early.Entry()
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
+            w = None
             if lib.has_reserve:
-                r = lib.shl_reserve(hp, m, byref(cost), left, byref(t), byref(why))
+                r, w = _reserve(lib, hp, m, cost, left, t, why, e)
             else:
                 r = lib.shl_try(hp, m, byref(cost), byref(t), byref(why))
                 if r == _EAGAIN:
@@ -404,19 +434,15 @@ class Limiter:
                     return Ticket(self, t, cost, model, (lib.shl_now() - start) / 1e9)
             if r < 0:
                 raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
-            try:
-                while True:
-                    d = t.admitted_at - lib.shl_now()
-                    if d <= 0:
-                        break
-                    await asyncio.sleep(d / 1e9)
+            try:  # until its release, sooner when the places before it give (_early)
+                await _early.wait_async(lib, w, t.admitted_at)
             except BaseException:
-                lib.shl_cancel(hp, byref(t))
+                _cancel(lib, hp, t, e)
                 raise
             r = lib.shl_start(hp, byref(t), byref(why))
             if r == 0:
-                return Ticket(self, t, cost, model, (lib.shl_now() - start) / 1e9)
-            lib.shl_cancel(hp, byref(t))
+                return Ticket(self, t, cost, model, (lib.shl_now() - start) / 1e9, e)
+            _cancel(lib, hp, t, e)
             if r != _EAGAIN:
                 raise from_code(r, f"{model}: {lib.strerror(r)}", why=why, model=model)
             wait = max(0, why.wait_ns)

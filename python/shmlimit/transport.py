@@ -47,7 +47,6 @@ with one line on stderr per cause and process.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import math
@@ -58,25 +57,12 @@ import time
 import weakref
 import zlib
 from ctypes import byref, c_int64, c_void_p
-from typing import Callable, Iterable, Iterator, AsyncIterator, Optional, Set, Tuple
+from typing import Iterable, Iterator, AsyncIterator, Optional, Set, Tuple
 
 import httpx
 
-try:  # asyncio or trio, whichever runs the AsyncClient (httpx's own async dependency)
-    from anyio import Event as _AsyncEvent, move_on_after as _move_on_after, sleep as _async_sleep
-
-    async def _wait_event(ev, seconds: float) -> None:
-        with _move_on_after(seconds):
-            await ev.wait()
-except ImportError:  # pragma: no cover
-    from asyncio import Event as _AsyncEvent, sleep as _async_sleep
-
-    async def _wait_event(ev, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(ev.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
+from ._early import async_sleep as _async_sleep
+from . import _early
 from . import _native as N
 from .errors import from_code
 
@@ -93,6 +79,14 @@ DEFAULT_WAIT_MS = 60000
 # one stderr line per cause and process
 
 _noted: Set[str] = set()
+
+
+def _reset_notes_after_fork() -> None:  # a child is a new process: it says it again
+    _noted.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_notes_after_fork)
 _note_lock = threading.Lock()
 
 
@@ -207,231 +201,17 @@ def _handle(segment: Optional[str]):
         return _handles[name]
 
 # ---------------------------------------------------------------------------
-# early release: this process's waiting reservations, moved sooner by the gives of the
-# places before them (preload/hold.c, "Early release", without its late-send skew)
-#
-# A line is a segment handle and a pool.  Its places are numbered (seq) in the order they
-# were taken in the word: one lock covers shl_ex_reserve and the numbering.  A give
-# (shl_ex_given: a settle below the estimate, a cancel) makes every place taken after it
-# in its pool end that much sooner; a waiting reservation placed after the finished one
-# has each taken bucket's edge (shl_ex_place: how much later than its release that bucket
-# alone would have let it go) moved down by the give, and when a bucket set its release
-# (an edge of 0: not a hold, not the clock) the release moves to the latest edge, as far as
-# shl_ex_advance allows (never before what the word allows counting every give since its
-# take): shl_ex_follow, one library call.  Gives of places taken after a waiting one make
-# no room before it (the word's ledger, which every refund raises, would say they do): they
-# never move it.
-
-
-# Tests: called (under the lock) with ("placed", seq, release, edges) for a reservation
-# that waits, ("given", seq, gives) for a finish that gave, ("moved", seq, release).
-_trace: Optional[Callable[..., None]] = None
-
-
-def _nothing() -> None:
-    pass
-
-
-class _Waiter:
-    """A reservation waiting for its release: its place (shl_ex_place's, restated by
-    shl_ex_follow) and its release, moved under the lock; `wake` (set by its transport,
-    called under the lock) ends its wait early after a move."""
-
-    __slots__ = ("ex", "line", "seq", "place", "release", "wake")
-
-    def __init__(self, ex: _Exchange, place, release: int):
-        self.ex = ex
-        self.line = ex.line
-        self.seq = ex.seq
-        self.place = place
-        self.release = release
-        self.wake = _nothing
-
-
-class _Lines:
-    """The seq count, the waiting reservations by line, and the gives to apply.
-
-    One lock covers every reservation with its numbering, every finish with the reading of
-    its give, every waiter's release and place, and every shl_ex_follow, so that a place
-    taken after a finish (which counts its give already) is never moved by it.  A waiter
-    leaves (under the lock) before it calls shl_ex_start or is cancelled: an advance never
-    meets a start.  The lock is reentrant because a response garbage collected inside a
-    critical section finishes there; its give is queued and applied when the outermost
-    holder leaves, so nothing moves under a section that is reading."""
-
-    def __init__(self):
-        self.lock = threading.RLock()
-        self.depth = 0
-        self.seq = 0
-        self.waiting = {}  # (handle, pool) -> {seq: _Waiter}
-        self.gives = []    # (line, seq, last seq placed before the give, gives)
-
-    def __enter__(self) -> _Lines:
-        self.lock.acquire()
-        self.depth += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            while self.depth == 1 and self.gives:
-                self._give(*self.gives.pop(0))
-        finally:
-            self.depth -= 1
-            self.lock.release()
-
-    def reserve(self, ex: _Exchange, max_wait_ns: int, rel: c_int64, why):
-        """shl_ex_reserve and its seq: (its result, the waiter when it must wait and the
-        library moves places, else None)."""
-        lib = ex.lib
-        with self:
-            r = lib.shl_ex_reserve(ex.hp, ex.x, max_wait_ns, byref(rel), byref(why))
-            if r != 0 or not lib.has_early:
-                return r, None
-            # admitted at once or not, its finish may give to the places after it
-            self.seq += 1
-            ex.seq = self.seq
-            ex.line = (ex.hp, lib.shl_ex_ticket(ex.x).contents.pool)
-            place = N.shl_place()
-            if rel.value <= lib.shl_now() or lib.shl_ex_place(ex.hp, ex.x, byref(place)) != 0:
-                return 0, None
-            w = _Waiter(ex, place, rel.value)
-            self.waiting.setdefault(w.line, {})[w.seq] = w
-            if _trace is not None:
-                _trace("placed", w.seq, w.release, list(place.edge))
-            return 0, w
-
-    def leave(self, ex: _Exchange) -> None:
-        """`ex` waits no more: nothing moves it from here on."""
-        with self:
-            line = self.waiting.get(ex.line)
-            w = line.get(ex.seq) if line is not None else None
-            if w is not None and w.ex is ex:
-                del line[ex.seq]
-                if not line:
-                    del self.waiting[ex.line]
-
-    def finish(self, ex: _Exchange, sent: int) -> int:
-        """shl_ex_finish, and its give queued for the waiters placed after it."""
-        lib = ex.lib
-        g = (c_int64 * 3)()
-        with self:
-            # its waiter left before any start or cancel, unless an exception came between
-            # its reservation and its wait: never advance a freed exchange
-            self.leave(ex)
-            r = lib.shl_ex_finish(ex.hp, ex.x, sent)
-            if lib.shl_ex_given(ex.x, g) == 0 and max(g) > 0:
-                # the places numbered after self.seq were taken after the give: they count it
-                self.gives.append((ex.line, ex.seq, self.seq, g))
-                if _trace is not None:
-                    _trace("given", ex.seq, list(g))
-        return r
-
-    def _give(self, line, seq: int, last: int, g) -> None:
-        for w in list(self.waiting.get(line, {}).values()):
-            if seq < w.seq <= last:
-                self._advance(w, g)
-
-    @staticmethod
-    def _advance(w: _Waiter, g) -> None:
-        """Move `w` sooner by the gives g of a place before it: shl_ex_follow, the rule the
-        preload shim and Node.js use too (it moves the reservation itself, within what its
-        word allows, and restates its place; 0, -ESTALE or -EINVAL: it stays as it is)."""
-        ex = w.ex
-        rel = c_int64()
-        if ex.lib.shl_ex_follow(ex.hp, ex.x, g, byref(w.place), byref(rel)) != 1:
-            return
-        w.release = rel.value
-        if _trace is not None:
-            _trace("moved", w.seq, w.release)
-        w.wake()
-
-
-_lines = _Lines()
-
-
-def _reset_after_fork() -> None:
-    """A child is a new process: it says it again, and has no line yet (the waiters it
-    inherited are its parent's, and so may be the lock)."""
-    global _lines
-    _noted.clear()
-    _lines = _Lines()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _wait_sync(lib, w: Optional[_Waiter], release: int) -> None:
-    """The calling thread waits until the release, or the waiter's release as moved."""
-    ev = threading.Event()
-    try:
-        while True:
-            if w is not None:
-                with _lines:
-                    release = w.release
-                    ev.clear()
-                    w.wake = ev.set
-            d = release - lib.shl_now()
-            if d <= 0:
-                return
-            ev.wait(d / 1e9)
-    finally:
-        if w is not None:
-            _lines.leave(w.ex)
-
-
-def _loop_call() -> Callable:
-    """A thread-safe call-soon into the running loop (a give may be applied on any thread)."""
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return trio.lowlevel.current_trio_token().run_sync_soon
-        except RuntimeError:  # this task runs on asyncio
-            pass
-    return asyncio.get_running_loop().call_soon_threadsafe
-
-
-async def _wait_async(lib, w: Optional[_Waiter], release: int) -> None:
-    """The task waits until the release, or the waiter's release as moved; a cancelled one
-    leaves the line first (its caller then gives its place back)."""
-    if w is None:
-        while True:
-            d = release - lib.shl_now()
-            if d <= 0:
-                return
-            await _async_sleep(d / 1e9)
-    try:
-        call = _loop_call()
-        while True:
-            ev = _AsyncEvent()
-
-            def wake(ev=ev) -> None:
-                try:
-                    call(ev.set)
-                except RuntimeError:  # the loop is closed: no one waits on it
-                    pass
-
-            with _lines:
-                release = w.release
-                w.wake = wake
-            d = release - lib.shl_now()
-            if d <= 0:
-                return
-            await _wait_event(ev, d / 1e9)
-    finally:
-        _lines.leave(w.ex)
-
-
-# ---------------------------------------------------------------------------
 # one exchange
 
 
-class _Exchange:
-    """A governed request and its response; finish() runs once, from any thread."""
+class _Exchange(_early.Entry):
+    """A governed request and its response; finish() runs once, from any thread.  As an
+    Entry: its place in its line, numbered once reserved (_early.Lines.reserve)."""
 
-    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "pid", "seq", "line", "__weakref__")
+    __slots__ = ("lib", "hp", "x", "done", "lock", "decoder", "pid", "__weakref__")
 
     def __init__(self, lib, hp, x):
+        super().__init__()
         self.lib = lib
         self.hp = hp
         self.x = x
@@ -439,8 +219,18 @@ class _Exchange:
         self.done = False
         self.lock = threading.Lock()
         self.decoder = None
-        self.seq = None  # its place's number and line (_Lines.reserve), once reserved
-        self.line = None
+
+    def reserve(self, left: int, rel: c_int64, why):
+        """shl_ex_reserve, numbered in its line when the library moves places: (its
+        result, the waiter when it must wait, else None)."""
+        lib, hp, x = self.lib, self.hp, self.x
+        if not lib.has_early:
+            return lib.shl_ex_reserve(hp, x, left, byref(rel), byref(why)), None
+        self.follow = lambda g, p, r: lib.shl_ex_follow(hp, x, g, byref(p), byref(r))
+        return _early.lines.reserve(
+            self, lambda: lib.shl_ex_reserve(hp, x, left, byref(rel), byref(why)),
+            lambda: (hp, lib.shl_ex_ticket(x).contents.pool), lambda: rel.value,
+            lambda p: lib.shl_ex_place(hp, x, byref(p)), lib.shl_now)
 
     def head(self, response: httpx.Response) -> None:
         lib, x = self.lib, self.x
@@ -475,10 +265,15 @@ class _Exchange:
         if os.getpid() != self.pid:
             return  # a fork child's copy (its exit runs the finalizers): the parent settles it
         try:
+            lib, hp, x = self.lib, self.hp, self.x
             if self.seq is None:
-                r = self.lib.shl_ex_finish(self.hp, self.x, sent)
+                r = lib.shl_ex_finish(hp, x, sent)
             else:
-                r = _lines.finish(self, sent)
+                def fin(g) -> int:
+                    r = lib.shl_ex_finish(hp, x, sent)
+                    lib.shl_ex_given(x, g)  # g stays 0 when nothing was given
+                    return r
+                r = _early.lines.finish(self, fin)
         finally:
             self.lib.shl_ex_free(self.x)
         if r == N.SHL_EX_ESTIMATED:
@@ -644,7 +439,7 @@ class GovernedTransport(_Base, httpx.BaseTransport):
         deadline = self._deadline(lib)
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
-            r, w = _lines.reserve(ex, left, rel, why)
+            r, w = ex.reserve(left, rel, why)
             if r == _EAGAIN:  # a library without fair waiting: shl_try's exact wait
                 wait = max(0, why.wait_ns)
                 if deadline is not None and lib.shl_now() + wait > deadline:
@@ -653,7 +448,7 @@ class GovernedTransport(_Base, httpx.BaseTransport):
                 continue
             if r < 0:
                 return self._refused(ex, r, why)
-            _wait_sync(lib, w, rel.value)
+            _early.wait_sync(lib, w, rel.value)
             r = lib.shl_ex_start(hp, x, byref(why))
             if r == 0:
                 return None
@@ -719,7 +514,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
         deadline = self._deadline(lib)
         while True:
             left = -1 if deadline is None else max(0, deadline - lib.shl_now())
-            r, w = _lines.reserve(ex, left, rel, why)
+            r, w = ex.reserve(left, rel, why)
             if r == _EAGAIN:  # a library without fair waiting: shl_try's exact wait
                 wait = max(0, why.wait_ns)
                 if deadline is not None and lib.shl_now() + wait > deadline:
@@ -728,7 +523,7 @@ class AsyncGovernedTransport(_Base, httpx.AsyncBaseTransport):
                 continue
             if r < 0:
                 return self._refused(ex, r, why)
-            await _wait_async(lib, w, rel.value)
+            await _early.wait_async(lib, w, rel.value)
             r = lib.shl_ex_start(hp, x, byref(why))
             if r == 0:
                 return None

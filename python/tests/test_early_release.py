@@ -1,6 +1,6 @@
 """Early release in the transports: a request waiting in line is moved sooner by what a
 request placed before it in the same pool gave back when it settled below its estimate,
-and never by the give of one placed after it (python/shmlimit/transport.py, _Lines).
+and never by the give of one placed after it (python/shmlimit/_early.py).
 
 The pool's ITPM bucket binds: 10,000 a minute (6 ms a token, plus the pool's 0.2% margin),
 a burst of 1,000; RPM's burst of 10,000 puts its edge 10 s before any release here, so it
@@ -8,11 +8,12 @@ never limits a move.  A first request teaches the pool its ratio (the mock count
 body's 500 tokens), so that A and B are estimated at 500 each: A goes at once, B waits
 about 3 s behind it; the server counts A at 150, and A's settle gives 350 tokens back,
 which moves B about 2.1 s sooner.  The checks are exact, from what the transport read
-(the transport's _trace hook: B's release and edges at its placing, A's give per bucket,
+(the lines' trace hook: B's release and edges at its placing, A's give per bucket,
 B's release after the move), never from how long anything took."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import pytest
 
 import shmlimit
 from shmlimit import _native as N
-from shmlimit import transport as T
+from shmlimit import _early as E
 from conftest import config, message_body, pool, sdk_headers
 
 SEG = config(rpm=60000, itpm=10000, burst={"rpm": 10000, "itpm": 1000})
@@ -76,7 +77,7 @@ class Trace:
 @pytest.fixture
 def trace(monkeypatch):
     t = Trace(N.load())
-    monkeypatch.setattr(T, "_trace", t)
+    monkeypatch.setattr(E, "trace", t)
     return t
 
 
@@ -236,12 +237,12 @@ def test_fork_child_has_its_own_lines(mock, segment):
     held, done = threading.Event(), threading.Event()
 
     def hold():
-        with T._lines.lock:
+        with E.lines.lock:
             held.set()
             done.wait(30)
 
     with sync_client(m, seg, sent) as c:
-        assert post(c, "P", 8).status_code == 200 and T._lines.seq > 0
+        assert post(c, "P", 8).status_code == 200 and E.lines.seq > 0
         th = threading.Thread(target=hold)
         th.start()
         try:
@@ -251,10 +252,10 @@ def test_fork_child_has_its_own_lines(mock, segment):
                 code = 1
                 try:
                     signal.alarm(10)
-                    fresh = T._lines.seq == 0 and not T._lines.waiting
+                    fresh = E.lines.seq == 0 and not E.lines.waiting
                     with sync_client(m, seg, sent) as cc:
                         ok = post(cc, "K", 8).status_code == 200
-                    code = 0 if fresh and ok and T._lines.seq == 1 else 2
+                    code = 0 if fresh and ok and E.lines.seq == 1 else 2
                 finally:
                     os._exit(code)
             _, st = os.waitpid(pid, 0)
@@ -263,3 +264,80 @@ def test_fork_child_has_its_own_lines(mock, segment):
             th.join(30)
     assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
     assert m.stats()["requests"] == 2  # P, and the child's K
+
+
+# -- the explicit API: Limiter.acquire and acquire_async (tickets; no server needed) -----
+
+MODEL = "claude-sonnet-4-5"
+
+
+def check_ticket_moved(trace, a_seq, b_seq, started):
+    """B moved once by A's give, exactly (or, given after the moved release, to the clock);
+    it started at its new release, before its first."""
+    rel0, edges = trace.placed[b_seq]
+    shift = moved_by(edges, trace.given[a_seq])
+    assert shift > 500_000_000  # more than half a second sooner
+    assert [m[0] for m in trace.moved].count(b_seq) == 1
+    rel1, at = next(m[1:] for m in trace.moved if m[0] == b_seq)
+    if at <= rel0 - shift:
+        assert rel1 == rel0 - shift
+    else:
+        assert rel0 - shift < rel1 <= at
+    assert rel1 <= started < rel0
+
+
+def test_acquire_moved_by_earlier_settle(segment, trace):
+    """A takes 900 of the 1,000-token burst at once; B (500) waits about 2.4 s in its own
+    thread; A settles at 700: its give of 200 tokens (1.2 s) moves B that much sooner."""
+    lim = shmlimit.Limiter(segment(SEG))
+    lib = trace.lib
+    a = lim.acquire(MODEL, input_tokens=900, max_tokens=10)
+    out = {}
+
+    def b():
+        t = lim.acquire(MODEL, input_tokens=500, max_tokens=10, timeout=30)
+        out["started"] = lib.shl_now()
+        t.settle(input_tokens=500, output_tokens=1)
+
+    th = threading.Thread(target=b)
+    th.start()
+    trace.wait_placed(1)
+    (b_seq,) = trace.placed
+    a.settle(input_tokens=700, output_tokens=1)
+    th.join(30)
+    check_ticket_moved(trace, b_seq - 1, b_seq, out["started"])
+    c = pool(lim.stats())["counters"]
+    assert c["settled"] == 2 and c["cancelled"] == 0
+
+
+def test_acquire_async_not_moved_by_later_cancel(segment, trace):
+    """B and C wait as tasks (acquire_async), C placed after B; C's task is cancelled: its
+    give does not move B.  A then settles on a worker thread and moves B."""
+    lim = shmlimit.Limiter(segment(SEG))
+    lib = trace.lib
+    a = lim.acquire(MODEL, input_tokens=900, max_tokens=10)
+    out = {}
+
+    async def main():
+        async def b():
+            async with lim.acquire_async(MODEL, input_tokens=500, max_tokens=10) as t:
+                out["started"] = lib.shl_now()
+                t.settle(input_tokens=500, output_tokens=1)
+
+        tb = asyncio.ensure_future(b())
+        await asyncio.to_thread(trace.wait_placed, 1)
+        tc = asyncio.ensure_future(lim.acquire_async(MODEL, input_tokens=300, max_tokens=10))
+        await asyncio.to_thread(trace.wait_placed, 2)
+        b_seq, c_seq = sorted(trace.placed)
+        tc.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tc
+        assert trace.given[c_seq][1] > 0 and not trace.moved  # C gave; B stays
+        await asyncio.to_thread(a.settle, input_tokens=700, output_tokens=1)
+        await tb
+        return b_seq
+
+    b_seq = asyncio.run(main())
+    check_ticket_moved(trace, b_seq - 1, b_seq, out["started"])  # A: numbered just before B
+    c = pool(lim.stats())["counters"]
+    assert c["settled"] == 2 and c["cancelled"] == 1

@@ -460,6 +460,57 @@ static void test_follow(void)
 	close_seg();
 }
 
+/* The same for tickets (shl_settle_given, shl_cancel_given,
+ * shl_ticket_place, shl_follow): t1's settle 25 tokens under its 150 gives
+ * 2.5 s of ITPM, which moves t2, reserved behind it, by exactly that; the
+ * same give again moves nothing; a settle or cancel says 0 on an error;
+ * shl_start takes t2 at its new release; a closed ticket has no place. */
+static void test_follow_tickets(void)
+{
+	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
+	int m = shl_lookup(h, "m1");
+	shl_cost c = {.input_tokens = 150, .max_tokens = 20};
+	shl_ticket t0, t1, t2;
+	shl_refusal why;
+	int64_t g[3], g1[3], r2 = -1;
+	shl_place p;
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &c, &t0, &why), 0); /* ITPM full at +15 s */
+	tu_boot += 5 * S;
+	CU_ASSERT_EQUAL_FATAL(shl_try(h, m, &c, &t1, &why), 0); /* +30 s */
+	CU_ASSERT_EQUAL_FATAL(shl_reserve(h, m, &c, -1, &t2, &why), 0);
+	const int64_t rel = t2.admitted_at;
+	CU_ASSERT_EQUAL(rel, tu_boot + 15 * S);
+	CU_ASSERT_EQUAL(shl_ticket_place(h, NULL, &p), -EINVAL);
+	CU_ASSERT_EQUAL_FATAL(shl_ticket_place(h, &t2, &p), 0);
+	CU_ASSERT_EQUAL(p.edge[SHL_DIM_ITPM], 0);
+	tu_boot += 1 * S;
+	shl_usage u = {.input_tokens = 125, .output_tokens = 20};
+	CU_ASSERT_EQUAL(shl_settle_given(h, &t1, &u, NULL), -EINVAL);
+	CU_ASSERT_EQUAL(t1.state, 1); /* not settled by that */
+	CU_ASSERT_EQUAL(shl_settle_given(h, &t1, &u, g1), 0);
+	CU_ASSERT_EQUAL(g1[SHL_DIM_ITPM], 2500 * MS);
+	CU_ASSERT_EQUAL(g1[SHL_DIM_RPM], 0);
+	CU_ASSERT_EQUAL(shl_settle_given(h, &t1, &u, g), -EALREADY);
+	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 0);
+	CU_ASSERT_EQUAL(shl_follow(h, &t2, NULL, &p, &r2), -EINVAL);
+	CU_ASSERT_EQUAL(shl_follow(h, &t2, g1, &p, &r2), 1);
+	CU_ASSERT_EQUAL(r2, rel - 2500 * MS);
+	CU_ASSERT_EQUAL(t2.admitted_at, r2);
+	CU_ASSERT_EQUAL(p.edge[SHL_DIM_ITPM], 0);
+	CU_ASSERT_EQUAL(shl_follow(h, &t2, g1, &p, &r2), 0); /* counted twice: the floor */
+	CU_ASSERT_EQUAL(r2, rel - 2500 * MS);
+	tu_boot = r2;
+	CU_ASSERT_EQUAL(shl_start(h, &t2, &why), 0);
+	/* never sent: all of it back, 150 tokens and the request */
+	CU_ASSERT_EQUAL(shl_cancel_given(h, &t2, g), 0);
+	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 15000 * MS);
+	CU_ASSERT_EQUAL(g[SHL_DIM_RPM], MS);
+	CU_ASSERT_EQUAL(shl_ticket_place(h, &t2, &p), -EINVAL);
+	CU_ASSERT_EQUAL(shl_follow(h, &t2, g1, &p, &r2), -EINVAL);
+	CU_ASSERT_EQUAL(shl_settle(h, &t0, &u), 0);
+	close_seg();
+}
+
 /*
  * The server counted `remaining` at some instant between the request's
  * release and its answer.  3 s of latency, and a count that fits the
@@ -882,6 +933,7 @@ TU_SUITE(suite_exchange)
 	TU_ADD(s, test_place);
 	TU_ADD(s, test_given);
 	TU_ADD(s, test_follow);
+	TU_ADD(s, test_follow_tickets);
 	TU_ADD(s, test_clamp_latency);
 	TU_ADD(s, test_429_kinds);
 	TU_ADD(s, test_429_holds_at_headers);
