@@ -1210,8 +1210,7 @@ int shl_cancel(shl_t *h, shl_ticket *t)
 	return shl__cancel_given(h, t, given);
 }
 
-/* The gives as the public calls say them: ns, at most INT64_MAX. */
-static void given_out(const uint64_t given[SHL_NBUCKETS], int64_t given_ns[3])
+void shl__given_out(const uint64_t given[SHL_NBUCKETS], int64_t given_ns[3])
 {
 	for (int d = 0; d < SHL_NBUCKETS; d++)
 		given_ns[d] = given[d] > INT64_MAX ? INT64_MAX : (int64_t)given[d];
@@ -1223,7 +1222,7 @@ int shl_settle_given(shl_t *h, shl_ticket *t, const shl_usage *u, int64_t given_
 	if (given_ns == NULL)
 		return -EINVAL;
 	int r = shl__settle_given(h, t, u, given);
-	given_out(given, given_ns);
+	shl__given_out(given, given_ns);
 	return r;
 }
 
@@ -1233,7 +1232,7 @@ int shl_cancel_given(shl_t *h, shl_ticket *t, int64_t given_ns[3])
 	if (given_ns == NULL)
 		return -EINVAL;
 	int r = shl__cancel_given(h, t, given);
-	given_out(given, given_ns);
+	shl__given_out(given, given_ns);
 	return r;
 }
 

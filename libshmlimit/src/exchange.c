@@ -234,8 +234,7 @@ int shl_ex_given(const shl_exchange *x, int64_t given_ns[3])
 {
 	if (x == NULL || given_ns == NULL || !x->finished)
 		return -EINVAL;
-	for (int d = 0; d < SHL_NBUCKETS; d++)
-		given_ns[d] = x->given[d] > INT64_MAX ? INT64_MAX : (int64_t)x->given[d];
+	shl__given_out(x->given, given_ns);
 	return 0;
 }
 

@@ -174,6 +174,8 @@ SHL_HIDDEN int shl__settle_given(struct shl *h, shl_ticket *t, const shl_usage *
 SHL_HIDDEN int shl__cancel_given(struct shl *h, shl_ticket *t, uint64_t given[SHL_NBUCKETS]);
 SHL_HIDDEN int shl__settle_as_given(struct shl *h, shl_ticket *t, int served, const shl_usage *u,
 				    uint64_t given[SHL_NBUCKETS]);
+/* The gives as the public calls say them: ns, at most INT64_MAX. */
+SHL_HIDDEN void shl__given_out(const uint64_t given[SHL_NBUCKETS], int64_t given_ns[3]);
 /* The earliest a reservation's release may be moved to (shl_ex_advance):
  * the latest over its buckets of its end, less every refund since its
  * take, less the bucket's tolerance; INT64_MAX when that is not known

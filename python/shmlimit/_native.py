@@ -173,7 +173,6 @@ _SIGS = [
     # by what the settles placed before it gave back
     ("shl_ex_place", c_int, [_P, _P, POINTER(shl_place)], False),
     ("shl_ex_given", c_int, [_P, POINTER(c_int64)], False),
-    ("shl_ex_advance", c_int, [_P, _P, POINTER(c_int64)], False),
     ("shl_ex_follow", c_int, [_P, _P, POINTER(c_int64), POINTER(shl_place), POINTER(c_int64)],
      False),
     ("shl_settle_given", c_int, [_P, POINTER(shl_ticket), POINTER(shl_usage), POINTER(c_int64)],
@@ -184,7 +183,7 @@ _SIGS = [
                            POINTER(c_int64)], False),
 ]
 
-EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_advance", "shl_ex_follow"]
+EARLY_FUNCS = ["shl_ex_place", "shl_ex_given", "shl_ex_follow"]
 EARLY_TICKET_FUNCS = ["shl_settle_given", "shl_cancel_given", "shl_ticket_place", "shl_follow"]
 EX_FUNCS = [n for n, _, _, _ in _SIGS if n.startswith("shl_ex_") and n not in EARLY_FUNCS]
 

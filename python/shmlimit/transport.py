@@ -14,10 +14,10 @@ Messages API path (``/v1/messages``, ``/v1/messages/count_tokens``,
    (holds and the spend cap checked again).  The wait moves sooner when a
    request of this process placed before it in the same pool settles below its
    estimate or is cancelled: what that gave back to the shared word
-   (``shl_ex_given``) is room before this place, and ``shl_ex_advance`` moves
+   (``shl_ex_given``) is room before this place, and ``shl_ex_follow`` moves
    the reservation into it (the preload shim's rule for its held transfers,
-   preload/hold.c, "Early release").  Gives of requests placed after it are
-   not counted: they make no room before it;
+   preload/hold.c, "Early release"; python/shmlimit/_early.py).  Gives of
+   requests placed after it are not counted: they make no room before it;
 3. sent through the inner transport, unchanged;
 4. settled from the response: status and headers (``shl_ex_status``,
    ``shl_ex_header``), then the body as the application reads it

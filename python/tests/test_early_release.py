@@ -215,7 +215,7 @@ def test_async_waiter_moved_by_earlier_settle_not_by_later_cancel(mock, segment,
 
 
 def test_library_without_early_release(mock, segment, trace, monkeypatch):
-    """An older library (no shl_ex_place, shl_ex_given, shl_ex_advance): requests wait their
+    """An older library (no shl_ex_place, shl_ex_given, shl_ex_follow): requests wait their
     whole wait, as before, and nothing is numbered or moved."""
     monkeypatch.setattr(trace.lib, "has_early", False)
     m = mock()

@@ -341,6 +341,41 @@ static void test_place(void)
 	close_seg();
 }
 
+/* test_given's and test_follow's line (see test_given): x0 goes, 5 s later
+ * x1 goes and x2 is reserved behind it; its release. */
+static int64_t line_of_three(shl_exchange *x[3])
+{
+	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
+	char *b = body_of("abcd", 100, NULL);
+	for (int i = 0; i < 3; i++)
+		x[i] = open_ex(b);
+	free(b);
+	int64_t rel = -1;
+	shl_refusal why;
+	admit(x[0]);
+	tu_boot += 5 * S;
+	admit(x[1]);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x[2], -1, &rel, &why), 0);
+	return rel;
+}
+
+/* 1 s later, x1's answer: the server counted 100 of its 125. */
+static void x1_answers(shl_exchange *x1)
+{
+	tu_boot += 1 * S;
+	shl_ex_status(x1, 200);
+	body(x1, "{\"type\":\"message\",\"model\":\"m1\",\"usage\":"
+		 "{\"input_tokens\":100,\"output_tokens\":20}}");
+	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 1), SHL_EX_SETTLED);
+}
+
+static void line_close(shl_exchange *x[3])
+{
+	for (int i = 0; i < 3; i++)
+		shl_ex_free(x[i]);
+	close_seg();
+}
+
 /*
  * What finishing gave back (shl_ex_given, what preload/hold.c moves held
  * transfers sooner by).  ITPM binds: 10 tokens a second (100 ms a token),
@@ -356,15 +391,10 @@ static void test_place(void)
  */
 static void test_given(void)
 {
-	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
-	char *b = body_of("abcd", 100, NULL);
-	shl_exchange *x0 = open_ex(b), *x1 = open_ex(b), *x2 = open_ex(b);
-	int64_t g[3], rel = -1;
+	shl_exchange *x[3];
+	int64_t g[3], rel = line_of_three(x);
+	shl_exchange *x1 = x[1], *x2 = x[2];
 	shl_refusal why;
-	admit(x0);
-	tu_boot += 5 * S;
-	admit(x1);
-	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
 	CU_ASSERT_EQUAL(rel, tu_boot + 7500 * MS); /* x2 waits */
 	shl_place p2, q2;
 	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
@@ -372,11 +402,7 @@ static void test_given(void)
 	CU_ASSERT_EQUAL(shl_ex_given(x1, g), -EINVAL); /* not finished */
 	CU_ASSERT_EQUAL(shl_ex_given(NULL, g), -EINVAL);
 
-	tu_boot += 1 * S; /* x1's answer: x2 still waits */
-	shl_ex_status(x1, 200);
-	body(x1, "{\"type\":\"message\",\"model\":\"m1\",\"usage\":"
-		 "{\"input_tokens\":100,\"output_tokens\":20}}");
-	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 1), SHL_EX_SETTLED);
+	x1_answers(x1); /* 1 s later: x2 still waits */
 	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x1, g), 0);
 	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 2500 * MS); /* 25 tokens of 100 ms */
 	CU_ASSERT_EQUAL(g[SHL_DIM_RPM], 0);
@@ -402,11 +428,7 @@ static void test_given(void)
 	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x2, g), 0);
 	CU_ASSERT_EQUAL(g[SHL_DIM_ITPM], 12500 * MS);
 	CU_ASSERT_EQUAL(g[SHL_DIM_RPM], MS);
-	shl_ex_free(x0);
-	shl_ex_free(x1);
-	shl_ex_free(x2);
-	free(b);
-	close_seg();
+	line_close(x);
 }
 
 /* shl_ex_follow, test_given's line: x1's give (2.5 s of ITPM) moves x2,
@@ -416,24 +438,15 @@ static void test_given(void)
  * clock) does not move. */
 static void test_follow(void)
 {
-	open_seg(tu_pool_cfg(60000, 600, 60000000, 10000, 250, 1000000, NULL, NULL));
-	char *b = body_of("abcd", 100, NULL);
-	shl_exchange *x0 = open_ex(b), *x1 = open_ex(b), *x2 = open_ex(b);
-	int64_t g[3], rel = -1, r2 = -1;
+	shl_exchange *x[3];
+	int64_t g[3], rel = line_of_three(x), r2 = -1;
+	shl_exchange *x2 = x[2];
 	shl_refusal why;
-	admit(x0);
-	tu_boot += 5 * S;
-	admit(x1);
-	CU_ASSERT_EQUAL_FATAL(shl_ex_reserve(h, x2, -1, &rel, &why), 0);
 	shl_place p2, was;
 	CU_ASSERT_EQUAL_FATAL(shl_ex_place(h, x2, &p2), 0);
 	was = p2;
-	tu_boot += 1 * S;
-	shl_ex_status(x1, 200);
-	body(x1, "{\"type\":\"message\",\"model\":\"m1\",\"usage\":"
-		 "{\"input_tokens\":100,\"output_tokens\":20}}");
-	CU_ASSERT_EQUAL(shl_ex_finish(h, x1, 1), SHL_EX_SETTLED);
-	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x1, g), 0);
+	x1_answers(x[1]);
+	CU_ASSERT_EQUAL_FATAL(shl_ex_given(x[1], g), 0);
 	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, NULL, &p2, &r2), -EINVAL);
 	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, NULL, &r2), -EINVAL);
 	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &p2, &r2), 1);
@@ -453,11 +466,7 @@ static void test_follow(void)
 	CU_ASSERT_EQUAL(shl_ex_start(h, x2, &why), 0);
 	CU_ASSERT_EQUAL(shl_ex_follow(h, x2, g, &p2, &r2), 0); /* started: never before now */
 	CU_ASSERT_EQUAL(r2, tu_boot);
-	shl_ex_free(x0);
-	shl_ex_free(x1);
-	shl_ex_free(x2);
-	free(b);
-	close_seg();
+	line_close(x);
 }
 
 /* The same for tickets (shl_settle_given, shl_cancel_given,
